@@ -1,0 +1,3 @@
+from .DNN import DNN
+
+__all__ = ["DNN"]
