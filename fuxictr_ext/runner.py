@@ -1,0 +1,189 @@
+"""The experiment runner behind ``run_expid.py``.
+
+config -> (synthetic data if configured and missing) -> atomic dataset build ->
+FeatureMap -> model class from the registry -> fit -> evaluate valid and test ->
+results line appended to ``<config dir name>.csv`` in the working directory,
+the same file FuxiCTR's own run_expid.py and its tuner use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+import yaml
+from fuxictr.features import FeatureMap
+from fuxictr.pytorch.dataloaders import RankDataLoader
+from fuxictr.pytorch.torch_utils import seed_everything
+from fuxictr.utils import load_dataset_config, load_model_config, print_to_json, set_logger
+
+from .config import warn_unknown_model_keys
+from .data import DataError, TensorDataLoader, build_dataset, is_built
+from .registry import get_model_class
+
+DATA_LOADERS = {"memory": TensorDataLoader, "fuxictr": None}
+
+
+class ConfigError(ValueError):
+    """A config directory, experiment id or setting that cannot be used."""
+
+
+def _yaml_files(config_dir: str, name: str) -> List[str]:
+    single = os.path.join(config_dir, f"{name}.yaml")
+    return [single] if os.path.isfile(single) else sorted(glob.glob(os.path.join(config_dir, name, "*.yaml")))
+
+
+def _ids_in(files: List[str]) -> List[str]:
+    ids: List[str] = []
+    for path in files:
+        with open(path) as fd:
+            try:
+                content = yaml.safe_load(fd) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        ids.extend(k for k in content if k != "Base")
+    return ids
+
+
+def load_params(config_dir: str, expid: str) -> tuple:
+    """Merged params (FuxiCTR's loader) and the model block's own keys; clear errors."""
+    model_files = _yaml_files(config_dir, "model_config")
+    if not model_files:
+        raise ConfigError(f"--config {config_dir}: no model_config.yaml or model_config/*.yaml there")
+    expids = _ids_in(model_files)
+    if expid not in expids:
+        near = difflib.get_close_matches(expid, expids, n=5, cutoff=0.4)
+        hint = f" Near matches: {', '.join(near)}." if near else ""
+        raise ConfigError(f"--expid {expid}: no such experiment id in {config_dir}.{hint}")
+    model_params = load_model_config(config_dir, expid)
+    dataset_id = model_params["dataset_id"]
+    try:
+        params = dict(model_params)
+        params.update(load_dataset_config(config_dir, dataset_id))
+    except RuntimeError:
+        known = _ids_in(_yaml_files(config_dir, "dataset_config"))
+        raise ConfigError(f"dataset_id={dataset_id!r} (experiment {expid}) is not in the dataset config; "
+                          f"known ids: {', '.join(known)}") from None
+    return params, model_params
+
+
+def resolve_device(gpu: int) -> int:
+    """-1 stays CPU; a GPU index is checked against the machine (CPU fallback, said loudly)."""
+    if gpu < 0:
+        return -1
+    if not torch.cuda.is_available():
+        logging.warning(f"--gpu {gpu} requested but this machine has no CUDA device: running on CPU")
+        return -1
+    if gpu >= torch.cuda.device_count():
+        raise ConfigError(f"--gpu {gpu}: only {torch.cuda.device_count()} CUDA device(s) (0..{torch.cuda.device_count() - 1})")
+    return gpu
+
+
+def ensure_raw_data(params: dict) -> None:
+    """Generate configured synthetic data when missing; otherwise name the missing file."""
+    if is_built(params):
+        return
+    missing = [params[f"{s}_data"] for s in ("train", "valid", "test")
+               if params.get(f"{s}_data") and not glob.glob(params[f"{s}_data"])]
+    if not missing:
+        return
+    spec = params.get("synthetic")
+    if spec:
+        from data_prep.synthetic import write
+        out_dir = os.path.dirname(params["train_data"])
+        logging.info(f"Raw data for {params['dataset_id']} not found: generating synthetic "
+                     f"{spec['schema']}-like data ({spec['rows']} rows, seed {spec['seed']}) in {out_dir}")
+        write(spec["schema"], int(spec["rows"]), out_dir, seed=int(spec["seed"]),
+              data_format=params.get("data_format", "parquet"))
+        return
+    raise DataError(f"data file not found: {missing[0]}. Prepare dataset {params['dataset_id']} with: "
+                    f"python -m data_prep.prepare {params['dataset_id']} --src <folder of the downloaded release>")
+
+
+def _ceiling(params: dict) -> Optional[dict]:
+    planted = os.path.join(os.path.dirname(params.get("train_data", "")), "planted.json")
+    if params.get("synthetic") and os.path.isfile(planted):
+        with open(planted) as fd:
+            return json.load(fd)
+    return None
+
+
+def make_loaders(feature_map, params: dict, stage: str):
+    choice = params.get("data_loader", "memory")
+    if choice not in DATA_LOADERS:
+        raise ConfigError(f"data_loader={choice!r}: choose one of {sorted(DATA_LOADERS)}")
+    kwargs = dict(params)
+    kwargs["data_loader"] = DATA_LOADERS[choice]
+    kwargs.setdefault("data_format", "parquet")
+    return RankDataLoader(feature_map, stage=stage, **kwargs)
+
+
+def _format_metrics(logs: Dict[str, float]) -> str:
+    return " - ".join(f"{k}: {v:.6f}" for k, v in logs.items())
+
+
+def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
+    """Train and evaluate one experiment id; returns valid/test metrics and costs."""
+    params, model_params = load_params(config_dir, expid)
+    model_cls = get_model_class(params["model"]) if "model" in params else None
+    if model_cls is None:
+        raise ConfigError(f"experiment {expid}: no `model:` key in its config")
+    params["gpu"] = gpu
+    set_logger(params)
+    params["gpu"] = resolve_device(gpu)
+    logging.info("Params: " + print_to_json(params))
+    warn_unknown_model_keys(model_cls, model_params)
+    seed_everything(seed=params.get("seed", 2019))
+
+    ensure_raw_data(params)
+    paths = build_dataset(params)
+    params["train_data"], params["valid_data"], params["test_data"] = paths["train"], paths["valid"], paths["test"]
+    data_dir = os.path.join(params["data_root"], params["dataset_id"])
+    feature_map = FeatureMap(params["dataset_id"], data_dir)
+    feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
+    logging.info("Feature specs: " + print_to_json(feature_map.features))
+
+    model = model_cls(feature_map, **params)
+    train_gen, valid_gen = make_loaders(feature_map, params, "train")
+
+    from .cost import model_cost
+    cost = model_cost(model, next(iter(valid_gen)))
+    logging.info(f"Model cost: {cost.summary()}")
+
+    from .callbacks import build_spectrum_callbacks
+    model.callbacks = build_spectrum_callbacks(params.get("spectrum_callbacks"),
+                                               {"train": train_gen, "valid": valid_gen},
+                                               model.model_dir, expid)
+
+    start = time.time()
+    model.fit(train_gen, validation_data=valid_gen, **params)
+    train_seconds = time.time() - start
+
+    logging.info("****** Validation evaluation ******")
+    valid_result = model.evaluate(valid_gen)
+    test_result: Dict[str, float] = {}
+    if params.get("test_data"):
+        logging.info("******** Test evaluation ********")
+        test_result = model.evaluate(make_loaders(feature_map, params, "test"))
+    ceiling = _ceiling(params)
+    if ceiling:
+        logging.info(f"Planted model (the ceiling) on the synthetic test split: "
+                     f"AUC {ceiling['ceiling_test_AUC']:.6f} - logloss {ceiling['ceiling_test_logloss']:.6f}")
+
+    result_file = Path(config_dir).name.replace(".yaml", "") + ".csv"
+    with open(result_file, "a+") as fw:
+        fw.write(f" {datetime.now().strftime('%Y%m%d-%H%M%S')},[command] python {' '.join(sys.argv)},"
+                 f"[exp_id] {expid},[dataset_id] {params['dataset_id']},[train] {train_seconds:.1f}s,"
+                 f"[val] {_format_metrics(valid_result)},[test] {_format_metrics(test_result)},"
+                 f"[cost] {cost.summary()}\n")
+    return {"expid": expid, "valid": valid_result, "test": test_result, "cost": cost,
+            "train_seconds": train_seconds, "ceiling": ceiling, "checkpoint": model.checkpoint}
