@@ -1,0 +1,252 @@
+"""Multi-embedding (ME): s embedding tables of size k, each with its own interaction.
+
+Guo et al., "On the Embedding Collapse When Scaling Up Recommendation Models"
+(ICML 2024), section 5, and the RoBlock paper's baselines (appendix A.4.2):
+a model scaled s times wider either keeps one table of size s*k (single
+embedding, SE) or learns s independent tables of size k and gives each its own
+copy of the feature-interaction module (multi-embedding, ME):
+
+    SE:  E = Emb_{s*k}(x)                         # (B, F, s*k)
+         h = I(E)                                  # (B, O)
+    ME:  E_i = Emb^{(i)}_k(x),  i = 1..s           # (B, F, k) each
+         h = [I_1(E_1); ...; I_s(E_s)]             # (B, s*O)
+
+followed by the model's own output MLP / logit on ``h``.
+
+Building blocks:
+
+* :class:`MultiEmbedding` - s fuxictr ``FeatureEmbedding`` tables, stacked to
+  ``(B, s, F, D)``.
+* :class:`MultiEmbeddingInteraction` - copy i of an interaction module on
+  embedding set i, outputs concatenated on the last axis. Copies with the same
+  structure run as one vectorised call (``torch.func.vmap`` over their stacked
+  parameters); others (different module types, batch-norm running statistics)
+  run one after another.
+* :class:`ConcatEmbeddingSets` - ``(B, s, F, D) -> (B, F, s*D)``, the
+  concatenated embedding matrix whose spectrum is measured for ME models.
+* :class:`EmbeddingLayout` - the ``embedding_dim`` / ``num_embeddings`` /
+  ``embedding_mode`` switch every SE/ME-capable model takes, and the modules it
+  implies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from fuxictr.pytorch.layers import FeatureEmbedding
+
+EMBEDDING_MODES = ("single", "multi")
+DEFAULT_EMBEDDING_INITIALIZER = "partial(nn.init.normal_, std=1e-4)"
+
+
+class MultiEmbedding(nn.Module):
+    """s independent embedding tables of size k for every field.
+
+    Each set is a fuxictr ``FeatureEmbedding``, so numeric, categorical and
+    sequence fields, shared embeddings and the embedding regularizer of
+    ``BaseModel`` work as for a single table. With ``num_embeddings=1`` the
+    module holds exactly one ``FeatureEmbedding(feature_map, embedding_dim)``,
+    built (and therefore initialised) in the same order as a plain one.
+
+    Args:
+        feature_map: FuxiCTR FeatureMap.
+        embedding_dim: k, the size of every table.
+        num_embeddings: s, the number of tables.
+        embedding_initializer: fuxictr initializer string for the tables.
+
+    Shapes:
+        forward(X): dict of (B,) / (B, L) tensors -> (B, s, F, k).
+
+    Example:
+        >>> emb = MultiEmbedding(feature_map, embedding_dim=10, num_embeddings=3)
+        >>> emb(X).shape                                    # (B, 3, F, 10)
+    """
+
+    def __init__(self, feature_map, embedding_dim: int, num_embeddings: int,
+                 embedding_initializer: str = DEFAULT_EMBEDDING_INITIALIZER):
+        super().__init__()
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if num_embeddings < 1:
+            raise ValueError(f"num_embeddings must be >= 1, got {num_embeddings}")
+        self.embedding_dim = embedding_dim
+        self.num_embeddings = num_embeddings
+        self.embedding_sets = nn.ModuleList(
+            FeatureEmbedding(feature_map, embedding_dim, embedding_initializer=embedding_initializer)
+            for _ in range(num_embeddings))
+
+    def forward(self, X: Dict[str, torch.Tensor]) -> torch.Tensor:
+        # One lookup per distinct table: the sets are separate modules by design.
+        return torch.stack([embedding(X) for embedding in self.embedding_sets], dim=1)  # (B, s, F, k)
+
+
+class ConcatEmbeddingSets(nn.Module):
+    """Concatenate the embedding sets per field: (B, s, F, D) -> (B, F, s*D).
+
+    This is the embedding matrix of an ME model as the RoBlock paper measures it
+    ("we first concatenate the multiple embedding sets", appendix A.4.2).
+    """
+
+    def forward(self, sets: torch.Tensor) -> torch.Tensor:
+        return sets.transpose(1, 2).flatten(start_dim=2)  # (B, F, s*D)
+
+
+def _has_running_stats(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+               for m in module.modules())
+
+
+def _signature(module: nn.Module):
+    """What must agree for copies to share one vectorised call."""
+    return (type(module), repr(module),
+            tuple((n, p.shape, p.requires_grad) for n, p in module.named_parameters()),
+            tuple((n, b.shape) for n, b in module.named_buffers()))
+
+
+class MultiEmbeddingInteraction(nn.Module):
+    """Copy i of an interaction module on embedding set i; outputs concatenated.
+
+        out = [I_1(x[:, 1]); ...; I_s(x[:, s])]          # last axis
+
+    Copies of one structure (same type, configuration and parameter shapes, no
+    batch-norm running statistics) are applied in one call: their parameters
+    are stacked and the first copy is evaluated functionally under
+    ``torch.func.vmap`` over the set axis (dropout draws an independent mask per
+    copy). The copies stay ordinary sub-modules, so initialisation by
+    ``BaseModel.reset_parameters``, regularizers, ``state_dict`` and optimizers
+    see them exactly as a plain ``nn.ModuleList``. Different module types (e.g.
+    DHEN's heterogeneous ensembles), modules that update batch-norm running
+    statistics, or modules whose forward vmap cannot trace
+    (``vectorize=False``) are applied one after another: s is small and each
+    copy is a distinct module.
+
+    Args:
+        modules: the s interaction modules, one per embedding set.
+        vectorize: use the vmapped path when the copies allow it.
+
+    Shapes:
+        forward(x): (B, s, *in) -> (B, *out[:-1], sum of the copies' last dims);
+        for identical copies with output (B, O): (B, s*O).
+
+    Example:
+        >>> inter = MultiEmbeddingInteraction([CrossNetV2(F * k, 3) for _ in range(s)])
+        >>> inter(torch.randn(B, s, F * k)).shape           # (B, s*F*k)
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], vectorize: bool = True):
+        super().__init__()
+        if len(modules) == 0:
+            raise ValueError("MultiEmbeddingInteraction needs at least one module")
+        self.interactions = nn.ModuleList(modules)
+        first = _signature(self.interactions[0])
+        self.vectorized = bool(vectorize and not _has_running_stats(self.interactions[0])
+                               and all(_signature(m) == first for m in self.interactions[1:]))
+
+    @classmethod
+    def replicate(cls, factory: Callable[[], nn.Module], num_copies: int,
+                  vectorize: bool = True) -> "MultiEmbeddingInteraction":
+        """``num_copies`` independent modules from ``factory()``, built in order."""
+        if num_copies < 1:
+            raise ValueError(f"num_embeddings must be >= 1, got {num_copies}")
+        return cls([factory() for _ in range(num_copies)], vectorize=vectorize)
+
+    def __len__(self) -> int:
+        return len(self.interactions)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or x.shape[1] != len(self.interactions):
+            raise ValueError(f"expected input (B, {len(self.interactions)}, ...) with one embedding set "
+                             f"per interaction copy, got shape {tuple(x.shape)}")
+        if self.vectorized:
+            return self._forward_vectorized(x)
+        return torch.cat([module(x[:, i]) for i, module in enumerate(self.interactions)], dim=-1)
+
+    def _forward_vectorized(self, x: torch.Tensor) -> torch.Tensor:
+        template = self.interactions[0]
+        named = [dict(m.named_parameters()) for m in self.interactions]
+        params = {name: torch.stack([p[name] for p in named]) for name in named[0]}
+        named_buffers = [dict(m.named_buffers()) for m in self.interactions]
+        buffers = {name: torch.stack([b[name] for b in named_buffers]) for name in named_buffers[0]}
+
+        def apply_copy(copy_params, copy_buffers, x_set):
+            return functional_call(template, (copy_params, copy_buffers), (x_set,))
+
+        out = vmap(apply_copy, in_dims=(0, 0, 1), out_dims=-2,
+                   randomness="different")(params, buffers, x)  # (B, *out[:-1], s, O)
+        return out.flatten(start_dim=-2)  # (B, *out[:-1], s*O)
+
+
+@dataclass(frozen=True)
+class EmbeddingLayout:
+    """The SE / ME switch of a baseline scaled ``num_embeddings`` times.
+
+    Args:
+        embedding_dim: k, the base embedding size (10 in the RoBlock paper).
+        num_embeddings: s, the scale factor (1, 2, 3, 5, 10 in the paper).
+        embedding_mode: ``"single"``: one table of size s*k and one interaction
+            module (SE); ``"multi"``: s tables of size k, one interaction copy
+            each (ME).
+
+    Example:
+        >>> layout = EmbeddingLayout(embedding_dim=10, num_embeddings=5, embedding_mode="multi")
+        >>> layout.num_sets, layout.set_dim, layout.total_dim     # (5, 10, 50)
+    """
+
+    embedding_dim: int
+    num_embeddings: int = 1
+    embedding_mode: str = "single"
+
+    def __post_init__(self):
+        if self.embedding_mode not in EMBEDDING_MODES:
+            raise ValueError(f"embedding_mode must be one of {EMBEDDING_MODES}, got {self.embedding_mode!r}")
+        if self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
+        if self.num_embeddings < 1:
+            raise ValueError(f"num_embeddings must be >= 1, got {self.num_embeddings}")
+
+    @property
+    def is_multi(self) -> bool:
+        return self.embedding_mode == "multi"
+
+    @property
+    def num_sets(self) -> int:
+        """Embedding sets fed to separate interaction copies: s (ME) or 1 (SE)."""
+        return self.num_embeddings if self.is_multi else 1
+
+    @property
+    def set_dim(self) -> int:
+        """Size D of one embedding set: k (ME) or s*k (SE)."""
+        return self.embedding_dim if self.is_multi else self.embedding_dim * self.num_embeddings
+
+    @property
+    def total_dim(self) -> int:
+        """Total embedding width per field, s*k in both modes."""
+        return self.embedding_dim * self.num_embeddings
+
+    def embedding(self, feature_map) -> nn.Module:
+        """SE: ``FeatureEmbedding`` -> (B, F, s*k); ME: :class:`MultiEmbedding` -> (B, s, F, k)."""
+        if self.is_multi:
+            return MultiEmbedding(feature_map, self.embedding_dim, self.num_embeddings)
+        return FeatureEmbedding(feature_map, self.total_dim)
+
+    def embedding_matrix(self) -> nn.Module:
+        """Module mapping the embedding output to the (B, F, s*k) matrix that stage taps record."""
+        return ConcatEmbeddingSets() if self.is_multi else nn.Identity()
+
+    def interaction(self, factory: Callable[[int], nn.Module]) -> nn.Module:
+        """SE: ``factory(s*k)``; ME: s copies ``factory(k)`` in a :class:`MultiEmbeddingInteraction`."""
+        if self.is_multi:
+            return MultiEmbeddingInteraction.replicate(lambda: factory(self.embedding_dim),
+                                                       self.num_embeddings)
+        return factory(self.total_dim)
+
+    def multi_only(self, factory: Callable[[int], nn.Module]) -> nn.Module:
+        """SE: ``nn.Identity()``; ME: s copies ``factory(k)``. For layers that only ME applies per set."""
+        if self.is_multi:
+            return MultiEmbeddingInteraction.replicate(lambda: factory(self.embedding_dim),
+                                                       self.num_embeddings)
+        return nn.Identity()

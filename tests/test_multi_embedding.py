@@ -1,0 +1,162 @@
+"""fuxictr_ext.multi_embedding: ME tables, per-set interactions, the SE/ME layout."""
+
+import pytest
+import torch
+from torch import nn
+from fuxictr.pytorch.layers import (CompressedInteractionNet, CrossNetV2, FeatureEmbedding,
+                                    InnerProductInteraction, MLP_Block)
+
+from fuxictr_ext.multi_embedding import (ConcatEmbeddingSets, EmbeddingLayout, MultiEmbedding,
+                                         MultiEmbeddingInteraction)
+from fuxictr_ext.testing import make_feature_map, random_batch
+
+NUM_CAT, NUM_NUM = 4, 2
+F = NUM_CAT + NUM_NUM
+
+
+@pytest.fixture(scope="module")
+def feature_map():
+    return make_feature_map(num_categorical=NUM_CAT, num_numeric=NUM_NUM, vocab_size=20)
+
+
+def inputs(feature_map, batch_size=5, seed=0):
+    batch = random_batch(feature_map, batch_size, seed)
+    return {k: v for k, v in batch.items() if k not in feature_map.labels}
+
+
+@pytest.mark.parametrize("num_embeddings", [1, 2, 5])
+def test_multi_embedding_shape_and_sets_match_tables(feature_map, num_embeddings):
+    emb = MultiEmbedding(feature_map, embedding_dim=3, num_embeddings=num_embeddings)
+    X = inputs(feature_map)
+    out = emb(X)
+    assert out.shape == (5, num_embeddings, F, 3)
+    for i, table in enumerate(emb.embedding_sets):
+        torch.testing.assert_close(out[:, i], table(X))
+
+
+def test_multi_embedding_single_set_equals_feature_embedding(feature_map):
+    torch.manual_seed(7)
+    reference = FeatureEmbedding(feature_map, 4)
+    torch.manual_seed(7)
+    multi = MultiEmbedding(feature_map, embedding_dim=4, num_embeddings=1)
+    ref_params = list(reference.parameters())
+    me_params = list(multi.parameters())
+    assert len(ref_params) == len(me_params)
+    for a, b in zip(ref_params, me_params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    X = inputs(feature_map)
+    torch.testing.assert_close(multi(X)[:, 0], reference(X), rtol=0, atol=0)
+
+
+def test_multi_embedding_tables_are_independent(feature_map):
+    emb = MultiEmbedding(feature_map, embedding_dim=3, num_embeddings=3)
+    w = [dict(t.named_parameters())["embedding_layer.embedding_layers.C1.weight"] for t in emb.embedding_sets]
+    assert w[0].data_ptr() != w[1].data_ptr()
+    assert not torch.equal(w[0], w[1])
+    emb(inputs(feature_map))[:, 1].sum().backward()
+    assert not w[0].grad.any() and not w[2].grad.any() and w[1].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad", [{"embedding_dim": 0, "num_embeddings": 2},
+                                 {"embedding_dim": 3, "num_embeddings": 0}])
+def test_multi_embedding_rejects_bad_sizes(feature_map, bad):
+    with pytest.raises(ValueError, match=next(k for k, v in bad.items() if v == 0)):
+        MultiEmbedding(feature_map, **bad)
+
+
+def test_concat_embedding_sets():
+    sets = torch.randn(2, 3, F, 4)
+    out = ConcatEmbeddingSets()(sets)
+    assert out.shape == (2, F, 12)
+    torch.testing.assert_close(out, torch.cat([sets[:, i] for i in range(3)], dim=-1))
+
+
+FACTORIES = {
+    "crossnet": (lambda: CrossNetV2(F * 4, 2), lambda x: x.flatten(start_dim=2)),
+    "cin": (lambda: CompressedInteractionNet(F, [3, 2], output_dim=1), lambda x: x),
+    "bi_mlp": (lambda: nn.Sequential(InnerProductInteraction(F, "bi_interaction"), MLP_Block(4, [6])),
+               lambda x: x),
+    "mlp_dropout": (lambda: MLP_Block(F * 4, [6], dropout_rates=0.3), lambda x: x.flatten(start_dim=2)),
+}
+
+
+def loop_reference(modules, x):
+    """The definition: copy i on set i, concatenated on the last axis."""
+    return torch.cat([m(x[:, i]) for i, m in enumerate(modules)], dim=-1)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+@pytest.mark.parametrize("batch_size", [1, 6])
+def test_vectorized_interaction_equals_loop(name, batch_size):
+    factory, prepare = FACTORIES[name]
+    torch.manual_seed(0)
+    inter = MultiEmbeddingInteraction.replicate(factory, 3)
+    assert inter.vectorized
+    inter.eval()
+    x = prepare(torch.randn(batch_size, 3, F, 4, requires_grad=True))
+    out = inter(x)
+    ref = loop_reference(inter.interactions, x)
+    assert out.shape == ref.shape and out.shape[0] == batch_size
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), [x] + list(inter.parameters()))
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x] + list(inter.parameters()))
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_vectorized_dropout_differs_per_copy_and_trains():
+    torch.manual_seed(0)
+    inter = MultiEmbeddingInteraction.replicate(lambda: MLP_Block(8, [200], dropout_rates=0.5), 2)
+    for a, b in zip(inter.interactions[0].parameters(), inter.interactions[1].parameters()):
+        b.data.copy_(a.data)
+    x = torch.randn(4, 1, 8).expand(4, 2, 8)
+    inter.train()
+    out = inter(x)                                                   # (B, 2*200)
+    assert not torch.equal(out[:, :200], out[:, 200:])
+    inter.eval()
+    out = inter(x)
+    torch.testing.assert_close(out[:, :200], out[:, 200:])
+
+
+def test_heterogeneous_and_batchnorm_copies_fall_back_to_loop():
+    hetero = MultiEmbeddingInteraction([MLP_Block(8, [3]), MLP_Block(8, [5])])
+    assert not hetero.vectorized
+    x = torch.randn(4, 2, 8)
+    out = hetero(x)
+    assert out.shape == (4, 8)
+    torch.testing.assert_close(out, loop_reference(hetero.interactions, x))
+    bn = MultiEmbeddingInteraction.replicate(lambda: MLP_Block(8, [3], batch_norm=True), 2)
+    assert not bn.vectorized
+    bn.train()
+    bn(x)
+    assert all(m.mlp[1].num_batches_tracked.item() == 1 for m in bn.interactions)
+
+
+def test_interaction_rejects_wrong_number_of_sets():
+    inter = MultiEmbeddingInteraction.replicate(lambda: CrossNetV2(8, 1), 3)
+    with pytest.raises(ValueError, match="one embedding set per interaction copy"):
+        inter(torch.randn(4, 2, 8))
+    with pytest.raises(ValueError, match="num_embeddings"):
+        MultiEmbeddingInteraction.replicate(lambda: CrossNetV2(8, 1), 0)
+
+
+@pytest.mark.parametrize("mode,num_sets,set_dim", [("single", 1, 12), ("multi", 3, 4)])
+def test_layout_modules(feature_map, mode, num_sets, set_dim):
+    layout = EmbeddingLayout(embedding_dim=4, num_embeddings=3, embedding_mode=mode)
+    assert (layout.num_sets, layout.set_dim, layout.total_dim) == (num_sets, set_dim, 12)
+    E = layout.embedding(feature_map)(inputs(feature_map))
+    assert E.shape == ((5, 3, F, 4) if mode == "multi" else (5, F, 12))
+    assert layout.embedding_matrix()(E).shape == (5, F, 12)
+    inter = layout.interaction(lambda d: CrossNetV2(F * d, 1))
+    assert inter(E.flatten(start_dim=-2)).shape == (5, F * 12)
+    assert isinstance(layout.multi_only(lambda d: nn.Linear(d, 2)),
+                      MultiEmbeddingInteraction if mode == "multi" else nn.Identity)
+
+
+@pytest.mark.parametrize("bad,key", [({"embedding_mode": "dual"}, "embedding_mode"),
+                                     ({"num_embeddings": 0}, "num_embeddings"),
+                                     ({"embedding_dim": 0}, "embedding_dim")])
+def test_layout_rejects_bad_config(bad, key):
+    kwargs = {"embedding_dim": 4, "num_embeddings": 2, "embedding_mode": "multi", **bad}
+    with pytest.raises(ValueError, match=key):
+        EmbeddingLayout(**kwargs)
