@@ -1,0 +1,95 @@
+"""Rank-1 update normalization (Yu et al., ECCV 2020), as used by RoBlock (eq. 2).
+
+For one sample's matrix X (n, d) and a random start v^(0) ~ N(0, I_d), t power
+iterations give an estimate of the top right singular vector, whose rank-1
+component is then removed::
+
+    v^(j) = X^T X v^(j-1),   j = 1..t
+    X~    = X - X v^(t) v^(t)T / ||v^(t)||^2
+
+Proposition 4.1 of the RoBlock paper: in expectation over v^(0), X~ keeps the
+singular vectors of X and scales sigma_i by (1 - lambda_i(t)), a factor that is
+smaller for larger sigma_i, so the spectrum is rebalanced and the information
+abundance rises.
+
+Numerics: v is divided by its norm after every iteration. The direction, and
+so X~, is unchanged (eq. 2 is invariant to the scale of v), but the raw
+iterate grows like sigma_1^(2t) and overflows float32 already for t = 3 and
+sigma_1 = 1e4; the normalised one stays at unit length.
+
+Gradients flow through the whole computation, v included (the autograd of
+eq. 2 as written). The module is a training-time augmentation: in eval mode it
+returns its input unchanged, so inference pays nothing for it.
+
+Example:
+    >>> norm = RankOneUpdateNorm(num_iterations=3)
+    >>> X = torch.randn(32, 39, 20)                  # (B, n, d)
+    >>> norm.train()(X).shape                        # (B, n, d), one random v^(0) per sample
+    torch.Size([32, 39, 20])
+    >>> norm.eval()(X) is X
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["rank_one_update", "RankOneUpdateNorm"]
+
+
+def rank_one_update(X: torch.Tensor, v0: torch.Tensor, num_iterations: int) -> torch.Tensor:
+    """Apply eq. 2 to every matrix of a batch with the given start vectors.
+
+    Args:
+        X: (*, n, d) matrices.
+        v0: (*, d) start vectors v^(0), one per matrix.
+        num_iterations: t >= 1, the number of power iterations.
+
+    Returns:
+        (*, n, d) X~ = X - X v v^T / ||v||^2 with v = (X^T X)^t v0 (computed with
+        a normalisation after each iteration). A matrix for which the iterate
+        vanishes (e.g. X = 0) is returned unchanged.
+    """
+    if num_iterations < 1:
+        raise ValueError(f"rank-1 update needs num_iterations >= 1, got {num_iterations}")
+    if X.dim() < 2 or v0.shape != X.shape[:-2] + X.shape[-1:]:
+        raise ValueError(f"rank-1 update expects X (*, n, d) and v0 (*, d), got {tuple(X.shape)} "
+                         f"and {tuple(v0.shape)}")
+    tiny = torch.finfo(X.dtype).tiny
+    v = v0
+    for _ in range(num_iterations):
+        Xv = torch.einsum("...nd,...d->...n", X, v)                        # (*, n)
+        v = torch.einsum("...nd,...n->...d", X, Xv)                        # (*, d) X^T X v
+        v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(tiny)
+    Xv = torch.einsum("...nd,...d->...n", X, v)                            # (*, n)
+    squared_norm = v.square().sum(dim=-1).clamp_min(tiny)                  # (*,) 1, or 0 if v vanished
+    return X - (Xv / squared_norm[..., None])[..., :, None] * v[..., None, :]  # (*, n, d)
+
+
+class RankOneUpdateNorm(nn.Module):
+    """RoBlock's rank-1 update normalization (eq. 2): training only, identity in eval.
+
+    Each sample of the batch gets its own random start vector v^(0) ~ N(0, I_d),
+    drawn from torch's global generator.
+
+    Args:
+        num_iterations: t, the number of power iterations (the paper uses 3).
+
+    Shapes: (B, n, d) -> (B, n, d); any leading dimensions are treated as batch.
+    """
+
+    def __init__(self, num_iterations: int = 3):
+        super().__init__()
+        if num_iterations < 1:
+            raise ValueError(f"rank1_iterations must be >= 1, got {num_iterations}")
+        self.num_iterations = num_iterations
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return X
+        v0 = torch.randn(X.shape[:-2] + X.shape[-1:], dtype=X.dtype, device=X.device)  # (B, d)
+        return rank_one_update(X, v0, self.num_iterations)
+
+    def extra_repr(self) -> str:
+        return f"num_iterations={self.num_iterations}"
