@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import importlib.util
 import pkgutil
 from typing import Dict, List, Type
 
@@ -60,8 +61,16 @@ def discover_models() -> None:
 
 
 def get_model_class(name: str) -> type:
-    """Return the registered class called ``name``; ValueError with near matches otherwise."""
-    discover_models()
+    """Return the registered class called ``name``; ValueError with near matches otherwise.
+
+    A model in a folder of its own name (``model_zoo/<name>/``) is imported alone;
+    any other name triggers discovery of every folder.
+    """
+    if name not in _REGISTRY and name not in _foreign_zoo_packages() \
+            and importlib.util.find_spec(f"model_zoo.{name}") is not None:
+        importlib.import_module(f"model_zoo.{name}")
+    if name not in _REGISTRY:
+        discover_models()
     if name not in _REGISTRY:
         near = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(near)}?" if near else ""

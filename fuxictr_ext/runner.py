@@ -145,6 +145,7 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     seed_everything(seed=params.get("seed", 2019))
 
     ensure_raw_data(params)
+    ceiling = _ceiling(params)
     paths = build_dataset(params)
     params["train_data"], params["valid_data"], params["test_data"] = paths["train"], paths["valid"], paths["test"]
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
@@ -174,7 +175,6 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     if params.get("test_data"):
         logging.info("******** Test evaluation ********")
         test_result = model.evaluate(make_loaders(feature_map, params, "test"))
-    ceiling = _ceiling(params)
     if ceiling:
         logging.info(f"Planted model (the ceiling) on the synthetic test split: "
                      f"AUC {ceiling['ceiling_test_AUC']:.6f} - logloss {ceiling['ceiling_test_logloss']:.6f}")
