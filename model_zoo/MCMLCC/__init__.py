@@ -1,0 +1,3 @@
+from .MCMLCC import MCMLCC
+
+__all__ = ["MCMLCC"]

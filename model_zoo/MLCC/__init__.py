@@ -1,0 +1,3 @@
+from .MLCC import MLCC
+
+__all__ = ["MLCC"]
