@@ -1,0 +1,113 @@
+"""Is one DNN training epoch bound by data loading? Stock loader vs TensorDataLoader.
+
+    python benchmarks/data_loading.py --rows 1000000 --batch-size 4096
+
+Generates Criteo-like synthetic rows (cached under --workdir), builds the
+FuxiCTR dataset once, then in a fresh subprocess per measurement reports:
+
+* rows/s of one pass of fuxictr 2.3.10's ParquetDataLoader (Ray Data) and of
+  this project's TensorDataLoader, with the process's peak RSS;
+* rows/s of one DNN training epoch fed by each loader, and of the same DNN on
+  batches already in memory (the model's own ceiling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+DNN_ARGS = {"embedding_dim": 10, "hidden_units": [400, 400, 400], "net_dropout": 0.1}
+
+
+def _params(workdir: str, rows: int) -> dict:
+    raw = os.path.join(workdir, "raw")
+    return {"dataset_id": f"bench_{rows}", "data_root": os.path.join(workdir, "data"), "data_format": "parquet",
+            "train_data": os.path.join(raw, "train.parquet"), "valid_data": os.path.join(raw, "valid.parquet"),
+            "test_data": os.path.join(raw, "test.parquet"), "min_categr_count": 2,
+            "feature_cols": [{"name": [f"I{i}" for i in range(1, 14)], "active": True, "dtype": "float", "type": "numeric"},
+                             {"name": [f"C{i}" for i in range(1, 27)], "active": True, "dtype": "str", "type": "categorical"}],
+            "label_col": {"name": "label", "dtype": "float"}}
+
+
+def prepare(workdir: str, rows: int) -> dict:
+    from data_prep.synthetic import write
+    from fuxictr_ext.data import build_dataset, is_built
+    params = _params(workdir, rows)
+    if not is_built(params):
+        t = time.time()
+        write("criteo", int(rows / 0.8), os.path.join(workdir, "raw"), seed=7)
+        print(f"generated {int(rows / 0.8)} rows in {time.time() - t:.1f}s")
+        t = time.time()
+        build_dataset(params)
+        print(f"built the dataset in {time.time() - t:.1f}s (in-process, no Ray)")
+    return params
+
+
+def measure(workdir: str, rows: int, loader: str, mode: str, batch_size: int) -> dict:
+    import torch
+    from fuxictr.features import FeatureMap
+    from fuxictr.pytorch.dataloaders import RankDataLoader
+    from fuxictr_ext.data import TensorDataLoader
+    from model_zoo.DNN import DNN
+
+    torch.set_num_threads(os.cpu_count())
+    params = _params(workdir, rows)
+    data_dir = os.path.join(params["data_root"], params["dataset_id"])
+    fmap = FeatureMap(params["dataset_id"], data_dir)
+    fmap.load(os.path.join(data_dir, "feature_map.json"), {})
+    train_path = os.path.join(data_dir, "train.parquet")
+    t0 = time.time()
+    gen, _ = RankDataLoader(fmap, stage="train", train_data=train_path, batch_size=batch_size, shuffle=True,
+                            data_format="parquet", data_loader=TensorDataLoader if loader == "memory" else None)
+    setup = time.time() - t0
+    model = DNN(fmap, gpu=-1, verbose=0, model_root=os.path.join(workdir, "ckpt"), metrics=["AUC"], **DNN_ARGS)
+    model.train()
+    model._max_gradient_norm = 10.0
+    if mode == "model_only":
+        batches = [b for _, b in zip(range(20), gen)]
+        t0 = time.time()
+        for b in batches:
+            model.train_step(b)
+        seconds, n = time.time() - t0, sum(len(b["label"]) for b in batches)
+    else:
+        t0 = time.time()
+        n = 0
+        for b in gen:
+            if mode == "train":
+                model.train_step(b)
+            n += len(b["label"])
+        seconds = time.time() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"loader": loader, "mode": mode, "rows": n, "seconds": round(seconds, 2),
+            "rows_per_s": round(n / seconds), "setup_s": round(setup, 2), "peak_rss_mb": round(peak_mb)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="training rows")
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--workdir", default="./bench_data")
+    parser.add_argument("--measure", nargs=2, metavar=("LOADER", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.workdir, args.rows, *args.measure, args.batch_size)))
+        return
+    prepare(args.workdir, args.rows)
+    print(f"rows={args.rows} batch_size={args.batch_size} cpus={os.cpu_count()}")
+    print(f"{'loader':<8} {'mode':<10} {'rows/s':>10} {'seconds':>8} {'setup s':>8} {'peak RSS MB':>12}")
+    for loader, mode in [("fuxictr", "load"), ("memory", "load"), ("fuxictr", "train"),
+                         ("memory", "train"), ("memory", "model_only")]:
+        out = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--batch-size", str(args.batch_size),
+                              "--workdir", args.workdir, "--measure", loader, mode],
+                             capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{r['loader']:<8} {r['mode']:<10} {r['rows_per_s']:>10,} {r['seconds']:>8} {r['setup_s']:>8} {r['peak_rss_mb']:>12,}")
+
+
+if __name__ == "__main__":
+    main()
