@@ -26,7 +26,9 @@ Building blocks:
   concatenated embedding matrix whose spectrum is measured for ME models.
 * :class:`EmbeddingLayout` - the ``embedding_dim`` / ``num_embeddings`` /
   ``embedding_mode`` switch every SE/ME-capable model takes, and the modules it
-  implies.
+  implies (embedding, interaction copies, and an MLP whose first hidden layer
+  ME runs per set, as Guo et al.'s multi-embedding DNN, NFM, xDeepFM and DCNv2
+  do).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Callable, Dict, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
-from fuxictr.pytorch.layers import FeatureEmbedding
+from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
 
 EMBEDDING_MODES = ("single", "multi")
 DEFAULT_EMBEDDING_INITIALIZER = "partial(nn.init.normal_, std=1e-4)"
@@ -250,3 +252,48 @@ class EmbeddingLayout:
             return MultiEmbeddingInteraction.replicate(lambda: factory(self.embedding_dim),
                                                        self.num_embeddings)
         return nn.Identity()
+
+    def mlp(self, set_input_dim: Callable[[int], int], hidden_units: Sequence[int],
+            output_dim=None, output_activation=None, hidden_activations="ReLU",
+            dropout_rates=0.0, batch_norm: bool = False) -> nn.Module:
+        """An MLP over the embedding sets.
+
+        SE: one ``MLP_Block(set_input_dim(s*k), hidden_units, output_dim)`` on
+        (B, set_input_dim(s*k)). ME: the first hidden layer runs per set,
+        ``MLP_Block(set_input_dim(k), hidden_units[:1])`` copies on
+        (B, s, set_input_dim(k)), and ``MLP_Block(s * hidden_units[0],
+        hidden_units[1:], output_dim)`` on their concatenation - the placement
+        of Guo et al.'s multi-embedding models (their per-set first layers are
+        averaged, here concatenated). With no hidden layers both modes reduce
+        to the output layer on the concatenated sets.
+
+        Args:
+            set_input_dim: maps a set's embedding size D to the MLP input width
+                of that set (e.g. ``lambda d: num_fields * d``).
+            hidden_units, output_dim, output_activation, hidden_activations,
+            dropout_rates, batch_norm: as fuxictr's ``MLP_Block``.
+
+        Shapes: SE (B, set_input_dim(s*k)) | ME (B, s, set_input_dim(k)) -> (B, output_dim
+        or hidden_units[-1]).
+        """
+        hidden_units = list(hidden_units)
+        if not self.is_multi:
+            return MLP_Block(set_input_dim(self.total_dim), hidden_units, output_dim=output_dim,
+                             output_activation=output_activation, hidden_activations=hidden_activations,
+                             dropout_rates=dropout_rates, batch_norm=batch_norm)
+
+        def per_layer(value, layers: slice):
+            return list(value[layers]) if isinstance(value, (list, tuple)) else value
+
+        first, rest = slice(None, 1), slice(1, None)
+        per_set = MultiEmbeddingInteraction.replicate(
+            lambda: MLP_Block(set_input_dim(self.embedding_dim), hidden_units[first],
+                              hidden_activations=per_layer(hidden_activations, first),
+                              dropout_rates=per_layer(dropout_rates, first), batch_norm=batch_norm),
+            self.num_embeddings)
+        set_out = hidden_units[0] if hidden_units else set_input_dim(self.embedding_dim)
+        head = MLP_Block(self.num_embeddings * set_out, hidden_units[rest], output_dim=output_dim,
+                         output_activation=output_activation,
+                         hidden_activations=per_layer(hidden_activations, rest),
+                         dropout_rates=per_layer(dropout_rates, rest), batch_norm=batch_norm)
+        return nn.Sequential(per_set, head)

@@ -1,14 +1,19 @@
-"""DNN: the plain deep network over concatenated field embeddings.
+"""DNN: the plain deep network over concatenated field embeddings, SE or ME.
 
-    e = [E(x_1); ...; E(x_F)]            # (B, F*D)
-    y = sigmoid(MLP(e))                  # (B, 1)
+    SE:  e = [E(x_1); ...; E(x_F)]                          # (B, F*s*k)
+         y = sigmoid(MLP(e))                                 # (B, 1)
+    ME:  e_i = [E_i(x_1); ...; E_i(x_F)],  i = 1..s          # (B, F*k) each
+         h = [relu(W_1^(1) e_1 + b_1); ...; relu(W_1^(s) e_s + b_s)]   # (B, s*H_1)
+         y = sigmoid(MLP_{2..}(h))                           # (B, 1)
+
+ME follows Guo et al. (ICML 2024): every embedding set gets its own first
+hidden layer; the remaining layers act on the concatenation.
 """
 
 from typing import Sequence
 
-from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
-
 from fuxictr_ext.base import ZooModel
+from fuxictr_ext.multi_embedding import EmbeddingLayout
 from fuxictr_ext.registry import register_model
 
 
@@ -18,17 +23,22 @@ class DNN(ZooModel):
 
     Args:
         feature_map: FuxiCTR FeatureMap.
-        embedding_dim: D, the size of every field embedding.
+        embedding_dim: k, the base size of every field embedding.
         hidden_units: widths of the MLP's hidden layers.
         hidden_activations: activation of the hidden layers.
         net_dropout: dropout after every hidden layer.
         batch_norm: batch normalization in the MLP.
+        num_embeddings: s, the scale factor (embedding width s*k).
+        embedding_mode: ``"single"`` (one table of size s*k) or ``"multi"``
+            (s tables of size k, one first hidden layer per table).
 
     Example:
-        >>> model = DNN(feature_map, embedding_dim=16, hidden_units=[64, 64])
+        >>> model = DNN(feature_map, embedding_dim=10, hidden_units=[64, 64],
+        ...             num_embeddings=3, embedding_mode="multi")
         >>> model(batch)["y_pred"].shape          # (B, 1)
 
-    Shapes: input batch dict of (B,) tensors -> y_pred (B, 1).
+    Shapes: input batch dict of (B,) tensors -> y_pred (B, 1). Stage tap
+    ``embedding``: the (B, F, s*k) embedding matrix (ME: the sets concatenated).
     """
 
     def __init__(self, feature_map, model_id: str = "DNN", gpu: int = -1,
@@ -37,20 +47,23 @@ class DNN(ZooModel):
                  hidden_activations: str = "ReLU",
                  net_dropout: float = 0.0,
                  batch_norm: bool = False,
+                 num_embeddings: int = 1,
+                 embedding_mode: str = "single",
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
-        self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
-        self.mlp = MLP_Block(input_dim=feature_map.num_fields * embedding_dim,
-                             output_dim=1,
-                             hidden_units=list(hidden_units),
-                             hidden_activations=hidden_activations,
-                             output_activation=self.output_activation,
-                             dropout_rates=net_dropout,
-                             batch_norm=batch_norm)
+        layout = EmbeddingLayout(embedding_dim, num_embeddings, embedding_mode)
+        num_fields = feature_map.num_fields
+        self.embedding_layer = layout.embedding(feature_map)
+        self.embedding_matrix = layout.embedding_matrix()
+        self.mlp = layout.mlp(lambda d: num_fields * d, hidden_units, output_dim=1,
+                              output_activation=self.output_activation,
+                              hidden_activations=hidden_activations,
+                              dropout_rates=net_dropout, batch_norm=batch_norm)
         self.finalize_model()
 
     def forward(self, inputs):
         X = self.get_inputs(inputs)
-        feature_emb = self.tap("embedding", self.embedding_layer(X))  # (B, F, D)
-        y_pred = self.mlp(feature_emb.flatten(start_dim=1))          # (B, 1)
+        feature_emb = self.embedding_layer(X)                        # SE (B, F, s*k) | ME (B, s, F, k)
+        self.tap("embedding", self.embedding_matrix(feature_emb))    # (B, F, s*k)
+        y_pred = self.mlp(feature_emb.flatten(start_dim=-2))         # (B, 1)
         return {"y_pred": y_pred}

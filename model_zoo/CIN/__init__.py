@@ -1,0 +1,3 @@
+from .CIN import CIN
+
+__all__ = ["CIN"]

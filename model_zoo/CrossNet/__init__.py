@@ -1,0 +1,3 @@
+from .CrossNet import CrossNet
+
+__all__ = ["CrossNet"]

@@ -1,0 +1,123 @@
+"""DCN-V2 (Wang et al., WWW 2021), FuxiCTR's structures, SE or ME.
+
+    x_0 = [E(x_1); ...; E(x_F)]                              # (B, F*D)
+    x_{l+1} = x_0 * (W_l x_l + b_l) + x_l                    # eq. 1, fuxictr CrossNetV2
+    stacked:          y = sigmoid(w^T MLP_s(x_L))            # fig. 2 (b)
+    parallel:         y = sigmoid(w^T [x_L; MLP_p(x_0)])     # fig. 2 (a)
+    stacked_parallel: y = sigmoid(w^T [MLP_s(x_L); MLP_p(x_0)])
+    crossnet_only:    y = sigmoid(w^T x_L)
+
+ME: cross network i on embedding set i (outputs concatenated), and every DNN
+runs its first hidden layer per set (on set i's x_0 for the parallel DNN, on
+set i's x_L for the stacked DNN) with the remaining layers on the
+concatenation, as Guo et al.'s multi-embedding DCNv2 does.
+"""
+
+from typing import Sequence
+
+import torch
+from fuxictr.pytorch.layers import CrossNetV2
+from torch import nn
+
+from fuxictr_ext.base import ZooModel
+from fuxictr_ext.multi_embedding import EmbeddingLayout
+from fuxictr_ext.registry import register_model
+
+MODEL_STRUCTURES = ("crossnet_only", "stacked", "parallel", "stacked_parallel")
+
+
+class AbsentBranch(nn.Module):
+    """A branch the structure does not use: a (B, 0) tensor, so concatenation needs no branching."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], 0)
+
+
+@register_model
+class DCNv2(ZooModel):
+    """Cross network v2 + stacked and/or parallel DNN, as FuxiCTR's DCNv2.
+
+    Attribute names follow FuxiCTR (``embedding_layer``, ``crossnet``,
+    ``stacked_dnn``, ``parallel_dnn``, ``fc``); in SE mode ``crossnet`` is
+    fuxictr's ``CrossNetV2`` and a FuxiCTR DCNv2 state_dict loads unchanged.
+
+    Args:
+        feature_map: FuxiCTR FeatureMap.
+        embedding_dim: k, the base embedding size.
+        model_structure: one of ``crossnet_only``, ``stacked``, ``parallel``,
+            ``stacked_parallel``.
+        stacked_dnn_hidden_units: DNN after the cross network (stacked structures).
+        parallel_dnn_hidden_units: DNN beside the cross network (parallel structures).
+        dnn_activations: activation of the DNN hidden layers.
+        num_cross_layers: L, the number of cross layers.
+        net_dropout: dropout after every DNN hidden layer.
+        batch_norm: batch normalization in the DNNs.
+        num_embeddings: s, the scale factor (embedding width s*k).
+        embedding_mode: ``"single"`` (one table of size s*k) or ``"multi"``
+            (s tables of size k, one cross network and first DNN layer each).
+
+    Example:
+        >>> model = DCNv2(feature_map, embedding_dim=10, model_structure="parallel",
+        ...               parallel_dnn_hidden_units=[400, 400], num_cross_layers=3,
+        ...               num_embeddings=2, embedding_mode="multi")
+        >>> model(batch)["y_pred"].shape          # (B, 1)
+
+    Shapes: batch dict -> y_pred (B, 1). Stage tap ``embedding``: (B, F, s*k).
+    """
+
+    def __init__(self, feature_map, model_id: str = "DCNv2", gpu: int = -1,
+                 embedding_dim: int = 10,
+                 model_structure: str = "parallel",
+                 stacked_dnn_hidden_units: Sequence[int] = (),
+                 parallel_dnn_hidden_units: Sequence[int] = (400, 400, 400),
+                 dnn_activations: str = "ReLU",
+                 num_cross_layers: int = 3,
+                 net_dropout: float = 0.0,
+                 batch_norm: bool = False,
+                 num_embeddings: int = 1,
+                 embedding_mode: str = "single",
+                 **kwargs):
+        super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
+        if model_structure not in MODEL_STRUCTURES:
+            raise ValueError(f"model_structure must be one of {MODEL_STRUCTURES}, got {model_structure!r}")
+        stacked = model_structure in ("stacked", "stacked_parallel")
+        parallel = model_structure in ("parallel", "stacked_parallel")
+        if stacked and not stacked_dnn_hidden_units:
+            raise ValueError(f"model_structure={model_structure!r} needs stacked_dnn_hidden_units")
+        if parallel and not parallel_dnn_hidden_units:
+            raise ValueError(f"model_structure={model_structure!r} needs parallel_dnn_hidden_units")
+        if num_cross_layers < 1:
+            raise ValueError(f"num_cross_layers must be >= 1, got {num_cross_layers}")
+        layout = EmbeddingLayout(embedding_dim, num_embeddings, embedding_mode)
+        num_fields = feature_map.num_fields
+        cross_dim = num_fields * layout.total_dim
+        dnn = dict(hidden_activations=dnn_activations, dropout_rates=net_dropout, batch_norm=batch_norm)
+        self.model_structure = model_structure
+        self.embedding_layer = layout.embedding(feature_map)
+        self.embedding_matrix = layout.embedding_matrix()
+        self.crossnet = layout.interaction(lambda d: CrossNetV2(num_fields * d, num_cross_layers))
+        self.stacked_dnn = nn.Identity()
+        self.parallel_dnn = AbsentBranch()
+        final_dim = cross_dim
+        if stacked:
+            self.stacked_dnn = layout.mlp(lambda d: num_fields * d, stacked_dnn_hidden_units, **dnn)
+            if layout.is_multi:  # the concatenated cross outputs back to one x_L per set
+                self.stacked_dnn = nn.Sequential(
+                    nn.Unflatten(-1, (layout.num_sets, num_fields * layout.set_dim)), self.stacked_dnn)
+            final_dim = stacked_dnn_hidden_units[-1]
+        if parallel:
+            self.parallel_dnn = layout.mlp(lambda d: num_fields * d, parallel_dnn_hidden_units, **dnn)
+            final_dim += parallel_dnn_hidden_units[-1]
+        self.fc = nn.Linear(final_dim, 1)
+        self.finalize_model()
+
+    def forward(self, inputs):
+        X = self.get_inputs(inputs)
+        feature_emb = self.embedding_layer(X)                        # SE (B, F, s*k) | ME (B, s, F, k)
+        self.tap("embedding", self.embedding_matrix(feature_emb))    # (B, F, s*k)
+        x_0 = feature_emb.flatten(start_dim=-2)                      # SE (B, F*s*k) | ME (B, s, F*k)
+        cross_out = self.crossnet(x_0)                               # (B, F*s*k)
+        final_out = torch.cat([self.stacked_dnn(cross_out),          # (B, H_s) or (B, F*s*k)
+                               self.parallel_dnn(x_0)], dim=-1)      # (B, H_p) or (B, 0)
+        y_pred = self.output_activation(self.fc(final_out))          # (B, 1)
+        return {"y_pred": y_pred}

@@ -1,0 +1,3 @@
+from .DCNv2 import DCNv2
+
+__all__ = ["DCNv2"]

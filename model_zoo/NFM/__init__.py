@@ -1,0 +1,3 @@
+from .NFM import NFM
+
+__all__ = ["NFM"]

@@ -1,0 +1,3 @@
+from .xDeepFM import xDeepFM
+
+__all__ = ["xDeepFM"]
