@@ -1,0 +1,277 @@
+"""DHEN: Deep and Hierarchical Ensemble Network (Zhang et al., "DHEN: A Deep and
+Hierarchical Ensemble Network for Large-Scale Click-Through Rate Prediction", 2022),
+in the form the RoBlock paper uses it as a deep baseline (its appendix A.4.2).
+
+Layer l maps X_l (F field embeddings of size D) to X_{l+1} of the same shape:
+
+    M_j(X_l)    for the c interaction modules j of the layer, each (F, D)
+                (FM, CIN, DNN, DCNv2 from fuxictr, brought back to (F, D))
+    g(X_l)      = softmax(GateMLP(flatten(X_l)))                  # (c,)  3 layers, 64 hidden
+    X_{l+1}     = LN(sum_j g_j(X_l) M_j(X_l) + X_l)                # (F, D)
+
+and y = sigmoid(MLP(flatten(X_L))). The c modules of every layer are a combination
+drawn from the configured interaction types: all combinations of size c are
+shuffled with the seed and dealt out to the layers in turn, without replacement
+until a cycle is used up, then reshuffled.
+
+Single embedding (SE) at scale s: one table of size s*k and one stack of width
+D = s*k. Multi-embedding (ME, Guo et al. 2024): s tables of size k, each feeding
+its own DHEN stack (D = k, with its own module combinations); the stacks'
+outputs are concatenated before the final MLP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+from fuxictr.pytorch.layers import (CompressedInteractionNet, CrossNetV2,
+                                    InnerProductInteraction, MLP_Block)
+
+from fuxictr_ext.base import ZooModel
+from fuxictr_ext.multi_embedding import (ConcatEmbeddingSets, EmbeddingLayout, MultiEmbedding,
+                                         MultiEmbeddingInteraction)
+from fuxictr_ext.registry import register_model
+
+
+class FMInteraction(nn.Module):
+    """FM: the F(F-1)/2 pairwise inner products <e_i, e_j> (fuxictr's
+    InnerProductInteraction), linearly projected back to F embeddings.
+
+    Shapes: (B, F, D) -> (B, F, D).
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int):
+        super().__init__()
+        if num_fields < 2:
+            raise ValueError(f"the FM interaction needs at least 2 fields, the feature map has {num_fields}")
+        self.num_fields = num_fields
+        self.embedding_dim = embedding_dim
+        self.inner_product = InnerProductInteraction(num_fields, output="inner_product")
+        self.projection = nn.Linear(num_fields * (num_fields - 1) // 2, num_fields * embedding_dim)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        pairs = self.inner_product(X)                       # (B, F(F-1)/2)
+        return self.projection(pairs).view(-1, self.num_fields, self.embedding_dim)   # (B, F, D)
+
+
+class CINInteraction(nn.Module):
+    """CIN (xDeepFM): fuxictr's CompressedInteractionNet with its output layer sized
+    F*D, reshaped to F embeddings.
+
+    Shapes: (B, F, D) -> (B, F, D).
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int, cin_hidden_units: Sequence[int]):
+        super().__init__()
+        self.num_fields = num_fields
+        self.embedding_dim = embedding_dim
+        self.cin = CompressedInteractionNet(num_fields, list(cin_hidden_units),
+                                            output_dim=num_fields * embedding_dim)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.cin(X).view(-1, self.num_fields, self.embedding_dim)   # (B, F, D)
+
+
+class DNNInteraction(nn.Module):
+    """DNN: fuxictr's MLP_Block from the flattened embeddings back to F*D.
+
+    Shapes: (B, F, D) -> (B, F, D).
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int, hidden_units: Sequence[int],
+                 hidden_activations: str = "ReLU", dropout: float = 0.0):
+        super().__init__()
+        self.num_fields = num_fields
+        self.embedding_dim = embedding_dim
+        self.mlp = MLP_Block(input_dim=num_fields * embedding_dim,
+                             output_dim=num_fields * embedding_dim,
+                             hidden_units=list(hidden_units),
+                             hidden_activations=hidden_activations,
+                             dropout_rates=dropout)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.mlp(X.flatten(start_dim=1)).view(-1, self.num_fields, self.embedding_dim)
+
+
+class CrossInteraction(nn.Module):
+    """DCNv2: fuxictr's CrossNetV2 on the flattened embeddings, x_{i+1} = x_0 * (W x_i + b) + x_i;
+    its output already has F*D entries.
+
+    Shapes: (B, F, D) -> (B, F, D).
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int, num_cross_layers: int):
+        super().__init__()
+        self.num_fields = num_fields
+        self.embedding_dim = embedding_dim
+        self.cross_net = CrossNetV2(num_fields * embedding_dim, num_cross_layers)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.cross_net(X.flatten(start_dim=1)).view(-1, self.num_fields, self.embedding_dim)
+
+
+INTERACTION_TYPES = ("FM", "CIN", "DNN", "DCNv2")
+
+
+def sample_interaction_combinations(interaction_types: Sequence[str], modules_per_layer: int,
+                                    num_slots: int, seed: int) -> List[Tuple[str, ...]]:
+    """Deal ``num_slots`` module combinations of size ``modules_per_layer``.
+
+    All combinations (in the order of ``interaction_types``) are shuffled with
+    ``random.Random(seed)`` and dealt in turn; when a cycle is used up the next one
+    is a fresh shuffle, so no combination repeats before all have been used.
+
+    Example:
+        >>> sample_interaction_combinations(["FM", "CIN", "DNN", "DCNv2"], 2, 3, seed=2019)
+        [('CIN', 'DCNv2'), ('FM', 'DNN'), ('DNN', 'DCNv2')]      # one possible draw
+    """
+    combinations = list(itertools.combinations(interaction_types, modules_per_layer))
+    rng = random.Random(seed)
+    dealt: List[Tuple[str, ...]] = []
+    while len(dealt) < num_slots:
+        cycle = list(combinations)
+        rng.shuffle(cycle)
+        dealt.extend(cycle)
+    return dealt[:num_slots]
+
+
+class DHENLayer(nn.Module):
+    """X_out = LN(sum_j softmax(gate(flatten X))_j * M_j(X) + X).
+
+    Args:
+        interactions: the layer's c modules, each (B, F, D) -> (B, F, D).
+        gate: (B, F*D) -> (B, c) logits.
+        embedding_dim: D, the axis the LayerNorm normalizes.
+
+    Shapes: (B, F, D) -> (B, F, D).
+    """
+
+    def __init__(self, interactions: Sequence[nn.Module], gate: nn.Module, embedding_dim: int):
+        super().__init__()
+        self.interactions = nn.ModuleList(interactions)
+        self.gate = gate
+        self.norm = nn.LayerNorm(embedding_dim)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        outputs = torch.stack([module(X) for module in self.interactions], dim=1)   # (B, c, F, D)
+        weights = torch.softmax(self.gate(X.flatten(start_dim=1)), dim=-1)         # (B, c)
+        ensemble = torch.einsum("bc,bcfd->bfd", weights, outputs)                  # (B, F, D)
+        return self.norm(ensemble + X)
+
+
+@register_model
+class DHEN(ZooModel):
+    """DHEN with gated heterogeneous ensembles on single (SE) or multi-embedding (ME) input.
+
+    Args:
+        feature_map: FuxiCTR FeatureMap.
+        embedding_dim: k, the base embedding size (10 in the RoBlock paper).
+        num_embeddings: s, the scale factor: SE embeds into one table of size s*k
+            and runs one stack of width D = s*k; ME embeds into s tables of size k
+            and runs s stacks of width D = k, one per table.
+        embedding_mode: ``"single"`` (SE) or ``"multi"`` (ME).
+        num_layers: L, stacked DHEN layers.
+        interaction_types: the module pool, distinct names among FM, CIN, DNN, DCNv2.
+        modules_per_layer: c, modules ensembled in every layer (1..len(pool)).
+        gate_hidden_units: hidden widths of every gating MLP (paper: 3 layers, 64 hidden).
+        dnn_hidden_units: hidden widths of the DNN module.
+        cin_hidden_units: layer widths of the CIN module.
+        num_cross_layers: cross layers of the DCNv2 module.
+        mlp_hidden_units: hidden widths of the final MLP.
+        hidden_activations: activation of every MLP.
+        net_dropout: dropout after the hidden layers of the DNN module and the final MLP.
+        seed: draws the module combinations (the experiment's seed).
+
+    Example:
+        >>> model = DHEN(feature_map, embedding_dim=10, num_embeddings=2, embedding_mode="multi",
+        ...              num_layers=3, modules_per_layer=2)
+        >>> model(batch)["y_pred"].shape          # (B, 1)
+        >>> model.interaction_combinations        # per layer, per stack: [[('CIN', 'DNN'), ('FM', 'DCNv2')], ...]
+
+    Shapes: batch dict of (B,) tensors -> y_pred (B, 1). Stages ``layer_{l}_in``,
+    l = 0..L-1: (B, F, s*k), the input of layer l with the ME stacks' embedding
+    sets concatenated per field.
+    """
+
+    def __init__(self, feature_map, model_id: str = "DHEN", gpu: int = -1,
+                 embedding_dim: int = 10,
+                 num_embeddings: int = 1,
+                 embedding_mode: str = "single",
+                 num_layers: int = 2,
+                 interaction_types: Sequence[str] = INTERACTION_TYPES,
+                 modules_per_layer: int = 2,
+                 gate_hidden_units: Sequence[int] = (64, 64),
+                 dnn_hidden_units: Sequence[int] = (400, 400),
+                 cin_hidden_units: Sequence[int] = (16, 16),
+                 num_cross_layers: int = 2,
+                 mlp_hidden_units: Sequence[int] = (400, 400),
+                 hidden_activations: str = "ReLU",
+                 net_dropout: float = 0.0,
+                 seed: int = 2019,
+                 **kwargs):
+        layout = EmbeddingLayout(embedding_dim, num_embeddings, embedding_mode)
+        unknown = [name for name in interaction_types if name not in INTERACTION_TYPES]
+        if unknown or not interaction_types or len(set(interaction_types)) != len(interaction_types):
+            raise ValueError(f"interaction_types must be distinct names from {list(INTERACTION_TYPES)}, "
+                             f"got {list(interaction_types)}")
+        if not 1 <= modules_per_layer <= len(interaction_types):
+            raise ValueError(f"modules_per_layer must be in [1, {len(interaction_types)}] "
+                             f"(the size of interaction_types), got {modules_per_layer}")
+        for key, value in (("num_layers", num_layers), ("num_cross_layers", num_cross_layers)):
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+        if not cin_hidden_units:
+            raise ValueError("cin_hidden_units must name at least one CIN layer")
+        super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
+        num_fields = feature_map.num_fields
+        self.num_sets, self.set_dim = layout.num_sets, layout.set_dim
+        builders: Dict[str, Callable[[], nn.Module]] = {
+            "FM": lambda: FMInteraction(num_fields, self.set_dim),
+            "CIN": lambda: CINInteraction(num_fields, self.set_dim, cin_hidden_units),
+            "DNN": lambda: DNNInteraction(num_fields, self.set_dim, dnn_hidden_units,
+                                          hidden_activations, net_dropout),
+            "DCNv2": lambda: CrossInteraction(num_fields, self.set_dim, num_cross_layers),
+        }
+        dealt = sample_interaction_combinations(interaction_types, modules_per_layer,
+                                                num_layers * self.num_sets, seed)
+        self.interaction_combinations = [dealt[l * self.num_sets:(l + 1) * self.num_sets]
+                                         for l in range(num_layers)]
+        logging.info(f"DHEN module combinations per layer and stack: {self.interaction_combinations}")
+        # SE is one set of size s*k: both modes yield (B, S, F, D) with S = num_sets.
+        self.embedding_layer = MultiEmbedding(feature_map, self.set_dim, self.num_sets)
+        self.concat_sets = ConcatEmbeddingSets()
+        # Stacks run one after another: their ensembles differ, and the FM module's
+        # masked_select cannot be vmapped.
+        self.layers = nn.ModuleList(
+            MultiEmbeddingInteraction(
+                [DHENLayer([builders[name]() for name in combination],
+                           MLP_Block(input_dim=num_fields * self.set_dim,
+                                     output_dim=modules_per_layer,
+                                     hidden_units=list(gate_hidden_units),
+                                     hidden_activations=hidden_activations),
+                           self.set_dim)
+                 for combination in layer_combinations],
+                vectorize=False)
+            for layer_combinations in self.interaction_combinations)
+        self.mlp = MLP_Block(input_dim=num_fields * self.num_sets * self.set_dim,
+                             output_dim=1,
+                             hidden_units=list(mlp_hidden_units),
+                             hidden_activations=hidden_activations,
+                             output_activation=self.output_activation,
+                             dropout_rates=net_dropout)
+        self.finalize_model()
+
+    def forward(self, inputs):
+        X = self.get_inputs(inputs)
+        H = self.concat_sets(self.embedding_layer(X))                    # (B, F, S*D)
+        for l, layer in enumerate(self.layers):
+            self.tap(f"layer_{l}_in", H)
+            sets = H.unflatten(-1, (self.num_sets, self.set_dim)).transpose(1, 2)   # (B, S, F, D)
+            H = layer(sets)                                               # (B, F, S*D)
+        y_pred = self.mlp(H.flatten(start_dim=1))                         # (B, 1)
+        return {"y_pred": y_pred}

@@ -1,0 +1,3 @@
+from .DHEN import DHEN
+
+__all__ = ["DHEN"]

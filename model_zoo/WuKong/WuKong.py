@@ -1,0 +1,200 @@
+"""WuKong: stacked factorization machines (Zhang et al., "Wukong: Towards a Scaling
+Law for Large-Scale Recommendation", ICML 2024), with single- and multi-embedding
+variants as compared in the RoBlock paper.
+
+One interaction layer i maps X_i (n_i embeddings of size d) to X_{i+1}:
+
+    FM(X_i)      = X_i X_i^T Y_i                        # (n_i, k)   optimized FM, Y_i: (n_i, k)
+    FMB_i(X_i)   = reshape(MLP(LN(flatten(FM(X_i)))))   # (n_F, d)
+    LCB_i(X_i)   = W_L X_i                              # (n_L, d)   W_L: (n_L, n_i)
+    X_{i+1}      = LN(concat(FMB_i(X_i), LCB_i(X_i)) + P_i X_i)   # (n_F + n_L, d)
+
+P_i is the identity when n_i = n_F + n_L and a learned (n_F + n_L, n_i) projection
+otherwise. The prediction is y = sigmoid(MLP(flatten(X_l))).
+
+Single embedding (SE) at scale s: one table of size s*k and one stack of width
+d = s*k. Multi-embedding (ME, Guo et al. 2024): s tables of size k, each feeding
+its own copy of the whole interaction stack (d = k); every layer runs the s
+copies in one vectorised call, and the copies' outputs are concatenated before
+the final MLP.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+from fuxictr.pytorch.layers import MLP_Block
+
+from fuxictr_ext.base import ZooModel
+from fuxictr_ext.multi_embedding import (ConcatEmbeddingSets, EmbeddingLayout, MultiEmbedding,
+                                         MultiEmbeddingInteraction)
+from fuxictr_ext.registry import register_model
+
+
+class FactorizationMachineBlock(nn.Module):
+    """FMB(X) = reshape(MLP(LN(flatten(X X^T Y)))) (WuKong sections 3.4 and 3.6).
+
+    With ``rank`` k the optimized FM computes X (X^T Y) with a learned Y: (n, k) in
+    O(n k d); with ``rank=None`` Y is the identity and the block sees the full X X^T.
+
+    Args:
+        num_inputs: n, embeddings entering the block.
+        embedding_dim: d.
+        num_outputs: n_F, embeddings produced.
+        rank: k, columns of the projection Y; None for the full n x n FM.
+        hidden_units: hidden widths of the block's MLP.
+        hidden_activations: MLP activation.
+        dropout: dropout after every hidden MLP layer.
+
+    Shapes: (B, n, d) -> (B, n_F, d).
+
+    Example:
+        >>> fmb = FactorizationMachineBlock(39, 10, num_outputs=16, rank=8, hidden_units=[400, 400])
+        >>> fmb(torch.randn(4, 39, 10)).shape          # (4, 16, 10)
+    """
+
+    def __init__(self, num_inputs: int, embedding_dim: int, num_outputs: int, rank: Optional[int],
+                 hidden_units: Sequence[int], hidden_activations: str = "ReLU", dropout: float = 0.0):
+        super().__init__()
+        self.num_outputs = num_outputs
+        self.embedding_dim = embedding_dim
+        fm_columns = num_inputs if rank is None else rank
+        # Y acts on X^T over the embedding axis: (B, d, n) -> (B, d, k); the identity keeps X^T.
+        self.projection = nn.Identity() if rank is None else nn.Linear(num_inputs, rank, bias=False)
+        self.norm = nn.LayerNorm(num_inputs * fm_columns)
+        self.mlp = MLP_Block(input_dim=num_inputs * fm_columns,
+                             output_dim=num_outputs * embedding_dim,
+                             hidden_units=list(hidden_units),
+                             hidden_activations=hidden_activations,
+                             dropout_rates=dropout)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        projected = self.projection(X.transpose(1, 2))          # (B, d, k)
+        fm = torch.matmul(X, projected)                         # (B, n, k) = X X^T Y
+        h = self.mlp(self.norm(fm.flatten(start_dim=1)))        # (B, n_F * d)
+        return h.reshape(-1, self.num_outputs, self.embedding_dim)   # (B, n_F, d)
+
+
+class LinearCompressBlock(nn.Module):
+    """LCB(X) = W_L X: a linear recombination of n embeddings into n_out embeddings
+    (WuKong section 3.5). Also the residual projection when the embedding count changes.
+
+    Shapes: (B, n, d) -> (B, n_out, d).
+    """
+
+    def __init__(self, num_inputs: int, num_outputs: int):
+        super().__init__()
+        self.weight = nn.Linear(num_inputs, num_outputs, bias=False)   # W_L: (n_out, n)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.weight(X.transpose(1, 2)).transpose(1, 2)         # (B, n_out, d)
+
+
+class WuKongLayer(nn.Module):
+    """X_{i+1} = LN(concat(FMB(X_i), LCB(X_i)) + P X_i) (WuKong section 3.3).
+
+    P is the identity when n_i = n_F + n_L, else a learned linear compression.
+    The LayerNorm normalizes every embedding over its d entries.
+
+    Shapes: (B, n_i, d) -> (B, n_F + n_L, d).
+    """
+
+    def __init__(self, num_inputs: int, embedding_dim: int, num_fmb_outputs: int,
+                 num_lcb_outputs: int, fm_rank: Optional[int], fmb_hidden_units: Sequence[int],
+                 hidden_activations: str = "ReLU", dropout: float = 0.0):
+        super().__init__()
+        num_outputs = num_fmb_outputs + num_lcb_outputs
+        self.fmb = FactorizationMachineBlock(num_inputs, embedding_dim, num_fmb_outputs, fm_rank,
+                                             fmb_hidden_units, hidden_activations, dropout)
+        self.lcb = LinearCompressBlock(num_inputs, num_lcb_outputs)
+        self.residual = (nn.Identity() if num_inputs == num_outputs
+                         else LinearCompressBlock(num_inputs, num_outputs))
+        self.norm = nn.LayerNorm(embedding_dim)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        interactions = torch.cat([self.fmb(X), self.lcb(X)], dim=1)   # (B, n_F + n_L, d)
+        return self.norm(interactions + self.residual(X))             # (B, n_F + n_L, d)
+
+
+@register_model
+class WuKong(ZooModel):
+    """WuKong (Zhang et al. 2024) on single (SE) or multi-embedding (ME) input.
+
+    Args:
+        feature_map: FuxiCTR FeatureMap.
+        embedding_dim: k, the base embedding size (10 in the RoBlock paper).
+        num_embeddings: s, the scale factor: SE embeds into one table of size s*k
+            and runs one stack of width d = s*k; ME embeds into s tables of size k
+            and runs s stacks of width d = k, one per table.
+        embedding_mode: ``"single"`` (SE) or ``"multi"`` (ME).
+        num_layers: l, stacked WuKong layers.
+        num_fmb_outputs: n_F, embeddings produced by every FMB.
+        num_lcb_outputs: n_L, embeddings produced by every LCB.
+        fm_rank: k of the optimized FM's projection Y (n x k); null for the full X X^T.
+        fmb_hidden_units: hidden widths of the MLP inside every FMB.
+        mlp_hidden_units: hidden widths of the final MLP.
+        hidden_activations: activation of every MLP.
+        net_dropout: dropout after every hidden MLP layer.
+
+    Example:
+        >>> model = WuKong(feature_map, embedding_dim=10, num_embeddings=2, embedding_mode="multi",
+        ...                num_layers=3, num_fmb_outputs=8, num_lcb_outputs=8, fm_rank=4)
+        >>> model(batch)["y_pred"].shape          # (B, 1)
+
+    Shapes: batch dict of (B,) tensors -> y_pred (B, 1). Stages ``layer_{i}_in``,
+    i = 0..l-1: (B, n_i, s*k), the input of layer i with the ME stacks' embedding
+    sets concatenated per embedding (n_0 = F, later n_i = n_F + n_L).
+    """
+
+    def __init__(self, feature_map, model_id: str = "WuKong", gpu: int = -1,
+                 embedding_dim: int = 10,
+                 num_embeddings: int = 1,
+                 embedding_mode: str = "single",
+                 num_layers: int = 2,
+                 num_fmb_outputs: int = 16,          # n_F
+                 num_lcb_outputs: int = 16,          # n_L
+                 fm_rank: Optional[int] = 8,         # k of Y (n x k)
+                 fmb_hidden_units: Sequence[int] = (400, 400),
+                 mlp_hidden_units: Sequence[int] = (400, 400),
+                 hidden_activations: str = "ReLU",
+                 net_dropout: float = 0.0,
+                 **kwargs):
+        layout = EmbeddingLayout(embedding_dim, num_embeddings, embedding_mode)
+        for key, value in (("num_layers", num_layers), ("num_fmb_outputs", num_fmb_outputs),
+                           ("num_lcb_outputs", num_lcb_outputs)):
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+        if fm_rank is not None and fm_rank < 1:
+            raise ValueError(f"fm_rank must be >= 1 or null (full FM), got {fm_rank}")
+        super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
+        self.num_sets, self.set_dim = layout.num_sets, layout.set_dim
+        # SE is one set of size s*k: both modes yield (B, S, F, D) with S = num_sets.
+        self.embedding_layer = MultiEmbedding(feature_map, self.set_dim, self.num_sets)
+        self.concat_sets = ConcatEmbeddingSets()
+        layer_inputs = [feature_map.num_fields] + [num_fmb_outputs + num_lcb_outputs] * num_layers
+        self.layers = nn.ModuleList(
+            MultiEmbeddingInteraction.replicate(
+                partial(WuKongLayer, n_i, self.set_dim, num_fmb_outputs, num_lcb_outputs,
+                        fm_rank, fmb_hidden_units, hidden_activations, net_dropout),
+                self.num_sets, vectorize=self.num_sets > 1)
+            for n_i in layer_inputs[:-1])
+        self.mlp = MLP_Block(input_dim=layer_inputs[-1] * self.num_sets * self.set_dim,
+                             output_dim=1,
+                             hidden_units=list(mlp_hidden_units),
+                             hidden_activations=hidden_activations,
+                             output_activation=self.output_activation,
+                             dropout_rates=net_dropout)
+        self.finalize_model()
+
+    def forward(self, inputs):
+        X = self.get_inputs(inputs)
+        H = self.concat_sets(self.embedding_layer(X))                   # (B, F, S*D)
+        for i, layer in enumerate(self.layers):
+            self.tap(f"layer_{i}_in", H)
+            sets = H.unflatten(-1, (self.num_sets, self.set_dim)).transpose(1, 2)   # (B, S, n_i, D)
+            H = layer(sets)                                              # (B, n_F + n_L, S*D)
+        y_pred = self.mlp(H.flatten(start_dim=1))                        # (B, 1)
+        return {"y_pred": y_pred}

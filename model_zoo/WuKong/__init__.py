@@ -1,0 +1,3 @@
+from .WuKong import WuKong
+
+__all__ = ["WuKong"]
