@@ -1,0 +1,579 @@
+"""The token-transformation backbone shared by RankMixer and RankElastor.
+
+Papers:
+    Zhu et al. 2025, "RankMixer: Scaling Up Ranking Models in Industrial Recommenders".
+    Li et al. 2026, "Expand More, Shrink Less: Shaping Effective-Rank Dynamics for
+    Dense Scaling in Recommendation" (RankElastor).
+
+Both models are the same pipeline with different switches::
+
+    E   = FeatureEmbedding(x)                            # (B, F, k)   stage "emb"
+    X0  = Tokenizer(E)                                   # (B, T, D)   stage "tokens"
+    for block l = 0 .. L-1:
+        S   = mixing_norm(X + Mix(X))                    # (B, T, D)   stage "block_l_mix"
+        X   = ffn_norm(S + PFFN(S))                      # (B, T, D)   stage "block_l_ffn"
+    y   = sigmoid(Head(X))                               # (B, 1)
+
+with ``Mix`` either RankMixer's parameter-free block transpose (the commutation
+matrix of Eq. 2) or RankElastor's parameterized full mixing (Eq. 3), and
+``PFFN`` T independent feed-forward networks (GELU or ReLU as in RankMixer,
+or the GLU-improved P-FFN of Eq. 4). The T per-token networks are stored as
+stacked weights (T, d_in, d_out) and run as one ``einsum`` over the token axis.
+
+Shapes: B batch, F fields, k field-embedding size, T tokens, D token size,
+H heads of the block transpose.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
+from fuxictr.pytorch.torch_utils import get_activation
+from torch import nn
+
+from .base import ZooModel
+
+TOKENIZER_MODES = ("matrix", "vector", "none")
+TOKEN_MIXINGS = ("block_transpose", "full")
+FFN_ACTIVATIONS = ("GLU", "GELU", "ReLU")
+NORMS = ("LayerNorm", "RMSNorm", "none")
+PRED_HEADS = ("mlp", "mean")
+
+
+def _choice(value: Optional[str], allowed: Sequence[str], key: str) -> str:
+    """Case-insensitive match of a config string; ``None`` means ``"none"`` where allowed."""
+    text = "none" if value is None else str(value)
+    for option in allowed:
+        if text.lower() == option.lower():
+            return option
+    raise ValueError(f"{key}={value!r} is not supported; choose one of {list(allowed)}")
+
+
+def make_norm(kind: Optional[str], dim: int, key: str) -> nn.Module:
+    """``LayerNorm`` / ``RMSNorm`` over the last dimension, or ``nn.Identity`` for none."""
+    kind = _choice(kind, NORMS, key)
+    if kind == "LayerNorm":
+        return nn.LayerNorm(dim)
+    if kind == "RMSNorm":
+        return nn.RMSNorm(dim)
+    return nn.Identity()
+
+
+# --------------------------------------------------------------------------- per-token layers
+class PerTokenLinear(nn.Module):
+    """T independent affine maps run as one batched product.
+
+        y[b, t] = x[b, t] @ W_t + b_t,        W: (T, d_in, d_out), b: (T, d_out)
+
+    Each W_t is initialised like fuxictr initialises an ``nn.Linear``
+    (xavier normal, zero bias). ``init_splits`` splits the output columns into
+    blocks that are initialised as separate matrices (used by fused projections).
+
+    Args:
+        num_tokens: T.
+        in_features: d_in.
+        out_features: d_out.
+        bias: learn b_t.
+        init_splits: output block sizes for the initialisation; default one block.
+
+    Example:
+        >>> layer = PerTokenLinear(num_tokens=4, in_features=8, out_features=16)
+        >>> layer(torch.randn(32, 4, 8)).shape
+        torch.Size([32, 4, 16])
+
+    Shapes: (B, T, d_in) -> (B, T, d_out).
+    """
+
+    def __init__(self, num_tokens: int, in_features: int, out_features: int, bias: bool = True,
+                 init_splits: Optional[Sequence[int]] = None):
+        super().__init__()
+        self.num_tokens, self.in_features, self.out_features = num_tokens, in_features, out_features
+        self.init_splits = list(init_splits) if init_splits is not None else [out_features]
+        if sum(self.init_splits) != out_features:
+            raise ValueError(f"init_splits {self.init_splits} do not add up to out_features={out_features}")
+        self.weight = nn.Parameter(torch.empty(num_tokens, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(num_tokens, out_features)) if bias else None
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        with torch.no_grad():
+            for block in self.weight.split(self.init_splits, dim=-1):
+                block.normal_(0.0, math.sqrt(2.0 / (self.in_features + block.shape[-1])))
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("bti,tio->bto", x, self.weight)  # (B, T, d_out)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return (f"num_tokens={self.num_tokens}, in_features={self.in_features}, "
+                f"out_features={self.out_features}, bias={self.bias is not None}")
+
+
+class PerTokenRMSNorm(nn.Module):
+    """RMSNorm over the last dimension with its own gain per token.
+
+        y[b, t] = x[b, t] / rms(x[b, t]) * g_t,        g: (T, d)
+
+    Args:
+        num_tokens: T.
+        dim: d.
+
+    Shapes: (B, T, d) -> (B, T, d).
+    """
+
+    def __init__(self, num_tokens: int, dim: int):
+        super().__init__()
+        self.norm = nn.RMSNorm(dim, elementwise_affine=False)
+        self.weight = nn.Parameter(torch.ones(num_tokens, dim))
+
+    def init_weights(self) -> None:
+        with torch.no_grad():
+            self.weight.fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) * self.weight  # (B, T, d)
+
+
+class PerTokenGLU(nn.Module):
+    """One GLU-improved layer (RankElastor Eq. 4), one set of weights per token.
+
+        GLU(x) = W_down [ (S x + GELU(W_1 x)) * (W_2 x) ] + R x
+
+    W_1, W_2, S: d -> r*d lifting maps, W_down: r*d -> d compression, R: d -> d
+    the learnable residual map, * the Hadamard product, r the expansion rate.
+    W_1, W_2, S and R read the same input, so they are one fused per-token
+    projection whose output columns are [W_1 | W_2 | S | R]; each block is
+    initialised as its own matrix.
+
+    Args:
+        num_tokens: T.
+        dim: d, input and output size.
+        expansion_rate: r; the lifted width is int(d * r).
+        activation: the gate non-linearity (GELU in the paper).
+
+    Example:
+        >>> glu = PerTokenGLU(num_tokens=4, dim=8, expansion_rate=3.0)
+        >>> glu(torch.randn(2, 4, 8)).shape
+        torch.Size([2, 4, 8])
+
+    Shapes: (B, T, d) -> (B, T, d).
+    """
+
+    def __init__(self, num_tokens: int, dim: int, expansion_rate: float = 3.0, activation: str = "GELU"):
+        super().__init__()
+        hidden = int(dim * expansion_rate)
+        if hidden < 1:
+            raise ValueError(f"expansion_rate={expansion_rate} gives a GLU width int({dim} * "
+                             f"{expansion_rate}) = {hidden}; it must be at least 1")
+        self.dim, self.hidden = dim, hidden
+        self.split_sizes = [hidden, hidden, hidden, dim]  # W_1, W_2, S, R
+        self.in_proj = PerTokenLinear(num_tokens, dim, 3 * hidden + dim, init_splits=self.split_sizes)
+        self.down_proj = PerTokenLinear(num_tokens, hidden, dim)  # W_down
+        self.activation = get_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value, lift, residual = self.in_proj(x).split(self.split_sizes, dim=-1)  # (B, T, r*d) x3, (B, T, d)
+        return self.down_proj((lift + self.activation(gate)) * value) + residual      # (B, T, d)
+
+
+class PerTokenFFN(nn.Module):
+    """The P-FFN: T independent feed-forward networks with a residual, batched.
+
+        PFFN(X)[:, t] = X[:, t] + f_t(X[:, t]),     t = 1 .. T
+
+    ``activation="GLU"`` (RankElastor): for every width h in ``hidden_units``,
+    [per-token RMSNorm] -> GLU layer (Eq. 4) -> linear to h when h differs
+    from the current width -> dropout; then a final linear back to D.
+    ``activation="GELU"`` or ``"ReLU"`` (RankMixer): linear -> [per-token RMSNorm]
+    -> activation -> dropout for every width, then a final linear to D; RankMixer's
+    two-layer P-FFN is ``hidden_units=[k * D]``.
+
+    Args:
+        num_tokens: T.
+        token_dim: D.
+        hidden_units: widths of the stacked layers.
+        activation: ``GLU``, ``GELU`` or ``ReLU``.
+        expansion_rate: r of the GLU layers (unused otherwise).
+        inner_norm: per-token RMSNorm before each GLU layer / after each hidden linear.
+        dropout: dropout after each layer.
+
+    Example:
+        >>> ffn = PerTokenFFN(num_tokens=4, token_dim=8, hidden_units=[16, 16], activation="GLU")
+        >>> ffn(torch.randn(2, 4, 8)).shape
+        torch.Size([2, 4, 8])
+
+    Shapes: (B, T, D) -> (B, T, D).
+    """
+
+    def __init__(self, num_tokens: int, token_dim: int, hidden_units: Sequence[int],
+                 activation: str = "GLU", expansion_rate: float = 3.0, inner_norm: bool = False,
+                 dropout: float = 0.0):
+        super().__init__()
+        activation = _choice(activation, FFN_ACTIVATIONS, "ffn_activation")
+        hidden_units = list(hidden_units)
+        if not hidden_units or min(hidden_units) < 1:
+            raise ValueError(f"ffn_hidden_units={hidden_units} must list at least one positive width")
+        layers = []
+        width = token_dim
+        for out_width in hidden_units:
+            if activation == "GLU":
+                if inner_norm:
+                    layers.append(PerTokenRMSNorm(num_tokens, width))
+                layers.append(PerTokenGLU(num_tokens, width, expansion_rate))
+                if out_width != width:
+                    layers.append(PerTokenLinear(num_tokens, width, out_width))
+            else:
+                layers.append(PerTokenLinear(num_tokens, width, out_width))
+                if inner_norm:
+                    layers.append(PerTokenRMSNorm(num_tokens, out_width))
+                layers.append(get_activation(activation))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = out_width
+        layers.append(PerTokenLinear(num_tokens, width, token_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)  # (B, T, D)
+
+
+# --------------------------------------------------------------------------- token mixing
+class BlockTransposeMixing(nn.Module):
+    """RankMixer's parameter-free token mixing with its residual (RankElastor Eq. 2).
+
+        P(X):  X.view(B, T, H, D/H).transpose(T, H).reshape(B, T, D)
+        Mix(X) = X + P(X)
+
+    Output token h holds head h of every token. With H = T (RankMixer) the
+    output has T tokens of size D and P is an involution (P(P(X)) = X). With
+    H != T the (H, T*D/H) result is read back row-major as (T, D): still a
+    permutation of the T*D coordinates.
+
+    Args:
+        num_tokens: T.
+        token_dim: D, divisible by H.
+        num_heads: H; ``None`` means H = T.
+
+    Example:
+        >>> mix = BlockTransposeMixing(num_tokens=4, token_dim=8)
+        >>> mix(torch.randn(2, 4, 8)).shape
+        torch.Size([2, 4, 8])
+
+    Shapes: (B, T, D) -> (B, T, D).
+    """
+
+    def __init__(self, num_tokens: int, token_dim: int, num_heads: Optional[int] = None):
+        super().__init__()
+        num_heads = num_tokens if num_heads is None else int(num_heads)
+        if num_heads < 1 or token_dim % num_heads != 0:
+            raise ValueError(f"token_mixing='block_transpose' splits each token into num_heads={num_heads} "
+                             f"heads (num_heads defaults to num_tokens={num_tokens}): token_dim={token_dim} "
+                             f"must be divisible by it; set num_heads to a divisor of token_dim")
+        self.num_tokens, self.token_dim, self.num_heads = num_tokens, token_dim, num_heads
+
+    def permute(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        heads = x.reshape(batch, self.num_tokens, self.num_heads, self.token_dim // self.num_heads)  # (B, T, H, D/H)
+        return heads.transpose(1, 2).reshape(batch, self.num_tokens, self.token_dim)              # (B, T, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.permute(x)  # (B, T, D)
+
+    def extra_repr(self) -> str:
+        return f"num_tokens={self.num_tokens}, token_dim={self.token_dim}, num_heads={self.num_heads}"
+
+
+class FullMixing(nn.Module):
+    """RankElastor's parameterized full mixing (Eq. 3, Theorem 3.1's finest grid).
+
+        Mix(X) = X + reshape(W_mix RMSNorm(vec X) + b),     W_mix: (T*D) x (T*D)
+
+    Every token-feature coordinate mixes with every other one.
+
+    Args:
+        num_tokens: T.
+        token_dim: D.
+        bias: learn b (the released code does).
+
+    Example:
+        >>> mix = FullMixing(num_tokens=4, token_dim=8)
+        >>> mix(torch.randn(2, 4, 8)).shape
+        torch.Size([2, 4, 8])
+
+    Shapes: (B, T, D) -> (B, T, D).
+    """
+
+    def __init__(self, num_tokens: int, token_dim: int, bias: bool = True):
+        super().__init__()
+        self.norm = nn.RMSNorm(num_tokens * token_dim)
+        self.mix = nn.Linear(num_tokens * token_dim, num_tokens * token_dim, bias=bias)  # W_mix
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mix(self.norm(x.flatten(start_dim=1))).view_as(x)  # (B, T, D)
+
+
+# --------------------------------------------------------------------------- tokenization
+def _projection_mlp(in_dim: int, hidden_units: Sequence[int], out_dim: int, activation: str,
+                    hidden_norm: bool, dropout: float) -> nn.Sequential:
+    """Linear -> [RMSNorm] -> activation -> [dropout] per hidden width, then Linear to out_dim."""
+    layers = []
+    for width in hidden_units:
+        layers.append(nn.Linear(in_dim, width))
+        if hidden_norm:
+            layers.append(nn.RMSNorm(width))
+        layers.append(get_activation(activation))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        in_dim = width
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class Tokenizer(nn.Module):
+    """Field embeddings -> T tokens of size D.
+
+        e  = RMSNorm(vec E)                                  # (B, F*k)
+        matrix: X[:, t] = MLP(e_t), e_t the t-th of T contiguous chunks of e
+                (one MLP shared by all chunks; e is zero-padded at the end
+                to T * ceil(F*k / T) when T does not divide F*k)
+        vector: X = reshape(MLP(e), (T, D))                   # one MLP to T*D
+        none:   X = reshape(e, (T, D))                        # needs F*k == T*D
+
+    Args:
+        num_fields: F.
+        embedding_dim: k.
+        num_tokens: T.
+        token_dim: D.
+        mode: ``matrix``, ``vector`` or ``none`` (config key ``tokenizer``).
+        hidden_units: hidden widths of the projection MLP.
+        activation: its hidden activation.
+        hidden_norm: RMSNorm after each hidden linear.
+        dropout: dropout after each hidden layer.
+
+    Example:
+        >>> tok = Tokenizer(num_fields=39, embedding_dim=20, num_tokens=26, token_dim=30,
+        ...                 mode="matrix", hidden_units=[500])
+        >>> tok(torch.randn(8, 39, 20)).shape
+        torch.Size([8, 26, 30])
+
+    Shapes: (B, F, k) -> (B, T, D).
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int, num_tokens: int, token_dim: int,
+                 mode: Optional[str] = "matrix", hidden_units: Sequence[int] = (),
+                 activation: str = "ReLU", hidden_norm: bool = False, dropout: float = 0.0):
+        super().__init__()
+        mode = _choice(mode, TOKENIZER_MODES, "tokenizer")
+        flat_dim = num_fields * embedding_dim
+        if num_tokens < 1 or token_dim < 1:
+            raise ValueError(f"num_tokens={num_tokens} and token_dim={token_dim} must be positive")
+        if mode == "matrix" and num_tokens > flat_dim:
+            raise ValueError(f"tokenizer='matrix' cuts the {num_fields} x {embedding_dim} = {flat_dim} "
+                             f"embedding coordinates into num_tokens={num_tokens} chunks: too many tokens")
+        if mode == "none" and flat_dim != num_tokens * token_dim:
+            raise ValueError(f"tokenizer='none' reshapes the embeddings to tokens, so num_fields * "
+                             f"embedding_dim = {num_fields} * {embedding_dim} = {flat_dim} must equal "
+                             f"num_tokens * token_dim = {num_tokens} * {token_dim} = {num_tokens * token_dim}")
+        self.mode, self.num_tokens, self.token_dim = mode, num_tokens, token_dim
+        self.input_norm = nn.RMSNorm(flat_dim)
+        if mode == "matrix":
+            chunk = -(-flat_dim // num_tokens)
+            self.groups, self.padding = num_tokens, num_tokens * chunk - flat_dim
+            self.project = _projection_mlp(chunk, hidden_units, token_dim, activation, hidden_norm, dropout)
+        elif mode == "vector":
+            self.groups, self.padding = 1, 0
+            self.project = _projection_mlp(flat_dim, hidden_units, num_tokens * token_dim, activation,
+                                           hidden_norm, dropout)
+        else:
+            self.groups, self.padding = num_tokens, 0
+            self.project = nn.Identity()
+
+    def forward(self, feature_emb: torch.Tensor) -> torch.Tensor:
+        batch = feature_emb.shape[0]
+        flat = self.input_norm(feature_emb.flatten(start_dim=1))                 # (B, F*k)
+        flat = nn.functional.pad(flat, (0, self.padding))                        # (B, T*chunk) in matrix mode
+        tokens = self.project(flat.view(batch, self.groups, -1))                 # (B, T, D) or (B, 1, T*D)
+        return tokens.reshape(batch, self.num_tokens, self.token_dim)            # (B, T, D)
+
+
+# --------------------------------------------------------------------------- block and heads
+class TokenMixingBlock(nn.Module):
+    """One block: S = mixing_norm(Mix(X)); out = ffn_norm(PFFN(S)).
+
+    ``Mix`` and ``PFFN`` already add their residuals (X + ..., S + ...).
+    RankMixer: block-transpose mixing, LayerNorm, GELU P-FFN, LayerNorm.
+    RankElastor: full mixing, RMSNorm, GLU P-FFN, no output norm.
+
+    Args:
+        mixing: a mixing module (BlockTransposeMixing or FullMixing).
+        mixing_norm: norm after the mixing (nn.Identity for none).
+        ffn: the per-token FFN with residual (PerTokenFFN).
+        ffn_norm: norm after the P-FFN (nn.Identity for none).
+
+    Shapes: (B, T, D) -> (B, T, D).
+    """
+
+    def __init__(self, mixing: nn.Module, mixing_norm: nn.Module, ffn: nn.Module, ffn_norm: nn.Module):
+        super().__init__()
+        self.mixing, self.mixing_norm, self.ffn, self.ffn_norm = mixing, mixing_norm, ffn, ffn_norm
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mixing_norm(self.mixing(x))  # (B, T, D)
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_norm(self.ffn(x))  # (B, T, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transform(self.mix(x))
+
+
+class TokenMeanHead(nn.Module):
+    """The parameter-free head of the released code: the mean of all T*D token entries.
+
+    Shapes: (B, T, D) -> (B, 1).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2)).unsqueeze(-1)  # (B, 1)
+
+
+class TokenMLPHead(nn.Module):
+    """Flatten the tokens and score them with an MLP: (B, T*D) -> MLP -> (B, 1).
+
+    Args:
+        input_dim: T*D.
+        hidden_units: the MLP's hidden widths.
+        dropout: dropout after every hidden layer.
+    """
+
+    def __init__(self, input_dim: int, hidden_units: Sequence[int], dropout: float = 0.0):
+        super().__init__()
+        self.mlp = MLP_Block(input_dim=input_dim, hidden_units=list(hidden_units), hidden_activations="ReLU",
+                             output_dim=1, dropout_rates=dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x.flatten(start_dim=1))  # (B, 1)
+
+
+# --------------------------------------------------------------------------- the model
+class TokenMixingModel(ZooModel):
+    """Embedding -> tokenizer -> L x (token mixing, P-FFN) -> head, with every switch exposed.
+
+    ``model_zoo.RankMixer`` and ``model_zoo.RankElastor`` subclass this with their
+    papers' defaults; the Table 3 ablations of the RankElastor paper are
+    combinations of ``token_mixing``, ``ffn_activation`` and the norms.
+
+    Spectrum stages (``self.tap``): ``emb`` (B, F, k), ``tokens`` (B, T, D), and for
+    every block l ``block_l_mix`` (after the mixing and its norm) and
+    ``block_l_ffn`` (after the P-FFN and its norm).
+
+    Sequence features are pooled in the embedding stage by the feature encoder
+    fuxictr gives them (``layers.MaskedAveragePooling()`` unless the dataset or
+    ``feature_specs`` says otherwise), so each one is one field.
+
+    Args:
+        feature_map: FuxiCTR FeatureMap; every field must embed to ``embedding_dim``.
+        embedding_dim: k, the field embedding size.
+        num_tokens: T.
+        token_dim: D.
+        num_blocks: L, the depth.
+        tokenizer: ``matrix``, ``vector`` or ``none`` (see :class:`Tokenizer`).
+        tokenizer_hidden_units: hidden widths of the tokenizer MLP.
+        tokenizer_activation: its activation.
+        tokenizer_norm: RMSNorm after each tokenizer hidden layer.
+        tokenizer_dropout: dropout in the tokenizer MLP.
+        token_mixing: ``block_transpose`` (RankMixer) or ``full`` (RankElastor).
+        num_heads: H of the block transpose; null means H = T.
+        mixing_norm: ``LayerNorm``, ``RMSNorm`` or ``none`` after the mixing.
+        ffn_activation: ``GLU`` (RankElastor), ``GELU`` (RankMixer) or ``ReLU``.
+        ffn_hidden_units: widths inside every per-token FFN.
+        expansion_rate: r of the GLU layers.
+        ffn_inner_norm: per-token RMSNorm inside the FFN.
+        ffn_dropout: dropout inside the FFN.
+        ffn_norm: ``LayerNorm``, ``RMSNorm`` or ``none`` after the FFN.
+        pred_head: ``mlp`` (flatten -> MLP) or ``mean`` (mean of all entries).
+        head_hidden_units: hidden widths of the MLP head; null means [2*T*D].
+        net_dropout: dropout in the MLP head.
+
+    Example:
+        >>> model = TokenMixingModel(feature_map, embedding_dim=8, num_tokens=4, token_dim=16)
+        >>> model(batch)["y_pred"].shape       # (B, 1)
+
+    Shapes: batch dict of (B,) / (B, L) tensors -> y_pred (B, 1).
+    """
+
+    def __init__(self, feature_map, model_id: str = "TokenMixingModel", gpu: int = -1,
+                 embedding_dim: int = 10,
+                 num_tokens: int = 16,
+                 token_dim: int = 16,
+                 num_blocks: int = 2,
+                 tokenizer: Optional[str] = "matrix",
+                 tokenizer_hidden_units: Sequence[int] = (500,),
+                 tokenizer_activation: str = "ReLU",
+                 tokenizer_norm: bool = True,
+                 tokenizer_dropout: float = 0.1,
+                 token_mixing: str = "full",
+                 num_heads: Optional[int] = None,
+                 mixing_norm: Optional[str] = "RMSNorm",
+                 ffn_activation: str = "GLU",
+                 ffn_hidden_units: Sequence[int] = (64, 64),
+                 expansion_rate: float = 3.0,
+                 ffn_inner_norm: bool = True,
+                 ffn_dropout: float = 0.0,
+                 ffn_norm: Optional[str] = None,
+                 pred_head: str = "mlp",
+                 head_hidden_units: Optional[Sequence[int]] = None,
+                 net_dropout: float = 0.0,
+                 **kwargs):
+        super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks={num_blocks} must be at least 1")
+        token_mixing = _choice(token_mixing, TOKEN_MIXINGS, "token_mixing")
+        pred_head = _choice(pred_head, PRED_HEADS, "pred_head")
+        num_fields = feature_map.get_num_fields()
+        odd = {name: spec["embedding_dim"] for name, spec in feature_map.features.items()
+               if spec["type"] != "meta" and spec.get("embedding_dim", embedding_dim) != embedding_dim}
+        if odd:
+            raise ValueError(f"every field must embed to embedding_dim={embedding_dim} to form the (F, k) "
+                             f"embedding matrix, but these features set their own: {odd}")
+
+        self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
+        self.tokenizer = Tokenizer(num_fields, embedding_dim, num_tokens, token_dim, mode=tokenizer,
+                                   hidden_units=tokenizer_hidden_units, activation=tokenizer_activation,
+                                   hidden_norm=tokenizer_norm, dropout=tokenizer_dropout)
+
+        def mixing() -> nn.Module:
+            if token_mixing == "full":
+                return FullMixing(num_tokens, token_dim)
+            return BlockTransposeMixing(num_tokens, token_dim, num_heads)
+
+        self.blocks = nn.ModuleList(
+            TokenMixingBlock(mixing=mixing(),
+                             mixing_norm=make_norm(mixing_norm, token_dim, "mixing_norm"),
+                             ffn=PerTokenFFN(num_tokens, token_dim, ffn_hidden_units, activation=ffn_activation,
+                                             expansion_rate=expansion_rate, inner_norm=ffn_inner_norm,
+                                             dropout=ffn_dropout),
+                             ffn_norm=make_norm(ffn_norm, token_dim, "ffn_norm"))
+            for _ in range(num_blocks))
+
+        if pred_head == "mlp":
+            hidden = [2 * num_tokens * token_dim] if head_hidden_units is None else list(head_hidden_units)
+            self.head = TokenMLPHead(num_tokens * token_dim, hidden, dropout=net_dropout)
+        else:
+            self.head = TokenMeanHead()
+        self.finalize_model()
+
+    def forward(self, inputs):
+        X = self.get_inputs(inputs)
+        feature_emb = self.tap("emb", self.embedding_layer(X))              # (B, F, k)
+        tokens = self.tap("tokens", self.tokenizer(feature_emb))            # (B, T, D)
+        for index, block in enumerate(self.blocks):
+            tokens = self.tap(f"block_{index}_mix", block.mix(tokens))      # (B, T, D)
+            tokens = self.tap(f"block_{index}_ffn", block.transform(tokens))  # (B, T, D)
+        y_pred = self.output_activation(self.head(tokens))                  # (B, 1)
+        return {"y_pred": y_pred}

@@ -1,0 +1,3 @@
+from .RankElastor import RankElastor
+
+__all__ = ["RankElastor"]

@@ -1,0 +1,3 @@
+from .RankMixer import RankMixer
+
+__all__ = ["RankMixer"]

@@ -1,0 +1,292 @@
+"""Layers of the shared token-transformation backbone (fuxictr_ext.token_mixing)."""
+
+import pytest
+import torch
+from torch import nn
+
+from fuxictr_ext.token_mixing import (BlockTransposeMixing, FullMixing, PerTokenFFN, PerTokenGLU,
+                                      PerTokenLinear, PerTokenRMSNorm, TokenMeanHead, Tokenizer,
+                                      make_norm)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscription on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _seed(seed=0):
+    torch.manual_seed(seed)
+
+
+def _randomize(module: nn.Module, seed=1):
+    """Non-trivial values for every parameter (biases and gains included)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen, dtype=param.dtype) * 0.3)
+    return module
+
+
+# --------------------------------------------------------------------------- block transpose
+@pytest.mark.parametrize("T,D,H", [(4, 8, None), (3, 6, 3), (26, 26, None), (26, 30, 30), (26, 30, 15), (4, 8, 2)])
+def test_block_transpose_is_a_permutation_of_coordinates(T, D, H):
+    mix = BlockTransposeMixing(T, D, H)
+    x = torch.arange(2 * T * D, dtype=torch.float64).view(2, T, D)
+    permuted = mix.permute(x)
+    assert permuted.shape == (2, T, D)
+    for b in range(2):
+        assert torch.equal(permuted[b].flatten().sort().values, x[b].flatten())
+
+
+@pytest.mark.parametrize("T,D", [(4, 8), (3, 9), (6, 6), (2, 10)])
+def test_block_transpose_with_h_equal_t_is_an_involution(T, D):
+    mix = BlockTransposeMixing(T, D)
+    x = torch.randn(5, T, D)
+    assert not torch.equal(mix.permute(x), x)
+    assert torch.equal(mix.permute(mix.permute(x)), x)
+
+
+@pytest.mark.parametrize("T,D", [(4, 8), (3, 6)])
+def test_block_transpose_matches_rankmixer_definition(T, D):
+    """Output token h = concat over tokens t of head h of token t (H = T)."""
+    mix = BlockTransposeMixing(T, D)
+    x = torch.randn(3, T, D)
+    head = D // T
+    expected = torch.stack([torch.cat([x[:, t, h * head:(h + 1) * head] for t in range(T)], dim=-1)
+                            for h in range(T)], dim=1)
+    assert torch.equal(mix.permute(x), expected)
+    assert torch.allclose(mix(x), x + expected)
+    assert sum(p.numel() for p in mix.parameters()) == 0
+
+
+def test_block_transpose_rejects_heads_not_dividing_token_dim():
+    with pytest.raises(ValueError, match="num_heads=26.*token_dim=30"):
+        BlockTransposeMixing(26, 30)
+    with pytest.raises(ValueError, match="num_heads=7"):
+        BlockTransposeMixing(4, 8, 7)
+
+
+# --------------------------------------------------------------------------- full mixing
+def test_full_mixing_with_zero_w_mix_is_identity():
+    mix = FullMixing(5, 6)
+    with torch.no_grad():
+        mix.mix.weight.zero_()
+        mix.mix.bias.zero_()
+    x = torch.randn(4, 5, 6)
+    assert torch.equal(mix(x), x)
+
+
+def test_full_mixing_matches_equation_3():
+    _seed()
+    T, D = 3, 4
+    mix = _randomize(FullMixing(T, D))
+    x = torch.randn(7, T, D, dtype=torch.float64)
+    mix = mix.double()
+    flat = x.reshape(7, T * D)
+    normed = flat / torch.sqrt(flat.pow(2).mean(-1, keepdim=True) + torch.finfo(torch.float64).eps) * mix.norm.weight
+    expected = x + (normed @ mix.mix.weight.T + mix.mix.bias).view(7, T, D)
+    assert torch.allclose(mix(x), expected, atol=1e-10)
+
+
+def test_full_mixing_couples_every_coordinate():
+    """Theorem 3.1's finest grid: the Jacobian of W_mix's path is dense across tokens."""
+    _seed()
+    mix = FullMixing(3, 4)
+    x = torch.randn(1, 3, 4)
+    jac = torch.autograd.functional.jacobian(lambda v: mix(v), x).reshape(12, 12)
+    assert (jac.abs() > 0).all()
+
+
+# --------------------------------------------------------------------------- per-token layers
+def test_per_token_linear_equals_loop_over_tokens():
+    _seed()
+    layer = _randomize(PerTokenLinear(5, 3, 4))
+    x = torch.randn(6, 5, 3)
+    loop = torch.stack([x[:, t] @ layer.weight[t] + layer.bias[t] for t in range(5)], dim=1)
+    assert torch.allclose(layer(x), loop, atol=1e-6)
+
+
+def test_per_token_linear_init_is_xavier_normal_per_split():
+    torch.manual_seed(0)
+    layer = PerTokenLinear(64, 32, 96 + 32, init_splits=[96, 32])
+    first, second = layer.weight.split([96, 32], dim=-1)
+    assert first.std().item() == pytest.approx((2 / (32 + 96)) ** 0.5, rel=0.05)
+    assert second.std().item() == pytest.approx((2 / (32 + 32)) ** 0.5, rel=0.05)
+    assert torch.count_nonzero(layer.bias) == 0
+    with pytest.raises(ValueError, match="init_splits"):
+        PerTokenLinear(2, 3, 4, init_splits=[1, 2])
+
+
+def test_per_token_rmsnorm_has_a_gain_per_token():
+    norm = _randomize(PerTokenRMSNorm(3, 4))
+    x = torch.randn(2, 3, 4)
+    expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + torch.finfo(x.dtype).eps) * norm.weight
+    assert torch.allclose(norm(x), expected, atol=1e-6)
+
+
+def _glu_reference(glu: PerTokenGLU, x: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 written out with one explicit set of matrices per token (slow reference)."""
+    h, d = glu.hidden, glu.dim
+    W, b = glu.in_proj.weight, glu.in_proj.bias
+    outs = []
+    for t in range(x.shape[1]):
+        xt = x[:, t]
+        W1, W2, S, R = W[t, :, :h], W[t, :, h:2 * h], W[t, :, 2 * h:3 * h], W[t, :, 3 * h:]
+        b1, b2, bS, bR = b[t, :h], b[t, h:2 * h], b[t, 2 * h:3 * h], b[t, 3 * h:]
+        gate = torch.nn.functional.gelu(xt @ W1 + b1)
+        inner = (xt @ S + bS + gate) * (xt @ W2 + b2)
+        outs.append(inner @ glu.down_proj.weight[t] + glu.down_proj.bias[t] + xt @ R + bR)
+    assert R.shape == (d, d)
+    return torch.stack(outs, dim=1)
+
+
+@pytest.mark.parametrize("T,d,r", [(1, 4, 3.0), (3, 5, 3.0), (4, 8, 1.5), (2, 6, 1.0)])
+def test_glu_matches_reference_computation(T, d, r):
+    _seed(T)
+    glu = _randomize(PerTokenGLU(T, d, r)).double()
+    x = torch.randn(5, T, d, dtype=torch.float64)
+    assert glu.hidden == int(d * r)
+    assert torch.allclose(glu(x), _glu_reference(glu, x), atol=1e-10)
+
+
+def test_glu_rejects_empty_lift():
+    with pytest.raises(ValueError, match="expansion_rate"):
+        PerTokenGLU(2, 4, 0.1)
+
+
+def _token_reference(layer: nn.Module, t: int, xt: torch.Tensor) -> torch.Tensor:
+    if isinstance(layer, PerTokenLinear):
+        return xt @ layer.weight[t] + layer.bias[t]
+    if isinstance(layer, PerTokenRMSNorm):
+        return xt / torch.sqrt(xt.pow(2).mean(-1, keepdim=True) + torch.finfo(xt.dtype).eps) * layer.weight[t]
+    if isinstance(layer, PerTokenGLU):
+        return _glu_reference(layer, xt.unsqueeze(1).expand(-1, layer.in_proj.num_tokens, -1))[:, t]
+    return layer(xt)
+
+
+def _ffn_loop(ffn: PerTokenFFN, x: torch.Tensor) -> torch.Tensor:
+    """What the batched P-FFN replaces: T separate networks, one token at a time."""
+    outs = []
+    for t in range(x.shape[1]):
+        h = x[:, t]
+        for layer in ffn.net:
+            h = _token_reference(layer, t, h)
+        outs.append(x[:, t] + h)
+    return torch.stack(outs, dim=1)
+
+
+@pytest.mark.parametrize("activation,hidden,inner_norm", [
+    ("GLU", [8, 8], True), ("GLU", [6], False), ("GELU", [12], False),
+    ("ReLU", [7, 9], True), ("gelu", [10, 10], True)])
+def test_batched_per_token_ffn_equals_token_loop(activation, hidden, inner_norm):
+    _seed()
+    ffn = _randomize(PerTokenFFN(4, 6, hidden, activation=activation, expansion_rate=2.0,
+                                 inner_norm=inner_norm)).double()
+    x = torch.randn(3, 4, 6, dtype=torch.float64)
+    assert torch.allclose(ffn(x), _ffn_loop(ffn, x), atol=1e-10)
+
+
+def test_per_token_ffn_keeps_tokens_independent():
+    _seed()
+    ffn = PerTokenFFN(5, 4, [8], activation="GLU")
+    x = torch.randn(2, 5, 4)
+    bumped = x.clone()
+    bumped[:, 2] += 1.0
+    changed = (ffn(bumped) - ffn(x)).abs().sum(dim=(0, 2))
+    assert changed[2] > 0
+    assert torch.count_nonzero(changed[[0, 1, 3, 4]]) == 0
+
+
+def test_per_token_ffn_layout_follows_released_code():
+    ffn = PerTokenFFN(26, 30, [64, 64], activation="GLU", expansion_rate=3.0, inner_norm=True)
+    kinds = [type(m).__name__ for m in ffn.net]
+    assert kinds == ["PerTokenRMSNorm", "PerTokenGLU", "PerTokenLinear",
+                     "PerTokenRMSNorm", "PerTokenGLU", "PerTokenLinear"]
+    assert ffn.net[1].hidden == 90 and ffn.net[4].hidden == 192
+    assert ffn.net[-1].in_features == 64 and ffn.net[-1].out_features == 30
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"hidden_units": []}, "ffn_hidden_units"),
+    ({"hidden_units": [4], "activation": "swish"}, "ffn_activation"),
+])
+def test_per_token_ffn_errors_name_the_config_key(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PerTokenFFN(2, 4, **kwargs)
+
+
+def test_per_token_ffn_gradients_reach_every_parameter():
+    _seed()
+    ffn = PerTokenFFN(3, 4, [6, 6], activation="GLU", inner_norm=True)
+    ffn(torch.randn(5, 3, 4)).pow(2).sum().backward()
+    for name, param in ffn.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+
+
+# --------------------------------------------------------------------------- tokenizer
+def test_matrix_tokenizer_shares_one_mlp_over_chunks():
+    _seed()
+    tok = Tokenizer(num_fields=6, embedding_dim=4, num_tokens=3, token_dim=5, mode="matrix", hidden_units=[7])
+    emb = torch.randn(2, 6, 4)
+    tokens = tok(emb)
+    assert tokens.shape == (2, 3, 5)
+    flat = tok.input_norm(emb.flatten(1))
+    expected = torch.stack([tok.project(flat[:, 8 * t:8 * (t + 1)]) for t in range(3)], dim=1)
+    assert torch.allclose(tokens, expected, atol=1e-6)
+
+
+def test_matrix_tokenizer_zero_pads_when_chunks_do_not_divide():
+    _seed()
+    tok = Tokenizer(num_fields=5, embedding_dim=2, num_tokens=4, token_dim=3, mode="matrix", hidden_units=[])
+    assert tok.padding == 2  # 10 coordinates -> 4 chunks of 3
+    emb = torch.randn(2, 5, 2)
+    flat = torch.nn.functional.pad(tok.input_norm(emb.flatten(1)), (0, 2))
+    expected = tok.project(flat.view(2, 4, 3))
+    assert torch.allclose(tok(emb), expected, atol=1e-6)
+
+
+def test_vector_tokenizer_projects_the_whole_vector():
+    _seed()
+    tok = Tokenizer(num_fields=4, embedding_dim=3, num_tokens=5, token_dim=2, mode="vector",
+                    hidden_units=[16], hidden_norm=True, dropout=0.1)
+    tok.eval()
+    emb = torch.randn(3, 4, 3)
+    expected = tok.project(tok.input_norm(emb.flatten(1))).view(3, 5, 2)
+    assert torch.allclose(tok(emb), expected, atol=1e-6)
+    kinds = [type(m).__name__ for m in tok.project]
+    assert kinds == ["Linear", "RMSNorm", "ReLU", "Dropout", "Linear"]
+
+
+@pytest.mark.parametrize("mode", [None, "none", "None"])
+def test_no_tokenizer_reshapes_normalised_embeddings(mode):
+    tok = Tokenizer(num_fields=6, embedding_dim=4, num_tokens=3, token_dim=8, mode=mode)
+    emb = torch.randn(2, 6, 4)
+    assert torch.allclose(tok(emb), tok.input_norm(emb.flatten(1)).view(2, 3, 8))
+    assert sum(p.numel() for p in tok.parameters()) == 24  # only the input RMSNorm gain
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"mode": "none", "num_tokens": 5, "token_dim": 5}, r"tokenizer='none'.*num_fields \* embedding_dim"),
+    ({"mode": "matrix", "num_tokens": 25, "token_dim": 5}, "num_tokens=25"),
+    ({"mode": "chunks", "num_tokens": 2, "token_dim": 5}, "tokenizer='chunks'"),
+    ({"mode": "vector", "num_tokens": 0, "token_dim": 5}, "num_tokens=0"),
+])
+def test_tokenizer_errors_name_the_config_key(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Tokenizer(num_fields=6, embedding_dim=4, **kwargs)
+
+
+# --------------------------------------------------------------------------- small pieces
+def test_make_norm_and_mean_head():
+    assert isinstance(make_norm("layernorm", 4, "mixing_norm"), nn.LayerNorm)
+    assert isinstance(make_norm("RMSNorm", 4, "mixing_norm"), nn.RMSNorm)
+    assert isinstance(make_norm(None, 4, "ffn_norm"), nn.Identity)
+    with pytest.raises(ValueError, match="ffn_norm='BatchNorm'"):
+        make_norm("BatchNorm", 4, "ffn_norm")
+    x = torch.randn(3, 2, 5)
+    assert torch.allclose(TokenMeanHead()(x), x.mean(dim=(1, 2)).view(3, 1))
