@@ -1,10 +1,15 @@
 """Shallow baselines of the RoBlock paper (DNN, CrossNet, NFM, CIN, xDeepFM, DCNv2), SE and ME."""
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
+from fuxictr.autotuner import enumerate_params
 from fuxictr.pytorch.layers import CrossNetV2, FeatureEmbedding
 
 from fuxictr_ext import get_model_class
+from fuxictr_ext.config import unknown_model_keys
 from fuxictr_ext.multi_embedding import MultiEmbedding, MultiEmbeddingInteraction
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 
@@ -248,3 +253,42 @@ def test_dnn_keeps_its_single_embedding_interface(feature_map, tmp_path):
     model = get_model_class("DNN")(feature_map, embedding_dim=6, hidden_units=[8], **unit_model_kwargs(tmp_path))
     assert isinstance(model.embedding_layer, FeatureEmbedding)
     assert model.mlp.mlp[0].in_features == F * 6
+
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINES = ["DNN", "CrossNet", "NFM", "CIN", "xDeepFM", "DCNv2"]
+
+
+@pytest.mark.parametrize("model_name", BASELINES)
+def test_model_configs_use_only_known_keys(model_name):
+    with open(REPO / "config" / "model_config" / f"{model_name}.yaml") as fd:
+        blocks = yaml.safe_load(fd)
+    expids = {f"{model_name}_demo", f"{model_name}_criteo", f"{model_name}_avazu"}
+    assert expids <= set(blocks)
+    model_cls = get_model_class(model_name)
+    for expid in expids:
+        assert blocks[expid]["model"] == model_name
+        assert unknown_model_keys(model_cls, blocks[expid]) == []
+    for expid in expids - {"DNN_demo"}:
+        block = blocks[expid]
+        assert (block["learning_rate"], block["embedding_regularizer"], block["net_regularizer"]) == (1e-3, 1e-8, 0)
+        assert block.get("net_dropout", 0.1) == 0.1
+    for expid in (f"{model_name}_criteo", f"{model_name}_avazu"):
+        assert (blocks[expid]["batch_size"], blocks[expid]["embedding_dim"]) == (10000, 10)
+
+
+@pytest.mark.parametrize("dataset,runs", [("criteo", 10), ("avazu", 10), ("demo", 4)])
+@pytest.mark.parametrize("model_name", BASELINES)
+def test_scale_grids_enumerate(model_name, dataset, runs, tmp_path):
+    with open(REPO / "config" / "tuner" / f"baselines_scale_{model_name}_{dataset}.yaml") as fd:
+        tuner = yaml.safe_load(fd)
+    tuner["base_config"] = str(REPO / "config")
+    tuner_file = tmp_path / "grid.yaml"
+    tuner_file.write_text(yaml.safe_dump(tuner))
+    config_dir = enumerate_params(str(tuner_file))
+    with open(Path(config_dir) / "model_config.yaml") as fd:
+        trials = yaml.safe_load(fd)
+    assert len(trials) == runs
+    scales = {(t["num_embeddings"], t["embedding_mode"]) for t in trials.values()}
+    expected = [1, 2, 3, 5, 10] if dataset != "demo" else [1, 5]
+    assert scales == {(s, m) for s in expected for m in ("single", "multi")}
