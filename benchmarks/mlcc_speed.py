@@ -1,0 +1,160 @@
+"""Forward + backward time of MLCC (released Criteo setting) against DCNv2 (FuxiCTR's Criteo setting).
+
+    python benchmarks/mlcc_speed.py --batch-size 2048 --iters 10 --warmup 3
+
+Both models read the same Criteo-shaped FeatureMap: 13 numeric and 26
+categorical fields whose vocabularies are the Kaggle Criteo per-field
+cardinalities capped at ``--vocab-cap`` (200,000 by default, roughly what
+frequency filtering leaves; the released MLCC hashes every field into 10^6 rows).
+
+* MLCC: experiment id MLCC_criteo of config/model_config/MLCC.yaml (E = 16,
+  H = 4, dynamic MLP [4, 1], keep [0, 1, 2], E' = 8, SE, DNN [256, 128, 64, 32]).
+* DCNv2: the BARS / FuxiCTR Criteo_x1 setting (embedding 10, parallel, 3 cross
+  layers, parallel DNN [500, 500, 500], dropout 0.1), built from fuxictr's
+  FeatureEmbedding + CrossNetV2 + MLP_Block; the zoo's model_zoo.DCNv2 with the
+  same setting is timed too when it is registered.
+
+One timed step is forward + loss + backward in train mode (no optimizer step),
+on one fixed random batch; the script prints the median and the spread over
+``--iters`` steps after ``--warmup`` untimed ones, forward FLOPs per sample
+(torch.utils.flop_counter) and dense parameter counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import statistics
+import sys
+import time
+
+import torch
+import yaml
+from fuxictr.pytorch.layers import CrossNetV2, FeatureEmbedding, MLP_Block
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from fuxictr_ext.registry import list_models, get_model_class
+from fuxictr_ext.testing import make_feature_map, random_batch
+from model_zoo.MLCC import MLCC
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Distinct values per categorical field of the Kaggle Criteo display-ads data (C1 .. C26).
+CRITEO_CARDINALITIES = [1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593,
+                        3194, 27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572]
+DCNV2_CRITEO = dict(embedding_dim=10, model_structure="parallel", num_cross_layers=3,
+                    parallel_dnn_hidden_units=[500, 500, 500], dnn_activations="ReLU",
+                    net_dropout=0.1, batch_norm=False)
+
+
+class ReferenceDCNv2(nn.Module):
+    """FuxiCTR's parallel DCNv2: y = sigmoid(w^T [CrossNetV2(x_0); MLP(x_0)]) on fuxictr layers."""
+
+    def __init__(self, feature_map, embedding_dim, num_cross_layers, parallel_dnn_hidden_units,
+                 dnn_activations, net_dropout, batch_norm, model_structure):
+        super().__init__()
+        if model_structure != "parallel":
+            raise ValueError(f"model_structure={model_structure!r}: the reference is the parallel structure")
+        input_dim = feature_map.num_fields * embedding_dim
+        self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
+        self.crossnet = CrossNetV2(input_dim, num_cross_layers)
+        self.parallel_dnn = MLP_Block(input_dim=input_dim, hidden_units=parallel_dnn_hidden_units,
+                                      hidden_activations=dnn_activations, dropout_rates=net_dropout,
+                                      batch_norm=batch_norm)
+        self.fc = nn.Linear(input_dim + parallel_dnn_hidden_units[-1], 1)
+        self.feature_map = feature_map
+
+    def forward(self, inputs):
+        X = {name: inputs[name] for name in self.feature_map.features}
+        x_0 = self.embedding_layer(X, flatten_emb=True)                             # (B, F*D)
+        final = torch.cat([self.crossnet(x_0), self.parallel_dnn(x_0)], dim=-1)    # (B, F*D + 500)
+        return {"y_pred": torch.sigmoid(self.fc(final))}                            # (B, 1)
+
+
+def criteo_feature_map(vocab_cap: int):
+    fmap = make_feature_map(num_categorical=26, num_numeric=13, dataset_id="criteo_shaped")
+    for i, cardinality in enumerate(CRITEO_CARDINALITIES):
+        fmap.features[f"C{i + 1}"]["vocab_size"] = min(cardinality, vocab_cap) + 1   # + padding index 0
+    fmap.total_features = sum(spec.get("vocab_size", 1) for spec in fmap.features.values())
+    return fmap
+
+
+def mlcc_criteo_params() -> dict:
+    with open(os.path.join(REPO, "config", "model_config", "MLCC.yaml")) as fd:
+        expid = yaml.safe_load(fd)["MLCC_criteo"]
+    args = set(inspect.signature(MLCC.__init__).parameters) - {"self", "feature_map", "kwargs"}
+    return {k: v for k, v in expid.items() if k in args}
+
+
+def dense_params(model: nn.Module) -> int:
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("embedding_layer"))
+
+
+def flops_per_sample(model: nn.Module, batch: dict, batch_size: int) -> float:
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(batch)
+    return counter.get_total_flops() / batch_size
+
+
+def time_step(model: nn.Module, batch: dict, iters: int, warmup: int) -> list:
+    model.train()
+    labels = batch["clk"].float().view(-1, 1)
+    times = []
+    for step in range(warmup + iters):
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        loss = nn.functional.binary_cross_entropy(model(batch)["y_pred"], labels)
+        loss.backward()
+        elapsed = time.perf_counter() - start
+        if step >= warmup:
+            times.append(elapsed)
+    return times
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--vocab-cap", type=int, default=200_000)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    fmap = criteo_feature_map(args.vocab_cap)
+    batch = random_batch(fmap, args.batch_size, seed=0)
+    mlcc_params = mlcc_criteo_params()
+    models = {
+        "MLCC (MLCC_criteo)": MLCC(fmap, gpu=-1, verbose=0, **mlcc_params),
+        "DCNv2 (fuxictr layers)": ReferenceDCNv2(fmap, **DCNV2_CRITEO),
+    }
+    if "DCNv2" in list_models():
+        models["DCNv2 (model_zoo.DCNv2)"] = get_model_class("DCNv2")(fmap, gpu=-1, verbose=0, **DCNV2_CRITEO)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+          f"{args.iters} timed steps after {args.warmup} warm-up; {fmap.num_fields} fields, "
+          f"{fmap.total_features:,} embedding rows (vocab cap {args.vocab_cap:,})")
+    print(f"MLCC_criteo: {mlcc_params}")
+    print(f"DCNv2: {DCNV2_CRITEO}")
+    print(f"{'model':<26} {'fwd+bwd ms (median)':>20} {'min':>8} {'max':>8} "
+          f"{'fwd MFLOPs/sample':>18} {'dense params':>13}")
+    medians = {}
+    for name, model in models.items():
+        flops = flops_per_sample(model, batch, args.batch_size)
+        times = [1e3 * t for t in time_step(model, batch, args.iters, args.warmup)]
+        medians[name] = statistics.median(times)
+        print(f"{name:<26} {medians[name]:>20.1f} {min(times):>8.1f} {max(times):>8.1f} "
+              f"{flops / 1e6:>18.3f} {dense_params(model):>13,}")
+    mlcc_ms = medians["MLCC (MLCC_criteo)"]
+    for name, ms in medians.items():
+        if name.startswith("DCNv2"):
+            print(f"MLCC / {name}: {mlcc_ms / ms:.2f}x (target: <= 1.5x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
