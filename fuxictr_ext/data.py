@@ -27,7 +27,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from fuxictr.preprocess import FeatureProcessor
+from fuxictr.datasets import avazu, criteo
 
 SPLITS = ("train", "valid", "test")
 
@@ -36,8 +36,13 @@ class DataError(ValueError):
     """Input data that cannot be used; the message names the file and the problem."""
 
 
-class ZooFeatureProcessor(FeatureProcessor):
-    """FuxiCTR's FeatureProcessor with a reader that works with polars 1.x and 2.x."""
+class ZooFeatureProcessor(avazu.CustomizedFeatureProcessor, criteo.CustomizedFeatureProcessor):
+    """FuxiCTR's FeatureProcessor with a reader that works with polars 1.x and 2.x.
+
+    It carries the release-specific ``preprocess`` functions that fuxictr ships
+    (Avazu's convert_hour / convert_weekday / convert_weekend, Criteo's
+    convert_to_bucket), so the BARS dataset configs work as written.
+    """
 
     def read_data(self, data_path, data_format="csv", sep=",", n_rows=None, **kwargs):
         files = _resolve_files(data_path, data_format)
@@ -65,9 +70,11 @@ def _resolve_files(data_path: str, data_format: str) -> List[str]:
 
 
 def _expected_columns(params: dict) -> Tuple[List[str], List[str]]:
+    """Raw columns a split must have: configured features (except those that a
+    ``preprocess`` function derives, e.g. Avazu's weekday) and the labels."""
     feature_names: List[str] = []
     for col in params.get("feature_cols", []):
-        if col.get("active", True) is False:
+        if col.get("active", True) is False or col.get("preprocess"):
             continue
         names = col["name"] if isinstance(col["name"], list) else [col["name"]]
         feature_names.extend(names)
@@ -122,7 +129,7 @@ def is_built(params: dict) -> bool:
     return os.path.isfile(os.path.join(data_dir, "feature_map.json")) and all(map(os.path.isfile, wanted))
 
 
-def _write_split(processor: FeatureProcessor, ddf: pl.LazyFrame, out_path: str) -> int:
+def _write_split(processor: ZooFeatureProcessor, ddf: pl.LazyFrame, out_path: str) -> int:
     frame = ddf.collect()
     batch = {name: frame[name].to_numpy() for name in frame.columns}
     batch = processor.transform(batch)
