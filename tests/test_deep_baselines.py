@@ -133,7 +133,8 @@ def test_layer_inputs_are_tapped(name, mode, scale, feature_map, tmp_path):
     stages = model.collect_stages(batch)
     assert list(stages) == ["layer_0_in", "layer_1_in", "layer_2_in"]
     num_fields = feature_map.num_fields
-    later = num_fields if name == "DHEN" else SMALL["WuKong"]["num_fmb_outputs"] + SMALL["WuKong"]["num_lcb_outputs"]
+    wukong = SMALL["WuKong"]
+    later = num_fields if name == "DHEN" else wukong["num_fmb_outputs"] + wukong["num_lcb_outputs"]
     width = scale * EMBEDDING_DIM
     assert stages["layer_0_in"].shape == (5, num_fields, width)
     assert stages["layer_1_in"].shape == stages["layer_2_in"].shape == (5, later, width)
@@ -293,7 +294,8 @@ def test_dhen_fm_uses_all_pairwise_inner_products():
     torch.manual_seed(0)
     fm = FMInteraction(num_fields=4, embedding_dim=3)
     X = torch.randn(2, 4, 3)
-    pairs = torch.stack([torch.stack([torch.dot(X[b, i], X[b, j]) for i, j in itertools.combinations(range(4), 2)])
+    pairs = torch.stack([torch.stack([torch.dot(X[b, i], X[b, j])
+                                      for i, j in itertools.combinations(range(4), 2)])
                          for b in range(2)])                                # (B, 6)
     expected = fm.projection(pairs).view(2, 4, 3)
     torch.testing.assert_close(fm(X), expected, rtol=1e-5, atol=1e-5)

@@ -128,7 +128,7 @@ def sample_interaction_combinations(interaction_types: Sequence[str], modules_pe
 
     Example:
         >>> sample_interaction_combinations(["FM", "CIN", "DNN", "DCNv2"], 2, 3, seed=2019)
-        [('CIN', 'DCNv2'), ('FM', 'DNN'), ('DNN', 'DCNv2')]      # one possible draw
+        [('CIN', 'DCNv2'), ('FM', 'DCNv2'), ('FM', 'CIN')]
     """
     combinations = list(itertools.combinations(interaction_types, modules_per_layer))
     rng = random.Random(seed)
@@ -191,7 +191,8 @@ class DHEN(ZooModel):
         >>> model = DHEN(feature_map, embedding_dim=10, num_embeddings=2, embedding_mode="multi",
         ...              num_layers=3, modules_per_layer=2)
         >>> model(batch)["y_pred"].shape          # (B, 1)
-        >>> model.interaction_combinations        # per layer, per stack: [[('CIN', 'DNN'), ('FM', 'DCNv2')], ...]
+        >>> model.interaction_combinations        # per layer, per stack
+        [[('CIN', 'DCNv2'), ('FM', 'DCNv2')], [('FM', 'CIN'), ...], [...]]
 
     Shapes: batch dict of (B,) tensors -> y_pred (B, 1). Stages ``layer_{l}_in``,
     l = 0..L-1: (B, F, s*k), the input of layer l with the ME stacks' embedding

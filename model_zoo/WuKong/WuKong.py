@@ -2,19 +2,22 @@
 Law for Large-Scale Recommendation", ICML 2024), with single- and multi-embedding
 variants as compared in the RoBlock paper.
 
-One interaction layer i maps X_i (n_i embeddings of size d) to X_{i+1}:
+One interaction layer i maps X_i (n_i embeddings of size D) to X_{i+1}:
 
-    FM(X_i)      = X_i X_i^T Y_i                        # (n_i, k)   optimized FM, Y_i: (n_i, k)
-    FMB_i(X_i)   = reshape(MLP(LN(flatten(FM(X_i)))))   # (n_F, d)
-    LCB_i(X_i)   = W_L X_i                              # (n_L, d)   W_L: (n_L, n_i)
-    X_{i+1}      = LN(concat(FMB_i(X_i), LCB_i(X_i)) + P_i X_i)   # (n_F + n_L, d)
+    FM(X_i)      = X_i X_i^T Y_i                        # (n_i, r)   optimized FM, Y_i: (n_i, r)
+    FMB_i(X_i)   = reshape(MLP(LN(flatten(FM(X_i)))))   # (n_F, D)
+    LCB_i(X_i)   = W_L X_i                              # (n_L, D)   W_L: (n_L, n_i)
+    X_{i+1}      = LN(concat(FMB_i(X_i), LCB_i(X_i)) + P_i X_i)   # (n_F + n_L, D)
+
+(r is the projection rank the WuKong paper calls k; here k is the RoBlock
+paper's base embedding size.) X_0 is the (F, D) field-embedding matrix.
 
 P_i is the identity when n_i = n_F + n_L and a learned (n_F + n_L, n_i) projection
 otherwise. The prediction is y = sigmoid(MLP(flatten(X_l))).
 
 Single embedding (SE) at scale s: one table of size s*k and one stack of width
-d = s*k. Multi-embedding (ME, Guo et al. 2024): s tables of size k, each feeding
-its own copy of the whole interaction stack (d = k); every layer runs the s
+D = s*k. Multi-embedding (ME, Guo et al. 2024): s tables of size k, each feeding
+its own copy of the whole interaction stack (D = k); every layer runs the s
 copies in one vectorised call, and the copies' outputs are concatenated before
 the final MLP.
 """
@@ -37,19 +40,19 @@ from fuxictr_ext.registry import register_model
 class FactorizationMachineBlock(nn.Module):
     """FMB(X) = reshape(MLP(LN(flatten(X X^T Y)))) (WuKong sections 3.4 and 3.6).
 
-    With ``rank`` k the optimized FM computes X (X^T Y) with a learned Y: (n, k) in
-    O(n k d); with ``rank=None`` Y is the identity and the block sees the full X X^T.
+    With ``rank`` r the optimized FM computes X (X^T Y) with a learned Y: (n, r) in
+    O(n r D); with ``rank=None`` Y is the identity and the block sees the full X X^T.
 
     Args:
         num_inputs: n, embeddings entering the block.
-        embedding_dim: d.
+        embedding_dim: D.
         num_outputs: n_F, embeddings produced.
-        rank: k, columns of the projection Y; None for the full n x n FM.
+        rank: r, columns of the projection Y; None for the full n x n FM.
         hidden_units: hidden widths of the block's MLP.
         hidden_activations: MLP activation.
         dropout: dropout after every hidden MLP layer.
 
-    Shapes: (B, n, d) -> (B, n_F, d).
+    Shapes: (B, n, D) -> (B, n_F, D).
 
     Example:
         >>> fmb = FactorizationMachineBlock(39, 10, num_outputs=16, rank=8, hidden_units=[400, 400])
@@ -62,7 +65,7 @@ class FactorizationMachineBlock(nn.Module):
         self.num_outputs = num_outputs
         self.embedding_dim = embedding_dim
         fm_columns = num_inputs if rank is None else rank
-        # Y acts on X^T over the embedding axis: (B, d, n) -> (B, d, k); the identity keeps X^T.
+        # Y acts on X^T over the embedding axis: (B, D, n) -> (B, D, r); the identity keeps X^T.
         self.projection = nn.Identity() if rank is None else nn.Linear(num_inputs, rank, bias=False)
         self.norm = nn.LayerNorm(num_inputs * fm_columns)
         self.mlp = MLP_Block(input_dim=num_inputs * fm_columns,
@@ -72,17 +75,17 @@ class FactorizationMachineBlock(nn.Module):
                              dropout_rates=dropout)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        projected = self.projection(X.transpose(1, 2))          # (B, d, k)
-        fm = torch.matmul(X, projected)                         # (B, n, k) = X X^T Y
-        h = self.mlp(self.norm(fm.flatten(start_dim=1)))        # (B, n_F * d)
-        return h.reshape(-1, self.num_outputs, self.embedding_dim)   # (B, n_F, d)
+        projected = self.projection(X.transpose(1, 2))          # (B, D, r)
+        fm = torch.matmul(X, projected)                         # (B, n, r) = X X^T Y
+        h = self.mlp(self.norm(fm.flatten(start_dim=1)))        # (B, n_F * D)
+        return h.reshape(-1, self.num_outputs, self.embedding_dim)   # (B, n_F, D)
 
 
 class LinearCompressBlock(nn.Module):
     """LCB(X) = W_L X: a linear recombination of n embeddings into n_out embeddings
     (WuKong section 3.5). Also the residual projection when the embedding count changes.
 
-    Shapes: (B, n, d) -> (B, n_out, d).
+    Shapes: (B, n, D) -> (B, n_out, D).
     """
 
     def __init__(self, num_inputs: int, num_outputs: int):
@@ -90,16 +93,16 @@ class LinearCompressBlock(nn.Module):
         self.weight = nn.Linear(num_inputs, num_outputs, bias=False)   # W_L: (n_out, n)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return self.weight(X.transpose(1, 2)).transpose(1, 2)         # (B, n_out, d)
+        return self.weight(X.transpose(1, 2)).transpose(1, 2)         # (B, n_out, D)
 
 
 class WuKongLayer(nn.Module):
     """X_{i+1} = LN(concat(FMB(X_i), LCB(X_i)) + P X_i) (WuKong section 3.3).
 
     P is the identity when n_i = n_F + n_L, else a learned linear compression.
-    The LayerNorm normalizes every embedding over its d entries.
+    The LayerNorm normalizes every embedding over its D entries.
 
-    Shapes: (B, n_i, d) -> (B, n_F + n_L, d).
+    Shapes: (B, n_i, D) -> (B, n_F + n_L, D).
     """
 
     def __init__(self, num_inputs: int, embedding_dim: int, num_fmb_outputs: int,
@@ -115,8 +118,8 @@ class WuKongLayer(nn.Module):
         self.norm = nn.LayerNorm(embedding_dim)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        interactions = torch.cat([self.fmb(X), self.lcb(X)], dim=1)   # (B, n_F + n_L, d)
-        return self.norm(interactions + self.residual(X))             # (B, n_F + n_L, d)
+        interactions = torch.cat([self.fmb(X), self.lcb(X)], dim=1)   # (B, n_F + n_L, D)
+        return self.norm(interactions + self.residual(X))             # (B, n_F + n_L, D)
 
 
 @register_model
@@ -127,13 +130,14 @@ class WuKong(ZooModel):
         feature_map: FuxiCTR FeatureMap.
         embedding_dim: k, the base embedding size (10 in the RoBlock paper).
         num_embeddings: s, the scale factor: SE embeds into one table of size s*k
-            and runs one stack of width d = s*k; ME embeds into s tables of size k
-            and runs s stacks of width d = k, one per table.
+            and runs one stack of width D = s*k; ME embeds into s tables of size k
+            and runs s stacks of width D = k, one per table.
         embedding_mode: ``"single"`` (SE) or ``"multi"`` (ME).
         num_layers: l, stacked WuKong layers.
         num_fmb_outputs: n_F, embeddings produced by every FMB.
         num_lcb_outputs: n_L, embeddings produced by every LCB.
-        fm_rank: k of the optimized FM's projection Y (n x k); null for the full X X^T.
+        fm_rank: r, columns of the optimized FM's projection Y (n x r; the WuKong
+            paper's k); null for the full X X^T.
         fmb_hidden_units: hidden widths of the MLP inside every FMB.
         mlp_hidden_units: hidden widths of the final MLP.
         hidden_activations: activation of every MLP.
@@ -156,7 +160,7 @@ class WuKong(ZooModel):
                  num_layers: int = 2,
                  num_fmb_outputs: int = 16,          # n_F
                  num_lcb_outputs: int = 16,          # n_L
-                 fm_rank: Optional[int] = 8,         # k of Y (n x k)
+                 fm_rank: Optional[int] = 8,         # r: Y is (n x r)
                  fmb_hidden_units: Sequence[int] = (400, 400),
                  mlp_hidden_units: Sequence[int] = (400, 400),
                  hidden_activations: str = "ReLU",
