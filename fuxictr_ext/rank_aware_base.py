@@ -1,0 +1,300 @@
+"""Multi-target scoring inputs: which fields are context, which are target, and
+how one call carries many requests with a ragged number of candidates each.
+
+Paper: "Context Features Are Cheap: Rank-Aware Decomposition for Efficient
+Feature Interaction in Recommender Systems" (section 3.1). A request holds K
+context fields, identical for all of its candidates (user and page/session
+features), and N candidates with M target (item) fields each.
+
+Shapes: R requests, C = sum of the requests' N candidates, K context fields,
+M target fields, F = K + M fields in the FeatureMap's order (the "vanilla"
+order in which a model sees its fields), L = sequence length of a sequence field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+CONTEXT, TARGET = "context", "target"
+DEFAULT_CONTEXT_SOURCES = ("user", "context")
+DEFAULT_TARGET_SOURCES = ("item",)
+
+
+class RankAwareUnsupportedError(ValueError):
+    """Raised when a model's structure admits no rank-aware forward path."""
+
+
+@dataclass(frozen=True)
+class FieldPartition:
+    """The split of a model's fields into context (rank 2) and target (rank 3).
+
+    By default a feature's role comes from its FeatureMap ``source``:
+    ``user`` and ``context`` features are context, ``item`` features are target.
+
+    Args:
+        fields: every embedded (non-meta) field, in the FeatureMap's order.
+        context_fields: the K context fields, in the FeatureMap's order.
+        target_fields: the M target fields, in the FeatureMap's order.
+
+    Example:
+        >>> part = FieldPartition.from_feature_map(feature_map)
+        >>> part.context_positions          # (K,) positions in the vanilla field order
+    """
+
+    fields: Tuple[str, ...]
+    context_fields: Tuple[str, ...]
+    target_fields: Tuple[str, ...]
+
+    @property
+    def num_context(self) -> int:
+        return len(self.context_fields)
+
+    @property
+    def num_target(self) -> int:
+        return len(self.target_fields)
+
+    @property
+    def context_positions(self) -> torch.Tensor:
+        """(K,) long: position of each context field in the vanilla field order."""
+        return torch.tensor([self.fields.index(f) for f in self.context_fields], dtype=torch.long)
+
+    @property
+    def target_positions(self) -> torch.Tensor:
+        """(M,) long: position of each target field in the vanilla field order."""
+        return torch.tensor([self.fields.index(f) for f in self.target_fields], dtype=torch.long)
+
+    @property
+    def vanilla_from_split(self) -> torch.Tensor:
+        """(F,) long: index into ``[context fields; target fields]`` of each vanilla field."""
+        split_order = list(self.context_fields) + list(self.target_fields)
+        return torch.tensor([split_order.index(f) for f in self.fields], dtype=torch.long)
+
+    @classmethod
+    def from_feature_map(cls, feature_map,
+                         context_sources: Optional[Sequence[str]] = None,
+                         target_sources: Optional[Sequence[str]] = None,
+                         field_roles: Optional[Mapping[str, str]] = None) -> "FieldPartition":
+        """Partition the FeatureMap's fields by their ``source``.
+
+        Args:
+            feature_map: a FuxiCTR FeatureMap.
+            context_sources: source names whose features are context; default
+                ``("user", "context")``. Names given here must occur in the FeatureMap.
+            target_sources: source names whose features are target; default ``("item",)``.
+            field_roles: per-feature override, ``{feature_name: "context" | "target"}``.
+
+        Raises:
+            ValueError: a feature whose source is in neither list (and has no
+                override), a source name no feature carries, a source in both
+                lists, or a ``field_roles`` entry naming an unknown feature or role.
+        """
+        fields = tuple(name for name, spec in feature_map.features.items() if spec["type"] != "meta")
+        present = {feature_map.features[name].get("source", "") for name in fields}
+        for key, given in (("context_sources", context_sources), ("target_sources", target_sources)):
+            unknown = sorted(set(given or ()) - present)
+            if unknown:
+                raise ValueError(f"{key} names source(s) {unknown} that no feature of the FeatureMap "
+                                 f"has; sources present: {sorted(present)}")
+        context_sources = tuple(DEFAULT_CONTEXT_SOURCES if context_sources is None else context_sources)
+        target_sources = tuple(DEFAULT_TARGET_SOURCES if target_sources is None else target_sources)
+        overlap = sorted(set(context_sources) & set(target_sources))
+        if overlap:
+            raise ValueError(f"source(s) {overlap} are in both context_sources and target_sources")
+        field_roles = dict(field_roles or {})
+        for name, role in field_roles.items():
+            if name not in fields:
+                raise ValueError(f"field_roles names {name!r}, which is not a field of the FeatureMap")
+            if role not in (CONTEXT, TARGET):
+                raise ValueError(f"field_roles[{name!r}]={role!r}: must be {CONTEXT!r} or {TARGET!r}")
+        roles = {}
+        for name in fields:
+            source = feature_map.features[name].get("source", "")
+            if name in field_roles:
+                roles[name] = field_roles[name]
+            elif source in context_sources:
+                roles[name] = CONTEXT
+            elif source in target_sources:
+                roles[name] = TARGET
+            else:
+                raise ValueError(
+                    f"feature {name!r} has source {source!r}, which is neither a context source "
+                    f"{list(context_sources)} nor a target source {list(target_sources)}; set its "
+                    "`source` in the dataset config, or name it in context_sources, "
+                    "target_sources or field_roles")
+        return cls(fields=fields,
+                   context_fields=tuple(f for f in fields if roles[f] == CONTEXT),
+                   target_fields=tuple(f for f in fields if roles[f] == TARGET))
+
+
+@dataclass
+class RequestBatch:
+    """R requests scored in one call; request r has ``num_candidates[r]`` candidates.
+
+    The contract of multi-target scoring: a request's context values are given
+    once and are identical for all of its candidates. ``from_flat`` checks that
+    contract on row-per-candidate data (``check_context=True``).
+
+    Args:
+        context: ``{context field: (R,) or (R, L)}``.
+        candidates: ``{target field: (C,) or (C, L)}``, the candidates of request 0,
+            then those of request 1, ...
+        num_candidates: (R,) long, every entry >= 1.
+        source_rows: (C,) long, optional: for a batch made by ``from_flat``, the
+            flat row each candidate came from.
+
+    Example:
+        >>> batch = RequestBatch.from_requests(partition, [
+        ...     {"context": {"user_id": 3}, "candidates": {"item_id": [5, 9, 2]}},
+        ...     {"context": {"user_id": 7}, "candidates": {"item_id": [1]}}])
+        >>> batch.request_index             # tensor([0, 0, 0, 1])
+    """
+
+    context: Dict[str, torch.Tensor]
+    candidates: Dict[str, torch.Tensor]
+    num_candidates: torch.Tensor
+    source_rows: Optional[torch.Tensor] = None
+    request_index: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        self.num_candidates = torch.as_tensor(self.num_candidates, dtype=torch.long).view(-1)
+        if self.num_candidates.numel() == 0:
+            raise ValueError("a RequestBatch needs at least one request")
+        empty = torch.nonzero(self.num_candidates < 1).view(-1)
+        if empty.numel():
+            raise ValueError(f"request(s) {empty.tolist()} have N = {self.num_candidates[empty].tolist()} "
+                             "candidates; every request needs N >= 1")
+        self.request_index = torch.repeat_interleave(
+            torch.arange(self.num_requests), self.num_candidates)  # (C,)
+
+    @property
+    def num_requests(self) -> int:
+        return int(self.num_candidates.numel())
+
+    @property
+    def total_candidates(self) -> int:
+        return int(self.num_candidates.sum())
+
+    def validate(self, partition: FieldPartition) -> None:
+        """Check fields and sizes against ``partition``; ValueError naming the problem."""
+        for name, given, expected, rows in (
+                ("context", self.context, partition.context_fields, self.num_requests),
+                ("candidates", self.candidates, partition.target_fields, self.total_candidates)):
+            missing = [f for f in expected if f not in given]
+            extra = [f for f in given if f not in expected]
+            if missing:
+                raise ValueError(f"request {name} lack field(s) {missing}")
+            if extra:
+                other = partition.target_fields if name == "context" else partition.context_fields
+                where = "the other side" if any(f in other for f in extra) else "no field of the model"
+                raise ValueError(f"request {name} carry field(s) {extra}, which belong to {where}")
+            for f in expected:
+                if given[f].size(0) != rows:
+                    raise ValueError(f"{name}[{f!r}] has {given[f].size(0)} rows, expected {rows}")
+
+    def to(self, device) -> "RequestBatch":
+        """The same batch with every tensor on ``device``."""
+        moved = RequestBatch({k: v.to(device) for k, v in self.context.items()},
+                             {k: v.to(device) for k, v in self.candidates.items()},
+                             self.num_candidates, self.source_rows)
+        moved.request_index = self.request_index.to(device)
+        return moved
+
+    def split(self, scores: torch.Tensor) -> List[torch.Tensor]:
+        """Cut flat (C,) scores into one (N_r,) tensor per request."""
+        return list(torch.split(scores, self.num_candidates.tolist()))
+
+    def broadcast(self) -> Dict[str, torch.Tensor]:
+        """The flat row-per-candidate batch: context repeated for every candidate."""
+        rows = {f: v.index_select(0, self.request_index.to(v.device)) for f, v in self.context.items()}
+        rows.update(self.candidates)
+        return rows
+
+    @classmethod
+    def from_requests(cls, partition: FieldPartition, requests: Sequence[Mapping]) -> "RequestBatch":
+        """Stack requests ``{"context": {f: value}, "candidates": {f: (N,) values}}``.
+
+        Context values are scalars (or (L,) for sequence fields); candidate values
+        have one entry (row) per candidate. Requests may have different N.
+        """
+        if not requests:
+            raise ValueError("requests is empty")
+        counts = []
+        for r, request in enumerate(requests):
+            sizes = {f: len(torch.as_tensor(v)) for f, v in request["candidates"].items()}
+            if len(set(sizes.values())) > 1:
+                raise ValueError(f"request {r}: candidate fields disagree on N: {sizes}")
+            if "num_candidates" in request:
+                counts.append(int(request["num_candidates"]))
+            elif sizes:
+                counts.append(next(iter(sizes.values())))
+            else:
+                raise ValueError(f"request {r} has no target fields; give its num_candidates")
+        context = {f: torch.stack([torch.as_tensor(req["context"][f]) for req in requests])
+                   for f in partition.context_fields if f in requests[0]["context"]}
+        candidates = {f: torch.cat([torch.as_tensor(req["candidates"][f]) for req in requests])
+                      for f in partition.target_fields if f in requests[0]["candidates"]}
+        batch = cls(context, candidates, torch.tensor(counts))
+        batch.validate(partition)
+        return batch
+
+    @classmethod
+    def from_flat(cls, partition: FieldPartition, rows: Mapping[str, torch.Tensor],
+                  request_ids: torch.Tensor, check_context: bool = True) -> "RequestBatch":
+        """Group row-per-candidate data (a FuxiCTR batch) into requests by ``request_ids``.
+
+        Args:
+            partition: the field partition.
+            rows: ``{field: (B,) or (B, L)}``; labels and other keys are ignored.
+            request_ids: (B,) the request each row belongs to.
+            check_context: verify that every row of a request carries the same
+                context values (the multi-target contract); ValueError otherwise.
+
+        Returns:
+            A RequestBatch whose requests follow ascending request id and whose
+            ``source_rows`` maps each candidate back to its row.
+        """
+        request_ids = torch.as_tensor(request_ids).view(-1)
+        if request_ids.numel() == 0:
+            raise ValueError("from_flat got no rows")
+        unique_ids, inverse = torch.unique(request_ids, return_inverse=True)
+        order = torch.sort(inverse, stable=True).indices  # (C,) candidate -> row
+        counts = torch.bincount(inverse, minlength=unique_ids.numel())
+        first_row = order[torch.cumsum(counts, 0) - counts]  # (R,)
+        context = {f: rows[f].index_select(0, first_row) for f in partition.context_fields if f in rows}
+        if check_context:
+            for f, values in context.items():
+                same = values.index_select(0, inverse) == rows[f]
+                same = same.view(same.size(0), -1).all(dim=1)
+                if not bool(same.all()):
+                    bad = int(request_ids[~same][0])
+                    raise ValueError(f"request {bad}: context field {f!r} differs across its candidates; "
+                                     "a request's context must be identical for all candidates")
+        candidates = {f: rows[f].index_select(0, order) for f in partition.target_fields if f in rows}
+        batch = cls(context, candidates, counts, source_rows=order)
+        batch.validate(partition)
+        return batch
+
+
+class MultiTargetScorer(nn.Module):
+    """Scores R requests' candidates: ``forward(context, candidates, request_index) -> (C,)``.
+
+    Subclasses implement ``forward``; ``score`` validates a RequestBatch and runs
+    it without gradients. Scores are the model's ``y_pred`` (after its output
+    activation), one per candidate, in the batch's candidate order.
+    """
+
+    def __init__(self, model: nn.Module, partition: FieldPartition):
+        super().__init__()
+        self.partition = partition
+        self.device = model.device
+
+    @torch.no_grad()
+    def score(self, batch: RequestBatch) -> torch.Tensor:
+        """(C,) scores of ``batch``'s candidates."""
+        batch.validate(self.partition)
+        batch = batch.to(self.device)
+        return self.forward(batch.context, batch.candidates, batch.request_index)

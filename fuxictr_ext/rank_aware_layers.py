@@ -1,0 +1,636 @@
+"""Layers of rank-aware scoring (Tkach, "Context Features Are Cheap", sections 3-4).
+
+Every layer here takes a rank-2 context part, computed once per request, and a
+rank-3 target part, computed per candidate, and a ``request_index`` (C,) that
+names each candidate's request. Context-derived tensors are broadcast to the
+candidates (``index_select`` on ``request_index``) only where they mix with
+target ones, so R requests with a ragged number of candidates run in one call.
+During training a row is its own request (R = C = B, ``request_index = arange(B)``).
+
+Identity-equivalent decompositions of existing layers (section 3):
+
+* :class:`RankAwareFMPairs` - FM pairs, eqs. 4-6 (FM_ctx once, FM_tgt in one
+  asymmetric matmul).
+* :class:`RankSplitDense` / :class:`RankAwareMLP` - the first FC layer, eqs. 9-10.
+* :class:`RankAwareCrossNetV2` - a DCNv2 cross network with layer 0 split, eq. 14.
+* :class:`RankAwareSelfAttention` - self-attention layer 0 with the context-context
+  block once per request and a block-wise log-sum-exp softmax, eqs. 16-18.
+
+Architectural variants (section 4):
+
+* :class:`ContextTargetCrossNet` - rDCN's two streams, eqs. 19-20 (and rDCN**
+  without the context stream).
+* :class:`TwoStreamAttentionLayer` - the rank-aware attention of section 4.3.
+
+Plus :class:`MultiHeadSelfAttention`, AutoInt's self-attention layer, which the
+attention layers decompose.
+
+Shapes: R requests, C candidates, K context fields, M target fields, F = K + M,
+D embedding size, H heads, A attention size (H * head size), U units.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
+from torch import nn
+
+from .rank_aware_base import RankAwareUnsupportedError
+
+
+def gather_requests(x: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
+    """Broadcast a per-request tensor (R, ...) to the candidates: (C, ...)."""
+    return x.index_select(0, request_index)
+
+
+def count_requests(context: Dict[str, torch.Tensor], request_index: torch.Tensor) -> int:
+    """R: the rows of the context inputs, or (with no context fields) the last request index + 1."""
+    if context:
+        return next(iter(context.values())).size(0)
+    return int(request_index[-1]) + 1 if request_index.numel() else 0
+
+
+def split_order_permutation(context_columns: torch.Tensor, target_columns: torch.Tensor) -> torch.Tensor:
+    """For each vanilla column, its position in ``[context columns; target columns]``.
+
+    ``torch.cat([x_c, x_t], -1)[:, perm]`` restores the vanilla column order.
+    """
+    split_order = torch.cat([context_columns, target_columns])
+    if not torch.equal(torch.sort(split_order).values, torch.arange(split_order.numel())):
+        raise ValueError("context and target columns must partition the vanilla columns exactly")
+    return torch.argsort(split_order)
+
+
+def field_columns(positions: torch.Tensor, width: int) -> torch.Tensor:
+    """Flattened columns of fields at ``positions`` when every field is ``width`` wide."""
+    return (positions.view(-1, 1) * width + torch.arange(width).view(1, -1)).view(-1)
+
+
+class ZeroTerm(nn.Module):
+    """A term that contributes nothing to a sum: returns a 0-dim zero whatever it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("zero", torch.zeros(()), persistent=False)
+
+    def forward(self, *args) -> torch.Tensor:
+        return self.zero
+
+
+# ---------------------------------------------------------------------------- embeddings
+def embed_fields(embedding_layer: FeatureEmbedding, inputs: Dict[str, torch.Tensor],
+                 fields: Sequence[str]) -> torch.Tensor:
+    """Embed ``fields`` (at least one) of ``inputs`` with a fuxictr ``FeatureEmbedding``: (rows, n, D)."""
+    embedded = embedding_layer.embedding_layer({f: inputs[f] for f in fields})
+    return torch.stack([embedded[f] for f in fields], dim=1)
+
+
+class FieldSubsetEmbedding(nn.Module):
+    """The embeddings of some fields of a fuxictr ``FeatureEmbedding``, stacked in a given order.
+
+    Args:
+        embedding_layer: the model's ``FeatureEmbedding`` (its tables are shared, not copied).
+        fields: the fields to embed, in output order.
+
+    Shapes: forward(inputs, num_rows): ``{field: (rows,) or (rows, L)}`` -> (rows, len(fields), D).
+    """
+
+    def __init__(self, embedding_layer: FeatureEmbedding, fields: Sequence[str]):
+        super().__init__()
+        self.embedding_layer = embedding_layer
+        self.fields = tuple(fields)
+
+    def forward(self, inputs: Dict[str, torch.Tensor], num_rows: int) -> torch.Tensor:
+        return embed_fields(self.embedding_layer, inputs, self.fields)  # (rows, n, D)
+
+
+class NoFieldEmbedding(nn.Module):
+    """The embedding of an empty field set: (rows, 0, D) zeros."""
+
+    def __init__(self, embedding_dim: int):
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.register_buffer("anchor", torch.zeros(()), persistent=False)
+
+    def forward(self, inputs: Dict[str, torch.Tensor], num_rows: int) -> torch.Tensor:
+        return self.anchor.new_zeros(num_rows, 0, self.embedding_dim)
+
+
+def field_embedding(embedding_layer: FeatureEmbedding, fields: Sequence[str], embedding_dim: int) -> nn.Module:
+    """:class:`FieldSubsetEmbedding` of ``fields``, or :class:`NoFieldEmbedding` when there are none."""
+    if fields:
+        return FieldSubsetEmbedding(embedding_layer, fields)
+    return NoFieldEmbedding(embedding_dim)
+
+
+def table_width(embedding_layer: FeatureEmbedding, fields: Sequence[str]) -> int:
+    """The common embedding width D of ``fields``; ValueError if they differ."""
+    tables = embedding_layer.embedding_layer.embedding_layers
+    widths = {f: (tables[f].embedding_dim if isinstance(tables[f], nn.Embedding) else tables[f].out_features)
+              for f in fields}
+    if len(set(widths.values())) != 1:
+        raise ValueError(f"fields need one common embedding width, got {widths}")
+    return next(iter(widths.values()))
+
+
+class RankAwareLogisticRegression(nn.Module):
+    """fuxictr's ``LogisticRegression`` with the context fields' weights summed once per request.
+
+        y_lr = sum_{k in ctx} w_k  (+)  sum_{m in tgt} w_m + b
+
+    Args:
+        lr_layer: the trained ``LogisticRegression`` (its weight tables are shared).
+        context_fields, target_fields: the partition of its fields.
+
+    Shapes: forward(context, candidates, request_index (C,)) -> (C, 1).
+    """
+
+    def __init__(self, lr_layer: nn.Module, context_fields: Sequence[str], target_fields: Sequence[str]):
+        super().__init__()
+        self.context_weights = field_embedding(lr_layer.embedding_layer, context_fields, 1)
+        self.target_weights = field_embedding(lr_layer.embedding_layer, target_fields, 1)
+        bias = lr_layer.bias.detach().clone() if lr_layer.bias is not None else torch.zeros(1)
+        self.register_buffer("bias", bias.to(next(lr_layer.parameters()).device), persistent=False)
+
+    def forward(self, context: Dict[str, torch.Tensor], candidates: Dict[str, torch.Tensor],
+                request_index: torch.Tensor) -> torch.Tensor:
+        once = self.context_weights(context, count_requests(context, request_index)).sum(dim=1)  # (R, 1)
+        per_candidate = self.target_weights(candidates, request_index.size(0)).sum(dim=1)         # (C, 1)
+        return gather_requests(once, request_index) + per_candidate + self.bias
+
+
+# ---------------------------------------------------------------------------- FM pairs
+def fm_pair_columns(context_positions: torch.Tensor, target_positions: torch.Tensor):
+    """Vanilla pair indices of the rank-aware FM outputs.
+
+    The vanilla FM vector (eq. 3) lists pairs (i, j), i < j, row-major over the F
+    fields, as fuxictr's ``InnerProductInteraction(output="inner_product")`` does.
+
+    Returns:
+        (context_pairs, target_pairs): long tensors of length K(K-1)/2 and
+        K*M + M(M-1)/2 giving, for each entry of FM_ctx and FM_tgt as
+        :class:`RankAwareFMPairs` returns them, its index in the vanilla vector.
+    """
+    num_fields = context_positions.numel() + target_positions.numel()
+
+    def pair_index(i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        lo, hi = torch.minimum(i, j), torch.maximum(i, j)
+        return lo * num_fields - lo * (lo + 1) // 2 + (hi - lo - 1)
+
+    ci, cj = torch.triu_indices(context_positions.numel(), context_positions.numel(), offset=1)
+    ti, tj = torch.triu_indices(target_positions.numel(), target_positions.numel(), offset=1)
+    cross_t, cross_c = torch.meshgrid(target_positions, context_positions, indexing="ij")  # (M, K)
+    context_pairs = pair_index(context_positions[ci], context_positions[cj])
+    target_pairs = torch.cat([pair_index(cross_t.reshape(-1), cross_c.reshape(-1)),
+                              pair_index(target_positions[ti], target_positions[tj])])
+    return context_pairs, target_pairs
+
+
+class RankAwareFMPairs(nn.Module):
+    """FM pairwise inner products split by rank (eqs. 4-6, Table 1).
+
+        FM_ctx = [<e_ci, e_cj>]_{i<j<=K}                       # once per request
+        FM_tgt = [<e_tm, e_ck>]_{m,k} ; [<e_tm, e_tn>]_{m<n}   # per candidate
+
+    FM_ctx is the upper triangle of the K x K context Gram matrix; FM_tgt is one
+    asymmetric matmul of the M target embeddings against ``[context; targets]``.
+
+    Args:
+        num_context: K.
+        num_target: M.
+
+    Shapes: forward(e_c (R, K, D), e_t (C, M, D), request_index (C,)) ->
+        (FM_ctx (R, K(K-1)/2), FM_tgt (C, K*M + M(M-1)/2)); FM_tgt lists the
+        context-target pairs as m*K + k, then the target-target upper triangle.
+
+    Example:
+        >>> pairs = RankAwareFMPairs(num_context=8, num_target=4)
+        >>> fm_ctx, fm_tgt = pairs(e_c, e_t, request_index)
+    """
+
+    def __init__(self, num_context: int, num_target: int):
+        super().__init__()
+        self.num_context = num_context
+        self.register_buffer("context_triu", torch.triu_indices(num_context, num_context, offset=1),
+                             persistent=False)
+        self.register_buffer("target_triu", torch.triu_indices(num_target, num_target, offset=1),
+                             persistent=False)
+
+    def forward(self, e_c: torch.Tensor, e_t: torch.Tensor, request_index: torch.Tensor):
+        gram = torch.bmm(e_c, e_c.transpose(1, 2))                              # (R, K, K) once
+        fm_ctx = gram[:, self.context_triu[0], self.context_triu[1]]            # (R, K(K-1)/2)
+        stacked = torch.cat([gather_requests(e_c, request_index), e_t], dim=1)  # (C, K+M, D)
+        products = torch.bmm(e_t, stacked.transpose(1, 2))                      # (C, M, K+M)
+        context_target = products[:, :, :self.num_context].flatten(start_dim=1)  # (C, M*K)
+        target_target = products[:, :, self.num_context:][:, self.target_triu[0], self.target_triu[1]]
+        return fm_ctx, torch.cat([context_target, target_target], dim=1)        # (C, K*M + M(M-1)/2)
+
+
+# ---------------------------------------------------------------------------- FC
+class RankSplitDense(nn.Module):
+    """The first FC layer over a rank-partitioned input (eqs. 9-10, "RankSplitDense").
+
+        h = x_c W_c^T + x_t W_t^T + b        # x_c W_c^T once per request
+
+    The activation, normalisation and dropout that follow stay with the next
+    module. As a trainable layer it is initialised like BaseModel initialises an
+    ``nn.Linear`` over ``[x_c; x_t]`` (xavier normal on the whole kernel, zero bias).
+
+    Args:
+        context_dim: |x_c|.
+        target_dim: |x_t|.
+        units: U.
+        bias: add a bias b.
+
+    Shapes: forward(x_c (R, |x_c|), x_t (C, |x_t|), request_index (C,)) -> (C, U).
+
+    Example:
+        >>> layer = RankSplitDense.from_linear(mlp.mlp[0], context_columns, target_columns)
+        >>> h = layer(x_c, x_t, request_index)
+    """
+
+    def __init__(self, context_dim: int, target_dim: int, units: int, bias: bool = True):
+        super().__init__()
+        self.context_weight = nn.Parameter(torch.empty(units, context_dim))
+        self.target_weight = nn.Parameter(torch.empty(units, target_dim))
+        self.bias = nn.Parameter(torch.empty(units)) if bias else None
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        kernel = torch.empty(self.context_weight.size(0), self.context_weight.size(1) + self.target_weight.size(1))
+        nn.init.xavier_normal_(kernel)
+        with torch.no_grad():
+            self.context_weight.copy_(kernel[:, :self.context_weight.size(1)])
+            self.target_weight.copy_(kernel[:, self.context_weight.size(1):])
+            if self.bias is not None:
+                self.bias.zero_()
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, context_columns: torch.Tensor,
+                    target_columns: torch.Tensor) -> "RankSplitDense":
+        """Split a trained ``nn.Linear``'s kernel by input columns: W_c = W[:, ctx], W_t = W[:, tgt]."""
+        layer = cls(len(context_columns), len(target_columns), linear.out_features, linear.bias is not None)
+        with torch.no_grad():
+            weight = linear.weight.detach()
+            layer.context_weight.copy_(weight[:, context_columns])
+            layer.target_weight.copy_(weight[:, target_columns])
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias.detach())
+        return layer.to(linear.weight.device)
+
+    def forward(self, x_c: torch.Tensor, x_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
+        once = F.linear(x_c, self.context_weight)                                  # (R, U) once
+        return F.linear(x_t, self.target_weight, self.bias) + gather_requests(once, request_index)  # (C, U)
+
+
+class RankAwareMLP(nn.Module):
+    """An MLP whose first layer is a :class:`RankSplitDense`; the others run per candidate.
+
+    Args:
+        first: the split first layer.
+        tail: what follows it (normalisation, activation, dropout, deeper layers).
+
+    Shapes: forward(x_c (R, |x_c|), x_t (C, |x_t|), request_index (C,)) -> (C, out).
+
+    Example:
+        >>> head = RankAwareMLP.build(context_dim=64, target_dim=32, hidden_units=[128, 64], output_dim=1)
+        >>> logit = head(x_c, x_t, request_index)                   # (C, 1)
+    """
+
+    def __init__(self, first: RankSplitDense, tail: nn.Module):
+        super().__init__()
+        self.first = first
+        self.tail = tail
+
+    @classmethod
+    def build(cls, context_dim: int, target_dim: int, hidden_units: Sequence[int], output_dim: Optional[int] = None,
+              hidden_activations="ReLU", dropout_rates=0.0, batch_norm: bool = False) -> "RankAwareMLP":
+        """A new trainable MLP over ``[x_c; x_t]``, laid out as fuxictr's ``MLP_Block``."""
+        if not hidden_units and output_dim is None:
+            raise ValueError("RankAwareMLP needs hidden_units or an output_dim")
+        mlp = MLP_Block(context_dim + target_dim, list(hidden_units), hidden_activations=hidden_activations,
+                        output_dim=output_dim, dropout_rates=dropout_rates, batch_norm=batch_norm)
+        first, *rest = mlp.mlp
+        return cls(RankSplitDense(context_dim, target_dim, first.out_features), nn.Sequential(*rest))
+
+    @classmethod
+    def from_mlp_block(cls, mlp: MLP_Block, context_columns: torch.Tensor,
+                       target_columns: torch.Tensor) -> "RankAwareMLP":
+        """The rank-aware form of a trained ``MLP_Block``; the layers after the first are shared."""
+        first, *rest = mlp.mlp
+        if not isinstance(first, nn.Linear):
+            raise RankAwareUnsupportedError(
+                f"the MLP starts with {type(first).__name__}, not a Linear layer (batch_norm with "
+                "bn_only_once normalises the whole input first), so its first layer cannot be split")
+        return cls(RankSplitDense.from_linear(first, context_columns, target_columns), nn.Sequential(*rest))
+
+    def forward(self, x_c: torch.Tensor, x_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.first(x_c, x_t, request_index))
+
+
+class BroadcastMLP(nn.Module):
+    """A trained MLP run per candidate on ``[x_c; x_t]`` restored to the vanilla column order.
+
+    The FC stack of a model whose interaction layer alone is rank-aware (Table 3's "FM" row).
+
+    Shapes: forward(x_c (R, |x_c|), x_t (C, |x_t|), request_index (C,)) -> (C, out).
+    """
+
+    def __init__(self, mlp: nn.Module, context_columns: torch.Tensor, target_columns: torch.Tensor):
+        super().__init__()
+        self.mlp = mlp
+        self.register_buffer("permutation", split_order_permutation(context_columns, target_columns),
+                             persistent=False)
+
+    def forward(self, x_c: torch.Tensor, x_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([gather_requests(x_c, request_index), x_t], dim=-1)  # (C, |x|) split order
+        return self.mlp(x.index_select(1, self.permutation))                # vanilla order
+
+
+class SumThenMLP(nn.Module):
+    """A trained MLP run per candidate on ``x_c + x_t`` (NFM's pooled vector without a split first layer).
+
+    Shapes: forward(x_c (R, D), x_t (C, D), request_index (C,)) -> (C, out).
+    """
+
+    def __init__(self, mlp: nn.Module):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x_c: torch.Tensor, x_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
+        return self.mlp(gather_requests(x_c, request_index) + x_t)
+
+
+class AbsentBranch(nn.Module):
+    """A rank-aware branch a model does not have: (C, 0)."""
+
+    def forward(self, x_c: torch.Tensor, x_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
+        return x_t.new_zeros(x_t.size(0), 0)
+
+
+# ---------------------------------------------------------------------------- DCNv2
+class RankAwareCrossNetV2(nn.Module):
+    """A trained fuxictr ``CrossNetV2`` with cross layer 0 split by rank (eqs. 13-14).
+
+        W_0 x_0 = W[:, ctx] x_0^c + W[:, tgt] x_0^t      # first term once per request
+        x_1 = x_0 * (W_0 x_0 + b_0) + x_0
+        x_{l+1} = x_0 * (W_l x_l + b_l) + x_l,  l >= 1    # as usual, per candidate
+
+    W[:, ctx] holds the W_cc and W_tc blocks of eq. 14 (both read only x_0^c).
+
+    Args:
+        crossnet: the trained ``CrossNetV2`` (layers >= 1 are shared, not copied).
+        context_columns: the columns of x_0 that are context, in x_c's order.
+        target_columns: the columns of x_0 that are target, in x_t's order.
+
+    Shapes: forward(x_c (R, d_c), x_t (C, d_t), request_index (C,)) -> x_L (C, d_c + d_t),
+        columns in the vanilla order.
+    """
+
+    def __init__(self, crossnet: nn.Module, context_columns: torch.Tensor, target_columns: torch.Tensor):
+        super().__init__()
+        self.layer0 = RankSplitDense.from_linear(crossnet.cross_layers[0], context_columns, target_columns)
+        self.deeper_layers = nn.ModuleList(crossnet.cross_layers[1:])
+        self.register_buffer("permutation", split_order_permutation(context_columns, target_columns),
+                             persistent=False)
+
+    def forward(self, x_c: torch.Tensor, x_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
+        x_0 = torch.cat([gather_requests(x_c, request_index), x_t], dim=-1).index_select(1, self.permutation)
+        x_l = x_0 + x_0 * self.layer0(x_c, x_t, request_index)    # (C, d) layer 0, eq. 14
+        for layer in self.deeper_layers:
+            x_l = x_l + x_0 * layer(x_l)                           # (C, d) eq. 13
+        return x_l
+
+
+# ---------------------------------------------------------------------------- rDCN
+class ContextCrossLayer(nn.Module):
+    """rDCN's context stream, eq. 20: c_{l+1} = c_0 * (W_c c_l + b_c) + c_l.
+
+    Shapes: forward(c_0 (R, d_c), c_l (R, d_c)) -> (R, d_c).
+    """
+
+    def __init__(self, context_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(context_dim, context_dim)
+
+    def forward(self, c_0: torch.Tensor, c_l: torch.Tensor) -> torch.Tensor:
+        return c_0 * self.linear(c_l) + c_l
+
+
+class FrozenContext(nn.Module):
+    """rDCN**: no context stream; the context stays c_0 at every layer."""
+
+    def forward(self, c_0: torch.Tensor, c_l: torch.Tensor) -> torch.Tensor:
+        return c_l
+
+
+class ContextTargetCrossNet(nn.Module):
+    """rDCN's cross network (eqs. 19-20): a rank-2 context and a rank-3 target stream.
+
+        T_{l+1} = T_0 * (W_l^ct c_l  (+)  W_l^t T_l + b_l^t) + T_l    # eq. 19, W^ct c_l once
+        c_{l+1} = c_0 * (W_l^c c_l + b_l^c) + c_l                      # eq. 20
+
+    No weight maps target inputs to context outputs, so both streams keep their
+    rank at every depth. Parameters per layer: D_c^2 + D_c D_t + D_t^2 weights
+    plus D_c + D_t biases; rDCN** (``context_stream=False``) drops W^c, b^c and the
+    target stream reads c_0 at every layer.
+
+    Args:
+        context_dim: D_c = K * D.
+        target_dim: D_t = M * D.
+        num_layers: L.
+        context_stream: keep the context stream (rDCN) or not (rDCN**).
+
+    Shapes: forward(c_0 (R, D_c), T_0 (C, D_t), request_index (C,)) -> (c_L (R, D_c), T_L (C, D_t)).
+
+    Example:
+        >>> cross = ContextTargetCrossNet(context_dim=64, target_dim=32, num_layers=3)
+        >>> c_L, T_L = cross(c_0, T_0, request_index)
+    """
+
+    def __init__(self, context_dim: int, target_dim: int, num_layers: int, context_stream: bool = True):
+        super().__init__()
+        self.context_layers = nn.ModuleList(
+            ContextCrossLayer(context_dim) if context_stream else FrozenContext() for _ in range(num_layers))
+        self.context_to_target = nn.ModuleList(
+            nn.Linear(context_dim, target_dim, bias=False) for _ in range(num_layers))  # W^ct
+        self.target_layers = nn.ModuleList(nn.Linear(target_dim, target_dim) for _ in range(num_layers))  # W^t, b^t
+
+    def forward(self, c_0: torch.Tensor, t_0: torch.Tensor, request_index: torch.Tensor):
+        c_l, t_l = c_0, t_0
+        for context_layer, context_to_target, target_layer in zip(
+                self.context_layers, self.context_to_target, self.target_layers):
+            from_context = gather_requests(context_to_target(c_l), request_index)  # (C, D_t), once per request
+            t_l = t_0 * (from_context + target_layer(t_l)) + t_l                    # (C, D_t) eq. 19
+            c_l = context_layer(c_0, c_l)                                           # (R, D_c) eq. 20
+        return c_l, t_l
+
+
+# ---------------------------------------------------------------------------- attention
+class ZeroResidual(nn.Module):
+    """No residual connection: zeros of the attention output's shape."""
+
+    def __init__(self, attention_dim: int):
+        super().__init__()
+        self.attention_dim = attention_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(*x.shape[:-1], self.attention_dim)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """AutoInt's interacting layer (Song et al., CIKM 2019, eqs. 5-8), as FuxiCTR's AutoInt builds it.
+
+        head_h = softmax(Q_h K_h^T / s) V_h,  Q = E W_q, K = E W_k, V = E W_v
+        out = ReLU(LN([head_1; ...; head_H] + E W_res))
+
+    ``s`` is sqrt(head size) with ``use_scale`` and 1 otherwise; ``W_res`` is the
+    identity when the input already has the attention size.
+
+    Args:
+        input_dim: width of each input token.
+        attention_dim: A, the output width (H times the head size).
+        num_heads: H.
+        dropout_rate: dropout on the attention weights.
+        use_residual: add the (projected) input.
+        use_scale: divide scores by sqrt(head size).
+        layer_norm: LayerNorm before the ReLU.
+
+    Shapes: forward(x (B, T, input_dim)) -> (B, T, A).
+    """
+
+    def __init__(self, input_dim: int, attention_dim: int, num_heads: int = 1, dropout_rate: float = 0.0,
+                 use_residual: bool = True, use_scale: bool = False, layer_norm: bool = False):
+        super().__init__()
+        if attention_dim % num_heads:
+            raise ValueError(f"attention_dim={attention_dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = attention_dim // num_heads
+        self.scale = self.head_dim ** 0.5 if use_scale else 1.0
+        self.W_q = nn.Linear(input_dim, attention_dim, bias=False)
+        self.W_k = nn.Linear(input_dim, attention_dim, bias=False)
+        self.W_v = nn.Linear(input_dim, attention_dim, bias=False)
+        if not use_residual:
+            self.residual = ZeroResidual(attention_dim)
+        elif input_dim != attention_dim:
+            self.residual = nn.Linear(input_dim, attention_dim, bias=False)
+        else:
+            self.residual = nn.Identity()
+        self.dropout = nn.Dropout(dropout_rate)
+        self.layer_norm = nn.LayerNorm(attention_dim) if layer_norm else nn.Identity()
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, A) -> (B, H, T, A/H)."""
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def finish(self, attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate heads (B, H, T, A/H), add the residual of ``x``, normalise, ReLU."""
+        return self.layer_norm(attended.transpose(1, 2).flatten(start_dim=2) + self.residual(x)).relu()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        query, key, value = self.heads(self.W_q(x)), self.heads(self.W_k(x)), self.heads(self.W_v(x))
+        scores = torch.matmul(query, key.transpose(-1, -2)) / self.scale   # (B, H, T, T)
+        attended = torch.matmul(self.dropout(scores.softmax(dim=-1)), value)  # (B, H, T, A/H)
+        return self.finish(attended, x)                                      # (B, T, A)
+
+
+class RankAwareSelfAttention(nn.Module):
+    """A trained :class:`MultiHeadSelfAttention` as layer 0 over rank-partitioned tokens (eqs. 16-18).
+
+    Context projections Q_c, K_c, V_c and the context-context block are computed
+    once per request: S_cc = Q_c K_c^T, its row log-sum-exp and its normalised
+    output softmax(S_cc) V_c. Per candidate, a context query's row softmax over
+    [K_c; K_t] is assembled FlashAttention-style from the two blocks:
+
+        lse = logaddexp(lse_cc, lse_ct)
+        out_c = exp(lse_cc - lse) * softmax(S_cc) V_c + exp(lse_ct - lse) * softmax(S_ct) V_t
+
+    Target queries attend to [K_c; K_t] directly. Layers after this one see
+    rank-mixed tokens and run as usual.
+
+    Args:
+        attention: the trained layer (its projections are shared, not copied).
+        vanilla_from_split: (F,) for each vanilla token, its index in ``[context; target]``.
+
+    Shapes: forward(e_c (R, K, D), e_t (C, M, D), request_index (C,)) -> (C, F, A), vanilla token order.
+    """
+
+    def __init__(self, attention: MultiHeadSelfAttention, vanilla_from_split: torch.Tensor):
+        super().__init__()
+        self.attention = attention
+        self.register_buffer("permutation", vanilla_from_split, persistent=False)
+
+    def forward(self, e_c: torch.Tensor, e_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
+        att = self.attention
+        q_c, k_c, v_c = att.heads(att.W_q(e_c)), att.heads(att.W_k(e_c)), att.heads(att.W_v(e_c))  # (R, H, K, d)
+        q_t, k_t, v_t = att.heads(att.W_q(e_t)), att.heads(att.W_k(e_t)), att.heads(att.W_v(e_t))  # (C, H, M, d)
+        # Once per request: the context-context block.
+        s_cc = torch.matmul(q_c, k_c.transpose(-1, -2)) / att.scale                 # (R, H, K, K)
+        lse_cc = torch.logsumexp(s_cc, dim=-1, keepdim=True)                       # (R, H, K, 1)
+        out_cc = torch.matmul(s_cc.softmax(dim=-1), v_c)                           # (R, H, K, d)
+        # Per candidate: context queries against target keys, merged by log-sum-exp.
+        s_ct = torch.matmul(gather_requests(q_c, request_index), k_t.transpose(-1, -2)) / att.scale  # (C, H, K, M)
+        lse_ct = torch.logsumexp(s_ct, dim=-1, keepdim=True)                       # (C, H, K, 1)
+        out_ct = torch.matmul(s_ct.softmax(dim=-1), v_t)                           # (C, H, K, d)
+        lse_cc = gather_requests(lse_cc, request_index)                            # (C, H, K, 1)
+        lse = torch.logaddexp(lse_cc, lse_ct)
+        out_c = torch.exp(lse_cc - lse) * gather_requests(out_cc, request_index) + torch.exp(lse_ct - lse) * out_ct
+        # Per candidate: target queries against all keys.
+        keys = torch.cat([gather_requests(k_c, request_index), k_t], dim=2)         # (C, H, F, d)
+        values = torch.cat([gather_requests(v_c, request_index), v_t], dim=2)       # (C, H, F, d)
+        s_t = torch.matmul(q_t, keys.transpose(-1, -2)) / att.scale                 # (C, H, M, F)
+        out_t = torch.matmul(s_t.softmax(dim=-1), values)                          # (C, H, M, d)
+        attended = torch.cat([out_c, out_t], dim=2).index_select(2, self.permutation)  # (C, H, F, d)
+        residual = torch.cat([gather_requests(att.residual(e_c), request_index), att.residual(e_t)], dim=1)
+        concat = attended.transpose(1, 2).flatten(start_dim=2)                     # (C, F, A)
+        return att.layer_norm(concat + residual.index_select(1, self.permutation)).relu()
+
+
+class TwoStreamAttentionLayer(nn.Module):
+    """Rank-aware attention (section 4.3): a context stream and a target-anchored stream.
+
+        context stream:  c_{l+1} = SelfAttention(c_l)                       # rank 2
+        target stream:   Q = T_l W_Q,  K = [c_l W_K^c; T_l W_K^t],  V = [c_l W_V^c; T_l W_V^t]
+                         T_{l+1} = ReLU(LN(softmax(Q K^T / s) V + T_l W_res))
+
+    Context keys and values are projected once per request. Context outputs never
+    read targets, so rank separation holds at every depth. With
+    ``share_context_kv`` the target stream's W_K^c, W_V^c are the context
+    stream's own key/value projections; otherwise they are separate weights.
+
+    Args:
+        input_dim: width of the input tokens.
+        attention_dim: A.
+        num_heads: H.
+        dropout_rate: dropout on attention weights.
+        use_residual, use_scale, layer_norm: as :class:`MultiHeadSelfAttention`.
+        share_context_kv: reuse the context stream's key/value projections.
+
+    Shapes: forward(c (R, K, in), T (C, M, in), request_index (C,)) -> (c' (R, K, A), T' (C, M, A)).
+    """
+
+    def __init__(self, input_dim: int, attention_dim: int, num_heads: int = 1, dropout_rate: float = 0.0,
+                 use_residual: bool = True, use_scale: bool = False, layer_norm: bool = False,
+                 share_context_kv: bool = False):
+        super().__init__()
+        options = dict(num_heads=num_heads, dropout_rate=dropout_rate, use_residual=use_residual,
+                       use_scale=use_scale, layer_norm=layer_norm)
+        self.context_attention = MultiHeadSelfAttention(input_dim, attention_dim, **options)
+        self.target_attention = MultiHeadSelfAttention(input_dim, attention_dim, **options)  # W_Q, W_K^t, W_V^t
+        self.W_k_context = self.context_attention.W_k if share_context_kv \
+            else nn.Linear(input_dim, attention_dim, bias=False)
+        self.W_v_context = self.context_attention.W_v if share_context_kv \
+            else nn.Linear(input_dim, attention_dim, bias=False)
+
+    def forward(self, c: torch.Tensor, t: torch.Tensor, request_index: torch.Tensor):
+        att = self.target_attention
+        k_c = gather_requests(att.heads(self.W_k_context(c)), request_index)   # (C, H, K, d), projected once
+        v_c = gather_requests(att.heads(self.W_v_context(c)), request_index)   # (C, H, K, d)
+        q_t, k_t, v_t = att.heads(att.W_q(t)), att.heads(att.W_k(t)), att.heads(att.W_v(t))  # (C, H, M, d)
+        keys, values = torch.cat([k_c, k_t], dim=2), torch.cat([v_c, v_t], dim=2)  # (C, H, K+M, d)
+        scores = torch.matmul(q_t, keys.transpose(-1, -2)) / att.scale          # (C, H, M, K+M)
+        attended = torch.matmul(att.dropout(scores.softmax(dim=-1)), values)    # (C, H, M, d)
+        return self.context_attention(c), att.finish(attended, t)

@@ -1,0 +1,3 @@
+from .AutoInt import AutoInt
+
+__all__ = ["AutoInt"]

@@ -1,0 +1,3 @@
+from .DLRM import DLRM
+
+__all__ = ["DLRM"]

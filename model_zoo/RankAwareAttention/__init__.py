@@ -1,0 +1,3 @@
+from .RankAwareAttention import RankAwareAttention
+
+__all__ = ["RankAwareAttention"]

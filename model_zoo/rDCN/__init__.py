@@ -1,0 +1,3 @@
+from .rDCN import rDCN, rDCNNoContextStream
+
+__all__ = ["rDCN", "rDCNNoContextStream"]
