@@ -15,8 +15,9 @@ frequency filtering leaves; the released MLCC hashes every field into 10^6 rows)
   same setting is timed too when it is registered.
 
 One timed step is forward + loss + backward in train mode (no optimizer step),
-on one fixed random batch; the script prints the median and the spread over
-``--iters`` steps after ``--warmup`` untimed ones, forward FLOPs per sample
+on one fixed random batch. The models take turns step by step, so that load
+changes on a shared machine hit them alike; the script prints the median and the
+spread over ``--iters`` steps after ``--warmup`` untimed ones, forward FLOPs per sample
 (torch.utils.flop_counter) and dense parameter counts.
 """
 
@@ -99,18 +100,26 @@ def flops_per_sample(model: nn.Module, batch: dict, batch_size: int) -> float:
     return counter.get_total_flops() / batch_size
 
 
-def time_step(model: nn.Module, batch: dict, iters: int, warmup: int) -> list:
-    model.train()
+def train_step(model: nn.Module, batch: dict, labels: torch.Tensor) -> float:
+    """Seconds of one forward + loss + backward."""
+    model.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    nn.functional.binary_cross_entropy(model(batch)["y_pred"], labels).backward()
+    return time.perf_counter() - start
+
+
+def time_interleaved(models: dict, batch: dict, iters: int, warmup: int) -> dict:
+    """Per model, the seconds of ``iters`` steps, the models taking turns so that a
+    shared machine's load changes hit all of them alike."""
     labels = batch["clk"].float().view(-1, 1)
-    times = []
-    for step in range(warmup + iters):
-        model.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        loss = nn.functional.binary_cross_entropy(model(batch)["y_pred"], labels)
-        loss.backward()
-        elapsed = time.perf_counter() - start
-        if step >= warmup:
-            times.append(elapsed)
+    for model in models.values():
+        model.train()
+        for _ in range(warmup):
+            train_step(model, batch, labels)
+    times = {name: [] for name in models}
+    for _ in range(iters):
+        for name, model in models.items():
+            times[name].append(train_step(model, batch, labels))
     return times
 
 
@@ -142,13 +151,14 @@ def main(argv=None) -> int:
     print(f"DCNv2: {DCNV2_CRITEO}")
     print(f"{'model':<26} {'fwd+bwd ms (median)':>20} {'min':>8} {'max':>8} "
           f"{'fwd MFLOPs/sample':>18} {'dense params':>13}")
+    flops = {name: flops_per_sample(model, batch, args.batch_size) for name, model in models.items()}
+    times = time_interleaved(models, batch, args.iters, args.warmup)
     medians = {}
     for name, model in models.items():
-        flops = flops_per_sample(model, batch, args.batch_size)
-        times = [1e3 * t for t in time_step(model, batch, args.iters, args.warmup)]
-        medians[name] = statistics.median(times)
-        print(f"{name:<26} {medians[name]:>20.1f} {min(times):>8.1f} {max(times):>8.1f} "
-              f"{flops / 1e6:>18.3f} {dense_params(model):>13,}")
+        ms = [1e3 * t for t in times[name]]
+        medians[name] = statistics.median(ms)
+        print(f"{name:<26} {medians[name]:>20.1f} {min(ms):>8.1f} {max(ms):>8.1f} "
+              f"{flops[name] / 1e6:>18.3f} {dense_params(model):>13,}")
     mlcc_ms = medians["MLCC (MLCC_criteo)"]
     for name, ms in medians.items():
         if name.startswith("DCNv2"):
