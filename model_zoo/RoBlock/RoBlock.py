@@ -1,0 +1,182 @@
+"""RoBlock: wide and deep scaling of recommenders via embedding collapse mitigation.
+
+Shapes: B batch, F fields (the paper's n), k base size, D = scale_factor * k
+model width (the paper's d), M components (the paper's m), L blocks.
+
+    E^(0)_i = Emb_i(x),  i = 1..M                            # (B, M, F, k)   M tables of size k
+    X^(0)   = f^(0)([E^(0)_1, ..., E^(0)_M])                  # (B, F, D)      eq. 1, field-wise MLP
+    for l = 1..L:                                             #                RoBlockLayer, eqs. 2-5
+        X~    = RU_t(X^(l-1))                                 # eq. 2, training only
+        E     = decoupler(X~)                                 # (B, M, F, k)
+        Z     = router(X^(l-1), E)                            # (B, M, F, k)   eq. 4
+        X^(l) = X^(l-1) + f^(l)([I_1(Z_1), ..., I_M(Z_M)])    # (B, F, D)      eq. 5
+    y = f*(mean_l X^(l))                                      # (B, 1)         eq. 6
+    loss = BCE(y_true, y) + beta * sum_l HSIC(E^(l))          # eq. 6, eq. 3
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+from fuxictr.pytorch.layers import MLP_Block
+
+from fuxictr_ext.base import ZooModel
+from fuxictr_ext.hsic import hsic_loss
+from fuxictr_ext.multi_embedding import ConcatEmbeddingSets, MultiEmbedding
+from fuxictr_ext.rank1_norm import RankOneUpdateNorm
+from fuxictr_ext.registry import register_model
+
+from .layers import (INTERACTION_ASSIGNMENTS, ComponentMLP, FieldwiseRouter, RoBlockLayer,
+                     assign_interactions, build_interaction)
+
+_CHANNELWISE_ACTIVATIONS = ("prelu", "dice")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@register_model
+class RoBlock(ZooModel):
+    """RoBlock (rank-1 update normalization, HSIC decoupler, field-wise router, heterogeneous interactions).
+
+    Args:
+        feature_map: FuxiCTR FeatureMap.
+        embedding_dim: k, the base size of every embedding table and component (10 in the paper).
+        scale_factor: D = scale_factor * k, the model width d (1, 2, 3, 5, 10 in the paper).
+        num_components: m; ``None`` for the paper's default floor(D / k) + 1.
+        extra_components: components added to m (Figure 6's "added components").
+        num_blocks: L, the number of stacked RoBlocks.
+        rank1_norm: apply rank-1 update normalization (eq. 2) before every decoupler
+            (the "RU" of the ablations).
+        rank1_iterations: t, its power iterations (3 in the paper).
+        hsic_weight: beta of eq. 6; 0 switches the HSIC term off (the "HSIC" ablation).
+        interaction_types: the interaction functions to choose from, names out of
+            {"CrossNetV2", "FM", "CIN", "DNN"}; one name makes every block homogeneous.
+        interaction_assignment: ``"cycle"`` (component i gets type i mod len) or ``"sample"``
+            (drawn without replacement, reshuffled when used up, with ``seed``).
+        seed: the seed of ``"sample"``.
+        num_cross_layers: layers of every CrossNetV2 interaction.
+        cin_num_layers: layers of every CIN interaction.
+        dnn_hidden_units: hidden widths of every DNN interaction (on F*k inputs).
+        reshape_hidden_units: hidden widths of f^(0) (M*k -> D, field-wise); ``None``: [D, D].
+        decoupler_hidden_units: hidden widths of each decoupler MLP (D -> k); ``None``: [D, D].
+        router_hidden_units: hidden widths of the router's gating MLP g (D -> M*M); [64, 64] in the paper.
+        fusion_hidden_units: hidden widths of f^(l) (sum of interaction widths -> D); ``None``: [D, D].
+        projection_hidden_units: hidden widths of f* (F*D -> 1).
+        hidden_activations: activation of every hidden layer (element-wise ones only).
+        net_dropout: dropout after every hidden layer.
+
+    Example:
+        >>> model = RoBlock(feature_map, embedding_dim=10, scale_factor=2, num_blocks=3,
+        ...                 interaction_types=["CrossNetV2", "FM", "CIN", "DNN"],
+        ...                 interaction_assignment="sample")
+        >>> out = model(batch)
+        >>> out["y_pred"].shape                     # (B, 1)
+        >>> out["aux_losses"]["hsic"]               # beta * sum_l L_HSIC, training mode only
+
+    Shapes: batch dict of (B,) tensors -> {"y_pred": (B, 1)[, "aux_losses": {"hsic": ()}]}.
+    Stages: ``block_{l}_in`` is X^(l) (B, F, D), the input of block l (l = 0..L-1).
+    """
+
+    def __init__(self, feature_map, model_id: str = "RoBlock", gpu: int = -1,
+                 embedding_dim: int = 10,
+                 scale_factor: int = 1,
+                 num_components: Optional[int] = None,
+                 extra_components: int = 0,
+                 num_blocks: int = 1,
+                 rank1_norm: bool = True,
+                 rank1_iterations: int = 3,
+                 hsic_weight: float = 1.0,
+                 interaction_types: Sequence[str] = ("CrossNetV2",),
+                 interaction_assignment: str = "cycle",
+                 seed: int = 2019,
+                 num_cross_layers: int = 3,
+                 cin_num_layers: int = 2,
+                 dnn_hidden_units: Sequence[int] = (400, 400),
+                 reshape_hidden_units: Optional[Sequence[int]] = None,
+                 decoupler_hidden_units: Optional[Sequence[int]] = None,
+                 router_hidden_units: Sequence[int] = (64, 64),
+                 fusion_hidden_units: Optional[Sequence[int]] = None,
+                 projection_hidden_units: Sequence[int] = (400, 400),
+                 hidden_activations: str = "ReLU",
+                 net_dropout: float = 0.1,
+                 **kwargs):
+        super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
+        _require(embedding_dim >= 1, f"embedding_dim must be >= 1, got {embedding_dim}")
+        _require(scale_factor >= 1, f"scale_factor must be >= 1, got {scale_factor}")
+        _require(num_components is None or num_components >= 1,
+                 f"num_components must be >= 1 or null, got {num_components}")
+        _require(extra_components >= 0, f"extra_components must be >= 0, got {extra_components}")
+        _require(num_blocks >= 1, f"num_blocks must be >= 1, got {num_blocks}")
+        _require(hsic_weight >= 0, f"hsic_weight must be >= 0, got {hsic_weight}")
+        _require(0.0 <= net_dropout < 1.0, f"net_dropout must be in [0, 1), got {net_dropout}")
+        _require(num_cross_layers >= 1, f"num_cross_layers must be >= 1, got {num_cross_layers}")
+        _require(cin_num_layers >= 1, f"cin_num_layers must be >= 1, got {cin_num_layers}")
+        _require(interaction_assignment in INTERACTION_ASSIGNMENTS,
+                 f"interaction_assignment must be one of {INTERACTION_ASSIGNMENTS}, got {interaction_assignment!r}")
+        _require(str(hidden_activations).lower() not in _CHANNELWISE_ACTIVATIONS,
+                 f"hidden_activations={hidden_activations!r}: RoBlock's MLPs run on field rows, "
+                 "use an element-wise activation (e.g. ReLU)")
+        num_fields = feature_map.num_fields
+        _require(num_fields >= 2 or hsic_weight == 0,
+                 f"hsic_weight > 0 needs at least 2 fields (HSIC centres over fields), the feature map has {num_fields}")
+
+        model_dim = scale_factor * embedding_dim                                     # D
+        base_components = model_dim // embedding_dim + 1 if num_components is None else num_components
+        self.num_components = base_components + extra_components                    # M
+        self.model_dim = model_dim
+        self.hsic_weight = float(hsic_weight)
+        self.uses_hsic = self.hsic_weight > 0 and self.num_components >= 2
+        self.interaction_plan = assign_interactions(list(interaction_types), num_blocks, self.num_components,
+                                                    interaction_assignment, seed)
+        field_hidden = [model_dim, model_dim]
+
+        def mlp(input_dim: int, hidden_units: Optional[Sequence[int]], output_dim: int, **extra) -> MLP_Block:
+            units = field_hidden if hidden_units is None else list(hidden_units)
+            return MLP_Block(input_dim, units, hidden_activations=hidden_activations, output_dim=output_dim,
+                             dropout_rates=net_dropout, **extra)
+
+        self.embedding = MultiEmbedding(feature_map, embedding_dim, self.num_components)
+        self.concat_sets = ConcatEmbeddingSets()
+        self.reshape_mlp = mlp(self.num_components * embedding_dim, reshape_hidden_units, model_dim)
+
+        blocks = []
+        for block_types in self.interaction_plan:
+            interactions = [build_interaction(name, num_fields, embedding_dim, num_cross_layers, cin_num_layers,
+                                              list(dnn_hidden_units), hidden_activations, net_dropout)
+                            for name in block_types]
+            blocks.append(RoBlockLayer(
+                rank1_norm=RankOneUpdateNorm(rank1_iterations) if rank1_norm else nn.Identity(),
+                decoupler=ComponentMLP(self.num_components, model_dim,
+                                       field_hidden if decoupler_hidden_units is None else list(decoupler_hidden_units),
+                                       embedding_dim, hidden_activations, net_dropout),
+                router=FieldwiseRouter(self.num_components, model_dim, list(router_hidden_units),
+                                       hidden_activations, net_dropout),
+                interactions=interactions,
+                fusion=mlp(sum(module.output_dim for module in interactions), fusion_hidden_units, model_dim)))
+        self.blocks = nn.ModuleList(blocks)
+        self.projection = mlp(num_fields * model_dim, list(projection_hidden_units), 1,
+                              output_activation=self.output_activation)
+        self.finalize_model()
+
+    def forward(self, inputs):
+        X = self.get_inputs(inputs)
+        embedding_sets = self.embedding(X)                                           # (B, M, F, k)
+        x = self.reshape_mlp(self.concat_sets(embedding_sets))                       # (B, F, D)     eq. 1
+        block_outputs: List[torch.Tensor] = []
+        block_components: List[torch.Tensor] = []
+        for index, block in enumerate(self.blocks):
+            x = self.tap(f"block_{index}_in", x)
+            x, components = block(x)                                                 # (B, F, D), (B, M, F, k)
+            block_outputs.append(x)
+            block_components.append(components)
+        pooled = torch.stack(block_outputs).mean(dim=0)                              # (B, F, D)     eq. 6
+        return_dict = {"y_pred": self.projection(pooled.flatten(start_dim=1))}       # (B, 1)
+        if self.training and self.uses_hsic:
+            hsic = torch.stack([hsic_loss(components) for components in block_components]).sum()
+            return_dict["aux_losses"] = {"hsic": self.hsic_weight * hsic}
+        return return_dict

@@ -1,0 +1,3 @@
+from .RoBlock import RoBlock
+
+__all__ = ["RoBlock"]

@@ -1,0 +1,302 @@
+"""The parts of one RoBlock layer (RoBlock paper, sections 3.1-3.3).
+
+Shapes: B batch, F fields (the paper's n), k base size, D model width (the
+paper's d), M components (the paper's m).
+
+* :class:`ComponentMLP` - the embedding decoupler's M parallel MLPs, batched
+  over stacked weights.
+* :class:`FieldwiseRouter` - the field-wise multi-head router of eq. 4.
+* interaction functions I_i, each field-wise (B, F, k) -> (B, F, width):
+  :class:`CrossNetV2Interaction`, :class:`FMInteraction`,
+  :class:`CINInteraction`, :class:`DNNInteraction`.
+* :func:`assign_interactions` - which function each component of each block gets.
+* :class:`RoBlockLayer` - eqs. 2-5 for one block.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import List, Sequence
+
+import torch
+from torch import nn
+from fuxictr.pytorch.layers import CrossNetV2, MLP_Block
+from fuxictr.pytorch.torch_utils import get_activation
+
+from fuxictr_ext.multi_embedding import MultiEmbeddingInteraction
+
+INTERACTION_TYPES = ("CrossNetV2", "FM", "CIN", "DNN")
+INTERACTION_ASSIGNMENTS = ("cycle", "sample")
+
+
+class ComponentMLP(nn.Module):
+    """M independent MLPs on the same field-wise input, computed as one batched einsum per layer.
+
+    The embedding decoupler of section 3.2: E_i = MLP_i(X~) for i = 1..M, each MLP
+    applied to every field row with its own weights.
+
+    Args:
+        num_components: M.
+        input_dim: D, the width of the shared input rows.
+        hidden_units: hidden widths (the same for every component).
+        output_dim: k, the width of every component.
+        hidden_activations: activation after every hidden layer.
+        dropout_rates: dropout after every hidden layer.
+
+    Shapes: (B, F, D) -> (B, M, F, k).
+
+    Example:
+        >>> decoupler = ComponentMLP(4, input_dim=30, hidden_units=[30, 30], output_dim=10)
+        >>> decoupler(torch.randn(8, 39, 30)).shape
+        torch.Size([8, 4, 39, 10])
+    """
+
+    def __init__(self, num_components: int, input_dim: int, hidden_units: Sequence[int], output_dim: int,
+                 hidden_activations: str = "ReLU", dropout_rates: float = 0.0):
+        super().__init__()
+        dims = [input_dim] + list(hidden_units) + [output_dim]
+        self.weights = nn.ParameterList(nn.Parameter(torch.empty(num_components, fan_in, fan_out))
+                                        for fan_in, fan_out in zip(dims[:-1], dims[1:]))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(num_components, 1, fan_out))
+                                       for fan_out in dims[1:])
+        self.hidden = nn.ModuleList(
+            nn.Sequential(get_activation(hidden_activations), nn.Dropout(dropout_rates))
+            for _ in hidden_units)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Xavier-normal per component (what BaseModel gives every nn.Linear), zero biases."""
+        for weight, bias in zip(self.weights, self.biases):
+            fan_in, fan_out = weight.shape[1:]
+            nn.init.normal_(weight, std=(2.0 / (fan_in + fan_out)) ** 0.5)
+            nn.init.zeros_(bias)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        h = torch.einsum("bfd,mdh->bmfh", X, self.weights[0]) + self.biases[0]       # (B, M, F, h)
+        for hidden, weight, bias in zip(self.hidden, self.weights[1:], self.biases[1:]):
+            h = torch.einsum("bmfh,mhg->bmfg", hidden(h), weight) + bias             # (B, M, F, g)
+        return h                                                                     # (B, M, F, k)
+
+
+class FieldwiseRouter(nn.Module):
+    """Field-wise multi-head router (eq. 4): regenerate M embeddings from the M components.
+
+        Theta = softmax_j(g(X))                      # (B, F, M_source, M_target), positive
+        Z_i   = sum_j diag(Theta[:, :, j, i]) E_j    # (B, F, k) per target head i
+
+    The gating MLP g is applied to every field row of X (shared across fields),
+    so every field gets its own mixing weights. The softmax over the source
+    component keeps every weight positive, as Proposition 4.3 requires.
+
+    Args:
+        num_components: M.
+        input_dim: D.
+        hidden_units: g's hidden widths (the paper: 3 layers, 64 hidden units).
+        hidden_activations, dropout_rates: as fuxictr's MLP_Block.
+
+    Shapes: forward(X (B, F, D), components (B, M, F, k)) -> Z (B, M, F, k).
+    """
+
+    def __init__(self, num_components: int, input_dim: int, hidden_units: Sequence[int] = (64, 64),
+                 hidden_activations: str = "ReLU", dropout_rates: float = 0.0):
+        super().__init__()
+        self.num_components = num_components
+        self.gate = MLP_Block(input_dim, list(hidden_units), hidden_activations=hidden_activations,
+                              output_dim=num_components * num_components, dropout_rates=dropout_rates)
+
+    def weights(self, X: torch.Tensor) -> torch.Tensor:
+        """Theta: (B, F, D) -> (B, F, M_source, M_target), summing to 1 over the source axis."""
+        logits = self.gate(X).unflatten(-1, (self.num_components, self.num_components))  # (B, F, M, M)
+        return logits.softmax(dim=-2)
+
+    def forward(self, X: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
+        theta = self.weights(X)                                                      # (B, F, M, M)
+        return torch.einsum("bfji,bjfk->bifk", theta, components)                    # (B, M, F, k)
+
+
+class CrossNetV2Interaction(nn.Module):
+    """DCNv2's cross network (fuxictr ``CrossNetV2``) on the flattened fields, read back per field.
+
+        x_0 = vec(Z),  x_{l+1} = x_0 * (W_l x_l + b_l) + x_l,   I(Z) = unvec(x_L)
+
+    Every output entry keeps the (field, dimension) position of x_0's entry it
+    multiplies, so the result is field-wise by construction.
+
+    Shapes: (B, F, k) -> (B, F, k); ``output_dim = k``.
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int, num_layers: int):
+        super().__init__()
+        self.cross_net = CrossNetV2(num_fields * embedding_dim, num_layers)
+        self.output_dim = embedding_dim
+
+    def forward(self, Z: torch.Tensor) -> torch.Tensor:
+        return self.cross_net(Z.flatten(start_dim=-2)).unflatten(-1, Z.shape[-2:])  # (B, F, k)
+
+
+class FMInteraction(nn.Module):
+    """The factorization machine's pairwise interactions, kept per field.
+
+        I(Z)[f, g] = <z_f, z_g> for g != f, 0 for g = f        # the FM Gram matrix of Corollary A.5
+
+    Row f holds every second-order FM term of field f; the strict upper triangle
+    is fuxictr's ``InnerProductInteraction(output="inner_product")`` and its sum is
+    FM's ``product_sum``.
+
+    Shapes: (B, F, k) -> (B, F, F); ``output_dim = F``.
+    """
+
+    def __init__(self, num_fields: int):
+        super().__init__()
+        self.output_dim = num_fields
+
+    def forward(self, Z: torch.Tensor) -> torch.Tensor:
+        gram = Z @ Z.transpose(-1, -2)                                               # (B, F, F)
+        return gram - torch.diag_embed(gram.diagonal(dim1=-2, dim2=-1))
+
+
+class CINInteraction(nn.Module):
+    """xDeepFM's compressed interaction network, returning its feature maps per field.
+
+        X^1 = Z,   X^{h+1}[c] = sum_{f, g} W^h[c, f, g] (Z[f] * X^h[g])     (Hadamard products)
+        I(Z) = [X^2, ..., X^{L+1}]                                           # concatenated on the last axis
+
+    Each layer is fuxictr's CIN layer (the pairwise Hadamard products compressed
+    by a 1x1 Conv1d) with F output maps, so every map is a k-dim row aligned
+    with a field. fuxictr's ``CompressedInteractionNet`` sum-pools each map over
+    k and feeds a linear layer (a scalar per map); the maps are returned
+    unpooled here because the block needs a per-field output.
+
+    Shapes: (B, F, k) -> (B, F, num_layers * k); ``output_dim = num_layers * k``.
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int, num_layers: int):
+        super().__init__()
+        self.cin_layers = nn.ModuleList(nn.Conv1d(num_fields * num_fields, num_fields, kernel_size=1)
+                                        for _ in range(num_layers))
+        self.output_dim = num_layers * embedding_dim
+
+    def forward(self, Z: torch.Tensor) -> torch.Tensor:
+        feature_maps = []
+        X_h = Z                                                                      # (B, F, k)
+        for conv in self.cin_layers:
+            hadamard = torch.einsum("bfk,bgk->bfgk", Z, X_h).flatten(1, 2)           # (B, F*F, k)
+            X_h = conv(hadamard)                                                     # (B, F, k)
+            feature_maps.append(X_h)
+        return torch.cat(feature_maps, dim=-1)                                       # (B, F, L*k)
+
+
+class DNNInteraction(nn.Module):
+    """A plain MLP (fuxictr ``MLP_Block``) on the flattened fields, reshaped back to (F, k).
+
+    Shapes: (B, F, k) -> (B, F, k); ``output_dim = k``.
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int, hidden_units: Sequence[int],
+                 hidden_activations: str = "ReLU", dropout_rates: float = 0.0):
+        super().__init__()
+        self.mlp = MLP_Block(num_fields * embedding_dim, list(hidden_units), hidden_activations=hidden_activations,
+                             output_dim=num_fields * embedding_dim, dropout_rates=dropout_rates)
+        self.output_dim = embedding_dim
+
+    def forward(self, Z: torch.Tensor) -> torch.Tensor:
+        return self.mlp(Z.flatten(start_dim=-2)).unflatten(-1, Z.shape[-2:])         # (B, F, k)
+
+
+def build_interaction(name: str, num_fields: int, embedding_dim: int, num_cross_layers: int,
+                      cin_num_layers: int, dnn_hidden_units: Sequence[int], hidden_activations: str,
+                      net_dropout: float) -> nn.Module:
+    """One interaction function I_i by its config name (one of INTERACTION_TYPES)."""
+    if name == "CrossNetV2":
+        return CrossNetV2Interaction(num_fields, embedding_dim, num_cross_layers)
+    if name == "FM":
+        return FMInteraction(num_fields)
+    if name == "CIN":
+        return CINInteraction(num_fields, embedding_dim, cin_num_layers)
+    if name == "DNN":
+        return DNNInteraction(num_fields, embedding_dim, dnn_hidden_units, hidden_activations, net_dropout)
+    raise ValueError(f"interaction_types: unknown interaction {name!r}; choose from {INTERACTION_TYPES}")
+
+
+def assign_interactions(interaction_types: Sequence[str], num_blocks: int, num_components: int,
+                        assignment: str, seed: int) -> List[List[str]]:
+    """The interaction function of every component of every block.
+
+    ``"cycle"``: component i of every block gets ``interaction_types[i % len]``.
+    ``"sample"``: the types are drawn without replacement, a fresh shuffle of the
+    list (by ``random.Random(seed)``) whenever it is used up, and the draws run
+    on across components and blocks, so consecutive blocks get different
+    combinations (DHEN's sampling, RoBlock appendix A.4.2).
+
+    Returns:
+        num_blocks lists of num_components type names.
+
+    Example:
+        >>> assign_interactions(["CrossNetV2", "FM"], 2, 3, "cycle", seed=0)
+        [['CrossNetV2', 'FM', 'CrossNetV2'], ['CrossNetV2', 'FM', 'CrossNetV2']]
+    """
+    if not interaction_types:
+        raise ValueError("interaction_types must name at least one interaction")
+    unknown = [name for name in interaction_types if name not in INTERACTION_TYPES]
+    if unknown:
+        raise ValueError(f"interaction_types: unknown interaction(s) {unknown}; choose from {INTERACTION_TYPES}")
+    if assignment == "cycle":
+        row = [interaction_types[i % len(interaction_types)] for i in range(num_components)]
+        return [list(row) for _ in range(num_blocks)]
+    if assignment == "sample":
+        rng = random.Random(seed)
+        pool: List[str] = []
+        blocks = []
+        for _ in range(num_blocks):
+            row = []
+            for _ in range(num_components):
+                if not pool:
+                    pool = rng.sample(list(interaction_types), len(interaction_types))
+                row.append(pool.pop())
+            blocks.append(row)
+        return blocks
+    raise ValueError(f"interaction_assignment must be one of {INTERACTION_ASSIGNMENTS}, got {assignment!r}")
+
+
+class RoBlockLayer(nn.Module):
+    """One RoBlock (eqs. 2-5): X^(l-1) (B, F, D) -> X^(l) (B, F, D), plus the decoupled components.
+
+        X~   = RU(X^(l-1))                                   # eq. 2, training only (rank1_norm)
+        E    = decoupler(X~)                                 # (B, M, F, k), HSIC-regularised (eq. 3)
+        Z    = router(X^(l-1), E)                            # eq. 4, (B, M, F, k)
+        X^(l) = X^(l-1) + f([I_1(Z_1), ..., I_M(Z_M)])       # eq. 5, f field-wise to D
+
+    Args:
+        rank1_norm: the module applied before the decoupler
+            (``RankOneUpdateNorm`` or ``nn.Identity()`` to switch it off).
+        decoupler: ``ComponentMLP`` (B, F, D) -> (B, M, F, k).
+        router: ``FieldwiseRouter``.
+        interactions: the M interaction functions, one per component, each
+            (B, F, k) -> (B, F, width_i). They run through
+            ``MultiEmbeddingInteraction``: identical copies (a homogeneous block)
+            in one vmapped call, mixed types one after another (a Python loop
+            over M modules of different types).
+        fusion: f^(l), a field-wise MLP sum_i width_i -> D.
+
+    Shapes: forward(X) -> (X^(l) (B, F, D), E (B, M, F, k)).
+    """
+
+    def __init__(self, rank1_norm: nn.Module, decoupler: nn.Module, router: nn.Module,
+                 interactions: Sequence[nn.Module], fusion: nn.Module):
+        super().__init__()
+        self.rank1_norm = rank1_norm
+        self.decoupler = decoupler
+        self.router = router
+        self.interactions = MultiEmbeddingInteraction(list(interactions))
+        self.fusion = fusion
+
+    @property
+    def interaction_names(self) -> List[str]:
+        return [type(module).__name__ for module in self.interactions.interactions]
+
+    def forward(self, X: torch.Tensor):
+        components = self.decoupler(self.rank1_norm(X))                              # (B, M, F, k)
+        Z = self.router(X, components)                                               # (B, M, F, k)
+        interacted = self.interactions(Z)                                            # (B, F, sum width_i)
+        return X + self.fusion(interacted), components                               # (B, F, D)
+

@@ -1,0 +1,414 @@
+"""RoBlock: its layers against reference loops and fuxictr's modules, the paper's rank bound,
+the loss wiring, eval-mode behaviour, training, checkpoints, configs."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from fuxictr.pytorch.layers import CompressedInteractionNet, CrossNetV2, InnerProductInteraction
+
+from fuxictr_ext.config import unknown_model_keys
+from fuxictr_ext.hsic import hsic_loss
+from fuxictr_ext.multi_embedding import MultiEmbeddingInteraction
+from fuxictr_ext.rank1_norm import RankOneUpdateNorm
+from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
+from model_zoo.RoBlock import RoBlock
+from model_zoo.RoBlock.layers import (CINInteraction, ComponentMLP, CrossNetV2Interaction, DNNInteraction,
+                                      FieldwiseRouter, FMInteraction, assign_interactions, build_interaction)
+
+REPO = Path(__file__).resolve().parents[1]
+HETERO = ["CrossNetV2", "FM", "CIN", "DNN"]
+SMALL = dict(embedding_dim=4, dnn_hidden_units=[16], router_hidden_units=[8, 8], projection_hidden_units=[16],
+             num_cross_layers=2, cin_num_layers=2, net_dropout=0.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Small tensors on a shared CPU: one intra-op thread avoids oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def feature_map():
+    return make_feature_map(num_categorical=4, num_numeric=2, vocab_size=20)   # F = 6
+
+
+def build(feature_map, tmp_path, **overrides):
+    kwargs = dict(SMALL)
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    return RoBlock(feature_map, **unit_model_kwargs(tmp_path), **kwargs)
+
+
+# ----------------------------------------------------------------------------- layers
+def test_component_mlp_equals_separate_mlps():
+    torch.manual_seed(1)
+    decoupler = ComponentMLP(3, input_dim=5, hidden_units=[7, 6], output_dim=4)
+    X = torch.randn(2, 8, 5)
+    out = decoupler(X)
+    assert out.shape == (2, 3, 8, 4)
+    for i in range(3):
+        h = X
+        for layer, (weight, bias) in enumerate(zip(decoupler.weights, decoupler.biases)):
+            h = h @ weight[i] + bias[i]
+            if layer < 2:
+                h = torch.relu(h)
+        torch.testing.assert_close(out[:, i], h)
+
+
+def test_component_mlp_init_is_xavier_scaled():
+    decoupler = ComponentMLP(64, input_dim=100, hidden_units=[], output_dim=60)
+    torch.testing.assert_close(decoupler.weights[0].std().item(), (2 / 160) ** 0.5, rtol=0.05, atol=0)
+    assert not decoupler.biases[0].any()
+
+
+def test_router_equals_equation_4_loop():
+    torch.manual_seed(2)
+    B, M, F, k, D = 3, 4, 5, 2, 6
+    router = FieldwiseRouter(M, D, hidden_units=[8, 8])
+    X, E = torch.randn(B, F, D), torch.randn(B, M, F, k)
+    theta = router.weights(X)
+    assert theta.shape == (B, F, M, M)
+    assert (theta > 0).all()
+    torch.testing.assert_close(theta.sum(dim=2), torch.ones(B, F, M))
+    Z = router(X, E)
+    for i in range(M):
+        expected = sum(torch.diag_embed(theta[:, :, j, i]) @ E[:, j] for j in range(M))  # sum_j diag(Theta_:ji) E_j
+        torch.testing.assert_close(Z[:, i], expected)
+
+
+@pytest.mark.parametrize("ranks", [(1, 2, 3), (3, 3), (2, 1, 1, 2), (4,)])
+def test_router_output_rank_bounds_proposition_4_3(ranks):
+    """max_i rank(E_i) <= rank(Z_h) <= min(k, sum_i rank(E_i)) for every head and sample."""
+    torch.manual_seed(sum(ranks))
+    B, F, k, D = 4, 9, 5, 6
+    M = len(ranks)
+    E = torch.stack([torch.randn(B, F, r, dtype=torch.float64) @ torch.randn(B, r, k, dtype=torch.float64)
+                     for r in ranks], dim=1)                          # (B, M, F, k), rank(E_i) = r_i
+    router = FieldwiseRouter(M, D, hidden_units=[8, 8]).double()
+    Z = router(torch.randn(B, F, D, dtype=torch.float64), E)
+    rank_Z = torch.linalg.matrix_rank(Z)                               # (B, M)
+    assert (torch.linalg.matrix_rank(E) == torch.tensor(ranks)).all()
+    assert (rank_Z >= max(ranks)).all()
+    assert (rank_Z <= min(k, sum(ranks))).all()
+
+
+def test_crossnetv2_interaction_is_fuxictr_crossnetv2():
+    torch.manual_seed(3)
+    module = CrossNetV2Interaction(num_fields=5, embedding_dim=3, num_layers=2)
+    reference = CrossNetV2(15, 2)
+    reference.load_state_dict(module.cross_net.state_dict())
+    Z = torch.randn(4, 5, 3)
+    torch.testing.assert_close(module(Z), reference(Z.flatten(1)).view(4, 5, 3))
+
+
+def test_fm_interaction_holds_fuxictr_inner_products():
+    Z = torch.randn(4, 6, 3)
+    out = FMInteraction(6)(Z)
+    assert out.shape == (4, 6, 6)
+    assert not out.diagonal(dim1=1, dim2=2).any()
+    upper = torch.triu_indices(6, 6, offset=1)
+    torch.testing.assert_close(out[:, upper[0], upper[1]], InnerProductInteraction(6, "inner_product")(Z))
+    torch.testing.assert_close(out.sum(dim=(1, 2))[:, None] / 2, InnerProductInteraction(6, "product_sum")(Z))
+
+
+def test_cin_interaction_pools_to_fuxictr_cin():
+    """Sum-pooling every feature map over k and applying a linear layer is fuxictr's CIN
+    with F maps per layer."""
+    torch.manual_seed(4)
+    F, k, layers = 5, 3, 2
+    module = CINInteraction(F, k, layers)
+    reference = CompressedInteractionNet(F, [F] * layers, output_dim=1)
+    for i, conv in enumerate(module.cin_layers):
+        reference.cin_layer[f"layer_{i + 1}"].load_state_dict(conv.state_dict())
+    Z = torch.randn(4, F, k)
+    maps = module(Z)                                                   # (B, F, layers*k)
+    assert maps.shape == (4, F, layers * k)
+    pooled = maps.unflatten(-1, (layers, k)).sum(dim=-1).transpose(1, 2).flatten(1)  # (B, layers*F), layer-major
+    torch.testing.assert_close(reference.fc(pooled), reference(Z))
+
+
+def test_dnn_interaction_reshapes_mlp_output():
+    torch.manual_seed(5)
+    module = DNNInteraction(4, 3, hidden_units=[8])
+    Z = torch.randn(2, 4, 3)
+    torch.testing.assert_close(module(Z), module.mlp(Z.flatten(1)).view(2, 4, 3))
+
+
+@pytest.mark.parametrize("name", HETERO)
+def test_interactions_vectorised_equal_loop_and_handle_batch_of_one(name):
+    """A homogeneous block runs its copies in one vmapped call: same result as one by one."""
+    torch.manual_seed(6)
+    F, k, M = 5, 3, 3
+    copies = [build_interaction(name, F, k, 2, 2, [8], "ReLU", 0.0) for _ in range(M)]
+    layer = MultiEmbeddingInteraction(copies)
+    assert layer.vectorized
+    for B in (4, 1):
+        Z = torch.randn(B, M, F, k)
+        out = layer(Z)
+        expected = torch.cat([module(Z[:, i]) for i, module in enumerate(copies)], dim=-1)
+        assert out.shape == (B, F, M * copies[0].output_dim)
+        torch.testing.assert_close(out, expected)
+
+
+def test_unknown_interaction_names_the_config_key():
+    with pytest.raises(ValueError, match="interaction_types"):
+        build_interaction("DCN", 5, 3, 2, 2, [8], "ReLU", 0.0)
+
+
+# ------------------------------------------------------------------ interaction plan
+def test_cycle_assignment():
+    plan = assign_interactions(["CrossNetV2", "FM"], num_blocks=2, num_components=5, assignment="cycle", seed=0)
+    assert plan == [["CrossNetV2", "FM", "CrossNetV2", "FM", "CrossNetV2"]] * 2
+
+
+def test_sample_assignment_without_replacement_and_seeded():
+    plan = assign_interactions(HETERO, num_blocks=3, num_components=6, assignment="sample", seed=7)
+    stream = list(itertools.chain.from_iterable(plan))
+    for start in range(0, len(stream) - len(HETERO) + 1, len(HETERO)):
+        assert sorted(stream[start:start + len(HETERO)]) == sorted(HETERO)   # every cycle a permutation
+    assert plan == assign_interactions(HETERO, 3, 6, "sample", seed=7)
+    others = [assign_interactions(HETERO, 3, 6, "sample", seed=s) for s in range(8, 14)]
+    assert any(other != plan for other in others)
+
+
+@pytest.mark.parametrize("types,assignment,match", [([], "cycle", "interaction_types"),
+                                                    (["FM", "GRU"], "cycle", "interaction_types"),
+                                                    (["FM"], "random", "interaction_assignment")])
+def test_bad_assignment(types, assignment, match):
+    with pytest.raises(ValueError, match=match):
+        assign_interactions(types, 1, 2, assignment, seed=0)
+
+
+# ----------------------------------------------------------------------------- model
+@pytest.mark.parametrize("overrides,components,width", [
+    ({}, 2, 4),                                               # base: D = k, m = floor(D/k) + 1
+    ({"scale_factor": 3}, 4, 12),
+    ({"scale_factor": 2, "extra_components": 2}, 5, 8),
+    ({"scale_factor": 5, "num_components": 2}, 2, 20),        # m independent of D
+])
+def test_width_and_components(feature_map, tmp_path, overrides, components, width):
+    model = build(feature_map, tmp_path, **overrides)
+    assert model.num_components == components and model.model_dim == width
+    assert len(model.embedding.embedding_sets) == components
+    batch = random_batch(feature_map, 5, seed=0)
+    model.train()
+    for block in model.blocks:
+        assert block.decoupler(torch.randn(5, 6, width)).shape == (5, components, 6, 4)
+    stages = model.collect_stages(batch)
+    assert list(stages) == ["block_0_in"] and stages["block_0_in"].shape == (5, 6, width)
+
+
+def test_stage_taps_name_every_block_input(feature_map, tmp_path):
+    model = build(feature_map, tmp_path, num_blocks=4, scale_factor=2)
+    stages = model.collect_stages(random_batch(feature_map, 3, seed=0))
+    assert list(stages) == [f"block_{i}_in" for i in range(4)]
+    assert all(x.shape == (3, 6, 8) for x in stages.values())
+
+
+def test_hsic_and_bce_both_reach_the_loss_and_get_gradients(feature_map, tmp_path):
+    model = build(feature_map, tmp_path, scale_factor=2, num_blocks=2, hsic_weight=2.5)
+    batch = random_batch(feature_map, 16, seed=1)
+    y_true = model.get_labels(batch)
+    model.train()
+    torch.manual_seed(5)
+    out = model(batch)
+    hsic = out["aux_losses"]["hsic"]
+    bce = torch.nn.functional.binary_cross_entropy(out["y_pred"], y_true)
+    torch.testing.assert_close(model.compute_loss(out, y_true), bce + hsic)
+
+    # the term is beta * sum over blocks of eq. 3 on that block's decoupled components
+    components = []
+    hooks = [block.decoupler.register_forward_hook(lambda mod, inp, output: components.append(output))
+             for block in model.blocks]
+    torch.manual_seed(5)
+    model(batch)
+    for hook in hooks:
+        hook.remove()
+    torch.testing.assert_close(hsic, 2.5 * sum(hsic_loss(c) for c in components))
+
+    params = dict(model.named_parameters())
+    hsic_grads = torch.autograd.grad(hsic, list(params.values()), allow_unused=True, retain_graph=True)
+    hsic_grads = {name: g for name, g in zip(params, hsic_grads) if g is not None and g.abs().sum() > 0}
+    assert any(name.startswith("blocks.0.decoupler") for name in hsic_grads)
+    assert any(name.startswith("blocks.1.decoupler") for name in hsic_grads)
+    assert any(name.startswith("embedding.") for name in hsic_grads)
+    assert not any(name.startswith(("projection", "blocks.1.fusion", "blocks.1.router", "blocks.1.interactions"))
+               for name in hsic_grads)                                # downstream of the last decoupler
+    bce_grads = torch.autograd.grad(bce, list(params.values()), allow_unused=True)
+    assert all(g is not None for g in bce_grads)
+
+
+def test_beta_zero_and_single_component_have_no_hsic_term(feature_map, tmp_path):
+    batch = random_batch(feature_map, 8, seed=1)
+    for overrides in ({"hsic_weight": 0.0}, {"num_components": 1}):
+        model = build(feature_map, tmp_path, **overrides).train()
+        out = model(batch)
+        assert "aux_losses" not in out
+        loss = model.compute_loss(out, model.get_labels(batch))
+        torch.testing.assert_close(loss, torch.nn.functional.binary_cross_entropy(out["y_pred"],
+                                                                                 model.get_labels(batch)))
+
+
+def test_eval_is_deterministic_and_skips_rank1_normalization(feature_map, tmp_path, monkeypatch):
+    model = build(feature_map, tmp_path, scale_factor=2, num_blocks=2, net_dropout=0.2)
+    assert all(isinstance(block.rank1_norm, RankOneUpdateNorm) for block in model.blocks)
+    batch = random_batch(feature_map, 8, seed=2)
+    model.eval()
+    first = model(batch)
+    assert "aux_losses" not in first
+    torch.testing.assert_close(model(batch)["y_pred"], first["y_pred"], rtol=0, atol=0)
+    calls = []
+    monkeypatch.setattr("fuxictr_ext.rank1_norm.rank_one_update", lambda *args: calls.append(args))
+    model(batch)
+    assert not calls
+    without_ru = build(feature_map, tmp_path, scale_factor=2, num_blocks=2, net_dropout=0.2, rank1_norm=False)
+    assert all(isinstance(block.rank1_norm, torch.nn.Identity) for block in without_ru.blocks)
+    without_ru.load_state_dict(model.state_dict())
+    without_ru.eval()
+    torch.testing.assert_close(without_ru(batch)["y_pred"], first["y_pred"], rtol=0, atol=0)
+    monkeypatch.undo()
+    model.train()
+    torch.manual_seed(0)
+    train_a = model(batch)["y_pred"]
+    torch.manual_seed(1)
+    assert not torch.allclose(train_a, model(batch)["y_pred"])
+
+
+def test_rank1_normalization_feeds_only_the_decoupler(feature_map, tmp_path):
+    """Eqs. 2, 4, 5: the decoupler sees X~, the router and the residual see X^(l-1)."""
+    model = build(feature_map, tmp_path, scale_factor=2).train()
+    block = model.blocks[0]
+    seen = {}
+    block.decoupler.register_forward_pre_hook(lambda mod, args: seen.__setitem__("decoupler", args[0]))
+    block.router.register_forward_pre_hook(lambda mod, args: seen.__setitem__("router", args[0]))
+    X = torch.randn(3, 6, 8)
+    out, _ = block(X)
+    assert seen["router"] is X
+    assert not torch.allclose(seen["decoupler"], X)
+    assert torch.linalg.matrix_rank(seen["decoupler"]).max() <= 5          # one direction removed from rank-6 rows
+    torch.testing.assert_close(out - X, block.fusion(block.interactions(block.router(X, block.decoupler(seen["decoupler"])))))
+
+
+def train_steps(model, batch, steps):
+    losses = []
+    model.train()
+    y_true = model.get_labels(batch)
+    for _ in range(steps):
+        model.optimizer.zero_grad()
+        loss = model.compute_loss(model(batch), y_true)
+        loss.backward()
+        model.optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_one_block_one_component_crossnetv2_trains(feature_map, tmp_path):
+    model = build(feature_map, tmp_path, num_components=1, num_blocks=1, interaction_types=["CrossNetV2"],
+                  learning_rate=1e-2)
+    assert model.blocks[0].interaction_names == ["CrossNetV2Interaction"]
+    losses = train_steps(model, random_batch(feature_map, 64, seed=3), 40)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_heterogeneous_deep_model_trains_with_every_parameter(feature_map, tmp_path):
+    model = build(feature_map, tmp_path, scale_factor=3, num_blocks=3, interaction_types=HETERO,
+                  interaction_assignment="sample", learning_rate=5e-3)
+    assert {name for block in model.blocks for name in block.interaction_names} == {
+        "CrossNetV2Interaction", "FMInteraction", "CINInteraction", "DNNInteraction"}
+    batch = random_batch(feature_map, 64, seed=4)
+    model.train()
+    loss = model.compute_loss(model(batch), model.get_labels(batch))
+    loss.backward()
+    assert not [name for name, p in model.named_parameters() if p.grad is None]
+    losses = train_steps(model, batch, 30)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("overrides", [{}, {"interaction_types": HETERO, "scale_factor": 2, "num_blocks": 2}])
+def test_batch_size_one(feature_map, tmp_path, overrides):
+    model = build(feature_map, tmp_path, **overrides)
+    batch = random_batch(feature_map, 1, seed=5)
+    losses = train_steps(model, batch, 1)
+    assert torch.isfinite(torch.tensor(losses)).all()
+    model.eval()
+    y = model(batch)["y_pred"]
+    assert y.shape == (1, 1) and torch.isfinite(y).all()
+
+
+def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
+    overrides = dict(interaction_types=HETERO, interaction_assignment="sample", scale_factor=2, num_blocks=2,
+                     net_dropout=0.1)
+    model = build(feature_map, tmp_path, **overrides)
+    train_steps(model, random_batch(feature_map, 32, seed=6), 5)
+    model.save_weights(model.checkpoint)
+    fresh = build(feature_map, tmp_path, **overrides)
+    batch = random_batch(feature_map, 16, seed=7)
+    model.eval()
+    fresh.eval()
+    assert not torch.equal(fresh(batch)["y_pred"], model(batch)["y_pred"])
+    fresh.load_weights(model.checkpoint)
+    for (name, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), name
+    torch.testing.assert_close(fresh(batch)["y_pred"], model(batch)["y_pred"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("embedding_dim", 0), ("scale_factor", 0), ("num_components", 0), ("extra_components", -1),
+    ("num_blocks", 0), ("rank1_iterations", 0), ("hsic_weight", -0.1), ("net_dropout", 1.0),
+    ("num_cross_layers", 0), ("cin_num_layers", 0), ("interaction_assignment", "shuffle"),
+    ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("hidden_activations", "PReLU"),
+])
+def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
+    with pytest.raises(ValueError, match=key):
+        build(feature_map, tmp_path, **{key: value})
+
+
+# ---------------------------------------------------------------------------- configs
+def load_yaml(path):
+    with open(path) as fd:
+        return yaml.safe_load(fd)
+
+
+def test_every_config_key_is_read():
+    experiments = load_yaml(REPO / "config" / "model_config" / "RoBlock.yaml")
+    expids = [e for e in experiments if e != "Base"]
+    assert "RoBlock_demo" in expids
+    for name in ("criteo", "avazu"):
+        expected = [f"RoBlock_{name}"] + [f"RoBlock_{name}_{s}x" for s in (2, 3, 5, 10)] + \
+                   [f"RoBlock_{name}_L{l}" for l in (2, 3, 4, 5)] + [f"RoBlock_{name}_10x_L5"]
+        assert set(expected) <= set(expids)
+    for expid in expids:
+        params = experiments[expid]
+        assert params["model"] == "RoBlock"
+        assert unknown_model_keys(RoBlock, params) == [], expid
+
+
+def test_tuner_grids_vary_constructor_arguments_of_their_base():
+    experiments = load_yaml(REPO / "config" / "model_config" / "RoBlock.yaml")
+    grids = sorted((REPO / "config" / "tuner").glob("roblock_*.yaml"))
+    assert {g.name.rsplit("_", 1)[0] for g in grids} >= {"roblock_depth_width", "roblock_beta"}
+    for grid in grids:
+        tuner = load_yaml(grid)
+        base = experiments[tuner["base_expid"]]
+        assert tuner["dataset_id"] == base["dataset_id"]
+        for key in tuner["tuner_space"]:
+            assert key in base, (grid.name, key)
+            assert unknown_model_keys(RoBlock, [key]) == []
+
+
+@pytest.mark.parametrize("expid", ["RoBlock_demo", "RoBlock_criteo", "RoBlock_avazu_3x", "RoBlock_criteo_L3"])
+def test_configured_models_build(feature_map, tmp_path, expid):
+    params = dict(load_yaml(REPO / "config" / "model_config" / "RoBlock.yaml")[expid])
+    model_args = {k: v for k, v in params.items() if k not in ("model", "dataset_id", "spectrum_callbacks",
+                                                                "epochs", "batch_size", "shuffle", "metrics")}
+    model_args.update(unit_model_kwargs(tmp_path))
+    model = RoBlock(feature_map, **model_args)
+    assert len(model.blocks) == params["num_blocks"]
+    model.eval()
+    assert model(random_batch(feature_map, 2, seed=0))["y_pred"].shape == (2, 1)
