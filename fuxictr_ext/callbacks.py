@@ -53,7 +53,6 @@ import itertools
 import json
 import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
@@ -61,6 +60,7 @@ import numpy as np
 import torch
 
 from .spectrum import METRICS, spectrum_metrics, summarize
+from .spectrum_plot import atomic_output, plot_epochs, require_matplotlib
 
 __all__ = ["SPLITS", "SpectrumCallback", "SpectrumLog", "build_spectrum_callbacks"]
 
@@ -72,16 +72,8 @@ SPEC_DEFAULTS = {"metric": list(METRICS), "layers": "auto", "every": "epoch", "s
 
 
 def _write_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp_path, path)
-    except BaseException:
-        os.unlink(tmp_path)
-        raise
+    with atomic_output(path) as tmp_path, open(tmp_path, "w", newline="") as handle:
+        handle.write(text)
 
 
 class SpectrumLog:
@@ -114,7 +106,6 @@ class SpectrumLog:
         payload = {"run": self.run_name, "columns": list(CSV_COLUMNS), "records": self.records}
         _write_atomic(self.json_path, json.dumps(payload, allow_nan=False))
         if self.plot and self.records:
-            from .spectrum_plot import plot_epochs
             plot_epochs(self.records, self.png_path, title=self.run_name)
 
 
@@ -344,7 +335,6 @@ def build_spectrum_callbacks(specs: Optional[Sequence[Mapping]], loaders: Mappin
             seen[key] = position
     plot = any(spec["plot"] for spec in parsed)
     if plot:
-        from .spectrum_plot import require_matplotlib
         require_matplotlib()
     log = SpectrumLog(out_dir, run_name, plot=plot)
     return [SpectrumCallback(log, loaders[spec["split"]], spec["split"], spec["metric"], spec["layers"],

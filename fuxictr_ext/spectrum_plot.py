@@ -25,16 +25,17 @@ figure state, no display backend needed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["load_spectrum", "main", "plot_epochs", "plot_histograms", "plot_runs",
+__all__ = ["atomic_output", "load_spectrum", "main", "plot_epochs", "plot_histograms", "plot_runs",
            "require_matplotlib", "select_records"]
 
 Record = Dict[str, object]
@@ -53,18 +54,30 @@ def require_matplotlib():
     return Figure
 
 
-def save_figure(fig, path: str) -> None:
-    """Write ``fig`` as PNG atomically: a temporary file in the same folder, then rename."""
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; once written, give it the permissions the
+    umask allows (mkstemp makes it private) and rename it onto ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     os.close(fd)
     try:
-        fig.savefig(tmp_path, format="png", dpi=110, bbox_inches="tight")
+        yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     except BaseException:
-        os.unlink(tmp_path)
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
         raise
+
+
+def save_figure(fig, path: str) -> None:
+    """Write ``fig`` as PNG atomically: a temporary file in the same folder, then rename."""
+    with atomic_output(path) as tmp_path:
+        fig.savefig(tmp_path, format="png", dpi=110, bbox_inches="tight")
 
 
 def load_spectrum(path: str) -> Dict[str, object]:

@@ -3,8 +3,9 @@
 import csv
 import json
 import math
+import os
 import random
-
+import stat
 import sys
 
 import numpy as np
@@ -251,6 +252,10 @@ def test_callback_writes_csv_json_png(feature_map, tmp_path):
     assert np.mean(first["values"]) == pytest.approx(first["mean"], rel=1e-5)
     assert (tmp_path / "run_a.spectrum.png").read_bytes()[:8] == PNG_MAGIC
     assert not list(tmp_path.glob(".tmp-*"))
+    umask = os.umask(0)
+    os.umask(umask)
+    for suffix in ("csv", "json", "png"):
+        assert stat.S_IMODE((tmp_path / f"run_a.spectrum.{suffix}").stat().st_mode) == 0o666 & ~umask
 
 
 def test_callback_matches_direct_metrics(feature_map, tmp_path):
