@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from fuxictr.autotuner import enumerate_params
 
 from fuxictr_ext import get_model_class
 from fuxictr_ext.config import unknown_model_keys
@@ -361,3 +362,14 @@ def test_deep_tuner_grids_cover_depths_and_scales():
         covered.add((base["model"], base["embedding_mode"], base["dataset_id"]))
     assert covered == {(m, e, d) for m in ("DHEN", "WuKong") for e in ("single", "multi")
                        for d in ("criteo_x1", "avazu_x4")}
+
+
+@pytest.mark.parametrize("tuner_name", ["deep_DHEN_ME_criteo", "deep_WuKong_SE_avazu"])
+def test_fuxictr_tuner_enumerates_the_depth_by_scale_grid(tuner_name, tmp_path):
+    tuner = load_yaml(REPO / "config" / "tuner" / f"{tuner_name}.yaml")
+    tuner["base_config"] = str(REPO / "config")
+    tuner_file = tmp_path / f"{tuner_name}.yaml"
+    tuner_file.write_text(yaml.safe_dump(tuner))
+    trials = load_yaml(Path(enumerate_params(str(tuner_file))) / "model_config.yaml")
+    grid = {(trial["num_layers"], trial["num_embeddings"]) for trial in trials.values()}
+    assert len(trials) == 20 and grid == set(itertools.product([2, 3, 4, 5], [1, 2, 3, 5, 10]))
