@@ -11,6 +11,11 @@ tuner and ``RankDataLoader`` work unchanged) with four additions:
 * **epoch callbacks** - objects in ``self.callbacks`` get ``on_epoch_end`` and
   ``on_train_end`` (spectrum monitoring uses this).
 * **atomic checkpoints** - weights are written to a temporary file and renamed.
+* **data parallelism** - after ``enable_distributed`` (run_expid does it under
+  torchrun) the training forward runs through DistributedDataParallel, evaluation
+  gathers every rank's predictions, rank 0 takes and broadcasts checkpoint and
+  early-stop decisions, and a per-epoch resume state lets a restarted job go on
+  from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -21,8 +26,12 @@ import os
 import tempfile
 from typing import Dict, Iterator, List, Optional
 
+import numpy as np
 import torch
 from fuxictr.pytorch.models import BaseModel
+from torch import nn
+
+from . import distributed as zoo_dist
 
 
 class ZooModel(BaseModel):
@@ -57,6 +66,7 @@ class ZooModel(BaseModel):
         self._stage_sink: Optional[Dict[str, torch.Tensor]] = None
         self._loss_sums: Dict[str, float] = {}
         self._loss_count = 0
+        self._dist: Optional[zoo_dist.DistContext] = None
 
     def finalize_model(self) -> None:
         """Compile the optimizer and loss, initialise weights, move to the device."""
@@ -113,33 +123,152 @@ class ZooModel(BaseModel):
         self._loss_sums, self._loss_count = {}, 0
         super().eval_step()
 
-    # --------------------------------------------------------------- callbacks
+    # ---------------------------------------------------------------- training
+    def train_step(self, batch_data):
+        self.optimizer.zero_grad()
+        forward = self.__dict__.get("_ddp", self)
+        return_dict = forward(batch_data)
+        loss = self.compute_loss(return_dict, self.get_labels(batch_data))
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.parameters(), self._max_gradient_norm)
+        self.optimizer.step()
+        return loss
+
     def train_epoch(self, data_generator):
         super().train_epoch(data_generator)
         for callback in self.callbacks:
             callback.on_epoch_end(self, self._epoch_index)
 
     def fit(self, data_generator, epochs=1, validation_data=None, max_gradient_norm=10., **kwargs):
-        super().fit(data_generator, epochs=epochs, validation_data=validation_data,
-                    max_gradient_norm=max_gradient_norm, **kwargs)
+        """FuxiCTR's training loop (same state, same logging), plus callbacks and,
+        when distributed, a per-epoch resume state that a restarted job continues from."""
+        self.valid_gen = validation_data
+        self._max_gradient_norm = max_gradient_norm
+        self._best_metric = np.inf if self._monitor_mode == "min" else -np.inf
+        self._stopping_steps = 0
+        self._stop_training = False
+        self._steps_per_epoch = len(data_generator)
+        self._total_steps = 0
+        self._batch_index = 0
+        self._eval_steps = self._eval_steps or self._steps_per_epoch
+        start_epoch = self._load_resume_state(data_generator)
+        logging.info(f"Start training: {self._steps_per_epoch} batches/epoch")
+        for epoch in range(start_epoch, epochs):
+            self._epoch_index = epoch
+            logging.info(f"************ Epoch={epoch + 1} start ************")
+            self.train_epoch(data_generator)
+            if self._stop_training:
+                break
+            logging.info(f"************ Epoch={epoch + 1} end ************")
+            self._save_resume_state(epoch + 1)
+        logging.info("Training finished.")
+        logging.info(f"Load best model: {self.checkpoint}")
+        self.load_weights(self.checkpoint)
+        self._remove_resume_state()
         for callback in self.callbacks:
             callback.on_train_end(self)
+
+    # ------------------------------------------------------------ distribution
+    def enable_distributed(self, context: "zoo_dist.DistContext") -> None:
+        """Train data-parallel in ``context``'s process group (see fuxictr_ext.distributed)."""
+        from torch.nn.parallel import DistributedDataParallel
+        self._dist = context
+        ddp = DistributedDataParallel(self, device_ids=[context.gpu] if context.gpu >= 0 else None)
+        self.__dict__["_ddp"] = ddp  # not a sub-module: state_dict keys stay those of the plain model
+
+    @property
+    def resume_path(self) -> str:
+        return self.checkpoint + ".resume"
+
+    def _save_resume_state(self, next_epoch: int) -> None:
+        if self._dist is None or not self._dist.is_main:
+            return
+        state = {"next_epoch": next_epoch, "model": self.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "best_metric": float(self._best_metric), "stopping_steps": self._stopping_steps,
+                 "total_steps": self._total_steps}
+        _atomic_torch_save(state, self.resume_path)
+
+    def _load_resume_state(self, data_generator) -> int:
+        if self._dist is None or zoo_dist.restart_count() == 0 or not os.path.isfile(self.resume_path):
+            return 0
+        state = torch.load(self.resume_path, map_location="cpu", weights_only=False)
+        self.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._best_metric = state["best_metric"]
+        self._stopping_steps = state["stopping_steps"]
+        self._total_steps = state["total_steps"]
+        if hasattr(data_generator, "epoch"):
+            data_generator.epoch = state["next_epoch"]
+        logging.warning(f"Restart {zoo_dist.restart_count()}: resuming from {self.resume_path} "
+                        f"at epoch {state['next_epoch'] + 1}")
+        return state["next_epoch"]
+
+    def _remove_resume_state(self) -> None:
+        if self._dist is not None and self._dist.is_main and os.path.isfile(self.resume_path):
+            os.unlink(self.resume_path)
+
+    def checkpoint_and_earlystop(self, logs, min_delta=1e-6):
+        if self._dist is None:
+            return super().checkpoint_and_earlystop(logs, min_delta)
+        if self._dist.is_main:
+            super().checkpoint_and_earlystop(logs, min_delta)
+        decision = zoo_dist.broadcast_object({
+            "stop": self._stop_training, "best": self._best_metric, "steps": self._stopping_steps,
+            "lr": [group["lr"] for group in self.optimizer.param_groups]})
+        self._stop_training, self._best_metric = decision["stop"], decision["best"]
+        self._stopping_steps = decision["steps"]
+        for group, lr in zip(self.optimizer.param_groups, decision["lr"]):
+            group["lr"] = lr
+
+    def evaluate(self, data_generator, metrics=None):
+        """Single process: FuxiCTR's evaluate. Distributed: batch i is scored by rank
+        i mod world_size and the predictions are gathered back into batch order, so
+        the metrics equal a single process's on the same data."""
+        if self._dist is None:
+            return super().evaluate(data_generator, metrics)
+        rank, world = self._dist.rank, self._dist.world_size
+        has_group = self.feature_map.group_id is not None
+        self.eval()
+        local = []
+        with torch.no_grad():
+            for index, batch_data in enumerate(data_generator):
+                if index % world != rank:
+                    continue
+                y_pred = self.forward(batch_data)["y_pred"].cpu().numpy().reshape(-1)
+                y_true = self.get_labels(batch_data).cpu().numpy().reshape(-1)
+                group = self.get_group_id(batch_data).numpy().reshape(-1) if has_group else None
+                local.append((index, y_pred, y_true, group))
+        parts = sorted((p for rank_parts in zoo_dist.gather_objects(local) for p in rank_parts),
+                       key=lambda p: p[0])
+        y_pred = np.concatenate([p[1] for p in parts]).astype(np.float64)
+        y_true = np.concatenate([p[2] for p in parts]).astype(np.float64)
+        group_id = np.concatenate([p[3] for p in parts]) if has_group else None
+        val_logs = self.evaluate_metrics(y_true, y_pred, metrics or self.validation_metrics, group_id)
+        logging.info("[Metrics] " + " - ".join(f"{k}: {v:.6f}" for k, v in val_logs.items()))
+        return val_logs
 
     # ------------------------------------------------------------- checkpoints
     def save_weights(self, checkpoint):
         """Write the state dict atomically: a temp file in the same folder, then rename."""
-        folder = os.path.dirname(os.path.abspath(checkpoint))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".model")
-        os.close(fd)
-        try:
-            torch.save(self.state_dict(), tmp_path)
-            os.replace(tmp_path, checkpoint)
-        except BaseException:
-            os.unlink(tmp_path)
-            raise
+        _atomic_torch_save(self.state_dict(), checkpoint)
 
     def load_weights(self, checkpoint):
         self.to(self.device)
         state_dict = torch.load(checkpoint, map_location="cpu", weights_only=True)
         self.load_state_dict(state_dict)
+
+
+def _atomic_torch_save(obj, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp_path)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
+        os.replace(tmp_path, path)
+    except BaseException:
+        os.unlink(tmp_path)
+        raise

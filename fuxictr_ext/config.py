@@ -14,7 +14,7 @@ RUNNER_KEYS = frozenset({
     "reduce_lr_on_plateau", "max_gradient_norm", "metrics", "task", "loss", "optimizer",
     "learning_rate", "embedding_regularizer", "net_regularizer", "group_id",
     "use_features", "feature_specs", "feature_config", "spectrum_callbacks", "pickle_feature_encoder",
-    "rebuild_dataset", "buffer_size",
+    "rebuild_dataset", "buffer_size", "dist_backend", "dist_timeout_s",
 })
 
 

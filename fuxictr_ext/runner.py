@@ -26,6 +26,7 @@ from fuxictr.pytorch.dataloaders import RankDataLoader
 from fuxictr.pytorch.torch_utils import seed_everything
 from fuxictr.utils import load_dataset_config, load_model_config, print_to_json, set_logger
 
+from . import distributed as zoo_dist
 from .config import warn_unknown_model_keys
 from .data import DataError, TensorDataLoader, build_dataset, is_built
 from .registry import get_model_class
@@ -117,13 +118,20 @@ def _ceiling(params: dict) -> Optional[dict]:
     return None
 
 
-def make_loaders(feature_map, params: dict, stage: str):
+def make_loaders(feature_map, params: dict, stage: str, context: Optional[zoo_dist.DistContext] = None):
+    """FuxiCTR's RankDataLoader with the configured loader; under torchrun the
+    training loader yields this rank's shard (evaluation loaders are whole)."""
     choice = params.get("data_loader", "memory")
     if choice not in DATA_LOADERS:
         raise ConfigError(f"data_loader={choice!r}: choose one of {sorted(DATA_LOADERS)}")
     kwargs = dict(params)
     kwargs["data_loader"] = DATA_LOADERS[choice]
     kwargs.setdefault("data_format", "parquet")
+    if context is not None:
+        if choice != "memory":
+            raise ConfigError(f"data_loader={choice!r} cannot shard data across torchrun processes; "
+                              "use data_loader: memory")
+        kwargs.update(rank=context.rank, world_size=context.world_size)
     return RankDataLoader(feature_map, stage=stage, **kwargs)
 
 
@@ -138,13 +146,26 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     if model_cls is None:
         raise ConfigError(f"experiment {expid}: no `model:` key in its config")
     params["gpu"] = gpu
-    set_logger(params)
-    params["gpu"] = resolve_device(gpu)
+    context = None
+    if zoo_dist.torchrun_world_size() > 1:
+        context = zoo_dist.init_from_env(gpu, params.get("dist_backend"), float(params.get("dist_timeout_s", 300)))
+        params["gpu"] = context.gpu
+    is_main = context is None or context.is_main
+    if is_main:
+        set_logger(params)
+    else:
+        logging.getLogger().setLevel(logging.WARNING)
+    if context is None:
+        params["gpu"] = resolve_device(gpu)
     logging.info("Params: " + print_to_json(params))
     warn_unknown_model_keys(model_cls, model_params)
     seed_everything(seed=params.get("seed", 2019))
 
-    ensure_raw_data(params)
+    if is_main:
+        ensure_raw_data(params)
+        build_dataset(params)
+    if context is not None:
+        torch.distributed.barrier()
     ceiling = _ceiling(params)
     paths = build_dataset(params)
     params["train_data"], params["valid_data"], params["test_data"] = paths["train"], paths["valid"], paths["test"]
@@ -154,16 +175,19 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     logging.info("Feature specs: " + print_to_json(feature_map.features))
 
     model = model_cls(feature_map, **params)
-    train_gen, valid_gen = make_loaders(feature_map, params, "train")
+    if context is not None:
+        model.enable_distributed(context)
+    train_gen, valid_gen = make_loaders(feature_map, params, "train", context)
 
     from .cost import model_cost
     cost = model_cost(model, next(iter(valid_gen)))
     logging.info(f"Model cost: {cost.summary()}")
 
     from .callbacks import build_spectrum_callbacks
-    model.callbacks = build_spectrum_callbacks(params.get("spectrum_callbacks"),
-                                               {"train": train_gen, "valid": valid_gen},
-                                               model.model_dir, expid)
+    loaders = {"train": train_gen, "valid": valid_gen}
+    if params.get("test_data"):
+        loaders["test"] = make_loaders(feature_map, params, "test")
+    model.callbacks = build_spectrum_callbacks(params.get("spectrum_callbacks"), loaders, model.model_dir, expid)
 
     start = time.time()
     model.fit(train_gen, validation_data=valid_gen, **params)
@@ -174,16 +198,20 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     test_result: Dict[str, float] = {}
     if params.get("test_data"):
         logging.info("******** Test evaluation ********")
-        test_result = model.evaluate(make_loaders(feature_map, params, "test"))
+        test_result = model.evaluate(loaders["test"])
     if ceiling:
         logging.info(f"Planted model (the ceiling) on the synthetic test split: "
                      f"AUC {ceiling['ceiling_test_AUC']:.6f} - logloss {ceiling['ceiling_test_logloss']:.6f}")
 
+    result = {"expid": expid, "valid": valid_result, "test": test_result, "cost": cost,
+              "train_seconds": train_seconds, "ceiling": ceiling, "checkpoint": model.checkpoint,
+              "world_size": 1 if context is None else context.world_size, "is_main": is_main}
+    if not is_main:
+        return result
     result_file = Path(config_dir).name.replace(".yaml", "") + ".csv"
     with open(result_file, "a+") as fw:
         fw.write(f" {datetime.now().strftime('%Y%m%d-%H%M%S')},[command] python {' '.join(sys.argv)},"
                  f"[exp_id] {expid},[dataset_id] {params['dataset_id']},[train] {train_seconds:.1f}s,"
                  f"[val] {_format_metrics(valid_result)},[test] {_format_metrics(test_result)},"
-                 f"[cost] {cost.summary()}\n")
-    return {"expid": expid, "valid": valid_result, "test": test_result, "cost": cost,
-            "train_seconds": train_seconds, "ceiling": ceiling, "checkpoint": model.checkpoint}
+                 f"[cost] {cost.summary()},[processes] {result['world_size']}\n")
+    return result

@@ -12,7 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+
+# Small models on a shared 2-core machine: one intra-op thread avoids oversubscription.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ROWS = 3000
