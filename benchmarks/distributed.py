@@ -1,0 +1,151 @@
+"""Data-parallel training on this machine: samples/s for 1 and N processes, and
+the bytes DDP communicates per step.
+
+    python benchmarks/distributed.py --rows 1000000 --models DNN DCNv2 --procs 1 2
+    python benchmarks/distributed.py --comm-only --vocab-total 2086936
+
+Throughput: one training epoch over ``--rows`` synthetic Criteo-like rows (the
+dataset of benchmarks/data_loading.py), each process on its shard of the
+epoch's permutation, gloo on CPU. Communication: a DDP comm hook adds up the
+bytes of every gradient bucket all-reduced in one step of DNN_criteo's
+architecture (embedding 10, MLP [400, 400, 400]) whose 26 categorical tables
+hold ``--vocab-total`` rows in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from data_loading import _params, prepare  # noqa: E402  (same synthetic dataset)
+
+from fuxictr_ext import distributed as zoo_dist  # noqa: E402
+from fuxictr_ext import get_model_class  # noqa: E402
+from fuxictr_ext.data import TensorDataLoader  # noqa: E402
+from fuxictr_ext.testing import make_feature_map, random_batch  # noqa: E402
+
+MODEL_ARGS = {"DNN": {"embedding_dim": 10, "hidden_units": [400, 400, 400]},
+              "DCNv2": {"embedding_dim": 10}}
+
+
+def _join(rank: int, world: int, init_file: str) -> zoo_dist.DistContext:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    return zoo_dist.DistContext(rank=rank, world_size=world, local_rank=rank, backend="gloo", gpu=-1)
+
+
+def _throughput_worker(rank, world, init_file, workdir, rows, model_name, batch_size, threads, out):
+    from fuxictr.features import FeatureMap
+    torch.set_num_threads(threads)
+    context = _join(rank, world, init_file) if world > 1 else None
+    params = _params(workdir, rows)
+    data_dir = os.path.join(params["data_root"], params["dataset_id"])
+    fmap = FeatureMap(params["dataset_id"], data_dir)
+    fmap.load(os.path.join(data_dir, "feature_map.json"), {})
+    torch.manual_seed(0)
+    model = get_model_class(model_name)(fmap, gpu=-1, verbose=0, model_root=os.path.join(workdir, "ckpt"),
+                                        metrics=["AUC"], **MODEL_ARGS[model_name])
+    if context is not None:
+        model.enable_distributed(context)
+    loader = TensorDataLoader(fmap, os.path.join(data_dir, "train.parquet"), split="train", batch_size=batch_size,
+                              shuffle=True, rank=rank, world_size=world)
+    model._max_gradient_norm = 10.0
+    model.train()
+    if context is not None:
+        dist.barrier()
+    start = time.time()
+    seen = 0
+    for batch in loader:
+        model.train_step(batch)
+        seen += len(batch["label"])
+    seconds = time.time() - start
+    if context is not None:
+        totals = zoo_dist.gather_objects((seen, seconds))
+        seen, seconds = sum(t[0] for t in totals), max(t[1] for t in totals)
+    if rank == 0:
+        with open(out, "w") as fd:
+            fd.write(f"{seen} {seconds}")
+    if context is not None:
+        dist.destroy_process_group()
+
+
+def _comm_worker(rank, world, init_file, vocab_total, out):
+    context = _join(rank, world, init_file)
+    per_field = [vocab_total // 26 + (1 if i < vocab_total % 26 else 0) for i in range(26)]
+    fmap = make_feature_map(num_categorical=26, num_numeric=13, vocab_size=2)
+    for name, size in zip([f"C{i}" for i in range(1, 27)], per_field):
+        fmap.features[name]["vocab_size"] = size
+    torch.manual_seed(0)
+    model = get_model_class("DNN")(fmap, gpu=-1, verbose=0, model_root=tempfile.gettempdir(), metrics=["AUC"],
+                                   **MODEL_ARGS["DNN"])
+    model.enable_distributed(context)
+    sent = []
+
+    def counting_allreduce(state, bucket):
+        sent.append(bucket.buffer().numel() * bucket.buffer().element_size())
+        return dist.all_reduce(bucket.buffer().div_(world), async_op=True).get_future().then(lambda f: f.value()[0])
+
+    model.__dict__["_ddp"].register_comm_hook(None, counting_allreduce)
+    model._max_gradient_norm = 10.0
+    model.train()
+    model.train_step(random_batch(fmap, batch_size=256, seed=rank))
+    sent.clear()
+    model.train_step(random_batch(fmap, batch_size=256, seed=10 + rank))
+    if rank == 0:
+        params = sum(p.numel() for p in model.parameters())
+        with open(out, "w") as fd:
+            fd.write(f"{sum(sent)} {len(sent)} {params}")
+    dist.destroy_process_group()
+
+
+def run(worker, world, *args) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.txt")
+        init_file = os.path.join(tmp, "init")
+        if world == 1 and worker is _throughput_worker:
+            worker(0, 1, init_file, *args, out)
+        else:
+            mp.spawn(worker, args=(world, init_file, *args, out), nprocs=world, join=True)
+        with open(out) as fd:
+            return fd.read()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--models", nargs="+", default=["DNN", "DCNv2"])
+    parser.add_argument("--procs", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--workdir", default="./bench_data")
+    parser.add_argument("--vocab-total", type=int, default=2_086_936,
+                        help="categorical vocabulary rows of all tables together")
+    parser.add_argument("--comm-only", action="store_true")
+    args = parser.parse_args()
+    cpus = os.cpu_count()
+
+    sent, buckets, params = map(int, run(_comm_worker, 2, args.vocab_total).split())
+    print(f"DDP gradient all-reduce, DNN_criteo architecture, {args.vocab_total:,} vocabulary rows, "
+          f"{params:,} parameters: {sent / 2**20:,.1f} MiB per step in {buckets} buckets "
+          f"(dense float32 gradients of every parameter)")
+    if args.comm_only:
+        return
+    prepare(args.workdir, args.rows)
+    print(f"rows={args.rows:,} batch_size={args.batch_size} cpus={cpus} (threads per process = cpus / procs)")
+    print(f"{'model':<8} {'procs':>5} {'samples/s':>10} {'seconds':>8}")
+    for model_name in args.models:
+        for world in args.procs:
+            seen, seconds = run(_throughput_worker, world, args.workdir, args.rows, model_name,
+                                args.batch_size, max(1, cpus // world)).split()
+            print(f"{model_name:<8} {world:>5} {int(seen) / float(seconds):>10,.0f} {float(seconds):>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
