@@ -362,7 +362,8 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("embedding_dim", 0), ("scale_factor", 0), ("num_components", 0), ("extra_components", -1),
     ("num_blocks", 0), ("rank1_iterations", 0), ("hsic_weight", -0.1), ("net_dropout", 1.0),
     ("num_cross_layers", 0), ("cin_num_layers", 0), ("interaction_assignment", "shuffle"),
-    ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("hidden_activations", "PReLU"),
+    ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
+    ("hidden_activations", "PReLU"),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
     with pytest.raises(ValueError, match=key):
@@ -412,3 +413,10 @@ def test_configured_models_build(feature_map, tmp_path, expid):
     assert len(model.blocks) == params["num_blocks"]
     model.eval()
     assert model(random_batch(feature_map, 2, seed=0))["y_pred"].shape == (2, 1)
+
+
+def test_benchmark_script_runs_on_cpu(capsys):
+    from model_zoo.RoBlock import benchmark
+    benchmark.main(["--batch-size", "4", "--fields", "3", "--steps", "1", "--variants", "base_L1"])
+    out = capsys.readouterr().out
+    assert "base_L1: M=2" in out and "eval_deterministic=True reload_identical=True" in out

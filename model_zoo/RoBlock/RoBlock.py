@@ -63,7 +63,8 @@ class RoBlock(ZooModel):
         cin_num_layers: layers of every CIN interaction.
         dnn_hidden_units: hidden widths of every DNN interaction (on F*k inputs).
         reshape_hidden_units: hidden widths of f^(0) (M*k -> D, field-wise); ``None``: [D, D].
-        decoupler_hidden_units: hidden widths of each decoupler MLP (D -> k); ``None``: [D, D].
+        decoupler_hidden_units: hidden widths of each decoupler MLP (D -> k); ``None``: [k, k]
+            (its activations are (B, M, F, width): the widest tensors of a block).
         router_hidden_units: hidden widths of the router's gating MLP g (D -> M*M); [64, 64] in the paper.
         fusion_hidden_units: hidden widths of f^(l) (sum of interaction widths -> D); ``None``: [D, D].
         projection_hidden_units: hidden widths of f* (F*D -> 1).
@@ -116,6 +117,8 @@ class RoBlock(ZooModel):
         _require(0.0 <= net_dropout < 1.0, f"net_dropout must be in [0, 1), got {net_dropout}")
         _require(num_cross_layers >= 1, f"num_cross_layers must be >= 1, got {num_cross_layers}")
         _require(cin_num_layers >= 1, f"cin_num_layers must be >= 1, got {cin_num_layers}")
+        _require(not isinstance(interaction_types, str),
+                 f"interaction_types must be a list of names, got the string {interaction_types!r}")
         _require(interaction_assignment in INTERACTION_ASSIGNMENTS,
                  f"interaction_assignment must be one of {INTERACTION_ASSIGNMENTS}, got {interaction_assignment!r}")
         _require(str(hidden_activations).lower() not in _CHANNELWISE_ACTIVATIONS,
@@ -134,6 +137,8 @@ class RoBlock(ZooModel):
         self.interaction_plan = assign_interactions(list(interaction_types), num_blocks, self.num_components,
                                                     interaction_assignment, seed)
         field_hidden = [model_dim, model_dim]
+        decoupler_hidden = ([embedding_dim, embedding_dim] if decoupler_hidden_units is None
+                            else list(decoupler_hidden_units))
 
         def mlp(input_dim: int, hidden_units: Optional[Sequence[int]], output_dim: int, **extra) -> MLP_Block:
             units = field_hidden if hidden_units is None else list(hidden_units)
@@ -151,9 +156,8 @@ class RoBlock(ZooModel):
                             for name in block_types]
             blocks.append(RoBlockLayer(
                 rank1_norm=RankOneUpdateNorm(rank1_iterations) if rank1_norm else nn.Identity(),
-                decoupler=ComponentMLP(self.num_components, model_dim,
-                                       field_hidden if decoupler_hidden_units is None else list(decoupler_hidden_units),
-                                       embedding_dim, hidden_activations, net_dropout),
+                decoupler=ComponentMLP(self.num_components, model_dim, decoupler_hidden, embedding_dim,
+                                       hidden_activations, net_dropout),
                 router=FieldwiseRouter(self.num_components, model_dim, list(router_hidden_units),
                                        hidden_activations, net_dropout),
                 interactions=interactions,

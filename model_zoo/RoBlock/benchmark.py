@@ -1,0 +1,108 @@
+"""Training-step time, peak memory and inference time of RoBlock variants on random batches.
+
+The paper's setting (section 5.5, appendix A.5.1): batch size 10,000, 10x scale-up
+(D = 100), Criteo's 39 fields. Each variant is built on an in-memory FeatureMap
+(no dataset needed), warmed up, then timed over ``--steps`` Adam steps and eval
+forwards. It also checks, on the device, that eval mode is deterministic and that a
+reloaded checkpoint gives identical predictions.
+
+    python -m model_zoo.RoBlock.benchmark --gpu 0 --batch-size 10000 --fields 39
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from fuxictr_ext.testing import make_feature_map, random_batch
+
+from .RoBlock import RoBlock
+
+HETERO = dict(interaction_types=["CrossNetV2", "FM", "CIN", "DNN"], interaction_assignment="sample")
+VARIANTS = {
+    "base_L1": {},
+    "10x_L1_hetero": dict(scale_factor=10, **HETERO),
+    "10x_L5_hetero": dict(scale_factor=10, num_blocks=5, **HETERO),
+    "10x_L5_homo_crossnetv2": dict(scale_factor=10, num_blocks=5),
+    "10x_L5_hetero_noRU_noHSIC": dict(scale_factor=10, num_blocks=5, rank1_norm=False, hsic_weight=0, **HETERO),
+}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(name: str, overrides: dict, feature_map, batch, gpu: int, steps: int, model_root: str) -> str:
+    torch.manual_seed(0)
+    model = RoBlock(feature_map, model_id=name, gpu=gpu, verbose=0, model_root=model_root, **overrides)
+    device = model.device
+    dense = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embedding."))
+    y_true = model.get_labels(batch)
+
+    def train_step():
+        model.optimizer.zero_grad()
+        loss = model.compute_loss(model(batch), y_true)
+        loss.backward()
+        model.optimizer.step()
+
+    model.train()
+    for _ in range(3):
+        train_step()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    synchronize(device)
+    train_ms = (time.perf_counter() - start) / steps * 1e3
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
+
+    model.eval()
+    with torch.no_grad():
+        for _ in range(3):
+            model(batch)
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            y_pred = model(batch)["y_pred"]
+        synchronize(device)
+        eval_ms = (time.perf_counter() - start) / steps * 1e3
+        deterministic = torch.equal(model(batch)["y_pred"], y_pred)
+    model.save_weights(model.checkpoint)
+    reloaded = RoBlock(feature_map, model_id=name, gpu=gpu, verbose=0, model_root=model_root, **overrides)
+    reloaded.load_weights(model.checkpoint)
+    reloaded.eval()
+    with torch.no_grad():
+        identical = torch.equal(reloaded(batch)["y_pred"], y_pred)
+    return (f"{name}: M={model.num_components} dense_params={dense:,} train_step={train_ms:.1f}ms "
+            f"peak_mem={peak:.2f}GiB eval_forward={eval_ms:.1f}ms eval_deterministic={deterministic} "
+            f"reload_identical={identical}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gpu", type=int, default=-1, help="CUDA device index, -1 for CPU")
+    parser.add_argument("--batch-size", type=int, default=10000)
+    parser.add_argument("--fields", type=int, default=39, help="categorical fields of the random FeatureMap")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args(argv)
+    feature_map = make_feature_map(num_categorical=args.fields, num_numeric=0, vocab_size=10000)
+    device = torch.device(f"cuda:{args.gpu}" if args.gpu >= 0 else "cpu")
+    batch = {k: v.to(device) for k, v in random_batch(feature_map, args.batch_size, seed=0).items()}
+    print(f"device={torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} "
+          f"torch={torch.__version__} batch_size={args.batch_size} fields={args.fields}", flush=True)
+    with tempfile.TemporaryDirectory() as model_root:
+        for name in args.variants:
+            print(measure(name, VARIANTS[name], feature_map, batch, args.gpu, args.steps, model_root), flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
