@@ -214,6 +214,16 @@ class RequestBatch:
         return rows
 
     @classmethod
+    def concat(cls, batches: Sequence["RequestBatch"]) -> "RequestBatch":
+        """One batch holding the requests of ``batches`` in order (a server merging queued requests)."""
+        if not batches:
+            raise ValueError("concat needs at least one RequestBatch")
+        first = batches[0]
+        return cls({f: torch.cat([b.context[f] for b in batches]) for f in first.context},
+                   {f: torch.cat([b.candidates[f] for b in batches]) for f in first.candidates},
+                   torch.cat([b.num_candidates for b in batches]))
+
+    @classmethod
     def from_requests(cls, partition: FieldPartition, requests: Sequence[Mapping]) -> "RequestBatch":
         """Stack requests ``{"context": {f: value}, "candidates": {f: (N,) values}}``.
 

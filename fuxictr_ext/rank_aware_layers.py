@@ -127,12 +127,24 @@ def field_embedding(embedding_layer: FeatureEmbedding, fields: Sequence[str], em
 
 
 def table_width(embedding_layer: FeatureEmbedding, fields: Sequence[str]) -> int:
-    """The common embedding width D of ``fields``; ValueError if they differ."""
-    tables = embedding_layer.embedding_layer.embedding_layers
-    widths = {f: (tables[f].embedding_dim if isinstance(tables[f], nn.Embedding) else tables[f].out_features)
-              for f in fields}
+    """The common embedding width D of ``fields`` (embedding or numeric tables).
+
+    Raises:
+        RankAwareUnsupportedError: another kind of table (pretrained, pre-embedded
+            input) or fields of different widths.
+    """
+    widths = {}
+    for name in fields:
+        table = embedding_layer.embedding_layer.embedding_layers[name]
+        if isinstance(table, nn.Embedding):
+            widths[name] = table.embedding_dim
+        elif isinstance(table, nn.Linear):
+            widths[name] = table.out_features
+        else:
+            raise RankAwareUnsupportedError(f"field {name!r} is embedded by {type(table).__name__}; the rank-aware "
+                                            "paths cover nn.Embedding and numeric (Linear) tables")
     if len(set(widths.values())) != 1:
-        raise ValueError(f"fields need one common embedding width, got {widths}")
+        raise RankAwareUnsupportedError(f"fields need one common embedding width, got {widths}")
     return next(iter(widths.values()))
 
 

@@ -161,6 +161,11 @@ def test_from_requests_and_split(feature_map, partition, tmp_path):
     scores = score_requests(model, batch)
     assert torch.equal(scores, score_requests(model, reference))
     assert [s.shape[0] for s in batch.split(scores)] == [3, 1, 2]
+    merged = RequestBatch.concat([random_requests(feature_map, partition, [2], seed=5), reference])
+    assert merged.num_candidates.tolist() == [2, 3, 1, 2]
+    assert torch.allclose(score_requests(model, merged)[2:], scores, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one"):
+        RequestBatch.concat([])
 
 
 def test_from_flat_groups_rows_and_checks_context(feature_map, partition, tmp_path):

@@ -1,0 +1,298 @@
+"""Serving throughput of vanilla vs rank-aware DLRM-style models (section 5.2, Figure 2).
+
+Synthetic DLRM-style models (FM pairs + FC stack, ``model_zoo.DLRM``) are built
+for each (K context, M target) point and served twice from one process: the
+vanilla path (context broadcast to every candidate, the model's own forward)
+and the rank-aware FM + FC path (FM_ctx and the first FC layer's context part
+once per request). A closed loop keeps ``--concurrency`` requests of
+``--candidates`` candidates in flight: each client sends its next request as
+soon as the last one is answered. Both paths are TorchScript-traced
+(``--backend torchscript``), so no Python runs between their ops.
+
+Servers (``--server``):
+  batching - one server thread takes every queued request and scores them in one
+             ragged call (``RequestBatch.concat``) using all intra-op threads, as a
+             batching model server does (default);
+  threads  - every client thread calls the scorer itself, one intra-op thread each.
+
+Experiment A: K = 8..24 with M = 4. Experiment B: M = 4..24 with K = 8.
+Requests/s are normalised to the vanilla (K = 8, M = 4) model. Beside wall-clock
+requests/s, requests per CPU-second of the serving process are reported: on a
+machine shared with other jobs they are far less disturbed by time slicing. The FLOP-ratio
+bound of a point is counted vanilla FLOPs / counted rank-aware FLOPs of one
+request (torch.utils.flop_counter): the speed-up if time were proportional to
+matmul FLOPs.
+
+    python benchmarks/rank_aware_throughput.py --concurrency 8 --candidates 128 \
+        --duration 2 --repeats 3 --out results/rank_aware_throughput
+
+writes <out>.md (table), <out>.json (every measurement) and <out>.png (Figure 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from typing import Dict, List
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fuxictr_ext.rank_aware import FieldPartition, RequestBatch, build_scorer, export_scorer  # noqa: E402
+from fuxictr_ext.rank_aware_flops import count_flops  # noqa: E402
+from fuxictr_ext.rank_aware_testing import random_requests  # noqa: E402
+from fuxictr_ext.testing import make_feature_map, unit_model_kwargs  # noqa: E402
+from model_zoo.DLRM import DLRM  # noqa: E402
+
+PATH_NAMES = {"vanilla": "vanilla", "rank_aware": "rank-aware FM + FC"}
+
+
+def build_point(K: int, M: int, args, workdir: str):
+    """Model, scorers (as served) and a pool of requests for one (K, M) point."""
+    feature_map = make_feature_map(num_numeric=0, num_categorical=K + M, vocab_size=args.vocab,
+                                   sources=["user"] * K + ["item"] * M)
+    partition = FieldPartition.from_feature_map(feature_map)
+    torch.manual_seed(K * 100 + M)
+    model = DLRM(feature_map, embedding_dim=args.embedding_dim, hidden_units=args.hidden_units,
+                 concat_embeddings=not args.pairs_only, **unit_model_kwargs(workdir)).eval()
+    pool = [random_requests(feature_map, partition, [args.candidates], seed=i) for i in range(args.pool)]
+    one = pool[0]
+    scorers, flops = {}, {}
+    for path in PATH_NAMES:
+        scorer = build_scorer(model, path)
+        flops[path] = count_flops(scorer, one.context, one.candidates, one.request_index)["total"]
+        scorers[path] = export_scorer(scorer, one) if args.backend == "torchscript" else scorer
+    return scorers, pool, flops
+
+
+def cpu_seconds_of_window(measure_from: float, stop_at: float) -> float:
+    """CPU seconds this process spends between two ``perf_counter`` instants (called from the main thread)."""
+    time.sleep(max(0.0, measure_from - time.perf_counter()))
+    cpu_start = time.process_time()
+    time.sleep(max(0.0, stop_at - time.perf_counter()))
+    return time.process_time() - cpu_start
+
+
+def summarize(latencies: List[float], duration: float, cpu_seconds: float) -> Dict[str, float]:
+    """Requests/s (wall), requests per CPU-second of the serving process, latency percentiles."""
+    done = sorted(latencies)
+    if not done:
+        raise RuntimeError("no request completed inside the measuring window; raise --duration")
+    return {"rps": len(done) / duration,
+            "rps_per_cpu_s": len(done) / cpu_seconds,
+            "p50_ms": 1e3 * done[len(done) // 2],
+            "p99_ms": 1e3 * done[min(len(done) - 1, int(0.99 * len(done)))],
+            "requests": len(done)}
+
+
+def closed_loop(scorer, pool, concurrency: int, duration: float, warmup: float) -> Dict[str, float]:
+    """Requests/s and latency percentiles of ``concurrency`` clients in a closed loop."""
+    latencies: List[List[float]] = [[] for _ in range(concurrency)]
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup, start + warmup + duration
+
+    def client(slot: int):
+        i = slot
+        with torch.no_grad():
+            while True:
+                request = pool[i % len(pool)]
+                sent = time.perf_counter()
+                if sent >= stop_at:
+                    return
+                scorer(request.context, request.candidates, request.request_index)
+                done = time.perf_counter()
+                if sent >= measure_from and done <= stop_at:
+                    latencies[slot].append(done - sent)
+                i += concurrency
+
+    threads = [threading.Thread(target=client, args=(slot,)) for slot in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    cpu_seconds = cpu_seconds_of_window(measure_from, stop_at)
+    for thread in threads:
+        thread.join()
+    return summarize([x for per_client in latencies for x in per_client], duration, cpu_seconds)
+
+
+def batching_loop(scorer, pool, concurrency: int, duration: float, warmup: float) -> Dict[str, float]:
+    """Requests/s and latency percentiles of ``concurrency`` clients served by one batching server.
+
+    Clients queue their request and wait; the server thread takes every queued
+    request (at most ``concurrency``), scores them in one ragged call
+    (``RequestBatch.concat``) with all intra-op threads, and answers each client.
+    """
+    queue: List[tuple] = []
+    ready = threading.Condition()
+    answers = [threading.Event() for _ in range(concurrency)]
+    latencies: List[float] = []
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup, start + warmup + duration
+    stopped = threading.Event()
+
+    def client(slot: int):
+        i = slot
+        while True:
+            sent = time.perf_counter()
+            if sent >= stop_at:
+                return
+            with ready:
+                queue.append((slot, pool[i % len(pool)]))
+                ready.notify()
+            answers[slot].wait()
+            answers[slot].clear()
+            done = time.perf_counter()
+            if sent >= measure_from and done <= stop_at:
+                latencies.append(done - sent)
+            i += concurrency
+
+    def server():
+        with torch.no_grad():
+            while not stopped.is_set():
+                with ready:
+                    while not queue and not stopped.is_set():
+                        ready.wait(timeout=0.05)
+                    taken, queue[:] = list(queue), []
+                if not taken:
+                    continue
+                batch = RequestBatch.concat([request for _, request in taken])
+                scorer(batch.context, batch.candidates, batch.request_index)
+                for slot, _ in taken:
+                    answers[slot].set()
+
+    serving = threading.Thread(target=server)
+    serving.start()
+    clients = [threading.Thread(target=client, args=(slot,)) for slot in range(concurrency)]
+    for thread in clients:
+        thread.start()
+    cpu_seconds = cpu_seconds_of_window(measure_from, stop_at)
+    for thread in clients:
+        thread.join()
+    stopped.set()
+    serving.join()
+    return summarize(latencies, duration, cpu_seconds)
+
+
+SERVERS = {"batching": batching_loop, "threads": closed_loop}
+
+
+def measure(args) -> List[dict]:
+    points = [("A", K, 4) for K in args.context_counts] + [("B", 8, M) for M in args.target_counts]
+    rows, cache = [], {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for experiment, K, M in points:
+            if (K, M) not in cache:
+                scorers, pool, flops = build_point(K, M, args, workdir)
+                runs = {path: [] for path in PATH_NAMES}
+                for _ in range(args.repeats):  # alternate the paths so that drifting load hits both alike
+                    for path in PATH_NAMES:
+                        runs[path].append(SERVERS[args.server](scorers[path], pool, args.concurrency,
+                                                               args.duration, args.warmup))
+                cache[(K, M)] = (runs, flops)
+            runs, flops = cache[(K, M)]
+            for path in PATH_NAMES:
+                best = statistics.median(r["rps"] for r in runs[path])
+                run = min(runs[path], key=lambda r: abs(r["rps"] - best))
+                rows.append({"experiment": experiment, "K": K, "M": M, "path": path, "rps": best,
+                             "rps_per_cpu_s": statistics.median(r["rps_per_cpu_s"] for r in runs[path]),
+                             "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"], "flops": flops[path],
+                             "runs": runs[path]})
+            vanilla, ranked = rows[-2], rows[-1]
+            print(f"[{experiment}] K={K:2d} M={M:2d}  vanilla {vanilla['rps']:8.1f} req/s  rank-aware "
+                  f"{ranked['rps']:8.1f} req/s  x{ranked['rps'] / vanilla['rps']:.2f}  per CPU-s "
+                  f"x{ranked['rps_per_cpu_s'] / vanilla['rps_per_cpu_s']:.2f}  "
+                  f"(FLOP bound x{vanilla['flops'] / ranked['flops']:.2f})", flush=True)
+    base = next(r for r in rows if (r["K"], r["M"], r["path"]) == (8, 4, "vanilla"))
+    for row in rows:
+        row["normalized_rps"] = row["rps"] / base["rps"]
+        row["normalized_rps_per_cpu_s"] = row["rps_per_cpu_s"] / base["rps_per_cpu_s"]
+    return rows
+
+
+def markdown(rows: List[dict], args) -> str:
+    lines = [f"Candidates per request N = {args.candidates}, {args.concurrency} requests in flight "
+             f"({args.server} server), "
+             f"D = {args.embedding_dim}, FC {args.hidden_units}, FC input "
+             f"{'FM pairs' if args.pairs_only else '[FM pairs; embeddings]'}, backend {args.backend}, "
+             f"torch threads per request {args.threads}, {args.repeats} x {args.duration:g} s per path and point "
+             "(median), machine: " + args.machine, "",
+             "| exp | K | M | vanilla norm. RPS | rank-aware norm. RPS | speed-up | speed-up per CPU-s | "
+             "FLOP-ratio bound | speed-up / bound | vanilla p50 / p99 ms | rank-aware p50 / p99 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for vanilla, ranked in zip(rows[0::2], rows[1::2]):
+        speedup, bound = ranked["rps"] / vanilla["rps"], vanilla["flops"] / ranked["flops"]
+        per_cpu = ranked["rps_per_cpu_s"] / vanilla["rps_per_cpu_s"]
+        lines.append(f"| {vanilla['experiment']} | {vanilla['K']} | {vanilla['M']} | "
+                     f"{vanilla['normalized_rps']:.2f} | {ranked['normalized_rps']:.2f} | {speedup:.2f}x | "
+                     f"{per_cpu:.2f}x | {bound:.2f}x | {speedup / bound:.0%} | "
+                     f"{vanilla['p50_ms']:.2f} / {vanilla['p99_ms']:.2f} | "
+                     f"{ranked['p50_ms']:.2f} / {ranked['p99_ms']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: List[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, experiment, key, title in ((axes[0], "A", "K", "(a) context fields K, M = 4"),
+                                       (axes[1], "B", "M", "(b) target fields M, K = 8")):
+        for path, style in (("vanilla", "o-"), ("rank_aware", "s-")):
+            points = [r for r in rows if r["experiment"] == experiment and r["path"] == path]
+            ax.plot([r[key] for r in points], [r["normalized_rps"] for r in points], style, label=PATH_NAMES[path])
+        ax.set_xlabel(key)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("RPS / RPS of vanilla (K = 8, M = 4)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--context-counts", type=int, nargs="+", default=[8, 12, 16, 20, 24])
+    parser.add_argument("--target-counts", type=int, nargs="+", default=[4, 8, 12, 16, 20, 24])
+    parser.add_argument("--candidates", type=int, default=128, help="N per request")
+    parser.add_argument("--embedding-dim", type=int, default=16)
+    parser.add_argument("--hidden-units", type=int, nargs="+", default=[256, 128])
+    parser.add_argument("--pairs-only", action="store_true", help="FC input = FM pairs alone (eq. 12)")
+    parser.add_argument("--vocab", type=int, default=1000)
+    parser.add_argument("--pool", type=int, default=16, help="distinct requests cycled by the clients")
+    parser.add_argument("--concurrency", type=int, default=2, help="requests in flight")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: all CPUs for batching, 1 for threads)")
+    parser.add_argument("--server", choices=list(SERVERS), default="batching",
+                        help="batching: one server thread scores all queued requests in one ragged call; "
+                             "threads: every client thread calls the scorer itself")
+    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per path and repeat")
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backend", choices=["torchscript", "eager"], default="torchscript")
+    parser.add_argument("--machine", type=str, default=f"{os.cpu_count()} CPUs")
+    parser.add_argument("--out", type=str, default="results/rank_aware_throughput")
+    args = parser.parse_args(argv)
+    if args.threads is None:
+        args.threads = os.cpu_count() if args.server == "batching" else 1
+    torch.set_num_threads(args.threads)
+    rows = measure(args)
+    table = markdown(rows, args)
+    print(table)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out + ".md", "w") as fd:
+        fd.write(f"Command: `python {' '.join(sys.argv)}`\n\n" + table)
+    with open(args.out + ".json", "w") as fd:
+        json.dump({"args": vars(args), "rows": rows}, fd, indent=1)
+    plot(rows, args.out + ".png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
