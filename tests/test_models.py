@@ -13,7 +13,10 @@ from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwarg
 
 @pytest.fixture(scope="module")
 def feature_map():
-    return make_feature_map(num_categorical=6, num_numeric=2, num_sequence=1, vocab_size=25)
+    """Fields with FuxiCTR sources, so models that split context (user, context)
+    from target (item) fields build too; the others ignore sources."""
+    sources = ["user", "context", "user", "user", "context", "item", "item", "item", "user"]
+    return make_feature_map(num_categorical=6, num_numeric=2, num_sequence=1, vocab_size=25, sources=sources)
 
 
 @pytest.mark.parametrize("name", list_models())
