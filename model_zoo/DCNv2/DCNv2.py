@@ -38,8 +38,9 @@ class DCNv2(ZooModel):
     """Cross network v2 + stacked and/or parallel DNN, as FuxiCTR's DCNv2.
 
     Attribute names follow FuxiCTR (``embedding_layer``, ``crossnet``,
-    ``stacked_dnn``, ``parallel_dnn``, ``fc``); in SE mode ``crossnet`` is
-    fuxictr's ``CrossNetV2`` and a FuxiCTR DCNv2 state_dict loads unchanged.
+    ``stacked_dnn``, ``parallel_dnn``, ``fc``); in SE mode ``embedding_layer`` is
+    a fuxictr ``FeatureEmbedding`` and ``crossnet`` fuxictr's ``CrossNetV2``, so the
+    state_dict keys are those of FuxiCTR's DCNv2 with the same layers.
 
     Args:
         feature_map: FuxiCTR FeatureMap.
