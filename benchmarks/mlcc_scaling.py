@@ -1,0 +1,401 @@
+"""AUC, parameters and FLOPs of DNN, MLCC and MC-MLCC over the embedding size on the
+synthetic Criteo-like data (Yu et al. 2026, *Compress, Cross and Scale*, Table 8 and
+Figure 2), with DCNv2, WuKong and RankMixer at their demo settings for reference.
+
+    python benchmarks/mlcc_scaling.py --epochs 1 --budget-min 45
+
+Points (trained one after the other through ``fuxictr_ext.runner.run_experiment``):
+
+* MLCC over E (``config/tuner/mlcc_synthetic_embedding.yaml``, base ``MLCC_synthetic``),
+* MC-MLCC over S = E*S / 16 at E = 16 (``mlcc_synthetic_channels.yaml``, base ``MCMLCC_synthetic``),
+* DNN with MLCC's DNN head over E (``mlcc_synthetic_dnn_embedding.yaml``, base ``DNN_demo``),
+* ``DCNv2_demo``, ``WuKong_demo``, ``RankMixer_demo`` unchanged (``--no-baselines`` leaves them out).
+
+Each sweep takes the fixed keys of its tuner grid and the values of its swept key
+given by ``--dims`` (effective dimension E*S; each must be in the grid); ``--epochs``
+overrides every point's epochs. The script copies ``config/`` into a temporary
+folder, makes the dataset paths absolute, writes the generated experiment ids into
+one extra ``model_config`` file there (checkpoints and logs go to that folder too)
+and runs from that folder, so neither the committed configs nor the repository's
+working tree change. Spectrum callbacks of the demo configs are dropped (they only
+measure). A point is not started once the elapsed time plus the longest point so far
+would pass ``--budget-min``. After every point the markdown table and the
+AUC-vs-GFLOPs plot are rewritten, so a stopped sweep still leaves its measured points.
+
+FLOPs per sample and the parameter split come from ``fuxictr_ext.cost.model_cost``
+(torch.utils.flop_counter over one eval-mode forward, 2 FLOPs per multiply-add).
+A cost table (no training) covers DNN, MLCC and MC-MLCC at every effective dimension
+of the tuner grids (``--cost-dims``); ``--cost-only`` writes just that table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+import yaml
+from fuxictr.features import FeatureMap
+from fuxictr.utils import load_model_config
+
+from fuxictr_ext.cost import model_cost
+from fuxictr_ext.registry import get_model_class
+from fuxictr_ext.runner import load_params, run_experiment
+from fuxictr_ext.testing import random_batch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHANNEL_DIM = 16
+FAMILY_COLOURS = {"DNN": "tab:gray", "MLCC": "tab:blue", "MC-MLCC": "tab:red",
+                  "DCNv2": "tab:green", "WuKong": "tab:purple", "RankMixer": "tab:orange"}
+
+
+@dataclass
+class Point:
+    """One experiment of the sweep.
+
+    Args:
+        expid: generated experiment id.
+        family: model family shown in the table and the plot.
+        base_expid: committed experiment id the point starts from.
+        overrides: keys replaced in the base experiment.
+        dim: effective embedding dimension E*S (None for the reference baselines).
+        channels: S for MC-MLCC, 1 for MLCC, None otherwise.
+    """
+
+    expid: str
+    family: str
+    base_expid: str
+    overrides: Dict[str, object] = field(default_factory=dict)
+    dim: Optional[int] = None
+    channels: Optional[int] = None
+
+
+def grid_point_overrides(tuner_file: str, swept_key: str, value) -> tuple:
+    """(base_expid, overrides) of one value of ``swept_key`` in a FuxiCTR tuner grid.
+
+    Fixed keys of the grid (scalars or one-element lists) are kept; the swept key
+    must be a list that holds ``value``.
+    """
+    with open(os.path.join(REPO, "config", "tuner", tuner_file)) as fd:
+        grid = yaml.safe_load(fd)
+    space = grid["tuner_space"]
+    if swept_key not in space or not isinstance(space[swept_key], list):
+        raise ValueError(f"{tuner_file}: tuner_space has no grid for {swept_key!r}")
+    if value not in space[swept_key]:
+        raise ValueError(f"--dims: {swept_key}={value} is not in the grid of {tuner_file} ({space[swept_key]})")
+    overrides = {}
+    for key, values in space.items():
+        if key == swept_key:
+            overrides[key] = value
+        elif isinstance(values, list):
+            if len(values) != 1:
+                raise ValueError(f"{tuner_file}: {key!r} is a second swept key ({values}); "
+                                 "this script sweeps one key per grid")
+            overrides[key] = values[0]
+        else:
+            overrides[key] = values
+    return grid["base_expid"], overrides
+
+
+def channels_grid_point(dim: int) -> tuple:
+    """(base_expid, overrides) of MC-MLCC at effective dimension ``dim`` = S * 16."""
+    base, overrides = grid_point_overrides("mlcc_synthetic_channels.yaml", "embedding_dim", dim)
+    if overrides.get("channel_dim") != CHANNEL_DIM:
+        raise ValueError(f"mlcc_synthetic_channels.yaml: channel_dim={overrides.get('channel_dim')!r}, "
+                         f"this script reads S = E*S / {CHANNEL_DIM}")
+    return base, overrides
+
+
+def sweep_points(dims: List[int], extra_seeds: List[int], baselines: bool = True) -> List[Point]:
+    """The points in the order they run: the MLCC / MC-MLCC pairs first (the claim under
+    test), then DNN, the reference baselines (unless ``baselines`` is False), MC-MLCC at
+    S = 1 (equal to MLCC at E = 16) and the repeated seeds of MLCC and MC-MLCC at the
+    largest dimension."""
+    points: List[Point] = []
+    for dim in dims:
+        if dim % CHANNEL_DIM:
+            raise ValueError(f"--dims: {dim} is not a multiple of the channel dimension {CHANNEL_DIM}")
+        base, over = grid_point_overrides("mlcc_synthetic_embedding.yaml", "embedding_dim", dim)
+        points.append(Point(f"scaling_MLCC_E{dim}", "MLCC", base, over, dim, 1))
+        if dim > CHANNEL_DIM:
+            base, over = channels_grid_point(dim)
+            points.append(Point(f"scaling_MCMLCC_S{dim // CHANNEL_DIM}", "MC-MLCC", base, over,
+                                dim, dim // CHANNEL_DIM))
+    for dim in dims:
+        base, over = grid_point_overrides("mlcc_synthetic_dnn_embedding.yaml", "embedding_dim", dim)
+        points.append(Point(f"scaling_DNN_E{dim}", "DNN", base, over, dim))
+    for name in ("DCNv2", "WuKong", "RankMixer") if baselines else ():
+        points.append(Point(f"scaling_{name}_demo", name, f"{name}_demo"))
+    if CHANNEL_DIM in dims:
+        base, over = channels_grid_point(CHANNEL_DIM)
+        points.append(Point("scaling_MCMLCC_S1", "MC-MLCC", base, over, CHANNEL_DIM, 1))
+    top = max(dims)
+    for seed in extra_seeds:
+        base, over = grid_point_overrides("mlcc_synthetic_embedding.yaml", "embedding_dim", top)
+        points.append(Point(f"scaling_MLCC_E{top}_seed{seed}", "MLCC", base, {**over, "seed": seed}, top, 1))
+        if top > CHANNEL_DIM:
+            base, over = channels_grid_point(top)
+            points.append(Point(f"scaling_MCMLCC_S{top // CHANNEL_DIM}_seed{seed}", "MC-MLCC", base,
+                                {**over, "seed": seed}, top, top // CHANNEL_DIM))
+    return points
+
+
+def cost_points(dims: List[int]) -> List[Point]:
+    """DNN, MLCC and MC-MLCC at each effective dimension, for the cost table (no training)."""
+    points: List[Point] = []
+    for dim in dims:
+        if dim % CHANNEL_DIM:
+            raise ValueError(f"--cost-dims: {dim} is not a multiple of the channel dimension {CHANNEL_DIM}")
+        base, over = grid_point_overrides("mlcc_synthetic_dnn_embedding.yaml", "embedding_dim", dim)
+        points.append(Point(f"cost_DNN_E{dim}", "DNN", base, over, dim))
+        base, over = grid_point_overrides("mlcc_synthetic_embedding.yaml", "embedding_dim", dim)
+        points.append(Point(f"cost_MLCC_E{dim}", "MLCC", base, over, dim, 1))
+        base, over = channels_grid_point(dim)
+        points.append(Point(f"cost_MCMLCC_S{dim // CHANNEL_DIM}", "MC-MLCC", base, over, dim, dim // CHANNEL_DIM))
+    return points
+
+
+def measure_cost(config_dir: str, point: Point, batch_size: int = 64) -> dict:
+    """Parameters and forward FLOPs per sample of one point, built on the demo feature
+    map and evaluated on a random batch (the counts do not depend on the values)."""
+    params, _ = load_params(config_dir, point.expid)
+    data_dir = os.path.join(params["data_root"], params["dataset_id"])
+    feature_map = FeatureMap(params["dataset_id"], data_dir)
+    feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
+    params["gpu"] = -1
+    model = get_model_class(params["model"])(feature_map, **params)
+    cost = model_cost(model, random_batch(feature_map, batch_size, seed=0))
+    return {"family": point.family, "dim": point.dim, "channels": point.channels,
+            "embedding_params": cost.embedding_params, "dense_params": cost.dense_params,
+            "flops_per_sample": cost.flops_per_sample}
+
+
+def cost_markdown(rows: List[dict]) -> str:
+    """Table 8's cost columns at every effective dimension of the tuner grids."""
+    by_key = {(row["family"], row["dim"]): row for row in rows}
+    lines = ["Forward cost over the whole Table 8 grid (models built on the demo feature map, "
+             "no training; dense parameters / MFLOPs per sample):", "",
+             "| E*S | embedding params | DNN dense | DNN MFLOPs | MLCC dense | MLCC MFLOPs | MC-MLCC S "
+             "| MC-MLCC dense | MC-MLCC MFLOPs | MLCC / MC-MLCC FLOPs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for dim in sorted({row["dim"] for row in rows}):
+        dnn, mlcc, mc = (by_key.get((family, dim)) for family in ("DNN", "MLCC", "MC-MLCC"))
+        embedding = sorted({row["embedding_params"] for row in rows if row["dim"] == dim})
+        cells = [str(dim), " / ".join(f"{count:,}" for count in embedding)]
+        for row in (dnn, mlcc):
+            cells += ([f"{row['dense_params']:,}", f"{row['flops_per_sample'] / 1e6:.3f}"] if row else ["-", "-"])
+        cells += ([str(mc["channels"]), f"{mc['dense_params']:,}", f"{mc['flops_per_sample'] / 1e6:.3f}"]
+                  if mc else ["-", "-", "-"])
+        cells.append(f"{mlcc['flops_per_sample'] / mc['flops_per_sample']:.2f}x" if mlcc and mc else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_config_dir(points: List[Point], epochs: int, work_dir: str) -> str:
+    """Copy config/ into ``work_dir`` and add the generated experiment ids."""
+    config_dir = os.path.join(work_dir, "mlcc_scaling_config")
+    shutil.copytree(os.path.join(REPO, "config"), config_dir)
+    dataset_file = os.path.join(config_dir, "dataset_config.yaml")
+    with open(dataset_file) as fd:
+        datasets = yaml.safe_load(fd)
+    demo = datasets["demo"]
+    for key in ("data_root", "train_data", "valid_data", "test_data"):
+        demo[key] = os.path.normpath(os.path.join(REPO, demo[key])) + ("/" if key == "data_root" else "")
+    with open(dataset_file, "w") as fd:
+        yaml.safe_dump(datasets, fd, sort_keys=False)
+
+    generated = {}
+    for point in points:
+        params = load_model_config(os.path.join(REPO, "config"), point.base_expid)
+        params.pop("model_id")
+        params.pop("spectrum_callbacks", None)
+        params.update(point.overrides)
+        params["epochs"] = epochs
+        params["model_root"] = os.path.join(work_dir, "checkpoints") + "/"
+        generated[point.expid] = params
+    base = dict(load_model_config(os.path.join(REPO, "config"), "MLCC_synthetic"))
+    base_keys = ("model_root", "num_workers", "verbose", "early_stop_patience", "pickle_feature_encoder",
+                 "save_best_only", "eval_steps", "debug_mode", "group_id", "use_features",
+                 "feature_specs", "feature_config")
+    content = {"Base": {key: base[key] for key in base_keys}, **generated}
+    content["Base"]["model_root"] = os.path.join(work_dir, "checkpoints") + "/"
+    with open(os.path.join(config_dir, "model_config", "zz_mlcc_scaling.yaml"), "w") as fd:
+        yaml.safe_dump(content, fd, sort_keys=False)
+    return config_dir
+
+
+def run_point(config_dir: str, point: Point) -> dict:
+    result = run_experiment(config_dir, point.expid, gpu=-1)
+    cost = result["cost"]
+    return {"expid": point.expid, "family": point.family, "base_expid": point.base_expid,
+            "overrides": point.overrides, "dim": point.dim, "channels": point.channels,
+            "test_AUC": result["test"]["AUC"], "test_logloss": result["test"]["logloss"],
+            "valid_AUC": result["valid"]["AUC"], "embedding_params": cost.embedding_params,
+            "dense_params": cost.dense_params, "flops_per_sample": cost.flops_per_sample,
+            "train_seconds": result["train_seconds"],
+            "ceiling_test_AUC": (result["ceiling"] or {}).get("ceiling_test_AUC")}
+
+
+def _setting(row: dict) -> str:
+    over = row["overrides"]
+    if row["family"] == "MC-MLCC":
+        text = f"S = {row['channels']} x E = {CHANNEL_DIM}"
+    elif row["family"] in ("MLCC", "DNN"):
+        text = f"E = {row['dim']}"
+    else:
+        text = f"`{row['base_expid']}`"
+    if "seed" in over:
+        text += f", seed {over['seed']}"
+    return text
+
+
+def markdown(rows: List[dict], command: str, header: str) -> str:
+    lines = [header, "", f"Command: `{command}`", "",
+             "| model | setting | E*S | test AUC | test logloss | embedding params | dense params "
+             "| MFLOPs / sample | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        dim = row["dim"] if row["dim"] is not None else "-"
+        lines.append(f"| {row['family']} | {_setting(row)} | {dim} | {row['test_AUC']:.4f} | "
+                     f"{row['test_logloss']:.4f} | {row['embedding_params']:,} | {row['dense_params']:,} | "
+                     f"{row['flops_per_sample'] / 1e6:.3f} | {row['train_seconds']:.0f} |")
+    ceilings = {row["ceiling_test_AUC"] for row in rows if row["ceiling_test_AUC"] is not None}
+    if ceilings:
+        lines += ["", "Planted model (the best any model can do) on the same test split: AUC "
+                  + ", ".join(f"{c:.4f}" for c in sorted(ceilings)) + "."]
+    lines += ["", "Matched E*S, MLCC against MC-MLCC (seed 2019):", "",
+              "| E*S | MLCC MFLOPs | MC-MLCC MFLOPs | MLCC / MC-MLCC FLOPs | MLCC AUC | MC-MLCC AUC "
+              "| AUC(MC-MLCC) - AUC(MLCC) |",
+              "|---|---|---|---|---|---|---|"]
+    first_seed = [row for row in rows if "seed" not in row["overrides"]]
+    by_key = {(row["family"], row["dim"]): row for row in first_seed}
+    for dim in sorted({row["dim"] for row in first_seed if row["family"] == "MC-MLCC" and row["channels"] > 1}):
+        mlcc, mc = by_key.get(("MLCC", dim)), by_key.get(("MC-MLCC", dim))
+        if mlcc is None or mc is None:
+            continue
+        lines.append(f"| {dim} | {mlcc['flops_per_sample'] / 1e6:.3f} | {mc['flops_per_sample'] / 1e6:.3f} | "
+                     f"{mlcc['flops_per_sample'] / mc['flops_per_sample']:.2f}x | {mlcc['test_AUC']:.4f} | "
+                     f"{mc['test_AUC']:.4f} | {mc['test_AUC'] - mlcc['test_AUC']:+.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: List[dict], path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    first_seed = [row for row in rows if "seed" not in row["overrides"]]
+    for family, colour in FAMILY_COLOURS.items():
+        members = [row for row in first_seed if row["family"] == family]
+        if not members:
+            continue
+        members.sort(key=lambda row: row["flops_per_sample"])
+        gflops = [row["flops_per_sample"] / 1e9 for row in members]
+        auc = [row["test_AUC"] for row in members]
+        swept = family in ("DNN", "MLCC", "MC-MLCC")
+        ax.plot(gflops, auc, marker="o" if swept else "s", linestyle="-" if swept else "none",
+                color=colour, label=family)
+        for row, x, y in zip(members, gflops, auc):
+            if swept:
+                label = f"S={row['channels']}" if family == "MC-MLCC" else f"E={row['dim']}"
+                offset = (4, -11) if family == "MC-MLCC" else (4, 4)
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=offset, fontsize=8, color=colour)
+    repeats = [row for row in rows if "seed" in row["overrides"]]
+    for row in repeats:
+        ax.plot(row["flops_per_sample"] / 1e9, row["test_AUC"], marker="x", linestyle="none",
+                color=FAMILY_COLOURS[row["family"]])
+    if repeats:
+        seeds = ", ".join(sorted({str(row["overrides"]["seed"]) for row in repeats}))
+        ax.plot([], [], marker="x", linestyle="none", color="black", label=f"seed {seeds} (same E*S)")
+    ax.set_xscale("log")
+    ax.set_xlabel("forward GFLOPs per sample (log scale)")
+    ax.set_ylabel("test AUC")
+    ceilings = sorted({row["ceiling_test_AUC"] for row in rows if row["ceiling_test_AUC"] is not None})
+    if ceilings:
+        title += "\n(planted model, the best possible: test AUC " + ", ".join(f"{c:.4f}" for c in ceilings) + ")"
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dims", type=int, nargs="+", default=[16, 32, 64],
+                        help="effective embedding dimensions E*S (multiples of 16)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--extra-seeds", type=int, nargs="*", default=[2020],
+                        help="seeds rerunning MLCC and MC-MLCC at the largest dimension")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="leave out DCNv2, WuKong and RankMixer")
+    parser.add_argument("--cost-dims", type=int, nargs="*", default=[16, 32, 48, 64, 96, 128, 160, 192, 256],
+                        help="effective dimensions of the cost table (built, not trained)")
+    parser.add_argument("--cost-only", action="store_true", help="write the cost table only, train nothing")
+    parser.add_argument("--budget-min", type=float, default=45.0, help="wall-clock budget of the sweep")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--out", default=os.path.join(REPO, "results", "mlcc_scaling"),
+                        help="output path without extension (.md and .png are written)")
+    parser.add_argument("--work-dir", default=None, help="folder for the generated config, logs, checkpoints")
+    args = parser.parse_args(argv)
+    if args.epochs < 1:
+        raise ValueError(f"--epochs {args.epochs}: must be at least 1")
+
+    torch.set_num_threads(args.threads)
+    command = "python benchmarks/mlcc_scaling.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    points = [] if args.cost_only else sweep_points(sorted(set(args.dims)), args.extra_seeds,
+                                                    baselines=not args.no_baselines)
+    costed = cost_points(sorted(set(args.cost_dims)))
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="mlcc_scaling_")
+    os.makedirs(work_dir, exist_ok=True)
+    config_dir = write_config_dir(points + costed, args.epochs, work_dir)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    cost_table = cost_markdown([measure_cost(config_dir, point) for point in costed]) if costed else ""
+    if args.cost_only:
+        with open(args.out + ".md", "w") as fd:
+            fd.write(f"Command: `{command}`\n\n{cost_table}")
+        print(cost_table, flush=True)
+        return
+    header = (f"Generated by benchmarks/mlcc_scaling.py: dataset `demo` (synthetic Criteo-like, 200k rows), "
+              f"{args.epochs} epoch(s) per point, CPU, {args.threads} torch thread(s), torch {torch.__version__}.")
+    title = f"synthetic Criteo-like data (demo), {args.epochs} epoch(s), test AUC vs forward FLOPs"
+
+    start = time.time()
+    longest = 0.0
+    rows: List[dict] = []
+    results_file = os.path.join(work_dir, "results.jsonl")
+    os.chdir(work_dir)
+    for index, point in enumerate(points):
+        elapsed = time.time() - start
+        if elapsed + longest > args.budget_min * 60:
+            skipped = ", ".join(p.expid for p in points[index:])
+            print(f"[mlcc_scaling] budget: {elapsed / 60:.1f} min spent, longest point {longest / 60:.1f} min; "
+                  f"not run: {skipped}", flush=True)
+            break
+        point_start = time.time()
+        row = run_point(config_dir, point)
+        longest = max(longest, time.time() - point_start)
+        rows.append(row)
+        with open(results_file, "a") as fd:
+            fd.write(json.dumps(row) + "\n")
+        with open(args.out + ".md", "w") as fd:
+            fd.write(markdown(rows, command, header) + ("\n" + cost_table if cost_table else ""))
+        plot(rows, args.out + ".png", title)
+        print(f"[mlcc_scaling] {point.expid}: test AUC {row['test_AUC']:.4f}, "
+              f"{row['flops_per_sample'] / 1e6:.3f} MFLOPs/sample, {time.time() - point_start:.0f} s "
+              f"(elapsed {(time.time() - start) / 60:.1f} min)", flush=True)
+    print(f"[mlcc_scaling] {len(rows)} of {len(points)} points in {(time.time() - start) / 60:.1f} min; "
+          f"work dir {work_dir}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
