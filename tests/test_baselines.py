@@ -32,15 +32,6 @@ SMALL = {
 VARIANTS = sorted(SMALL)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread contention on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def feature_map():
     return make_feature_map(num_categorical=NUM_CAT, num_numeric=NUM_NUM, vocab_size=VOCAB)

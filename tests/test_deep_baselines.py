@@ -35,15 +35,6 @@ SMALL = {
 MODES = [("single", 1), ("single", 2), ("multi", 1), ("multi", 3)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These models are tiny: one intra-op thread avoids OpenMP contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def feature_map():
     return make_feature_map(num_categorical=5, num_numeric=2, vocab_size=20)

@@ -22,15 +22,6 @@ SMALL = dict(embedding_dim=8, num_heads=3, dynamic_mlp_units=[3, 2], refined_dim
              dnn_hidden_units=[16, 8], net_dropout=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny tensors: one intra-op thread avoids thread contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def feature_map():
     return make_feature_map(num_categorical=5, num_numeric=2, vocab_size=20)

@@ -14,15 +14,6 @@ NUM_CAT, NUM_NUM = 4, 2
 F = NUM_CAT + NUM_NUM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread contention on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def feature_map():
     return make_feature_map(num_categorical=NUM_CAT, num_numeric=NUM_NUM, vocab_size=20)

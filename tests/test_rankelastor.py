@@ -17,15 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = {"embedding_dim": 4, "num_tokens": 4, "token_dim": 8, "tokenizer_hidden_units": [16],
          "ffn_hidden_units": [8], "head_hidden_units": [16]}
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 def _build(cls, tmp_path, feature_map=None, seed=0, **overrides):
     torch.manual_seed(seed)

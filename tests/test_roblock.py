@@ -24,15 +24,6 @@ SMALL = dict(embedding_dim=4, dnn_hidden_units=[16], router_hidden_units=[8, 8],
              num_cross_layers=2, cin_num_layers=2, net_dropout=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Small tensors on a shared CPU: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def feature_map():
     return make_feature_map(num_categorical=4, num_numeric=2, vocab_size=20)   # F = 6

@@ -9,15 +9,6 @@ from fuxictr_ext.token_mixing import (BlockTransposeMixing, FullMixing, PerToken
                                       make_norm)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _seed(seed=0):
     torch.manual_seed(seed)
 
