@@ -244,9 +244,10 @@ def plot(rows: List[dict], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, experiment, key, title in ((axes[0], "A", "K", "(a) context fields K, M = 4"),
                                        (axes[1], "B", "M", "(b) target fields M, K = 8")):
-        for path, style in (("vanilla", "o-"), ("rank_aware", "s-")):
-            points = [r for r in rows if r["experiment"] == experiment and r["path"] == path]
-            ax.plot([r[key] for r in points], [r["normalized_rps"] for r in points], style, label=PATH_NAMES[path])
+        for scoring_path, style in (("vanilla", "o-"), ("rank_aware", "s-")):
+            points = [r for r in rows if r["experiment"] == experiment and r["path"] == scoring_path]
+            ax.plot([r[key] for r in points], [r["normalized_rps"] for r in points], style,
+                    label=PATH_NAMES[scoring_path])
         ax.set_xlabel(key)
         ax.set_title(title)
         ax.grid(alpha=0.3)

@@ -46,7 +46,7 @@ from torch import nn
 
 from .rank_aware_base import (FieldPartition, MultiTargetScorer, RankAwareUnsupportedError,
                               RequestBatch)
-from .rank_aware_layers import (AbsentBranch, BroadcastMLP, MultiHeadSelfAttention, RankAwareCrossNetV2,
+from .rank_aware_layers import (AbsentBranch, BroadcastMLP, FMPairs, MultiHeadSelfAttention, RankAwareCrossNetV2,
                                 RankAwareFMPairs, RankAwareLogisticRegression, RankAwareMLP,
                                 RankAwareSelfAttention, SumThenMLP, ZeroTerm, count_requests,
                                 field_columns, field_embedding, fm_pair_columns, gather_requests,
@@ -139,7 +139,7 @@ class DLRMScorer(_EmbeddingScorer):
 
     def __init__(self, model: nn.Module, partition: FieldPartition, rank_aware_fc: bool = True):
         super().__init__(model, partition)
-        _require(model, "interaction", InnerProductInteraction, "fuxictr's InnerProductInteraction")
+        _require(model, "interaction", FMPairs, "the FM pair vector (FMPairs)")
         mlp = _require(model, "mlp", MLP_Block, "an MLP_Block")
         self.interaction = RankAwareFMPairs(partition.num_context, partition.num_target)
         self.embedding_features = model.embedding_features

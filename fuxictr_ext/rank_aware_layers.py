@@ -10,7 +10,7 @@ During training a row is its own request (R = C = B, ``request_index = arange(B)
 Identity-equivalent decompositions of existing layers (section 3):
 
 * :class:`RankAwareFMPairs` - FM pairs, eqs. 4-6 (FM_ctx once, FM_tgt in one
-  asymmetric matmul).
+  asymmetric matmul); :class:`FMPairs` is the vanilla pair vector of eq. 3.
 * :class:`RankSplitDense` / :class:`RankAwareMLP` - the first FC layer, eqs. 9-10.
 * :class:`RankAwareCrossNetV2` - a DCNv2 cross network with layer 0 split, eq. 14.
 * :class:`RankAwareSelfAttention` - self-attention layer 0 with the context-context
@@ -175,6 +175,27 @@ class RankAwareLogisticRegression(nn.Module):
 
 
 # ---------------------------------------------------------------------------- FM pairs
+class FMPairs(nn.Module):
+    """The FM pair vector of eq. 3: FM(e) = [<e_i, e_j>]_{1 <= i < j <= F}.
+
+    The same values in the same row-major order as fuxictr's
+    ``InnerProductInteraction(output="inner_product")``, but the upper triangle
+    of the Gram matrix is read with an index gather (as torchrec's DLRM does)
+    rather than a boolean mask, which on CPU costs several times the Gram matmul
+    itself and would inflate any comparison with the rank-aware path.
+
+    Shapes: forward(e (B, F, D)) -> (B, F(F-1)/2).
+    """
+
+    def __init__(self, num_fields: int):
+        super().__init__()
+        self.register_buffer("triu", torch.triu_indices(num_fields, num_fields, offset=1), persistent=False)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        gram = torch.bmm(e, e.transpose(1, 2))            # (B, F, F)
+        return gram[:, self.triu[0], self.triu[1]]         # (B, F(F-1)/2)
+
+
 def fm_pair_columns(context_positions: torch.Tensor, target_positions: torch.Tensor):
     """Vanilla pair indices of the rank-aware FM outputs.
 

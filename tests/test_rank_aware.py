@@ -9,7 +9,7 @@ from torch import nn
 from fuxictr_ext.base import ZooModel
 from fuxictr_ext.rank_aware import (FieldPartition, RankAwareUnsupportedError, RequestBatch, build_scorer,
                                     export_scorer, rank_aware_models, score_difference, score_requests)
-from fuxictr_ext.rank_aware_layers import (MultiHeadSelfAttention, RankAwareCrossNetV2, RankAwareFMPairs,
+from fuxictr_ext.rank_aware_layers import (FMPairs, MultiHeadSelfAttention, RankAwareCrossNetV2, RankAwareFMPairs,
                                            RankAwareSelfAttention, RankSplitDense, field_columns)
 from fuxictr_ext.rank_aware_testing import perturb_parameters, random_requests
 from fuxictr_ext.registry import get_model_class
@@ -308,6 +308,9 @@ def test_rank_aware_fm_pairs_match_inner_products(K, M):
     request_index = torch.tensor([0, 1, 1, 0, 1, 1])
     vanilla = InnerProductInteraction(K + M, output="inner_product")(
         torch.cat([e_c[request_index], e_t], dim=1)[:, vanilla_from_split]) if K + M > 1 else torch.zeros(6, 0)
+    if K + M > 1:
+        tokens = torch.cat([e_c[request_index], e_t], dim=1)[:, vanilla_from_split]
+        assert torch.allclose(FMPairs(K + M)(tokens), vanilla, atol=TOL)
     fm_ctx, fm_tgt = RankAwareFMPairs(K, M)(e_c, e_t, request_index)
     context_pairs, target_pairs = fm_pair_columns(positions[:K], positions[K:])
     assert fm_ctx.shape == (2, K * (K - 1) // 2) and fm_tgt.shape == (6, K * M + M * (M - 1) // 2)

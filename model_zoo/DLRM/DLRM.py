@@ -15,10 +15,11 @@ FM_ctx and the context part of the first FC layer once per request.
 from typing import Mapping, Optional, Sequence
 
 import torch
-from fuxictr.pytorch.layers import FeatureEmbedding, InnerProductInteraction, MLP_Block
+from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
 from torch import nn
 
 from fuxictr_ext.base import ZooModel
+from fuxictr_ext.rank_aware_layers import FMPairs
 from fuxictr_ext.registry import register_model
 
 
@@ -73,7 +74,7 @@ class DLRM(ZooModel):
                                       field_roles=field_roles)
         self.concat_embeddings = concat_embeddings
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
-        self.interaction = InnerProductInteraction(num_fields, output="inner_product")  # eq. 3
+        self.interaction = FMPairs(num_fields)  # eq. 3
         self.embedding_features = nn.Flatten(start_dim=1) if concat_embeddings else NoFeatures()
         input_dim = num_fields * (num_fields - 1) // 2 + (num_fields * embedding_dim if concat_embeddings else 0)
         self.mlp = MLP_Block(input_dim=input_dim, output_dim=1, hidden_units=list(hidden_units),
