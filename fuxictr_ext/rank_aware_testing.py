@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -58,3 +58,17 @@ def perturb_parameters(model: nn.Module, std: float = 0.3, seed: int = 0) -> nn.
             if parameter.is_floating_point():
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
     return model
+
+
+def train_steps(model: nn.Module, batches: Sequence[Dict[str, torch.Tensor]], lr: float = 1e-2) -> List[float]:
+    """One Adam step of a FuxiCTR model per batch (task loss + regularizers); the losses in order."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for batch in batches:
+        optimizer.zero_grad()
+        loss = model.compute_loss(model(batch), model.get_labels(batch))
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    return losses

@@ -11,7 +11,7 @@ from fuxictr_ext.rank_aware import (FieldPartition, RankAwareUnsupportedError, R
                                     export_scorer, rank_aware_models, score_difference, score_requests)
 from fuxictr_ext.rank_aware_layers import (FMPairs, MultiHeadSelfAttention, RankAwareCrossNetV2, RankAwareFMPairs,
                                            RankAwareSelfAttention, RankSplitDense, field_columns)
-from fuxictr_ext.rank_aware_testing import perturb_parameters, random_requests
+from fuxictr_ext.rank_aware_testing import perturb_parameters, random_requests, train_steps
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 
@@ -209,16 +209,8 @@ def test_rank_aware_equals_vanilla(key, n_case, rank_aware_fc, feature_map, part
 
 @pytest.mark.parametrize("key", ["DLRM", "DeepFM", "NFM", "DCNv2_parallel", "AutoInt", "rDCN", "RankAwareAttention"])
 def test_rank_aware_equals_vanilla_after_training(key, feature_map, partition, tmp_path):
-    model = build(key, feature_map, tmp_path, seed=3).train()
-    model.optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for step in range(6):
-        batch = random_batch(feature_map, 32, seed=step % 2)
-        model.optimizer.zero_grad()
-        loss = model.compute_loss(model(batch), model.get_labels(batch))
-        loss.backward()
-        model.optimizer.step()
-        losses.append(float(loss))
+    model = build(key, feature_map, tmp_path, seed=3)
+    losses = train_steps(model, [random_batch(feature_map, 32, seed=step % 2) for step in range(6)])
     assert losses[-1] < losses[0]
     requests = random_requests(feature_map, partition, [5, 1, 9], seed=11)
     assert score_difference(model.eval(), requests) <= TOL

@@ -6,7 +6,7 @@ import yaml
 
 from fuxictr_ext.config import unknown_model_keys
 from fuxictr_ext.rank_aware_layers import MultiHeadSelfAttention, TwoStreamAttentionLayer
-from fuxictr_ext.rank_aware_testing import perturb_parameters
+from fuxictr_ext.rank_aware_testing import perturb_parameters, train_steps
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 
@@ -106,15 +106,7 @@ def test_autoint_sums_attention_dnn_and_wide(feature_map, tmp_path):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_trains_batch_of_one_and_saves(name, feature_map, tmp_path):
     model = perturb_parameters(build(name, feature_map, tmp_path), std=0.2)
-    model.optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    batch = random_batch(feature_map, 64, seed=5)
-    losses = []
-    for _ in range(20):
-        model.optimizer.zero_grad()
-        loss = model.compute_loss(model(batch), model.get_labels(batch))
-        loss.backward()
-        model.optimizer.step()
-        losses.append(float(loss))
+    losses = train_steps(model, [random_batch(feature_map, 64, seed=5)] * 20)
     assert losses[-1] < 0.8 * losses[0]
     model.eval()
     single = random_batch(feature_map, 1, seed=6)
