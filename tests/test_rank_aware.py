@@ -188,15 +188,15 @@ def test_from_flat_groups_rows_and_checks_context(feature_map, partition, tmp_pa
 
 
 # ---------------------------------------------------------------- identity equivalence
-EQUIVALENCE_CASES = [(n_case, True) for n_case in N_CASES] + [("ragged", False)]
+# Two-stream models have a rank-aware FC head by construction: no interaction-only case.
+EQUIVALENCE_CASES = [(key, n_case, rank_aware_fc) for key in MODELS
+                     for n_case, rank_aware_fc in [(n, True) for n in N_CASES] + [("ragged", False)]
+                     if rank_aware_fc or key not in TWO_STREAM]
 
 
-@pytest.mark.parametrize("n_case, rank_aware_fc", EQUIVALENCE_CASES,
-                         ids=[f"{n}-{'FM+FC' if fc else 'interaction_only'}" for n, fc in EQUIVALENCE_CASES])
-@pytest.mark.parametrize("key", list(MODELS))
+@pytest.mark.parametrize("key, n_case, rank_aware_fc", EQUIVALENCE_CASES,
+                         ids=[f"{k}-{n}-{'FM+FC' if fc else 'interaction_only'}" for k, n, fc in EQUIVALENCE_CASES])
 def test_rank_aware_equals_vanilla(key, n_case, rank_aware_fc, feature_map, partition, tmp_path):
-    if key in TWO_STREAM and not rank_aware_fc:
-        pytest.skip("two-stream models have a rank-aware FC head by construction")
     model = build(key, feature_map, tmp_path)
     batch = random_requests(feature_map, partition, N_CASES[n_case], seed=7)
     vanilla = score_requests(model, batch, "vanilla")
