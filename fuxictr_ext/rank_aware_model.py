@@ -49,7 +49,10 @@ class TwoStreamModel(ZooModel):
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
 
     def stream_logits(self, e_c: torch.Tensor, e_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The model's two-stream network, defined by each subclass (rDCN, RankAwareAttention):
+        context embeddings (R, K, D), candidate embeddings (C, M, D) and each candidate's
+        request (C,) -> logits (C, 1)."""
+        raise NotImplementedError(f"{type(self).__name__} must define stream_logits")
 
     def score_candidates(self, context: Dict[str, torch.Tensor], candidates: Dict[str, torch.Tensor],
                          request_index: torch.Tensor) -> torch.Tensor:
