@@ -26,9 +26,13 @@ from fuxictr.pytorch.dataloaders import RankDataLoader
 from fuxictr.pytorch.torch_utils import seed_everything
 from fuxictr.utils import load_dataset_config, load_model_config, print_to_json, set_logger
 
+from data_prep.synthetic import write as write_synthetic
+
 from . import distributed as zoo_dist
+from .callbacks import build_spectrum_callbacks
 from .config import warn_unknown_model_keys
-from .data import DataError, TensorDataLoader, build_dataset, is_built
+from .cost import model_cost
+from .data import DataError, TensorDataLoader, build_dataset, is_built, processed_paths
 from .registry import get_model_class
 
 DATA_LOADERS = {"memory": TensorDataLoader, "fuxictr": None}
@@ -99,11 +103,10 @@ def ensure_raw_data(params: dict) -> None:
         return
     spec = params.get("synthetic")
     if spec:
-        from data_prep.synthetic import write
         out_dir = os.path.dirname(params["train_data"])
         logging.info(f"Raw data for {params['dataset_id']} not found: generating synthetic "
                      f"{spec['schema']}-like data ({spec['rows']} rows, seed {spec['seed']}) in {out_dir}")
-        write(spec["schema"], int(spec["rows"]), out_dir, seed=int(spec["seed"]),
+        write_synthetic(spec["schema"], int(spec["rows"]), out_dir, seed=int(spec["seed"]),
               data_format=params.get("data_format", "parquet"))
         return
     raise DataError(f"data file not found: {missing[0]}. Prepare dataset {params['dataset_id']} with: "
@@ -167,7 +170,7 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     if context is not None:
         torch.distributed.barrier()
     ceiling = _ceiling(params)
-    paths = build_dataset(params)
+    paths = processed_paths(params)
     params["train_data"], params["valid_data"], params["test_data"] = paths["train"], paths["valid"], paths["test"]
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
     feature_map = FeatureMap(params["dataset_id"], data_dir)
@@ -179,11 +182,9 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
         model.enable_distributed(context)
     train_gen, valid_gen = make_loaders(feature_map, params, "train", context)
 
-    from .cost import model_cost
     cost = model_cost(model, next(iter(valid_gen)))
     logging.info(f"Model cost: {cost.summary()}")
 
-    from .callbacks import build_spectrum_callbacks
     loaders = {"train": train_gen, "valid": valid_gen}
     if params.get("test_data"):
         loaders["test"] = make_loaders(feature_map, params, "test")
