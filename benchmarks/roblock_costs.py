@@ -1,0 +1,229 @@
+"""CPU cost of RoBlock's training-only parts (rank-1 update normalization, HSIC), of the
+spectrum metrics, and RoBlock's training throughput against DCNv2 ME and DHEN ME at 10x.
+
+    python benchmarks/roblock_costs.py --batch-size 10000 --model-batch-size 10000 --steps 3 --threads 2
+
+Three parts, all on random data (no dataset):
+
+* ``metrics``: IA, stable rank and erank (``fuxictr_ext.spectrum``) of a
+  [batch, 39, 100] tensor, each on its own and all three from one SVD
+  (``spectrum_metrics``); median of ``--repeats`` calls.
+* ``ops``: the two training-only operations alone, forward + backward, at RoBlock's
+  10x sizes: rank-1 update normalization (t = 3) of X (batch, 39, D = 100) and the
+  HSIC loss of the decoupler output (batch, M = 11, 39, k = 10); median of ``--repeats``.
+* ``models``: one subprocess per model (so that each peak RSS is its own): Adam
+  training steps (forward, BCE + aux losses, backward, step) and eval forwards on one
+  batch of ``--model-batch-size`` rows of a 39-categorical-field FeatureMap (vocabulary
+  10,000 per field). RoBlock ``RoBlock_criteo_10x_L2`` (k = 10, D = 100, M = 11, L = 2,
+  heterogeneous) with both training-only parts, without rank-1 normalization, without
+  HSIC (beta = 0) and without both; ``DCNv2_criteo`` and ``DHEN_ME_criteo`` with
+  10 embedding tables of size 10 (ME 10x). One warm-up step, then ``--steps`` timed
+  steps; samples/s = batch / mean step time. Peak memory is the subprocess's peak
+  resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), reported with the
+  RSS after building the model and the batch, before the first step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+from fuxictr.utils import load_model_config
+
+from fuxictr_ext.hsic import hsic_loss
+from fuxictr_ext.rank1_norm import RankOneUpdateNorm
+from fuxictr_ext.registry import get_model_class
+from fuxictr_ext.spectrum import entropy_effective_rank, information_abundance, spectrum_metrics, stable_rank
+from fuxictr_ext.testing import make_feature_map, random_batch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIELDS, VOCAB = 39, 10000
+MODELS = {
+    "RoBlock_10x_L2": ("RoBlock_criteo_10x_L2", {}),
+    "RoBlock_10x_L2_noRU": ("RoBlock_criteo_10x_L2", {"rank1_norm": False}),
+    "RoBlock_10x_L2_noHSIC": ("RoBlock_criteo_10x_L2", {"hsic_weight": 0}),
+    "RoBlock_10x_L2_noRU_noHSIC": ("RoBlock_criteo_10x_L2", {"rank1_norm": False, "hsic_weight": 0}),
+    "DCNv2_ME_10x": ("DCNv2_criteo", {"num_embeddings": 10, "embedding_mode": "multi"}),
+    "DHEN_ME_10x_L2": ("DHEN_ME_criteo", {"num_embeddings": 10, "embedding_mode": "multi"}),
+}
+
+
+def median_seconds(fn: Callable[[], None], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def rss_gib() -> float:
+    with open("/proc/self/statm") as fd:
+        return int(fd.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+
+
+def bench_metrics(batch: int, repeats: int) -> Dict[str, float]:
+    X = torch.randn(batch, FIELDS, 100, generator=torch.Generator().manual_seed(0))  # (B, F, D)
+    calls = {"IA": lambda: information_abundance(X), "stable_rank": lambda: stable_rank(X),
+             "erank": lambda: entropy_effective_rank(X), "all three (one SVD)": lambda: spectrum_metrics(X)}
+    return {name: median_seconds(call, repeats) for name, call in calls.items()}
+
+
+def bench_ops(batch: int, repeats: int) -> Dict[str, float]:
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(batch, FIELDS, 100, generator=generator, requires_grad=True)          # (B, F, D)
+    components = torch.randn(batch, 11, FIELDS, 10, generator=generator, requires_grad=True)  # (B, M, F, k)
+    norm = RankOneUpdateNorm(3).train()
+
+    def rank1():
+        norm(X).sum().backward()
+
+    def hsic():
+        hsic_loss(components).backward()
+
+    return {"rank-1 update normalization (t = 3), (B, 39, 100)": median_seconds(rank1, repeats),
+            "HSIC loss, (B, 11, 39, 10)": median_seconds(hsic, repeats)}
+
+
+def bench_model(name: str, batch_size: int, steps: int) -> Dict[str, float]:
+    """Train-step and eval-forward time and peak RSS of one model (run in its own process)."""
+    expid, overrides = MODELS[name]
+    params = dict(load_model_config(os.path.join(REPO, "config"), expid))
+    params.update(overrides)
+    params.pop("spectrum_callbacks", None)
+    feature_map = make_feature_map(num_categorical=FIELDS, num_numeric=0, vocab_size=VOCAB)
+    batch = random_batch(feature_map, batch_size, seed=0)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as model_root:
+        params.update(gpu=-1, verbose=0, model_root=model_root)
+        model = get_model_class(params["model"])(feature_map, **params)
+    dense = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embedding"))
+    y_true = model.get_labels(batch)
+    rss_before = rss_gib()
+
+    def train_step():
+        model.optimizer.zero_grad()
+        loss = model.compute_loss(model(batch), y_true)
+        loss.backward()
+        model.optimizer.step()
+
+    model.train()
+    train_step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    train_s = (time.perf_counter() - start) / steps
+    model.eval()
+    with torch.no_grad():
+        model(batch)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model(batch)
+        eval_s = (time.perf_counter() - start) / steps
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # KiB -> GiB
+    return {"model": name, "expid": expid, "overrides": overrides, "dense_params": dense,
+            "train_step_s": train_s, "samples_per_s": batch_size / train_s, "eval_forward_s": eval_s,
+            "rss_before_gib": rss_before, "peak_rss_gib": peak}
+
+
+def run_model_subprocess(name: str, args) -> Optional[Dict[str, float]]:
+    command = [sys.executable, os.path.abspath(__file__), "--model", name, "--model-batch-size", str(args.model_batch_size),
+               "--steps", str(args.steps), "--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    print(f"[roblock_costs] {name}: exit {done.returncode}\n{done.stderr[-2000:]}", flush=True)
+    return None
+
+
+def markdown(command: str, args, metrics: Dict[str, float], ops: Dict[str, float], rows: List[dict]) -> str:
+    lines = [f"Generated by benchmarks/roblock_costs.py: CPU ({os.cpu_count()} cores), {args.threads} torch "
+             f"thread(s), torch {torch.__version__}.", "", f"Command: `{command}`", ""]
+    if metrics:
+        lines += [f"Spectrum metrics of a [{args.batch_size}, {FIELDS}, 100] tensor (median of {args.repeats}):", "",
+                  "| metric | ms |", "|---|---|"]
+        lines += [f"| {name} | {seconds * 1e3:.1f} |" for name, seconds in metrics.items()]
+        lines.append("")
+    if ops:
+        lines += [f"Training-only operations alone, forward + backward (median of {args.repeats}):", "",
+                  "| operation | ms |", "|---|---|"]
+        lines += [f"| {name} | {seconds * 1e3:.1f} |" for name, seconds in ops.items()]
+        lines.append("")
+    if rows:
+        lines += [f"Models: {args.steps} timed Adam steps / eval forwards after 1 warm-up, one batch of "
+                  f"{args.model_batch_size} rows, {FIELDS} categorical fields:", "",
+                  "| model | config | dense params | train step s | samples/s | eval forward s "
+                  "| RSS before first step GiB | peak RSS GiB |", "|---|---|---|---|---|---|---|---|"]
+        for row in rows:
+            config = row["expid"] + (" + " + json.dumps(row["overrides"]) if row["overrides"] else "")
+            lines.append(f"| {row['model']} | `{config}` | {row['dense_params']:,} | {row['train_step_s']:.2f} | "
+                         f"{row['samples_per_s']:,.0f} | {row['eval_forward_s']:.2f} | "
+                         f"{row['rss_before_gib']:.2f} | {row['peak_rss_gib']:.2f} |")
+        by_name = {row["model"]: row for row in rows}
+        full = by_name.get("RoBlock_10x_L2")
+        if full:
+            lines += ["", "Share of the full RoBlock 10x L = 2 step (1 - variant / full):", "",
+                      "| removed | train step share | eval forward share |", "|---|---|---|"]
+            for variant, removed in (("RoBlock_10x_L2_noRU", "rank-1 normalization"),
+                                     ("RoBlock_10x_L2_noHSIC", "HSIC"),
+                                     ("RoBlock_10x_L2_noRU_noHSIC", "both")):
+                if variant in by_name:
+                    row = by_name[variant]
+                    lines.append(f"| {removed} | {1 - row['train_step_s'] / full['train_step_s']:+.1%} | "
+                                 f"{1 - row['eval_forward_s'] / full['eval_forward_s']:+.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=10000, help="batch of the metrics and ops parts")
+    parser.add_argument("--model-batch-size", type=int, default=10000, help="batch of the models part")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps / eval forwards per model")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per metric / operation")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--parts", nargs="+", default=["metrics", "ops", "models"],
+                        choices=["metrics", "ops", "models"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--model", choices=list(MODELS), help="measure this model only, print one JSON line")
+    parser.add_argument("--out", default=None, help="markdown file to write")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.model:
+        print(json.dumps(bench_model(args.model, args.model_batch_size, args.steps)), flush=True)
+        return
+    command = "python benchmarks/roblock_costs.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    metrics = bench_metrics(args.batch_size, args.repeats) if "metrics" in args.parts else {}
+    for name, seconds in metrics.items():
+        print(f"[roblock_costs] {name}: {seconds * 1e3:.1f} ms", flush=True)
+    ops = bench_ops(args.batch_size, args.repeats) if "ops" in args.parts else {}
+    for name, seconds in ops.items():
+        print(f"[roblock_costs] {name}: {seconds * 1e3:.1f} ms", flush=True)
+    rows = []
+    for name in args.models if "models" in args.parts else []:
+        row = run_model_subprocess(name, args)
+        if row:
+            rows.append(row)
+            print(f"[roblock_costs] {json.dumps(row)}", flush=True)
+        if args.out:
+            with open(args.out, "w") as fd:
+                fd.write(markdown(command, args, metrics, ops, rows))
+    text = markdown(command, args, metrics, ops, rows)
+    if args.out:
+        with open(args.out, "w") as fd:
+            fd.write(text)
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()

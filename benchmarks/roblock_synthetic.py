@@ -1,0 +1,218 @@
+"""Test AUC and layer-wise information abundance of RoBlock against DCNv2, xDeepFM,
+DHEN and WuKong on the synthetic Criteo-like data (RoBlock paper, Tables 1-3 and
+Figures 4-5, at demo size).
+
+    python benchmarks/roblock_synthetic.py --epochs 1 --budget-min 16
+
+Every model uses the base size k = 4 (the demo configs' smallest embedding size) and
+starts from its committed ``*_demo`` experiment id. Scale s means s embedding tables
+of size k (ME, ``embedding_mode: multi``), one table of size s*k (SE), or for RoBlock
+``scale_factor`` s (D = s*k, M = s + 1 components). Points, in the order they run
+(a point is not started once the elapsed time plus the longest point so far would
+pass ``--budget-min``):
+
+1. base (s = 1): RoBlock L = 1 (CrossNetV2 components) against DCNv2 (at s = 1 SE and
+   ME are the same model);
+2. RoBlock L = 2 at s = 2 (heterogeneous, as ``RoBlock_demo``) and its ablations:
+   w/o rank-1 update normalization (RU), w/o HSIC (beta = 0), w/o both;
+3. DHEN ME and WuKong ME with 2 layers at s = 2;
+4. 5x: RoBlock L = 1 (heterogeneous) against DCNv2 SE / ME and xDeepFM SE / ME at s = 5,
+   and xDeepFM at s = 1;
+5. RoBlock L = 5 against DHEN ME and WuKong ME with 5 layers, s = 2.
+
+Rerun with the same ``--work-dir`` to go on: points already in its ``results.jsonl``
+are loaded, not trained again, and the budget counts from the new start.
+
+The points go through ``fuxictr_ext.runner.run_experiment`` on a generated copy of
+``config/`` (``benchmarks/mlcc_scaling.write_config_dir``), with a spectrum callback
+recording the IA of every tapped stage on 2 validation batches after each epoch.
+The IA curves are overlaid with ``fuxictr_ext.spectrum_plot`` into one PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+import torch
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mlcc_scaling import REPO, Point, run_point, write_config_dir  # noqa: E402
+
+from fuxictr_ext.spectrum_plot import load_spectrum, select_records  # noqa: E402
+from fuxictr_ext.spectrum_plot import main as plot_main  # noqa: E402
+
+BASE_SIZE = 4
+HETERO = {"interaction_types": ["CrossNetV2", "FM", "CIN", "DNN"], "interaction_assignment": "sample"}
+IA_CALLBACK = [{"metric": ["IA"], "layers": "auto", "every": "epoch", "split": "valid", "max_batches": 2}]
+
+
+def roblock(scale: int, blocks: int, **extra) -> Dict[str, object]:
+    types = HETERO if scale > 1 else {"interaction_types": ["CrossNetV2"], "interaction_assignment": "cycle"}
+    return {"embedding_dim": BASE_SIZE, "scale_factor": scale, "num_blocks": blocks, **types, **extra}
+
+
+def multi_embedding(scale: int, mode: str, **extra) -> Dict[str, object]:
+    return {"embedding_dim": BASE_SIZE, "num_embeddings": scale, "embedding_mode": mode, **extra}
+
+
+def sweep_points() -> List[Point]:
+    """The points in priority order (see the module docstring)."""
+    return [
+        Point("rb_RoBlock_s1_L1", "RoBlock", "RoBlock_demo", roblock(1, 1)),
+        Point("rb_DCNv2_s1", "DCNv2 (SE = ME)", "DCNv2_demo", multi_embedding(1, "single")),
+        Point("rb_RoBlock_s2_L2", "RoBlock", "RoBlock_demo", roblock(2, 2)),
+        Point("rb_RoBlock_s2_L2_noRU", "RoBlock w/o RU", "RoBlock_demo", roblock(2, 2, rank1_norm=False)),
+        Point("rb_RoBlock_s2_L2_noHSIC", "RoBlock w/o HSIC", "RoBlock_demo", roblock(2, 2, hsic_weight=0)),
+        Point("rb_RoBlock_s2_L2_noRU_noHSIC", "RoBlock w/o both", "RoBlock_demo",
+              roblock(2, 2, rank1_norm=False, hsic_weight=0)),
+        Point("rb_DHEN_ME_s2_L2", "DHEN ME", "DHEN_demo", multi_embedding(2, "multi", num_layers=2)),
+        Point("rb_WuKong_ME_s2_L2", "WuKong ME", "WuKong_demo", multi_embedding(2, "multi", num_layers=2)),
+        Point("rb_RoBlock_s5_L1", "RoBlock", "RoBlock_demo", roblock(5, 1)),
+        Point("rb_DCNv2_SE_s5", "DCNv2 SE", "DCNv2_demo", multi_embedding(5, "single")),
+        Point("rb_DCNv2_ME_s5", "DCNv2 ME", "DCNv2_demo", multi_embedding(5, "multi")),
+        Point("rb_xDeepFM_ME_s5", "xDeepFM ME", "xDeepFM_demo", multi_embedding(5, "multi")),
+        Point("rb_xDeepFM_s1", "xDeepFM (SE = ME)", "xDeepFM_demo", multi_embedding(1, "single")),
+        Point("rb_xDeepFM_SE_s5", "xDeepFM SE", "xDeepFM_demo", multi_embedding(5, "single")),
+        Point("rb_RoBlock_s2_L5", "RoBlock", "RoBlock_demo", roblock(2, 5)),
+        Point("rb_DHEN_ME_s2_L5", "DHEN ME", "DHEN_demo", multi_embedding(2, "multi", num_layers=5)),
+        Point("rb_WuKong_ME_s2_L5", "WuKong ME", "WuKong_demo", multi_embedding(2, "multi", num_layers=5)),
+    ]
+
+
+def add_ia_callbacks(config_dir: str) -> None:
+    """Give every generated experiment id the IA spectrum callback."""
+    path = os.path.join(config_dir, "model_config", "zz_mlcc_scaling.yaml")
+    with open(path) as fd:
+        content = yaml.safe_load(fd)
+    for expid, params in content.items():
+        if expid != "Base":
+            params["spectrum_callbacks"] = IA_CALLBACK
+    with open(path, "w") as fd:
+        yaml.safe_dump(content, fd, sort_keys=False)
+
+
+def spectrum_file(work_dir: str, expid: str) -> Optional[str]:
+    found = glob.glob(os.path.join(work_dir, "checkpoints", "**", f"{expid}.spectrum.json"), recursive=True)
+    return found[0] if found else None
+
+
+def ia_per_stage(path: str) -> List[tuple]:
+    rows = select_records(load_spectrum(path)["records"], "IA")
+    return [(str(r["stage"]), float(r["mean"])) for r in rows]
+
+
+def _setting(point_overrides: dict) -> str:
+    if "scale_factor" in point_overrides:
+        text = f"s = {point_overrides['scale_factor']}, L = {point_overrides['num_blocks']}"
+        if point_overrides.get("rank1_norm") is False:
+            text += ", rank1_norm off"
+        if point_overrides.get("hsic_weight") == 0:
+            text += ", beta = 0"
+        return text
+    text = f"s = {point_overrides['num_embeddings']} ({point_overrides['embedding_mode']})"
+    if "num_layers" in point_overrides:
+        text += f", L = {point_overrides['num_layers']}"
+    return text
+
+
+def markdown(rows: List[dict], ia: Dict[str, List[tuple]], command: str, header: str) -> str:
+    lines = [header, "", f"Command: `{command}`", "",
+             "| expid | model | setting | test AUC | test logloss | embedding params | dense params "
+             "| MFLOPs / sample | train s | IA per tapped stage (valid, mean) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        stages = ", ".join(f"{stage} {value:.2f}" for stage, value in ia.get(row["expid"], []))
+        lines.append(f"| {row['expid']} | {row['family']} | {_setting(row['overrides'])} | {row['test_AUC']:.4f} | "
+                     f"{row['test_logloss']:.4f} | {row['embedding_params']:,} | {row['dense_params']:,} | "
+                     f"{row['flops_per_sample'] / 1e6:.3f} | {row['train_seconds']:.0f} | {stages or '-'} |")
+    ceilings = {row["ceiling_test_AUC"] for row in rows if row["ceiling_test_AUC"] is not None}
+    if ceilings:
+        lines += ["", "Planted model (the best any model can do) on the same test split: AUC "
+                  + ", ".join(f"{c:.4f}" for c in sorted(ceilings)) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--budget-min", type=float, default=16.0, help="wall-clock budget of the sweep")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--out", default=os.path.join(REPO, "results", "roblock_synthetic"),
+                        help="output path without extension (.md is written)")
+    parser.add_argument("--plot", default=os.path.join(REPO, "results", "roblock_ia_per_layer.png"),
+                        help="PNG of the overlaid IA curves")
+    parser.add_argument("--work-dir", default=None, help="folder for the generated config, logs, checkpoints")
+    args = parser.parse_args(argv)
+    if args.epochs < 1:
+        raise ValueError(f"--epochs {args.epochs}: must be at least 1")
+
+    torch.set_num_threads(args.threads)
+    command = "python benchmarks/roblock_synthetic.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    points = sweep_points()
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="roblock_synthetic_")
+    os.makedirs(work_dir, exist_ok=True)
+    shutil.rmtree(os.path.join(work_dir, "mlcc_scaling_config"), ignore_errors=True)  # regenerated every run
+    config_dir = write_config_dir(points, args.epochs, work_dir)
+    add_ia_callbacks(config_dir)
+    header = (f"Generated by benchmarks/roblock_synthetic.py: dataset `demo` (synthetic Criteo-like, 200k rows), "
+              f"{args.epochs} epoch(s) per point, base size k = {BASE_SIZE}, CPU, {args.threads} torch thread(s), "
+              f"torch {torch.__version__}.")
+
+    results_file = os.path.join(work_dir, "results.jsonl")
+    rows: List[dict] = []
+    ia: Dict[str, List[tuple]] = {}
+    spectra: Dict[str, str] = {}
+    if os.path.isfile(results_file):
+        with open(results_file) as fd:
+            for line in fd:
+                row = json.loads(line)
+                rows.append(row)
+                ia[row["expid"]] = [tuple(stage) for stage in row["IA"] or []]
+                path = spectrum_file(work_dir, row["expid"])
+                if path:
+                    spectra[row["expid"]] = path
+        print(f"[roblock_synthetic] loaded {len(rows)} measured points from {results_file}", flush=True)
+    done = {row["expid"] for row in rows}
+    points = [point for point in points if point.expid not in done]
+
+    start = time.time()
+    longest = 0.0
+    os.chdir(work_dir)
+    for index, point in enumerate(points):
+        elapsed = time.time() - start
+        if elapsed + longest > args.budget_min * 60:
+            skipped = ", ".join(p.expid for p in points[index:])
+            print(f"[roblock_synthetic] budget: {elapsed / 60:.1f} min spent, longest point {longest / 60:.1f} min; "
+                  f"not run: {skipped}", flush=True)
+            break
+        point_start = time.time()
+        row = run_point(config_dir, point)
+        longest = max(longest, time.time() - point_start)
+        rows.append(row)
+        path = spectrum_file(work_dir, point.expid)
+        if path:
+            spectra[point.expid] = path
+            ia[point.expid] = ia_per_stage(path)
+        with open(results_file, "a") as fd:
+            fd.write(json.dumps({**row, "IA": ia.get(point.expid)}) + "\n")
+        with open(args.out + ".md", "w") as fd:
+            fd.write(markdown(rows, ia, command, header))
+        print(f"[roblock_synthetic] {point.expid}: test AUC {row['test_AUC']:.4f}, "
+              f"{time.time() - point_start:.0f} s (elapsed {(time.time() - start) / 60:.1f} min)", flush=True)
+    if spectra:
+        plot_main(list(spectra.values()) + ["--metric", "IA", "--out", args.plot, "--labels", *spectra])
+    print(f"[roblock_synthetic] {len(rows)} of {len(done) + len(points)} points measured, "
+          f"{(time.time() - start) / 60:.1f} min in this run; work dir {work_dir}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
