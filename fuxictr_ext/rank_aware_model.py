@@ -8,6 +8,7 @@ serving, ``score_candidates`` runs the context stream once per request.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import Dict, Mapping, Optional, Sequence
 
 import torch
@@ -18,7 +19,7 @@ from .rank_aware_base import FieldPartition
 from .rank_aware_layers import embed_fields
 
 
-class TwoStreamModel(ZooModel):
+class TwoStreamModel(ZooModel, metaclass=ABCMeta):
     """Embeds context and target fields separately and scores through ``stream_logits``.
 
     Subclasses build their streams in ``__init__`` (after ``super().__init__``),
@@ -48,11 +49,11 @@ class TwoStreamModel(ZooModel):
                 f"field_roles give K={self.field_partition.num_context}, M={self.field_partition.num_target}")
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
 
+    @abstractmethod
     def stream_logits(self, e_c: torch.Tensor, e_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
         """The model's two-stream network, defined by each subclass (rDCN, RankAwareAttention):
         context embeddings (R, K, D), candidate embeddings (C, M, D) and each candidate's
         request (C,) -> logits (C, 1)."""
-        raise NotImplementedError(f"{type(self).__name__} must define stream_logits")
 
     def score_candidates(self, context: Dict[str, torch.Tensor], candidates: Dict[str, torch.Tensor],
                          request_index: torch.Tensor) -> torch.Tensor:
