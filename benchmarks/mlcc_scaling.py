@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import yaml
@@ -243,6 +243,29 @@ def run_point(config_dir: str, point: Point) -> dict:
             "ceiling_test_AUC": (result["ceiling"] or {}).get("ceiling_test_AUC")}
 
 
+def run_within_budget(config_dir: str, points: List[Point], budget_min: float, tag: str,
+                      on_row: Callable[[Point, dict, float], None]) -> int:
+    """Run ``points`` in order, calling ``on_row(point, row, seconds)`` after each; a new
+    point starts only if the time spent plus the longest point so far fits ``budget_min``.
+    Returns how many points ran."""
+    start = time.time()
+    longest = 0.0
+    for index, point in enumerate(points):
+        elapsed = time.time() - start
+        if elapsed + longest > budget_min * 60:
+            skipped = ", ".join(p.expid for p in points[index:])
+            print(f"[{tag}] budget: {elapsed / 60:.1f} min spent, longest point {longest / 60:.1f} min; "
+                  f"not run: {skipped}", flush=True)
+            return index
+        point_start = time.time()
+        row = run_point(config_dir, point)
+        seconds = time.time() - point_start
+        longest = max(longest, seconds)
+        on_row(point, row, seconds)
+        print(f"[{tag}] elapsed {(time.time() - start) / 60:.1f} min", flush=True)
+    return len(points)
+
+
 def _setting(row: dict) -> str:
     over = row["overrides"]
     if row["family"] == "MC-MLCC":
@@ -370,20 +393,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     title = f"synthetic Criteo-like data (demo), {args.epochs} epoch(s), test AUC vs forward FLOPs"
 
     start = time.time()
-    longest = 0.0
     rows: List[dict] = []
     results_file = os.path.join(work_dir, "results.jsonl")
     os.chdir(work_dir)
-    for index, point in enumerate(points):
-        elapsed = time.time() - start
-        if elapsed + longest > args.budget_min * 60:
-            skipped = ", ".join(p.expid for p in points[index:])
-            print(f"[mlcc_scaling] budget: {elapsed / 60:.1f} min spent, longest point {longest / 60:.1f} min; "
-                  f"not run: {skipped}", flush=True)
-            break
-        point_start = time.time()
-        row = run_point(config_dir, point)
-        longest = max(longest, time.time() - point_start)
+
+    def record(point: Point, row: dict, seconds: float) -> None:
         rows.append(row)
         with open(results_file, "a") as fd:
             fd.write(json.dumps(row) + "\n")
@@ -391,8 +405,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             fd.write(markdown(rows, command, header) + ("\n" + cost_table if cost_table else ""))
         plot(rows, args.out + ".png", title)
         print(f"[mlcc_scaling] {point.expid}: test AUC {row['test_AUC']:.4f}, "
-              f"{row['flops_per_sample'] / 1e6:.3f} MFLOPs/sample, {time.time() - point_start:.0f} s "
-              f"(elapsed {(time.time() - start) / 60:.1f} min)", flush=True)
+              f"{row['flops_per_sample'] / 1e6:.3f} MFLOPs/sample, {seconds:.0f} s", flush=True)
+
+    run_within_budget(config_dir, points, args.budget_min, "mlcc_scaling", record)
     print(f"[mlcc_scaling] {len(rows)} of {len(points)} points in {(time.time() - start) / 60:.1f} min; "
           f"work dir {work_dir}", flush=True)
 

@@ -45,7 +45,7 @@ import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mlcc_scaling import REPO, Point, run_point, write_config_dir  # noqa: E402
+from mlcc_scaling import REPO, Point, run_within_budget, write_config_dir  # noqa: E402
 
 from fuxictr_ext.spectrum_plot import load_spectrum, select_records  # noqa: E402
 from fuxictr_ext.spectrum_plot import main as plot_main  # noqa: E402
@@ -185,18 +185,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     points = [point for point in points if point.expid not in done]
 
     start = time.time()
-    longest = 0.0
     os.chdir(work_dir)
-    for index, point in enumerate(points):
-        elapsed = time.time() - start
-        if elapsed + longest > args.budget_min * 60:
-            skipped = ", ".join(p.expid for p in points[index:])
-            print(f"[roblock_synthetic] budget: {elapsed / 60:.1f} min spent, longest point {longest / 60:.1f} min; "
-                  f"not run: {skipped}", flush=True)
-            break
-        point_start = time.time()
-        row = run_point(config_dir, point)
-        longest = max(longest, time.time() - point_start)
+
+    def record(point: Point, row: dict, seconds: float) -> None:
         rows.append(row)
         path = spectrum_file(work_dir, point.expid)
         if path:
@@ -206,8 +197,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             fd.write(json.dumps({**row, "IA": ia.get(point.expid)}) + "\n")
         with open(args.out + ".md", "w") as fd:
             fd.write(markdown(rows, ia, command, header))
-        print(f"[roblock_synthetic] {point.expid}: test AUC {row['test_AUC']:.4f}, "
-              f"{time.time() - point_start:.0f} s (elapsed {(time.time() - start) / 60:.1f} min)", flush=True)
+        print(f"[roblock_synthetic] {point.expid}: test AUC {row['test_AUC']:.4f}, {seconds:.0f} s", flush=True)
+
+    run_within_budget(config_dir, points, args.budget_min, "roblock_synthetic", record)
     if spectra:
         plot_main(list(spectra.values()) + ["--metric", "IA", "--out", args.plot, "--labels", *spectra])
     print(f"[roblock_synthetic] {len(rows)} of {len(done) + len(points)} points measured, "
