@@ -204,18 +204,29 @@ def plot_runs(runs: Sequence[Tuple[str, Sequence[Record]]], metric: str, path: s
     fig = Figure(figsize=(7.5, 4.5))
     ax = fig.subplots()
     stage_lists = []
-    for label, records in runs:
+    for index, (label, records) in enumerate(runs):
         rows = select_records(records, metric, epoch, split, stack_batch, source=label)
         _, y, stages = _means(rows)
         stage_lists.append(stages)
-        ax.plot(range(len(rows)), y, marker="o", label=label)
+        color, marker = _run_style(index, len(runs))
+        ax.plot(range(len(rows)), y, marker=marker, color=color, label=label)
     _stage_axis(ax, stage_lists)
     ax.set_ylabel(f"mean {metric}")
     ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_title(f"{metric} by stage (epoch {epoch})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside: never over the lines
     save_figure(fig, path)
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _run_style(index: int, num_runs: int) -> Tuple[object, str]:
+    """Colour and marker of run ``index``: distinct for up to 20 runs (tab10, or tab20 beyond 10)."""
+    from matplotlib import colormaps
+    palette = colormaps["tab10" if num_runs <= 10 else "tab20"]
+    return palette(index % palette.N), _MARKERS[(index // palette.N) % len(_MARKERS)]
 
 
 def plot_histograms(runs: Sequence[Tuple[str, Sequence[Record]]], metric: str, stages: Sequence[str],
