@@ -1,9 +1,11 @@
 """CPU cost of RoBlock's training-only parts (rank-1 update normalization, HSIC), of the
 spectrum metrics, and RoBlock's training throughput against DCNv2 ME and DHEN ME at 10x.
 
-    python benchmarks/roblock_costs.py --batch-size 10000 --model-batch-size 10000 --steps 3 --threads 2
+    python benchmarks/roblock_costs.py --batch-size 10000 --model-batch-size 1000 --steps 2 --threads 2
+    python benchmarks/roblock_costs.py --parts share --model-batch-size 10000 --steps 3 --threads 2
 
-Three parts, all on random data (no dataset):
+Four parts, all on random data (no dataset); ``share`` runs only when asked for (at batch
+10,000 it holds about 21 GiB and takes about 15 minutes on 2 cores):
 
 * ``metrics``: IA, stable rank and erank (``fuxictr_ext.spectrum``) of a
   [batch, 39, 100] tensor, each on its own and all three from one SVD
@@ -11,6 +13,13 @@ Three parts, all on random data (no dataset):
 * ``ops``: the two training-only operations alone, forward + backward, at RoBlock's
   10x sizes: rank-1 update normalization (t = 3) of X (batch, 39, D = 100) and the
   HSIC loss of the decoupler output (batch, M = 11, 39, k = 10); median of ``--repeats``.
+* ``share``: the share of the training-only parts in a RoBlock step, measured as a
+  paired difference: ``RoBlock_criteo_10x_L2`` and the same model without rank-1
+  normalization and HSIC (rank1_norm off, beta = 0; the identical parameters, checked)
+  in one process, their training steps and eval forwards alternated A B B A ... on one
+  batch of ``--model-batch-size`` rows, so that slow drifts of a shared machine's load
+  hit both alike. One warm-up round, then ``--steps`` rounds; the share is
+  1 - median(without) / median(with), and per round.
 * ``models``: one subprocess per model (so that each peak RSS is its own): Adam
   training steps (forward, BCE + aux losses, backward, step) and eval forwards on one
   batch of ``--model-batch-size`` rows of a 39-categorical-field FeatureMap (vocabulary
@@ -95,33 +104,40 @@ def bench_ops(batch: int, repeats: int) -> Dict[str, float]:
             "HSIC loss, (B, 11, 39, 10)": median_seconds(hsic, repeats)}
 
 
-def bench_model(name: str, batch_size: int, steps: int) -> Dict[str, float]:
-    """Train-step and eval-forward time and peak RSS of one model (run in its own process)."""
+def build_model(name: str, feature_map):
+    """The model ``name`` of MODELS (its config with the overrides), seeded with 0."""
     expid, overrides = MODELS[name]
     params = dict(load_model_config(os.path.join(REPO, "config"), expid))
     params.update(overrides)
     params.pop("spectrum_callbacks", None)
-    feature_map = make_feature_map(num_categorical=FIELDS, num_numeric=0, vocab_size=VOCAB)
-    batch = random_batch(feature_map, batch_size, seed=0)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as model_root:
         params.update(gpu=-1, verbose=0, model_root=model_root)
-        model = get_model_class(params["model"])(feature_map, **params)
+        return get_model_class(params["model"])(feature_map, **params)
+
+
+def adam_step(model, batch, y_true) -> None:
+    """One training step: forward, BCE + aux losses, backward, Adam update."""
+    model.train()
+    model.optimizer.zero_grad()
+    model.compute_loss(model(batch), y_true).backward()
+    model.optimizer.step()
+
+
+def bench_model(name: str, batch_size: int, steps: int) -> Dict[str, float]:
+    """Train-step and eval-forward time and peak RSS of one model (run in its own process)."""
+    expid, overrides = MODELS[name]
+    feature_map = make_feature_map(num_categorical=FIELDS, num_numeric=0, vocab_size=VOCAB)
+    batch = random_batch(feature_map, batch_size, seed=0)
+    model = build_model(name, feature_map)
     dense = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embedding"))
     y_true = model.get_labels(batch)
     rss_before = rss_gib()
 
-    def train_step():
-        model.optimizer.zero_grad()
-        loss = model.compute_loss(model(batch), y_true)
-        loss.backward()
-        model.optimizer.step()
-
-    model.train()
-    train_step()
+    adam_step(model, batch, y_true)
     start = time.perf_counter()
     for _ in range(steps):
-        train_step()
+        adam_step(model, batch, y_true)
     train_s = (time.perf_counter() - start) / steps
     model.eval()
     with torch.no_grad():
@@ -136,6 +152,45 @@ def bench_model(name: str, batch_size: int, steps: int) -> Dict[str, float]:
             "rss_before_gib": rss_before, "peak_rss_gib": peak}
 
 
+def bench_share(batch_size: int, steps: int) -> Dict[str, object]:
+    """Paired step times of RoBlock 10x L = 2 with and without its training-only parts."""
+    feature_map = make_feature_map(num_categorical=FIELDS, num_numeric=0, vocab_size=VOCAB)
+    batch = random_batch(feature_map, batch_size, seed=0)
+    models = {"with": build_model("RoBlock_10x_L2", feature_map),
+              "without": build_model("RoBlock_10x_L2_noRU_noHSIC", feature_map)}
+    with_state, without_state = (model.state_dict() for model in models.values())
+    if with_state.keys() != without_state.keys() or any(
+            not torch.equal(with_state[key], without_state[key]) for key in with_state):
+        raise RuntimeError("the two RoBlock variants should start from identical parameters")
+    y_true = models["with"].get_labels(batch)
+
+    def evaluate(model) -> None:
+        model.eval()
+        with torch.no_grad():
+            model(batch)
+
+    times = {(kind, variant): [] for kind in ("train", "eval") for variant in models}
+    for round_index in range(steps + 1):                       # round 0 warms up
+        order = list(models) if round_index % 2 == 0 else list(models)[::-1]
+        for kind, call in (("train", lambda model: adam_step(model, batch, y_true)), ("eval", evaluate)):
+            for variant in order:
+                start = time.perf_counter()
+                call(models[variant])
+                if round_index:
+                    times[kind, variant].append(time.perf_counter() - start)
+        print(f"[roblock_costs] share round {round_index}: "
+              + ", ".join(f"{kind} {variant} {values[-1]:.2f} s" for (kind, variant), values in times.items()
+                          if values and round_index), flush=True)
+    result: Dict[str, object] = {"batch_size": batch_size, "steps": steps, "times": {
+        f"{kind}_{variant}": values for (kind, variant), values in times.items()},
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+    for kind in ("train", "eval"):
+        with_times, without_times = times[kind, "with"], times[kind, "without"]
+        result[f"{kind}_share"] = 1 - statistics.median(without_times) / statistics.median(with_times)
+        result[f"{kind}_share_per_round"] = [1 - b / a for a, b in zip(with_times, without_times)]
+    return result
+
+
 def run_model_subprocess(name: str, args) -> Optional[Dict[str, float]]:
     command = [sys.executable, os.path.abspath(__file__), "--model", name, "--model-batch-size", str(args.model_batch_size),
                "--steps", str(args.steps), "--threads", str(args.threads)]
@@ -147,7 +202,23 @@ def run_model_subprocess(name: str, args) -> Optional[Dict[str, float]]:
     return None
 
 
-def markdown(command: str, args, metrics: Dict[str, float], ops: Dict[str, float], rows: List[dict]) -> str:
+def share_markdown(share: Dict[str, object]) -> List[str]:
+    times = share["times"]
+    lines = [f"Training-only parts in a step (paired, {share['steps']} rounds after 1 warm-up, batch "
+             f"{share['batch_size']}, `RoBlock_criteo_10x_L2` with / without rank-1 normalization and HSIC, "
+             f"identical parameters; peak RSS {share['peak_rss_gib']:.2f} GiB):", "",
+             "| | with (s, per round) | without (s, per round) | share: 1 - median without / median with "
+             "| share per round |", "|---|---|---|---|---|"]
+    for kind, label in (("train", "Adam training step"), ("eval", "eval forward")):
+        per_round = ", ".join(f"{value:+.1%}" for value in share[f"{kind}_share_per_round"])
+        lines.append(f"| {label} | {', '.join(f'{t:.2f}' for t in times[kind + '_with'])} | "
+                     f"{', '.join(f'{t:.2f}' for t in times[kind + '_without'])} | "
+                     f"{share[kind + '_share']:+.1%} | {per_round} |")
+    return lines + [""]
+
+
+def markdown(command: str, args, metrics: Dict[str, float], ops: Dict[str, float], rows: List[dict],
+             share: Optional[Dict[str, object]] = None) -> str:
     lines = [f"Generated by benchmarks/roblock_costs.py: CPU ({os.cpu_count()} cores), {args.threads} torch "
              f"thread(s), torch {torch.__version__}.", "", f"Command: `{command}`", ""]
     if metrics:
@@ -160,6 +231,8 @@ def markdown(command: str, args, metrics: Dict[str, float], ops: Dict[str, float
                   "| operation | ms |", "|---|---|"]
         lines += [f"| {name} | {seconds * 1e3:.1f} |" for name, seconds in ops.items()]
         lines.append("")
+    if share:
+        lines += share_markdown(share)
     if rows:
         lines += [f"Models: {args.steps} timed Adam steps / eval forwards after 1 warm-up, one batch of "
                   f"{args.model_batch_size} rows, {FIELDS} categorical fields:", "",
@@ -193,7 +266,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per metric / operation")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--parts", nargs="+", default=["metrics", "ops", "models"],
-                        choices=["metrics", "ops", "models"])
+                        choices=["metrics", "ops", "share", "models"])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--model", choices=list(MODELS), help="measure this model only, print one JSON line")
     parser.add_argument("--out", default=None, help="markdown file to write")
@@ -209,6 +282,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     ops = bench_ops(args.batch_size, args.repeats) if "ops" in args.parts else {}
     for name, seconds in ops.items():
         print(f"[roblock_costs] {name}: {seconds * 1e3:.1f} ms", flush=True)
+    share = bench_share(args.model_batch_size, args.steps) if "share" in args.parts else None
+    if share:
+        print(f"[roblock_costs] {json.dumps(share)}", flush=True)
     rows = []
     for name in args.models if "models" in args.parts else []:
         row = run_model_subprocess(name, args)
@@ -217,8 +293,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             print(f"[roblock_costs] {json.dumps(row)}", flush=True)
         if args.out:
             with open(args.out, "w") as fd:
-                fd.write(markdown(command, args, metrics, ops, rows))
-    text = markdown(command, args, metrics, ops, rows)
+                fd.write(markdown(command, args, metrics, ops, rows, share))
+    text = markdown(command, args, metrics, ops, rows, share)
     if args.out:
         with open(args.out, "w") as fd:
             fd.write(text)
