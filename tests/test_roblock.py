@@ -354,11 +354,17 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("num_blocks", 0), ("rank1_iterations", 0), ("hsic_weight", -0.1), ("net_dropout", 1.0),
     ("num_cross_layers", 0), ("cin_num_layers", 0), ("interaction_assignment", "shuffle"),
     ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
-    ("hidden_activations", "PReLU"),
+    ("hidden_activations", "PReLU"), ("scale_factor", 1.1),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
     with pytest.raises(ValueError, match=key):
         build(feature_map, tmp_path, **{key: value})
+
+
+def test_fractional_scale_factor_with_a_whole_width(feature_map, tmp_path):
+    model = build(feature_map, tmp_path, scale_factor=1.5)           # k = 4: D = 6
+    assert model.model_dim == 6 and isinstance(model.model_dim, int)
+    assert model.num_components == 2
 
 
 # ---------------------------------------------------------------------------- configs

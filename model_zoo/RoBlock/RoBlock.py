@@ -46,7 +46,8 @@ class RoBlock(ZooModel):
     Args:
         feature_map: FuxiCTR FeatureMap.
         embedding_dim: k, the base size of every embedding table and component (10 in the paper).
-        scale_factor: D = scale_factor * k, the model width d (1, 2, 3, 5, 10 in the paper).
+        scale_factor: D = scale_factor * k, the model width d (1, 2, 3, 5, 10 in the paper);
+            a fractional factor is accepted when D comes out whole (1.5 with k = 10: D = 15).
         num_components: m; ``None`` for the paper's default floor(D / k) + 1.
         extra_components: components added to m (Figure 6's "added components").
         num_blocks: L, the number of stacked RoBlocks.
@@ -85,7 +86,7 @@ class RoBlock(ZooModel):
 
     def __init__(self, feature_map, model_id: str = "RoBlock", gpu: int = -1,
                  embedding_dim: int = 10,
-                 scale_factor: int = 1,
+                 scale_factor: float = 1,
                  num_components: Optional[int] = None,
                  extra_components: int = 0,
                  num_blocks: int = 1,
@@ -129,6 +130,11 @@ class RoBlock(ZooModel):
                  f"hsic_weight > 0 needs at least 2 fields (HSIC centres over fields), the feature map has {num_fields}")
 
         model_dim = scale_factor * embedding_dim                                     # D
+        _require(float(model_dim).is_integer(),
+                 f"scale_factor={scale_factor} with embedding_dim={embedding_dim} gives a model width d = "
+                 f"{model_dim:g}, which is not a whole number: choose scale_factor so that "
+                 "scale_factor * embedding_dim is an integer")
+        model_dim = int(model_dim)
         base_components = model_dim // embedding_dim + 1 if num_components is None else num_components
         self.num_components = base_components + extra_components                    # M
         self.model_dim = model_dim
