@@ -178,9 +178,9 @@ def bench_share(batch_size: int, steps: int) -> Dict[str, object]:
                 call(models[variant])
                 if round_index:
                     times[kind, variant].append(time.perf_counter() - start)
-        print(f"[roblock_costs] share round {round_index}: "
-              + ", ".join(f"{kind} {variant} {values[-1]:.2f} s" for (kind, variant), values in times.items()
-                          if values and round_index), flush=True)
+        print(f"[roblock_costs] share round {round_index}: " + (", ".join(
+            f"{kind} {variant} {values[-1]:.2f} s" for (kind, variant), values in times.items())
+            if round_index else "warm-up done"), flush=True)
     result: Dict[str, object] = {"batch_size": batch_size, "steps": steps, "times": {
         f"{kind}_{variant}": values for (kind, variant), values in times.items()},
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
