@@ -1,6 +1,6 @@
 """Is one DNN training epoch bound by data loading? Stock loader vs TensorDataLoader.
 
-    python benchmarks/data_loading.py --rows 1000000 --batch-size 4096
+    python -m benchmarks.data_loading --rows 1000000 --batch-size 4096
 
 Generates Criteo-like synthetic rows (cached under --workdir), builds the
 FuxiCTR dataset once, then in a fresh subprocess per measurement reports:
@@ -35,7 +35,7 @@ def _params(workdir: str, rows: int) -> dict:
 
 
 def prepare(workdir: str, rows: int) -> dict:
-    from data_prep.synthetic import write
+    from fuxictr_ext.data.synthetic import write
     from fuxictr_ext.data import build_dataset, is_built
     params = _params(workdir, rows)
     if not is_built(params):

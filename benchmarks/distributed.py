@@ -1,8 +1,8 @@
 """Data-parallel training on this machine: samples/s for 1 and N processes, and
 the bytes DDP communicates per step.
 
-    python benchmarks/distributed.py --rows 1000000 --models DNN DCNv2 --procs 1 2
-    python benchmarks/distributed.py --comm-only --vocab-total 2086936
+    python -m benchmarks.distributed --rows 1000000 --models DNN DCNv2 --procs 1 2
+    python -m benchmarks.distributed --comm-only --vocab-total 2086936
 
 Throughput: one training epoch over ``--rows`` synthetic Criteo-like rows (the
 dataset of benchmarks/data_loading.py), each process on its shard of the
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
@@ -24,14 +23,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from data_loading import _params, prepare  # noqa: E402  (same synthetic dataset)
+from benchmarks.data_loading import _params, prepare  # the same synthetic dataset
 
-from fuxictr_ext import distributed as zoo_dist  # noqa: E402
-from fuxictr_ext import get_model_class  # noqa: E402
-from fuxictr_ext.data import TensorDataLoader  # noqa: E402
-from fuxictr_ext.testing import make_feature_map, random_batch  # noqa: E402
+from fuxictr_ext import distributed as zoo_dist
+from fuxictr_ext import get_model_class
+from fuxictr_ext.data import TensorDataLoader
+from fuxictr_ext.testing import make_feature_map, random_batch
 
 MODEL_ARGS = {"DNN": {"embedding_dim": 10, "hidden_units": [400, 400, 400]},
               "DCNv2": {"embedding_dim": 10}}

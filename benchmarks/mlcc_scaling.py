@@ -2,7 +2,7 @@
 synthetic Criteo-like data (Yu et al. 2026, *Compress, Cross and Scale*, Table 8 and
 Figure 2), with DCNv2, WuKong and RankMixer at their demo settings for reference.
 
-    python benchmarks/mlcc_scaling.py --epochs 1 --budget-min 45
+    python -m benchmarks.mlcc_scaling --epochs 1 --budget-min 45
 
 Points (trained one after the other through ``fuxictr_ext.runner.run_experiment``):
 
@@ -374,7 +374,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise ValueError(f"--epochs {args.epochs}: must be at least 1")
 
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/mlcc_scaling.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.mlcc_scaling " + " ".join(sys.argv[1:] if argv is None else argv)
     points = [] if args.cost_only else sweep_points(sorted(set(args.dims)), args.extra_seeds,
                                                     baselines=not args.no_baselines)
     costed = cost_points(sorted(set(args.cost_dims)))

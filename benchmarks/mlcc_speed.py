@@ -1,6 +1,6 @@
 """Forward + backward time of MLCC (released Criteo setting) against DCNv2 (FuxiCTR's Criteo setting).
 
-    python benchmarks/mlcc_speed.py --batch-size 2048 --iters 10 --warmup 3
+    python -m benchmarks.mlcc_speed --batch-size 2048 --iters 10 --warmup 3
 
 Both models read the same Criteo-shaped FeatureMap: 13 numeric and 26
 categorical fields whose vocabularies are the Kaggle Criteo per-field

@@ -2,7 +2,7 @@
 
 For one request of N candidates, FLOPs are counted with torch.utils.flop_counter
 on the modules the models and scorers run, and set beside this code's closed
-forms (``fuxictr_ext.rank_aware_flops``) and the paper's eqs. 7, 8, 11, 12, 15.
+forms (``fuxictr_ext.serving.flops``) and the paper's eqs. 7, 8, 11, 12, 15.
 Delta is relative to each family's vanilla baseline (DCNv2 + FC, or DLRM FM + FC
 served the vanilla way).
 
@@ -16,7 +16,7 @@ DLRM family (K = 27, M = 4, D = 128: d_c = 3456, d_t = 512), FC ``--dlrm-hidden`
   FM           - FM pairs split (eqs. 4-6), FC stack vanilla
   FM + FC      - and the first FC layer split (eq. 12)
 
-    python benchmarks/rank_aware_flops.py --candidates 100 --out results/rank_aware_flops.md
+    python -m benchmarks.rank_aware_flops --candidates 100 --out results/rank_aware_flops.md
 """
 
 from __future__ import annotations
@@ -31,17 +31,17 @@ import torch
 from fuxictr.pytorch.layers import CrossNetV2, MLP_Block
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fuxictr_ext.rank_aware import FieldPartition, RequestBatch, build_scorer  # noqa: E402
-from fuxictr_ext.rank_aware_flops import (count_flops, cross_layer0_macs, eq7_fm_savings,  # noqa: E402
+from fuxictr_ext.serving import FieldPartition, RequestBatch, build_scorer
+from fuxictr_ext.cost import flops_by_module
+from fuxictr_ext.serving.flops import (cross_layer0_macs, eq7_fm_savings,
                                           eq8_fm_savings_fraction, eq11_fc_savings, eq12_fm_fc_savings,
                                           eq15_cross_layer0_savings_fraction, fc_first_layer_macs, fm_macs,
                                           rdcn_cross_macs)
-from fuxictr_ext.rank_aware_layers import (ContextTargetCrossNet, RankAwareCrossNetV2, RankAwareMLP,  # noqa: E402
+from fuxictr_ext.serving.layers import (ContextTargetCrossNet, RankAwareCrossNetV2, RankAwareMLP,
                                            RankSplitDense)
-from fuxictr_ext.testing import make_feature_map, unit_model_kwargs  # noqa: E402
-from model_zoo.DLRM import DLRM  # noqa: E402
+from fuxictr_ext.testing import make_feature_map, unit_model_kwargs
+from model_zoo.DLRM import DLRM
 
 PAPER = {"DCNv2 + FC": (-18, -36, -20), "rDCN + FC": (-72, -36, -67), "rDCN** + FC": (-72, -36, -67),
          "FM": (-87, 0, -17), "FM + FC": (-87, -69, -73)}
@@ -60,12 +60,12 @@ def dcn_family(N: int, d_c: int, d_t: int, layers: int, hidden):
     fc = nn.Linear(d + hidden[-1], 1)
 
     def fc_flops(run_dnn, run_fc):
-        return count_flops(run_dnn)["total"] + count_flops(run_fc)["total"]
+        return flops_by_module(run_dnn)["total"] + flops_by_module(run_fc)["total"]
 
-    vanilla_cross = count_flops(crossnet, x_0)["total"]
+    vanilla_cross = flops_by_module(crossnet, x_0)["total"]
     vanilla_fc = fc_flops(lambda: dnn(x_0), lambda: fc(torch.randn(N, d + hidden[-1])))
     split_dnn = RankAwareMLP.from_mlp_block(dnn, context_columns, target_columns)
-    dcnv2 = (count_flops(RankAwareCrossNetV2(crossnet, context_columns, target_columns), x_c, x_t,
+    dcnv2 = (flops_by_module(RankAwareCrossNetV2(crossnet, context_columns, target_columns), x_c, x_t,
                          request_index)["total"],
              fc_flops(lambda: split_dnn(x_c, x_t, request_index), lambda: fc(torch.randn(N, d + hidden[-1]))))
     rows = {"DCNv2 (vanilla) + FC": (vanilla_cross, vanilla_fc), "DCNv2 + FC": dcnv2}
@@ -73,7 +73,7 @@ def dcn_family(N: int, d_c: int, d_t: int, layers: int, hidden):
     rdcn_fc = RankSplitDense(d_c, d_t + hidden[-1], 1)
     for name, context_stream in (("rDCN + FC", True), ("rDCN** + FC", False)):
         streams = ContextTargetCrossNet(d_c, d_t, layers, context_stream=context_stream)
-        rows[name] = (count_flops(streams, x_c, x_t, request_index)["total"],
+        rows[name] = (flops_by_module(streams, x_c, x_t, request_index)["total"],
                       fc_flops(lambda: rdcn_dnn(x_c, x_t, request_index),
                                lambda: rdcn_fc(x_c, torch.randn(N, d_t + hidden[-1]), request_index)))
     return rows
@@ -89,9 +89,9 @@ def dlrm_family(N: int, K: int, M: int, D: int, hidden):
     args = (batch.context, batch.candidates, batch.request_index)
     with tempfile.TemporaryDirectory() as workdir:
         model = DLRM(feature_map, embedding_dim=D, hidden_units=list(hidden), **unit_model_kwargs(workdir))
-        vanilla = count_flops(build_scorer(model, "vanilla"), *args)
-        fm = count_flops(build_scorer(model, "rank_aware", rank_aware_fc=False), *args)
-        fm_fc = count_flops(build_scorer(model, "rank_aware"), *args)
+        vanilla = flops_by_module(build_scorer(model, "vanilla"), *args)
+        fm = flops_by_module(build_scorer(model, "rank_aware", rank_aware_fc=False), *args)
+        fm_fc = flops_by_module(build_scorer(model, "rank_aware"), *args)
     return {"FM + FC (vanilla)": (vanilla["model.interaction"], vanilla["model.mlp"]),
             "FM": (fm["interaction"], fm["fc"]), "FM + FC": (fm_fc["interaction"], fm_fc["fc"])}
 

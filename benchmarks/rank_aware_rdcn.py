@@ -8,7 +8,7 @@ scores real test requests (grouped by ``request_id``, context checked identical
 across candidates) through both paths of every trained model and reports the
 largest score difference.
 
-    python benchmarks/rank_aware_rdcn.py --seeds 2019 2020 2021 --out results/rank_aware_rdcn.md
+    python -m benchmarks.rank_aware_rdcn --seeds 2019 2020 2021 --out results/rank_aware_rdcn.md
 """
 
 from __future__ import annotations
@@ -20,18 +20,16 @@ import statistics
 import sys
 import tempfile
 
-import torch
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fuxictr.features import FeatureMap  # noqa: E402
+from fuxictr.features import FeatureMap
 
-from fuxictr_ext.data import processed_paths  # noqa: E402
-from fuxictr_ext.rank_aware import RequestBatch, build_scorer, resolve_partition  # noqa: E402
-from fuxictr_ext.rank_aware_flops import count_flops  # noqa: E402
-from fuxictr_ext.registry import get_model_class  # noqa: E402
-from fuxictr_ext.runner import load_params, make_loaders, run_experiment  # noqa: E402
+from fuxictr_ext.data import processed_paths
+from fuxictr_ext.serving import RequestBatch, build_scorer, resolve_partition
+from fuxictr_ext.cost import flops_by_module
+from fuxictr_ext.registry import get_model_class
+from fuxictr_ext.runner import load_params, make_loaders, run_experiment
 
 EXPERIMENTS = {"DCNv2 + FC": "DCNv2_rDCN_shape_demo_request", "rDCN + FC": "rDCN_demo_request",
                "rDCN** + FC": "rDCNNoContextStream_demo_request"}
@@ -114,7 +112,7 @@ def main(argv=None) -> int:
         one = RequestBatch({f: v[:1] for f, v in batch.context.items()},
                            {f: v[:int(batch.num_candidates[0])] for f, v in batch.candidates.items()},
                            batch.num_candidates[:1])
-        flops = {path: count_flops(build_scorer(model, path), one.context, one.candidates,
+        flops = {path: flops_by_module(build_scorer(model, path), one.context, one.candidates,
                                    one.request_index)["total"] for path in ("vanilla", "rank_aware")}
         reference = reference or flops["vanilla"]
         dense = sum(p.numel() for n, p in model.named_parameters() if "embedding_layer" not in n)

@@ -23,7 +23,7 @@ bound of a point is counted vanilla FLOPs / counted rank-aware FLOPs of one
 request (torch.utils.flop_counter): the speed-up if time were proportional to
 matmul FLOPs.
 
-    python benchmarks/rank_aware_throughput.py --concurrency 8 --candidates 128 \
+    python -m benchmarks.rank_aware_throughput --concurrency 8 --candidates 128 \
         --duration 2 --repeats 3 --out results/rank_aware_throughput
 
 writes <out>.md (table), <out>.json (every measurement) and <out>.png (Figure 2).
@@ -43,13 +43,12 @@ from typing import Dict, List
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fuxictr_ext.rank_aware import FieldPartition, RequestBatch, build_scorer, export_scorer  # noqa: E402
-from fuxictr_ext.rank_aware_flops import count_flops  # noqa: E402
-from fuxictr_ext.rank_aware_testing import random_requests  # noqa: E402
-from fuxictr_ext.testing import make_feature_map, unit_model_kwargs  # noqa: E402
-from model_zoo.DLRM import DLRM  # noqa: E402
+from fuxictr_ext.serving import FieldPartition, RequestBatch, build_scorer, export_scorer
+from fuxictr_ext.cost import flops_by_module
+from fuxictr_ext.testing.serving import random_requests
+from fuxictr_ext.testing import make_feature_map, unit_model_kwargs
+from model_zoo.DLRM import DLRM
 
 PATH_NAMES = {"vanilla": "vanilla", "rank_aware": "rank-aware FM + FC"}
 
@@ -67,7 +66,7 @@ def build_point(K: int, M: int, args, workdir: str):
     scorers, flops = {}, {}
     for path in PATH_NAMES:
         scorer = build_scorer(model, path)
-        flops[path] = count_flops(scorer, one.context, one.candidates, one.request_index)["total"]
+        flops[path] = flops_by_module(scorer, one.context, one.candidates, one.request_index)["total"]
         scorers[path] = export_scorer(scorer, one) if args.backend == "torchscript" else scorer
     return scorers, pool, flops
 

@@ -1,8 +1,8 @@
 """CPU cost of RoBlock's training-only parts (rank-1 update normalization, HSIC), of the
 spectrum metrics, and RoBlock's training throughput against DCNv2 ME and DHEN ME at 10x.
 
-    python benchmarks/roblock_costs.py --batch-size 10000 --model-batch-size 1000 --steps 2 --threads 2
-    python benchmarks/roblock_costs.py --parts share --model-batch-size 10000 --steps 3 --threads 2
+    python -m benchmarks.roblock_costs --batch-size 10000 --model-batch-size 1000 --steps 2 --threads 2
+    python -m benchmarks.roblock_costs --parts share --model-batch-size 10000 --steps 3 --threads 2
 
 Four parts, all on random data (no dataset); ``share`` runs only when asked for (at batch
 10,000 it holds about 21 GiB and takes about 15 minutes on 2 cores):
@@ -48,8 +48,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 from fuxictr.utils import load_model_config
 
-from fuxictr_ext.hsic import hsic_loss
-from fuxictr_ext.rank1_norm import RankOneUpdateNorm
+from fuxictr_ext.layers.hsic import hsic_loss
+from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.spectrum import entropy_effective_rank, information_abundance, spectrum_metrics, stable_rank
 from fuxictr_ext.testing import make_feature_map, random_batch
@@ -275,7 +275,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.model:
         print(json.dumps(bench_model(args.model, args.model_batch_size, args.steps)), flush=True)
         return
-    command = "python benchmarks/roblock_costs.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.roblock_costs " + " ".join(sys.argv[1:] if argv is None else argv)
     metrics = bench_metrics(args.batch_size, args.repeats) if "metrics" in args.parts else {}
     for name, seconds in metrics.items():
         print(f"[roblock_costs] {name}: {seconds * 1e3:.1f} ms", flush=True)

@@ -2,7 +2,7 @@
 DHEN and WuKong on the synthetic Criteo-like data (RoBlock paper, Tables 1-3 and
 Figures 4-5, at demo size).
 
-    python benchmarks/roblock_synthetic.py --epochs 1 --budget-min 16
+    python -m benchmarks.roblock_synthetic --epochs 1 --budget-min 16
 
 Every model uses the base size k = 4 (the demo configs' smallest embedding size) and
 starts from its committed ``*_demo`` experiment id. Scale s means s embedding tables
@@ -26,7 +26,7 @@ are loaded, not trained again, and the budget counts from the new start.
 The points go through ``fuxictr_ext.runner.run_experiment`` on a generated copy of
 ``config/`` (``benchmarks/mlcc_scaling.write_config_dir``), with a spectrum callback
 recording the IA of every tapped stage on 2 validation batches after each epoch.
-The IA curves are overlaid with ``fuxictr_ext.spectrum_plot`` into one PNG.
+The IA curves are overlaid with ``fuxictr_ext.spectrum.plot`` into one PNG.
 """
 
 from __future__ import annotations
@@ -44,11 +44,10 @@ from typing import Dict, List, Optional
 import torch
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mlcc_scaling import REPO, Point, run_within_budget, write_config_dir  # noqa: E402
+from benchmarks.mlcc_scaling import REPO, Point, run_within_budget, write_config_dir
 
-from fuxictr_ext.spectrum_plot import load_spectrum, select_records  # noqa: E402
-from fuxictr_ext.spectrum_plot import main as plot_main  # noqa: E402
+from fuxictr_ext.spectrum.plot import load_spectrum, select_records
+from fuxictr_ext.spectrum.plot import main as plot_main
 
 BASE_SIZE = 4
 HETERO = {"interaction_types": ["CrossNetV2", "FM", "CIN", "DNN"], "interaction_assignment": "sample"}
@@ -156,7 +155,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise ValueError(f"--epochs {args.epochs}: must be at least 1")
 
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/roblock_synthetic.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.roblock_synthetic " + " ".join(sys.argv[1:] if argv is None else argv)
     points = sweep_points()
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="roblock_synthetic_")
     os.makedirs(work_dir, exist_ok=True)

@@ -30,9 +30,8 @@ import h5py
 import polars as pl
 import yaml
 
-from fuxictr_ext.data import DataError
+from fuxictr_ext.data import SPLITS, DataError
 
-SPLITS = ("train", "valid", "test")
 POLARS_DTYPES = {"str": pl.String, "float": pl.Float64, "int": pl.Int64}
 LABEL_CHECK_ROWS = 1000
 

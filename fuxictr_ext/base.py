@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
@@ -32,6 +31,7 @@ from fuxictr.pytorch.models import BaseModel
 from torch import nn
 
 from . import distributed as zoo_dist
+from .atomic import torch_save_atomic
 
 
 class ZooModel(BaseModel):
@@ -186,7 +186,7 @@ class ZooModel(BaseModel):
         state = {"next_epoch": next_epoch, "model": self.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "best_metric": float(self._best_metric), "stopping_steps": self._stopping_steps,
                  "total_steps": self._total_steps}
-        _atomic_torch_save(state, self.resume_path)
+        torch_save_atomic(state, self.resume_path)
 
     def _load_resume_state(self, data_generator) -> int:
         if self._dist is None or zoo_dist.restart_count() == 0 or not os.path.isfile(self.resume_path):
@@ -250,25 +250,9 @@ class ZooModel(BaseModel):
     # ------------------------------------------------------------- checkpoints
     def save_weights(self, checkpoint):
         """Write the state dict atomically: a temp file in the same folder, then rename."""
-        _atomic_torch_save(self.state_dict(), checkpoint)
+        torch_save_atomic(self.state_dict(), checkpoint)
 
     def load_weights(self, checkpoint):
         self.to(self.device)
         state_dict = torch.load(checkpoint, map_location="cpu", weights_only=True)
         self.load_state_dict(state_dict)
-
-
-def _atomic_torch_save(obj, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp_path)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
-    except BaseException:
-        os.unlink(tmp_path)
-        raise

@@ -28,7 +28,7 @@ from fuxictr.pytorch.layers import FeatureEmbeddingDict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["ModelCost", "count_flops", "count_parameters", "model_cost"]
+__all__ = ["ModelCost", "count_flops", "count_parameters", "flops_by_module", "model_cost"]
 
 EMBEDDING_MODULES = (FeatureEmbeddingDict, nn.Embedding, nn.EmbeddingBag)
 
@@ -78,6 +78,21 @@ def count_flops(fn: Callable[..., Any], *args, **kwargs) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn(*args, **kwargs)
     return int(counter.get_total_flops())
+
+
+def flops_by_module(fn: Callable[..., Any], *args, **kwargs) -> Dict[str, int]:
+    """FLOPs of ``fn(*args, **kwargs)`` by module: ``{"total": n, "<child>.<path>": n, ...}``.
+
+    Module paths are relative to the root module the call enters (its class
+    name is stripped), so ``{"interaction": ..., "fc": ...}`` for a scorer.
+    """
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    counts = {"total": int(counter.get_total_flops())}
+    for name, ops in counter.get_flop_counts().items():
+        if name != "Global" and "." in name:
+            counts[name.split(".", 1)[1]] = int(sum(ops.values()))
+    return counts
 
 
 def _batch_size(model: nn.Module, batch_data: Mapping[str, torch.Tensor]) -> int:

@@ -26,13 +26,12 @@ from fuxictr.pytorch.dataloaders import RankDataLoader
 from fuxictr.pytorch.torch_utils import seed_everything
 from fuxictr.utils import load_dataset_config, load_model_config, print_to_json, set_logger
 
-from data_prep.synthetic import write as write_synthetic
-
 from . import distributed as zoo_dist
-from .callbacks import build_spectrum_callbacks
+from .spectrum.callbacks import build_spectrum_callbacks
 from .config import warn_unknown_model_keys
 from .cost import model_cost
 from .data import DataError, TensorDataLoader, build_dataset, is_built, processed_paths
+from .data.synthetic import write as write_synthetic
 from .registry import get_model_class
 
 DATA_LOADERS = {"memory": TensorDataLoader, "fuxictr": None}
@@ -142,8 +141,11 @@ def _format_metrics(logs: Dict[str, float]) -> str:
     return " - ".join(f"{k}: {v:.6f}" for k, v in logs.items())
 
 
-def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
-    """Train and evaluate one experiment id; returns valid/test metrics and costs."""
+def setup_run(config_dir: str, expid: str, gpu: int):
+    """Step 1: params, model class, device and process group, logging, seed.
+
+    Returns (params, model_params, model_cls, context); context is None outside torchrun.
+    """
     params, model_params = load_params(config_dir, expid)
     model_cls = get_model_class(params["model"]) if "model" in params else None
     if model_cls is None:
@@ -153,8 +155,7 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     if zoo_dist.torchrun_world_size() > 1:
         context = zoo_dist.init_from_env(gpu, params.get("dist_backend"), float(params.get("dist_timeout_s", 300)))
         params["gpu"] = context.gpu
-    is_main = context is None or context.is_main
-    if is_main:
+    if context is None or context.is_main:
         set_logger(params)
     else:
         logging.getLogger().setLevel(logging.WARNING)
@@ -163,8 +164,16 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     logging.info("Params: " + print_to_json(params))
     warn_unknown_model_keys(model_cls, model_params)
     seed_everything(seed=params.get("seed", 2019))
+    return params, model_params, model_cls, context
 
-    if is_main:
+
+def prepare_data(params: dict, context: Optional[zoo_dist.DistContext]):
+    """Step 2: raw data present (synthetic generated), dataset built once on the main rank,
+    params pointed at the processed splits.
+
+    Returns (the loaded FeatureMap, the planted model's report for synthetic data or None).
+    """
+    if context is None or context.is_main:
         ensure_raw_data(params)
         build_dataset(params)
     if context is not None:
@@ -176,12 +185,45 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     feature_map = FeatureMap(params["dataset_id"], data_dir)
     feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
     logging.info("Feature specs: " + print_to_json(feature_map.features))
+    return feature_map, ceiling
+
+
+def evaluate_splits(model, loaders: dict) -> tuple:
+    """Step 5: (valid metrics, test metrics or {} without a test split)."""
+    logging.info("****** Validation evaluation ******")
+    valid_result = model.evaluate(loaders["valid"])
+    test_result: Dict[str, float] = {}
+    if "test" in loaders:
+        logging.info("******** Test evaluation ********")
+        test_result = model.evaluate(loaders["test"])
+    return valid_result, test_result
+
+
+def append_results_line(config_dir: str, params: dict, result: dict) -> None:
+    """Step 6: the FuxiCTR-style results line, appended to ``<config dir name>.csv``."""
+    result_file = Path(config_dir).name.replace(".yaml", "") + ".csv"
+    with open(result_file, "a+") as fw:
+        fw.write(f" {datetime.now().strftime('%Y%m%d-%H%M%S')},[command] python {' '.join(sys.argv)},"
+                 f"[exp_id] {result['expid']},[dataset_id] {params['dataset_id']},"
+                 f"[train] {result['train_seconds']:.1f}s,"
+                 f"[val] {_format_metrics(result['valid'])},[test] {_format_metrics(result['test'])},"
+                 f"[cost] {result['cost'].summary()},[processes] {result['world_size']}\n")
+
+
+def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
+    """Train and evaluate one experiment id; returns valid/test metrics and costs.
+
+    The steps: set-up (params, device, process group, logging), data (build, FeatureMap),
+    model and its cost, loaders and spectrum callbacks, fit, evaluation, results line.
+    """
+    params, model_params, model_cls, context = setup_run(config_dir, expid, gpu)
+    is_main = context is None or context.is_main
+    feature_map, ceiling = prepare_data(params, context)
 
     model = model_cls(feature_map, **params)
     if context is not None:
         model.enable_distributed(context)
     train_gen, valid_gen = make_loaders(feature_map, params, "train", context)
-
     cost = model_cost(model, next(iter(valid_gen)))
     logging.info(f"Model cost: {cost.summary()}")
 
@@ -194,25 +236,13 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     model.fit(train_gen, validation_data=valid_gen, **params)
     train_seconds = time.time() - start
 
-    logging.info("****** Validation evaluation ******")
-    valid_result = model.evaluate(valid_gen)
-    test_result: Dict[str, float] = {}
-    if params.get("test_data"):
-        logging.info("******** Test evaluation ********")
-        test_result = model.evaluate(loaders["test"])
+    valid_result, test_result = evaluate_splits(model, loaders)
     if ceiling:
         logging.info(f"Planted model (the ceiling) on the synthetic test split: "
                      f"AUC {ceiling['ceiling_test_AUC']:.6f} - logloss {ceiling['ceiling_test_logloss']:.6f}")
-
     result = {"expid": expid, "valid": valid_result, "test": test_result, "cost": cost,
               "train_seconds": train_seconds, "ceiling": ceiling, "checkpoint": model.checkpoint,
               "world_size": 1 if context is None else context.world_size, "is_main": is_main}
-    if not is_main:
-        return result
-    result_file = Path(config_dir).name.replace(".yaml", "") + ".csv"
-    with open(result_file, "a+") as fw:
-        fw.write(f" {datetime.now().strftime('%Y%m%d-%H%M%S')},[command] python {' '.join(sys.argv)},"
-                 f"[exp_id] {expid},[dataset_id] {params['dataset_id']},[train] {train_seconds:.1f}s,"
-                 f"[val] {_format_metrics(valid_result)},[test] {_format_metrics(test_result)},"
-                 f"[cost] {cost.summary()},[processes] {result['world_size']}\n")
+    if is_main:
+        append_results_line(config_dir, params, result)
     return result

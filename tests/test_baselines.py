@@ -10,7 +10,7 @@ from fuxictr.pytorch.layers import CrossNetV2, FeatureEmbedding
 
 from fuxictr_ext import get_model_class
 from fuxictr_ext.config import unknown_model_keys
-from fuxictr_ext.multi_embedding import MultiEmbedding, MultiEmbeddingInteraction
+from fuxictr_ext.layers.multi_embedding import MultiEmbedding, MultiEmbeddingInteraction
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 
 NUM_CAT, NUM_NUM, VOCAB, K = 5, 2, 20, 4

@@ -8,8 +8,8 @@ import pytest
 import torch
 from fuxictr.features import FeatureMap
 
-from data_prep.synthetic import write
-from fuxictr_ext import data as zoo_data
+from fuxictr_ext.data.synthetic import write
+from fuxictr_ext.data import build as zoo_data
 from fuxictr_ext.data import DataError, TensorDataLoader, build_dataset, is_built
 
 FEATURES = [{"name": ["I1", "I2"], "active": True, "dtype": "float", "type": "numeric"},

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from fuxictr_ext.hsic import hsic_loss, pairwise_linear_hsic
+from fuxictr_ext.layers.hsic import hsic_loss, pairwise_linear_hsic
 
 
 def trace_form_hsic(E_p: torch.Tensor, E_q: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import yaml
 from torch import nn
 
 from fuxictr_ext.config import unknown_model_keys
-from fuxictr_ext.mlcc_layers import (GlobalCompressor, InnerProductCross, LocalCompressor,
+from fuxictr_ext.layers.mlcc import (GlobalCompressor, InnerProductCross, LocalCompressor,
                                      ProgressiveLayeredCrossing, TokenSqueezeExcitation,
                                      dynamic_mlp_param_count)
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs

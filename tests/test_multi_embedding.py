@@ -1,4 +1,4 @@
-"""fuxictr_ext.multi_embedding: ME tables, per-set interactions, the SE/ME layout."""
+"""fuxictr_ext.layers.multi_embedding: ME tables, per-set interactions, the SE/ME layout."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from torch import nn
 from fuxictr.pytorch.layers import (CompressedInteractionNet, CrossNetV2, FeatureEmbedding,
                                     InnerProductInteraction, MLP_Block)
 
-from fuxictr_ext.multi_embedding import (ConcatEmbeddingSets, EmbeddingLayout, MultiEmbedding,
+from fuxictr_ext.layers.multi_embedding import (ConcatEmbeddingSets, EmbeddingLayout, MultiEmbedding,
                                          MultiEmbeddingInteraction)
 from fuxictr_ext.testing import make_feature_map, random_batch
 

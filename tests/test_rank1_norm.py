@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fuxictr_ext.rank1_norm import RankOneUpdateNorm, rank_one_update
+from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm, rank_one_update
 
 
 def textbook_rank_one_update(X: torch.Tensor, v0: torch.Tensor, t: int) -> torch.Tensor:

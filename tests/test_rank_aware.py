@@ -7,11 +7,13 @@ from fuxictr.pytorch.layers import (CrossNetV2, FactorizationMachine, FeatureEmb
 from torch import nn
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.rank_aware import (FieldPartition, RankAwareUnsupportedError, RequestBatch, build_scorer,
-                                    export_scorer, rank_aware_models, score_difference, score_requests)
-from fuxictr_ext.rank_aware_layers import (FMPairs, MultiHeadSelfAttention, RankAwareCrossNetV2, RankAwareFMPairs,
+from fuxictr_ext.serving import (DeepFMScorer, FieldPartition, RankAwareUnsupportedError, RequestBatch, build_scorer,
+                                    export_scorer, rank_aware_models, register_scorer, score_difference,
+                                 score_requests)
+from fuxictr_ext.layers.common import FMPairs, MultiHeadSelfAttention
+from fuxictr_ext.serving.layers import (RankAwareCrossNetV2, RankAwareFMPairs,
                                            RankAwareSelfAttention, RankSplitDense, field_columns)
-from fuxictr_ext.rank_aware_testing import perturb_parameters, random_requests, train_steps
+from fuxictr_ext.testing.serving import perturb_parameters, random_requests, train_steps
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 
@@ -35,6 +37,9 @@ class DeepFM(ZooModel):
         feature_emb = self.embedding_layer(X)
         y_pred = self.fm(X, feature_emb) + self.mlp(feature_emb.flatten(start_dim=1))
         return {"y_pred": self.output_activation(y_pred)}
+
+
+register_scorer(DeepFM, DeepFMScorer)  # a model outside the zoo gets its rank-aware path by registration
 
 
 class WideOnly(ZooModel):
@@ -292,7 +297,7 @@ def test_rank_aware_attention_layer0_matches_self_attention(K, M, use_residual, 
 
 @pytest.mark.parametrize("K, M", [(4, 3), (2, 1), (0, 3), (3, 0)])
 def test_rank_aware_fm_pairs_match_inner_products(K, M):
-    from fuxictr_ext.rank_aware_layers import fm_pair_columns
+    from fuxictr_ext.serving.layers import fm_pair_columns
 
     vanilla_from_split = torch.randperm(K + M, generator=torch.Generator().manual_seed(M))
     positions = torch.argsort(vanilla_from_split)  # split index -> vanilla position

@@ -6,13 +6,14 @@ import pytest
 import torch
 from fuxictr.pytorch.layers import CrossNetV2
 
-from fuxictr_ext.rank_aware import FieldPartition, RequestBatch, build_scorer
-from fuxictr_ext.rank_aware_flops import (attention_layer0_macs, count_flops, cross_layer0_macs,
+from fuxictr_ext.serving import FieldPartition, RequestBatch, build_scorer
+from fuxictr_ext.cost import flops_by_module
+from fuxictr_ext.serving.flops import (attention_layer0_macs, cross_layer0_macs,
                                           dcnv2_cross_macs, eq7_fm_savings, eq8_fm_savings_fraction,
                                           eq11_fc_savings, eq12_fm_fc_savings,
                                           eq15_cross_layer0_savings_fraction, fc_first_layer_macs, fm_macs,
                                           group_flops, mlp_macs, rdcn_cross_macs)
-from fuxictr_ext.rank_aware_layers import ContextTargetCrossNet, RankAwareCrossNetV2
+from fuxictr_ext.serving.layers import ContextTargetCrossNet, RankAwareCrossNetV2
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, unit_model_kwargs
 
@@ -28,7 +29,7 @@ def one_request(K, M, N):
 
 
 def counted(scorer, batch):
-    return count_flops(scorer, batch.context, batch.candidates, batch.request_index)
+    return flops_by_module(scorer, batch.context, batch.candidates, batch.request_index)
 
 
 @pytest.mark.parametrize("concat_embeddings", [True, False])
@@ -82,10 +83,10 @@ def test_cross_network_flops_match_closed_forms(d_c, d_t, N):
     L = 3
     crossnet = CrossNetV2(d_c + d_t, L)
     x_c, x_t, request_index = torch.randn(1, d_c), torch.randn(N, d_t), torch.zeros(N, dtype=torch.long)
-    vanilla = count_flops(crossnet, torch.randn(N, d_c + d_t))["total"]
+    vanilla = flops_by_module(crossnet, torch.randn(N, d_c + d_t))["total"]
     split = RankAwareCrossNetV2(crossnet, torch.arange(d_c), d_c + torch.arange(d_t))
     assert vanilla == 2 * dcnv2_cross_macs(N, d_c, d_t, L, rank_aware=False)
-    assert count_flops(split, x_c, x_t, request_index)["total"] == 2 * dcnv2_cross_macs(N, d_c, d_t, L, rank_aware=True)
+    assert flops_by_module(split, x_c, x_t, request_index)["total"] == 2 * dcnv2_cross_macs(N, d_c, d_t, L, rank_aware=True)
     layer0_vanilla, layer0_split = cross_layer0_macs(N, d_c, d_t)
     if N > 1:  # eq. 15 as printed counts W_cc alone; the split also moves W_tc out of the N loop
         saved = (layer0_vanilla - layer0_split) / layer0_vanilla
@@ -93,7 +94,7 @@ def test_cross_network_flops_match_closed_forms(d_c, d_t, N):
         assert saved > (N - 1) / N * eq15_cross_layer0_savings_fraction(d_c, d_t)
     for context_stream in (True, False):
         streams = ContextTargetCrossNet(d_c, d_t, L, context_stream=context_stream)
-        flops = count_flops(streams, x_c, x_t, request_index)["total"]
+        flops = flops_by_module(streams, x_c, x_t, request_index)["total"]
         assert flops == 2 * rdcn_cross_macs(N, d_c, d_t, L, context_stream=context_stream)
 
 

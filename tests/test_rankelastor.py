@@ -9,7 +9,7 @@ import yaml
 from fuxictr_ext.config import unknown_model_keys
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
-from fuxictr_ext.token_mixing import BlockTransposeMixing, FullMixing, PerTokenGLU
+from fuxictr_ext.layers.token_mixing import BlockTransposeMixing, FullMixing, PerTokenGLU
 from model_zoo.RankElastor import RankElastor
 from model_zoo.RankMixer import RankMixer
 

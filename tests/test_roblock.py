@@ -10,9 +10,9 @@ import yaml
 from fuxictr.pytorch.layers import CompressedInteractionNet, CrossNetV2, InnerProductInteraction
 
 from fuxictr_ext.config import unknown_model_keys
-from fuxictr_ext.hsic import hsic_loss
-from fuxictr_ext.multi_embedding import MultiEmbeddingInteraction
-from fuxictr_ext.rank1_norm import RankOneUpdateNorm
+from fuxictr_ext.layers.hsic import hsic_loss
+from fuxictr_ext.layers.multi_embedding import MultiEmbeddingInteraction
+from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 from model_zoo.RoBlock import RoBlock
 from model_zoo.RoBlock.layers import (CINInteraction, ComponentMLP, CrossNetV2Interaction, DNNInteraction,
@@ -255,7 +255,7 @@ def test_eval_is_deterministic_and_skips_rank1_normalization(feature_map, tmp_pa
     assert "aux_losses" not in first
     torch.testing.assert_close(model(batch)["y_pred"], first["y_pred"], rtol=0, atol=0)
     calls = []
-    monkeypatch.setattr("fuxictr_ext.rank1_norm.rank_one_update", lambda *args: calls.append(args))
+    monkeypatch.setattr("fuxictr_ext.layers.rank1_norm.rank_one_update", lambda *args: calls.append(args))
     model(batch)
     assert not calls
     without_ru = build(feature_map, tmp_path, scale_factor=2, num_blocks=2, net_dropout=0.2, rank1_norm=False)
@@ -413,7 +413,7 @@ def test_configured_models_build(feature_map, tmp_path, expid):
 
 
 def test_benchmark_script_runs_on_cpu(capsys):
-    from model_zoo.RoBlock import benchmark
+    from benchmarks import roblock_step_time as benchmark
     benchmark.main(["--batch-size", "4", "--fields", "3", "--steps", "1", "--variants", "base_L1"])
     out = capsys.readouterr().out
     assert "base_L1: M=2" in out and "eval_deterministic=True reload_identical=True" in out

@@ -14,13 +14,13 @@ import torch
 from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
 from torch.utils.data import DataLoader
 
-from fuxictr_ext import callbacks as spectrum_callbacks
+from fuxictr_ext.spectrum import callbacks as spectrum_callbacks
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.callbacks import build_spectrum_callbacks
+from fuxictr_ext.spectrum.callbacks import build_spectrum_callbacks
 from fuxictr_ext.spectrum import (METRICS, entropy_effective_rank, information_abundance, singular_values,
                                   spectrum_metrics, stable_rank, summarize)
-from fuxictr_ext.spectrum_plot import main as plot_main
-from fuxictr_ext.spectrum_plot import require_matplotlib, select_records
+from fuxictr_ext.spectrum.plot import main as plot_main
+from fuxictr_ext.spectrum.plot import require_matplotlib, select_records
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 from model_zoo.DNN import DNN
 

@@ -14,8 +14,8 @@ import yaml
 from fuxictr.features import FeatureMap
 from fuxictr.metrics import evaluate_metrics, gAUC
 
-from data_prep import synthetic
-from data_prep.synthetic import SCHEMAS, generate, group_auc, write
+from data_prep import synthetic as synthetic_cli
+from fuxictr_ext.data.synthetic import SCHEMAS, generate, group_auc, write
 from fuxictr_ext.data import TensorDataLoader, build_dataset
 from fuxictr_ext.testing import unit_model_kwargs
 from model_zoo.DNN.DNN import DNN
@@ -161,7 +161,7 @@ def test_write_replaces_the_folder_atomically_and_rejects_bad_arguments(tmp_path
 
 
 def test_command_line_prints_the_ceiling(tmp_path, capsys):
-    synthetic.main(["--schema", "taobao", "--rows", "300", "--out", str(tmp_path / "t"), "--seed", "3"])
+    synthetic_cli.main(["--schema", "taobao", "--rows", "300", "--out", str(tmp_path / "t"), "--seed", "3"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["schema"] == "taobao" and "ceiling_test_gAUC" in printed and "ceiling_test_AUC" in printed
 

@@ -1,10 +1,10 @@
-"""Layers of the shared token-transformation backbone (fuxictr_ext.token_mixing)."""
+"""Layers of the shared token-transformation backbone (fuxictr_ext.layers.token_mixing)."""
 
 import pytest
 import torch
 from torch import nn
 
-from fuxictr_ext.token_mixing import (BlockTransposeMixing, FullMixing, PerTokenFFN, PerTokenGLU,
+from fuxictr_ext.layers.token_mixing import (BlockTransposeMixing, FullMixing, PerTokenFFN, PerTokenGLU,
                                       PerTokenLinear, PerTokenRMSNorm, TokenMeanHead, Tokenizer,
                                       make_norm)
 

@@ -5,23 +5,24 @@
     y = sigmoid(w^T flatten(H_L) + MLP(flatten(E)) + LR(x))   # eq. 9, DNN and LR optional
 
 It is the attention baseline of the rank-aware paper (section 3.6): the
-rank-aware serving path (``fuxictr_ext.rank_aware``) splits attention layer 0,
+rank-aware serving path (``fuxictr_ext.serving``) splits attention layer 0,
 and ``RankAwareAttention`` is its two-stream variant (section 4.3).
 """
 
 from typing import Mapping, Optional, Sequence
 
-import torch
 from fuxictr.pytorch.layers import FeatureEmbedding, LogisticRegression, MLP_Block
 from torch import nn
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.rank_aware_layers import MultiHeadSelfAttention, ZeroTerm
+from fuxictr_ext.layers.common import MultiHeadSelfAttention, ZeroTerm
 from fuxictr_ext.registry import register_model
+from fuxictr_ext.serving import (EmbeddingScorer, FieldPartition, RankAwareLogisticRegression, RankAwareSelfAttention,
+                                 RankAwareServable)
 
 
 @register_model
-class AutoInt(ZooModel):
+class AutoInt(ZooModel, RankAwareServable):
     """Stacked multi-head self-attention over field embeddings, plus optional DNN and LR.
 
     Args:
@@ -90,3 +91,32 @@ class AutoInt(ZooModel):
         y_pred = (self.fc(attention_out.flatten(start_dim=1))                   # (B, 1)
                   + self.dnn(feature_emb.flatten(start_dim=1)) + self.lr_layer(X))
         return {"y_pred": self.output_activation(y_pred)}
+
+    def rank_aware_scorer(self, partition: FieldPartition, rank_aware_fc: bool = True) -> "AutoIntScorer":
+        return AutoIntScorer(self, partition, rank_aware_fc)
+
+
+class AutoIntScorer(EmbeddingScorer):
+    """AutoInt: attention layer 0 split with a block-wise log-sum-exp softmax; DNN first layer and LR split.
+
+    Shapes: forward(context {f: (R, ...)}, candidates {f: (C, ...)}, request_index (C,)) -> (C,).
+    """
+
+    def __init__(self, model: AutoInt, partition: FieldPartition, rank_aware_fc: bool = True):
+        super().__init__(model, partition, model.embedding_layer)
+        layers = model.self_attention
+        self.attention0 = RankAwareSelfAttention(layers[0], partition.vanilla_from_split)
+        self.deeper_attention = nn.Sequential(*layers[1:])
+        self.attention_fc = model.fc
+        self.dnn = (self.split_mlp(model.dnn, self.context_columns, self.target_columns, rank_aware_fc)
+                    if isinstance(model.dnn, MLP_Block) else ZeroTerm())
+        self.wide = (RankAwareLogisticRegression(model.lr_layer, partition.context_fields, partition.target_fields)
+                     if isinstance(model.lr_layer, LogisticRegression) else ZeroTerm())
+
+    def forward(self, context, candidates, request_index):
+        e_c, e_t = self.embed(context, candidates, request_index)
+        tokens = self.deeper_attention(self.attention0(e_c, e_t, request_index))   # (C, F, A)
+        logit = (self.attention_fc(tokens.flatten(start_dim=1))
+                 + self.dnn(e_c.flatten(start_dim=1), e_t.flatten(start_dim=1), request_index)
+                 + self.wide(context, candidates, request_index))                 # (C, 1)
+        return self.output_activation(logit).view(-1)

@@ -12,7 +12,7 @@ from fuxictr.pytorch.layers import CrossNetV2
 from torch import nn
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.multi_embedding import EmbeddingLayout
+from fuxictr_ext.layers.multi_embedding import EmbeddingLayout
 from fuxictr_ext.registry import register_model
 
 

@@ -20,21 +20,17 @@ from fuxictr.pytorch.layers import CrossNetV2
 from torch import nn
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.multi_embedding import EmbeddingLayout
+from fuxictr_ext.layers.multi_embedding import EmbeddingLayout
+from fuxictr_ext.layers.common import AbsentBranch
 from fuxictr_ext.registry import register_model
+from fuxictr_ext.serving import (EmbeddingScorer, FieldPartition, RankAwareCrossNetV2, RankAwareServable,
+                                 RankAwareUnsupportedError)
 
 MODEL_STRUCTURES = ("crossnet_only", "stacked", "parallel", "stacked_parallel")
 
 
-class AbsentBranch(nn.Module):
-    """A branch the structure does not use: a (B, 0) tensor, so concatenation needs no branching."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(x.shape[0], 0)
-
-
 @register_model
-class DCNv2(ZooModel):
+class DCNv2(ZooModel, RankAwareServable):
     """Cross network v2 + stacked and/or parallel DNN, as FuxiCTR's DCNv2.
 
     Attribute names follow FuxiCTR (``embedding_layer``, ``crossnet``,
@@ -122,3 +118,35 @@ class DCNv2(ZooModel):
                                self.parallel_dnn(x_0)], dim=-1)      # (B, H_p) or (B, 0)
         y_pred = self.output_activation(self.fc(final_out))          # (B, 1)
         return {"y_pred": y_pred}
+
+    def rank_aware_scorer(self, partition: FieldPartition, rank_aware_fc: bool = True) -> "DCNv2Scorer":
+        return DCNv2Scorer(self, partition, rank_aware_fc)
+
+
+class DCNv2Scorer(EmbeddingScorer):
+    """DCNv2 (single embedding): cross layer 0 split (eq. 14), parallel DNN's first layer split.
+
+    The stacked DNN and the output layer read the rank-mixed cross output and
+    run per candidate.
+
+    Shapes: forward(context {f: (R, ...)}, candidates {f: (C, ...)}, request_index (C,)) -> (C,).
+    """
+
+    def __init__(self, model: DCNv2, partition: FieldPartition, rank_aware_fc: bool = True):
+        super().__init__(model, partition, model.embedding_layer)
+        if not isinstance(model.crossnet, CrossNetV2):
+            raise RankAwareUnsupportedError(f"DCNv2.crossnet is {type(model.crossnet).__name__}; the rank-aware "
+                                            "path needs fuxictr's CrossNetV2 on one embedding")
+        self.crossnet = RankAwareCrossNetV2(model.crossnet, self.context_columns, self.target_columns)
+        self.stacked_dnn = model.stacked_dnn
+        self.parallel_dnn = (AbsentBranch() if isinstance(model.parallel_dnn, AbsentBranch) else
+                             self.split_mlp(model.parallel_dnn, self.context_columns, self.target_columns,
+                                            rank_aware_fc))
+        self.fc = model.fc
+
+    def forward(self, context, candidates, request_index):
+        e_c, e_t = self.embed(context, candidates, request_index)
+        x_c, x_t = e_c.flatten(start_dim=1), e_t.flatten(start_dim=1)        # (R, d_c), (C, d_t)
+        cross_out = self.crossnet(x_c, x_t, request_index)                   # (C, d)
+        final_out = torch.cat([self.stacked_dnn(cross_out), self.parallel_dnn(x_c, x_t, request_index)], dim=-1)
+        return self.output_activation(self.fc(final_out)).view(-1)

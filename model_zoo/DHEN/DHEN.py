@@ -32,9 +32,8 @@ from torch import nn
 from fuxictr.pytorch.layers import (CompressedInteractionNet, CrossNetV2,
                                     InnerProductInteraction, MLP_Block)
 
-from fuxictr_ext.base import ZooModel
-from fuxictr_ext.multi_embedding import (ConcatEmbeddingSets, EmbeddingLayout, MultiEmbedding,
-                                         MultiEmbeddingInteraction)
+from fuxictr_ext.backbones.embedding_sets import EmbeddingSetStack
+from fuxictr_ext.layers.multi_embedding import EmbeddingLayout, MultiEmbeddingInteraction
 from fuxictr_ext.registry import register_model
 
 
@@ -165,7 +164,7 @@ class DHENLayer(nn.Module):
 
 
 @register_model
-class DHEN(ZooModel):
+class DHEN(EmbeddingSetStack):
     """DHEN with gated heterogeneous ensembles on single (SE) or multi-embedding (ME) input.
 
     Args:
@@ -230,7 +229,7 @@ class DHEN(ZooModel):
             raise ValueError("cin_hidden_units must name at least one CIN layer")
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
         num_fields = feature_map.num_fields
-        self.num_sets, self.set_dim = layout.num_sets, layout.set_dim
+        self.build_embedding(feature_map, layout.set_dim, layout.num_sets)
         builders: Dict[str, Callable[[], nn.Module]] = {
             "FM": lambda: FMInteraction(num_fields, self.set_dim),
             "CIN": lambda: CINInteraction(num_fields, self.set_dim, cin_hidden_units),
@@ -243,9 +242,6 @@ class DHEN(ZooModel):
         self.interaction_combinations = [dealt[l * self.num_sets:(l + 1) * self.num_sets]
                                          for l in range(num_layers)]
         logging.info(f"DHEN module combinations per layer and stack: {self.interaction_combinations}")
-        # SE is one set of size s*k: both modes yield (B, S, F, D) with S = num_sets.
-        self.embedding_layer = MultiEmbedding(feature_map, self.set_dim, self.num_sets)
-        self.concat_sets = ConcatEmbeddingSets()
         # Stacks run one after another: their ensembles differ, and the FM module's
         # masked_select cannot be vmapped.
         self.layers = nn.ModuleList(
@@ -259,20 +255,5 @@ class DHEN(ZooModel):
                  for combination in layer_combinations],
                 vectorize=False)
             for layer_combinations in self.interaction_combinations)
-        self.mlp = MLP_Block(input_dim=num_fields * self.num_sets * self.set_dim,
-                             output_dim=1,
-                             hidden_units=list(mlp_hidden_units),
-                             hidden_activations=hidden_activations,
-                             output_activation=self.output_activation,
-                             dropout_rates=net_dropout)
+        self.build_head(num_fields, mlp_hidden_units, hidden_activations, net_dropout)
         self.finalize_model()
-
-    def forward(self, inputs):
-        X = self.get_inputs(inputs)
-        H = self.concat_sets(self.embedding_layer(X))                    # (B, F, S*D)
-        for l, layer in enumerate(self.layers):
-            self.tap(f"layer_{l}_in", H)
-            sets = H.unflatten(-1, (self.num_sets, self.set_dim)).transpose(1, 2)   # (B, S, F, D)
-            H = layer(sets)                                               # (B, F, S*D)
-        y_pred = self.mlp(H.flatten(start_dim=1))                         # (B, 1)
-        return {"y_pred": y_pred}

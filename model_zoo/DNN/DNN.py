@@ -12,13 +12,16 @@ hidden layer; the remaining layers act on the concatenation.
 
 from typing import Sequence
 
+from torch import nn
+
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.multi_embedding import EmbeddingLayout
+from fuxictr_ext.layers.multi_embedding import EmbeddingLayout
 from fuxictr_ext.registry import register_model
+from fuxictr_ext.serving import EmbeddingScorer, FieldPartition, RankAwareServable
 
 
 @register_model
-class DNN(ZooModel):
+class DNN(ZooModel, RankAwareServable):
     """Embedding + MLP baseline built from fuxictr's layers.
 
     Args:
@@ -36,6 +39,8 @@ class DNN(ZooModel):
         >>> model = DNN(feature_map, embedding_dim=10, hidden_units=[64, 64],
         ...             num_embeddings=3, embedding_mode="multi")
         >>> model(batch)["y_pred"].shape          # (B, 1)
+
+    Serving: single embedding only (:class:`DNNScorer`).
 
     Shapes: input batch dict of (B,) tensors -> y_pred (B, 1). Stage tap
     ``embedding``: the (B, F, s*k) embedding matrix (ME: the sets concatenated).
@@ -67,3 +72,25 @@ class DNN(ZooModel):
         self.tap("embedding", self.embedding_matrix(feature_emb))    # (B, F, s*k)
         y_pred = self.mlp(feature_emb.flatten(start_dim=-2))         # (B, 1)
         return {"y_pred": y_pred}
+
+    def rank_aware_scorer(self, partition: FieldPartition, rank_aware_fc: bool = True) -> "DNNScorer":
+        return DNNScorer(self, partition, rank_aware_fc)
+
+
+class DNNScorer(EmbeddingScorer):
+    """A plain DNN on flattened embeddings: first FC layer split (eq. 11).
+
+    The DNN's MLP ends with the model's output activation itself, so the scorer adds none.
+
+    Shapes: forward(context {f: (R, ...)}, candidates {f: (C, ...)}, request_index (C,)) -> (C,).
+    """
+
+    def __init__(self, model: DNN, partition: FieldPartition, rank_aware_fc: bool = True):
+        super().__init__(model, partition, model.embedding_layer)
+        self.fc = self.split_mlp(model.mlp, self.context_columns, self.target_columns, rank_aware_fc)
+        self.output_activation = nn.Identity()
+
+    def forward(self, context, candidates, request_index):
+        e_c, e_t = self.embed(context, candidates, request_index)
+        logit = self.fc(e_c.flatten(start_dim=1), e_t.flatten(start_dim=1), request_index)
+        return self.output_activation(logit).view(-1)

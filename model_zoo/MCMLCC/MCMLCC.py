@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 from fuxictr.pytorch.layers import FeatureEmbedding
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.mlcc_layers import GlobalCompressor, build_cross, build_mlcc_head, require_positive_int
+from fuxictr_ext.layers.mlcc import GlobalCompressor, build_cross, build_mlcc_head, require_positive_int
 from fuxictr_ext.registry import register_model
 
 
@@ -88,14 +88,15 @@ class MCMLCC(ZooModel):
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
         self.cross = build_cross(cross_type, channel_dim, num_heads, dynamic_mlp_units,
                                  keep_layers, dynamic_mlp_activation)
-        self.global_compressor = GlobalCompressor(num_tokens, channel_dim, num_heads,
-                                                  self.cross.head_dim, num_channels=self.num_channels)
+        # One channel keeps MLCC's (N*E, H*W) weight without a channel axis (MLCC's checkpoints).
+        self.global_compressor = GlobalCompressor(num_tokens, channel_dim, num_heads, self.cross.head_dim,
+                                                  num_channels=None if self.num_channels == 1 else self.num_channels)
         self.interwoven_dim = self.num_channels * self.cross.output_dim            # S * L
         self.local_compressor, self.squeeze_excitation, self.dnn = build_mlcc_head(
             num_tokens, self.interwoven_dim, refined_dim, local_compression, squeeze_excitation,
             dnn_hidden_units, dnn_activations, net_dropout, batch_norm, self.output_activation)
         self.compression_ratio = embedding_dim / refined_dim if local_compression else None  # r = S*E / E'
-        logging.info(f"MCMLCC: N={num_tokens} S={self.num_channels} E={channel_dim} H={num_heads} "
+        logging.info(f"{type(self).__name__}: N={num_tokens} S={self.num_channels} E={channel_dim} H={num_heads} "
                      f"W={self.cross.head_dim} S*L={self.interwoven_dim} "
                      f"E'={refined_dim if local_compression else '-'} r={self.compression_ratio}")
         self.finalize_model()

@@ -8,22 +8,21 @@ for Efficient Scaling in Recommender Systems" (2026), eqs. 1-9:
     C  = PLC(X; M)                    interwoven tokens      (B, N, L)     eqs. 2, 6-9
     X' = LC(C)                        refined tokens         (B, N, E')    eqs. 3, 5
     y  = sigmoid(DNN(flatten(SE(X'))))                       (B, 1)
+
+MLCC is MC-MLCC with one channel (S = 1, ``channel_dim = embedding_dim``): the
+code is :class:`model_zoo.MCMLCC.MCMLCC`'s, with MLCC's arguments and defaults.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Optional, Sequence
 
-from fuxictr.pytorch.layers import FeatureEmbedding
-
-from fuxictr_ext.base import ZooModel
-from fuxictr_ext.mlcc_layers import GlobalCompressor, build_cross, build_mlcc_head, require_positive_int
 from fuxictr_ext.registry import register_model
+from model_zoo.MCMLCC import MCMLCC
 
 
 @register_model
-class MLCC(ZooModel):
+class MLCC(MCMLCC):
     """MLCC: global compressor -> progressive layered crossing -> local compressor -> DNN.
 
     Args:
@@ -70,31 +69,10 @@ class MLCC(ZooModel):
                  net_dropout: float = 0.2,
                  batch_norm: bool = False,
                  **kwargs):
-        super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
-        require_positive_int("embedding_dim", embedding_dim)
-        require_positive_int("num_heads", num_heads)
-        num_tokens = feature_map.num_fields                                        # N
-        self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
-        self.cross = build_cross(cross_type, embedding_dim, num_heads, dynamic_mlp_units,
-                                 keep_layers, dynamic_mlp_activation)
-        self.global_compressor = GlobalCompressor(num_tokens, embedding_dim, num_heads,
-                                                  self.cross.head_dim)
-        self.interwoven_dim = self.cross.output_dim                                # L
-        self.local_compressor, self.squeeze_excitation, self.dnn = build_mlcc_head(
-            num_tokens, self.interwoven_dim, refined_dim, local_compression, squeeze_excitation,
-            dnn_hidden_units, dnn_activations, net_dropout, batch_norm, self.output_activation)
-        self.compression_ratio = embedding_dim / refined_dim if local_compression else None  # r = E / E'
-        logging.info(f"MLCC: N={num_tokens} E={embedding_dim} H={num_heads} W={self.cross.head_dim} "
-                     f"L={self.interwoven_dim} E'={refined_dim if local_compression else '-'} "
-                     f"r={self.compression_ratio}")
-        self.finalize_model()
-
-    def forward(self, inputs):
-        X = self.get_inputs(inputs)
-        X = self.tap("original_tokens", self.embedding_layer(X))          # (B, N, E)
-        M = self.global_compressor(X)                                    # (B, H, W)     eq. 4
-        C = self.tap("interwoven_tokens", self.cross(X, M))              # (B, N, L)     eqs. 6-9
-        refined = self.tap("refined_tokens", self.local_compressor(C))   # (B, N, E')    eq. 5
-        refined = self.squeeze_excitation(refined)                       # (B, N, E')
-        y_pred = self.dnn(refined.flatten(start_dim=1))                  # (B, 1)
-        return {"y_pred": y_pred}
+        super().__init__(feature_map, model_id=model_id, gpu=gpu, embedding_dim=embedding_dim,
+                         channel_dim=embedding_dim, num_heads=num_heads, dynamic_mlp_units=dynamic_mlp_units,
+                         dynamic_mlp_activation=dynamic_mlp_activation, keep_layers=keep_layers,
+                         cross_type=cross_type, refined_dim=refined_dim, local_compression=local_compression,
+                         squeeze_excitation=squeeze_excitation, dnn_hidden_units=dnn_hidden_units,
+                         dnn_activations=dnn_activations, net_dropout=net_dropout, batch_norm=batch_norm,
+                         **kwargs)

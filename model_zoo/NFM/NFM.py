@@ -11,15 +11,18 @@ embedding set, the remaining layers on their concatenation (Guo et al. 2024).
 
 from typing import Sequence
 
+import torch
 from fuxictr.pytorch.layers import InnerProductInteraction, LogisticRegression
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.multi_embedding import EmbeddingLayout
+from fuxictr_ext.layers.multi_embedding import EmbeddingLayout
 from fuxictr_ext.registry import register_model
+from fuxictr_ext.serving import (EmbeddingScorer, FieldPartition, RankAwareLogisticRegression, RankAwareMLP,
+                                 RankAwareServable, SumThenMLP, gather_requests)
 
 
 @register_model
-class NFM(ZooModel):
+class NFM(ZooModel, RankAwareServable):
     """Linear part + bi-interaction pooling + MLP.
 
     Args:
@@ -70,3 +73,37 @@ class NFM(ZooModel):
             .unflatten(0, feature_emb.shape[:-2])                    # SE (B, s*k) | ME (B, s, k)
         y_pred = self.lr_layer(X) + self.dnn(bi_pooling_vec)         # (B, 1)
         return {"y_pred": self.output_activation(y_pred)}
+
+    def rank_aware_scorer(self, partition: FieldPartition, rank_aware_fc: bool = True) -> "NFMScorer":
+        return NFMScorer(self, partition, rank_aware_fc)
+
+
+class NFMScorer(EmbeddingScorer):
+    """NFM: bi-interaction pooling split by rank, first FC layer split.
+
+        f_BI = sum_{i<j in ctx} e_i*e_j   (once)  +  s_c * s_t + sum_{i<j in tgt} e_i*e_j
+        h_1  = W f_BI + b = W f_BI^ctx (once) + W f_BI^tgt + b
+
+    Single embedding only (multi-embedding NFM pools per set).
+
+    Shapes: forward(context {f: (R, ...)}, candidates {f: (C, ...)}, request_index (C,)) -> (C,).
+    """
+
+    def __init__(self, model: NFM, partition: FieldPartition, rank_aware_fc: bool = True):
+        super().__init__(model, partition, model.embedding_layer)
+        self.wide = RankAwareLogisticRegression(model.lr_layer, partition.context_fields, partition.target_fields)
+        every_column = torch.arange(self.embedding_dim)
+        self.fc = (RankAwareMLP.from_mlp_block(model.dnn, every_column, every_column) if rank_aware_fc
+                   else SumThenMLP(model.dnn))
+
+    @staticmethod
+    def _pairs(e: torch.Tensor) -> torch.Tensor:
+        """sum_{i<j} e_i * e_j over the fields of e (rows, n, D) -> (rows, D)."""
+        return 0.5 * (e.sum(dim=1) ** 2 - (e ** 2).sum(dim=1))
+
+    def forward(self, context, candidates, request_index):
+        e_c, e_t = self.embed(context, candidates, request_index)
+        pooled_c = self._pairs(e_c)                                                  # (R, D) once
+        pooled_t = gather_requests(e_c.sum(dim=1), request_index) * e_t.sum(dim=1) + self._pairs(e_t)  # (C, D)
+        logit = self.wide(context, candidates, request_index) + self.fc(pooled_c, pooled_t, request_index)
+        return self.output_activation(logit).view(-1)

@@ -16,8 +16,8 @@ from typing import Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from fuxictr_ext.rank_aware_layers import RankAwareMLP, TwoStreamAttentionLayer
-from fuxictr_ext.rank_aware_model import TwoStreamModel
+from fuxictr_ext.serving.layers import RankAwareMLP, TwoStreamAttentionLayer
+from fuxictr_ext.backbones.two_stream import TwoStreamModel
 from fuxictr_ext.registry import register_model
 
 

@@ -7,7 +7,7 @@
          GLU(s) = W_down[(S s + GELU(W_1 s)) * (W_2 s)] + R s # Eq. 4, stacked per hidden width
     y  = sigmoid(MLP(vec X_L))                                # (B, 1)
 
-A thin configuration of :class:`fuxictr_ext.token_mixing.TokenMixingModel`;
+A thin configuration of :class:`fuxictr_ext.layers.token_mixing.TokenMixingModel`;
 the paper's Table 3 ablations switch ``token_mixing`` (w/o full mixing) and
 ``ffn_activation`` (ReLU- / GELU-based FFN).
 """
@@ -15,7 +15,7 @@ the paper's Table 3 ablations switch ``token_mixing`` (w/o full mixing) and
 from typing import Optional, Sequence
 
 from fuxictr_ext.registry import register_model
-from fuxictr_ext.token_mixing import TokenMixingModel
+from fuxictr_ext.backbones.token_mixing import TokenMixingModel
 
 
 @register_model

@@ -6,7 +6,7 @@
     X' = LN(S + PFFN(S)),  PFFN_t(s) = W2_t GELU(W1_t s + b1_t) + b2_t   # per-token FFN
     y  = sigmoid(MLP(vec X_L))                        # (B, 1)
 
-A thin configuration of :class:`fuxictr_ext.token_mixing.TokenMixingModel`;
+A thin configuration of :class:`fuxictr_ext.layers.token_mixing.TokenMixingModel`;
 every switch of the shared backbone stays available (the paper's Table 3
 "RankMixer + GLU-style FFN" and "RankMixer + ReLU FFN" are
 ``ffn_activation: GLU`` / ``ReLU``).
@@ -15,7 +15,7 @@ every switch of the shared backbone stays available (the paper's Table 3
 from typing import Optional, Sequence
 
 from fuxictr_ext.registry import register_model
-from fuxictr_ext.token_mixing import TokenMixingModel
+from fuxictr_ext.backbones.token_mixing import TokenMixingModel
 
 
 @register_model

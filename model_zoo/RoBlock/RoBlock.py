@@ -23,9 +23,9 @@ from torch import nn
 from fuxictr.pytorch.layers import MLP_Block
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.hsic import hsic_loss
-from fuxictr_ext.multi_embedding import ConcatEmbeddingSets, MultiEmbedding
-from fuxictr_ext.rank1_norm import RankOneUpdateNorm
+from fuxictr_ext.layers.hsic import hsic_loss
+from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbedding
+from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.registry import register_model
 
 from .layers import (INTERACTION_ASSIGNMENTS, ComponentMLP, FieldwiseRouter, RoBlockLayer,

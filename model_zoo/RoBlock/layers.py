@@ -23,7 +23,7 @@ from torch import nn
 from fuxictr.pytorch.layers import CrossNetV2, MLP_Block
 from fuxictr.pytorch.torch_utils import get_activation
 
-from fuxictr_ext.multi_embedding import MultiEmbeddingInteraction
+from fuxictr_ext.layers.multi_embedding import MultiEmbeddingInteraction
 
 INTERACTION_TYPES = ("CrossNetV2", "FM", "CIN", "DNN")
 INTERACTION_ASSIGNMENTS = ("cycle", "sample")

@@ -31,9 +31,8 @@ import torch
 from torch import nn
 from fuxictr.pytorch.layers import MLP_Block
 
-from fuxictr_ext.base import ZooModel
-from fuxictr_ext.multi_embedding import (ConcatEmbeddingSets, EmbeddingLayout, MultiEmbedding,
-                                         MultiEmbeddingInteraction)
+from fuxictr_ext.backbones.embedding_sets import EmbeddingSetStack
+from fuxictr_ext.layers.multi_embedding import EmbeddingLayout, MultiEmbeddingInteraction
 from fuxictr_ext.registry import register_model
 
 
@@ -123,7 +122,7 @@ class WuKongLayer(nn.Module):
 
 
 @register_model
-class WuKong(ZooModel):
+class WuKong(EmbeddingSetStack):
     """WuKong (Zhang et al. 2024) on single (SE) or multi-embedding (ME) input.
 
     Args:
@@ -174,10 +173,7 @@ class WuKong(ZooModel):
         if fm_rank is not None and fm_rank < 1:
             raise ValueError(f"fm_rank must be >= 1 or null (full FM), got {fm_rank}")
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
-        self.num_sets, self.set_dim = layout.num_sets, layout.set_dim
-        # SE is one set of size s*k: both modes yield (B, S, F, D) with S = num_sets.
-        self.embedding_layer = MultiEmbedding(feature_map, self.set_dim, self.num_sets)
-        self.concat_sets = ConcatEmbeddingSets()
+        self.build_embedding(feature_map, layout.set_dim, layout.num_sets)
         layer_inputs = [feature_map.num_fields] + [num_fmb_outputs + num_lcb_outputs] * num_layers
         self.layers = nn.ModuleList(
             MultiEmbeddingInteraction.replicate(
@@ -185,20 +181,5 @@ class WuKong(ZooModel):
                         fm_rank, fmb_hidden_units, hidden_activations, net_dropout),
                 self.num_sets, vectorize=self.num_sets > 1)
             for n_i in layer_inputs[:-1])
-        self.mlp = MLP_Block(input_dim=layer_inputs[-1] * self.num_sets * self.set_dim,
-                             output_dim=1,
-                             hidden_units=list(mlp_hidden_units),
-                             hidden_activations=hidden_activations,
-                             output_activation=self.output_activation,
-                             dropout_rates=net_dropout)
+        self.build_head(layer_inputs[-1], mlp_hidden_units, hidden_activations, net_dropout)
         self.finalize_model()
-
-    def forward(self, inputs):
-        X = self.get_inputs(inputs)
-        H = self.concat_sets(self.embedding_layer(X))                   # (B, F, S*D)
-        for i, layer in enumerate(self.layers):
-            self.tap(f"layer_{i}_in", H)
-            sets = H.unflatten(-1, (self.num_sets, self.set_dim)).transpose(1, 2)   # (B, S, n_i, D)
-            H = layer(sets)                                              # (B, n_F + n_L, S*D)
-        y_pred = self.mlp(H.flatten(start_dim=1))                        # (B, 1)
-        return {"y_pred": y_pred}

@@ -16,8 +16,9 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
-from fuxictr_ext.rank_aware_layers import AbsentBranch, ContextTargetCrossNet, RankAwareMLP, RankSplitDense
-from fuxictr_ext.rank_aware_model import TwoStreamModel
+from fuxictr_ext.layers.common import AbsentBranch
+from fuxictr_ext.serving.layers import ContextTargetCrossNet, RankAwareMLP, RankSplitDense
+from fuxictr_ext.backbones.two_stream import TwoStreamModel
 from fuxictr_ext.registry import register_model
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 from fuxictr.pytorch.layers import CompressedInteractionNet, LogisticRegression
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.multi_embedding import EmbeddingLayout
+from fuxictr_ext.layers.multi_embedding import EmbeddingLayout
 from fuxictr_ext.registry import register_model
 
 

@@ -1,4 +1,7 @@
-"""Small in-memory FeatureMaps and batches for unit tests of zoo models.
+"""Test and benchmark helpers - not part of the model API.
+
+Small in-memory FeatureMaps and batches for unit tests of zoo models
+(:mod:`.serving` adds random requests for serving tests).
 
 They let a model be built and run without building a dataset on disk (no Ray,
 no parquet): the FeatureMap has the same structure that fuxictr's

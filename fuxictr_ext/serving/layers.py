@@ -22,8 +22,8 @@ Architectural variants (section 4):
   without the context stream).
 * :class:`TwoStreamAttentionLayer` - the rank-aware attention of section 4.3.
 
-Plus :class:`MultiHeadSelfAttention`, AutoInt's self-attention layer, which the
-attention layers decompose.
+The attention layers decompose :class:`~fuxictr_ext.layers.common.MultiHeadSelfAttention`,
+AutoInt's self-attention layer.
 
 Shapes: R requests, C candidates, K context fields, M target fields, F = K + M,
 D embedding size, H heads, A attention size (H * head size), U units.
@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
 from torch import nn
 
-from .rank_aware_base import RankAwareUnsupportedError
+from ..layers.common import MultiHeadSelfAttention
+from .requests import RankAwareUnsupportedError
 
 
 def gather_requests(x: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
@@ -67,17 +68,6 @@ def split_order_permutation(context_columns: torch.Tensor, target_columns: torch
 def field_columns(positions: torch.Tensor, width: int) -> torch.Tensor:
     """Flattened columns of fields at ``positions`` when every field is ``width`` wide."""
     return (positions.view(-1, 1) * width + torch.arange(width).view(1, -1)).view(-1)
-
-
-class ZeroTerm(nn.Module):
-    """A term that contributes nothing to a sum: returns a 0-dim zero whatever it is given."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("zero", torch.zeros(()), persistent=False)
-
-    def forward(self, *args) -> torch.Tensor:
-        return self.zero
 
 
 # ---------------------------------------------------------------------------- embeddings
@@ -141,7 +131,7 @@ def table_width(embedding_layer: FeatureEmbedding, fields: Sequence[str]) -> int
         elif isinstance(table, nn.Linear):
             widths[name] = table.out_features
         else:
-            raise RankAwareUnsupportedError(f"field {name!r} is embedded by {type(table).__name__}; the rank-aware "
+            raise RankAwareUnsupportedError(f"field {name!r} is embedded by {table.__class__.__name__}; the rank-aware "
                                             "paths cover nn.Embedding and numeric (Linear) tables")
     if len(set(widths.values())) != 1:
         raise RankAwareUnsupportedError(f"fields need one common embedding width, got {widths}")
@@ -175,27 +165,6 @@ class RankAwareLogisticRegression(nn.Module):
 
 
 # ---------------------------------------------------------------------------- FM pairs
-class FMPairs(nn.Module):
-    """The FM pair vector of eq. 3: FM(e) = [<e_i, e_j>]_{1 <= i < j <= F}.
-
-    The same values in the same row-major order as fuxictr's
-    ``InnerProductInteraction(output="inner_product")``, but the upper triangle
-    of the Gram matrix is read with an index gather (as torchrec's DLRM does)
-    rather than a boolean mask, which on CPU costs several times the Gram matmul
-    itself and would inflate any comparison with the rank-aware path.
-
-    Shapes: forward(e (B, F, D)) -> (B, F(F-1)/2).
-    """
-
-    def __init__(self, num_fields: int):
-        super().__init__()
-        self.register_buffer("triu", torch.triu_indices(num_fields, num_fields, offset=1), persistent=False)
-
-    def forward(self, e: torch.Tensor) -> torch.Tensor:
-        gram = torch.bmm(e, e.transpose(1, 2))            # (B, F, F)
-        return gram[:, self.triu[0], self.triu[1]]         # (B, F(F-1)/2)
-
-
 def fm_pair_columns(context_positions: torch.Tensor, target_positions: torch.Tensor):
     """Vanilla pair indices of the rank-aware FM outputs.
 
@@ -356,7 +325,7 @@ class RankAwareMLP(nn.Module):
         first, *rest = mlp.mlp
         if not isinstance(first, nn.Linear):
             raise RankAwareUnsupportedError(
-                f"the MLP starts with {type(first).__name__}, not a Linear layer (batch_norm with "
+                f"the MLP starts with {first.__class__.__name__}, not a Linear layer (batch_norm with "
                 "bn_only_once normalises the whole input first), so its first layer cannot be split")
         return cls(RankSplitDense.from_linear(first, context_columns, target_columns), nn.Sequential(*rest))
 
@@ -395,13 +364,6 @@ class SumThenMLP(nn.Module):
 
     def forward(self, x_c: torch.Tensor, x_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
         return self.mlp(gather_requests(x_c, request_index) + x_t)
-
-
-class AbsentBranch(nn.Module):
-    """A rank-aware branch a model does not have: (C, 0)."""
-
-    def forward(self, x_c: torch.Tensor, x_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
-        return x_t.new_zeros(x_t.size(0), 0)
 
 
 # ---------------------------------------------------------------------------- DCNv2
@@ -503,73 +465,6 @@ class ContextTargetCrossNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------- attention
-class ZeroResidual(nn.Module):
-    """No residual connection: zeros of the attention output's shape."""
-
-    def __init__(self, attention_dim: int):
-        super().__init__()
-        self.attention_dim = attention_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(*x.shape[:-1], self.attention_dim)
-
-
-class MultiHeadSelfAttention(nn.Module):
-    """AutoInt's interacting layer (Song et al., CIKM 2019, eqs. 5-8), as FuxiCTR's AutoInt builds it.
-
-        head_h = softmax(Q_h K_h^T / s) V_h,  Q = E W_q, K = E W_k, V = E W_v
-        out = ReLU(LN([head_1; ...; head_H] + E W_res))
-
-    ``s`` is sqrt(head size) with ``use_scale`` and 1 otherwise; ``W_res`` is the
-    identity when the input already has the attention size.
-
-    Args:
-        input_dim: width of each input token.
-        attention_dim: A, the output width (H times the head size).
-        num_heads: H.
-        dropout_rate: dropout on the attention weights.
-        use_residual: add the (projected) input.
-        use_scale: divide scores by sqrt(head size).
-        layer_norm: LayerNorm before the ReLU.
-
-    Shapes: forward(x (B, T, input_dim)) -> (B, T, A).
-    """
-
-    def __init__(self, input_dim: int, attention_dim: int, num_heads: int = 1, dropout_rate: float = 0.0,
-                 use_residual: bool = True, use_scale: bool = False, layer_norm: bool = False):
-        super().__init__()
-        if attention_dim % num_heads:
-            raise ValueError(f"attention_dim={attention_dim} is not divisible by num_heads={num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = attention_dim // num_heads
-        self.scale = self.head_dim ** 0.5 if use_scale else 1.0
-        self.W_q = nn.Linear(input_dim, attention_dim, bias=False)
-        self.W_k = nn.Linear(input_dim, attention_dim, bias=False)
-        self.W_v = nn.Linear(input_dim, attention_dim, bias=False)
-        if not use_residual:
-            self.residual = ZeroResidual(attention_dim)
-        elif input_dim != attention_dim:
-            self.residual = nn.Linear(input_dim, attention_dim, bias=False)
-        else:
-            self.residual = nn.Identity()
-        self.dropout = nn.Dropout(dropout_rate)
-        self.layer_norm = nn.LayerNorm(attention_dim) if layer_norm else nn.Identity()
-
-    def heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, A) -> (B, H, T, A/H)."""
-        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
-
-    def finish(self, attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Concatenate heads (B, H, T, A/H), add the residual of ``x``, normalise, ReLU."""
-        return self.layer_norm(attended.transpose(1, 2).flatten(start_dim=2) + self.residual(x)).relu()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        query, key, value = self.heads(self.W_q(x)), self.heads(self.W_k(x)), self.heads(self.W_v(x))
-        scores = torch.matmul(query, key.transpose(-1, -2)) / self.scale   # (B, H, T, T)
-        attended = torch.matmul(self.dropout(scores.softmax(dim=-1)), value)  # (B, H, T, A/H)
-        return self.finish(attended, x)                                      # (B, T, A)
-
-
 class RankAwareSelfAttention(nn.Module):
     """A trained :class:`MultiHeadSelfAttention` as layer 0 over rank-partitioned tokens (eqs. 16-18).
 

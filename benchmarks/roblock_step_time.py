@@ -6,7 +6,7 @@ The paper's setting (section 5.5, appendix A.5.1): batch size 10,000, 10x scale-
 forwards. It also checks, on the device, that eval mode is deterministic and that a
 reloaded checkpoint gives identical predictions.
 
-    python -m model_zoo.RoBlock.benchmark --gpu 0 --batch-size 10000 --fields 39
+    python -m benchmarks.roblock_step_time --gpu 0 --batch-size 10000 --fields 39
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from fuxictr_ext.testing import make_feature_map, random_batch
 
-from .RoBlock import RoBlock
+from model_zoo.RoBlock import RoBlock
 
 HETERO = dict(interaction_types=["CrossNetV2", "FM", "CIN", "DNN"], interaction_assignment="sample")
 VARIANTS = {

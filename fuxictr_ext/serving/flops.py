@@ -23,10 +23,7 @@ cross network's input (K*D / M*D), A attention size.
 from __future__ import annotations
 
 from math import comb
-from typing import Callable, Dict, Tuple
-
-import torch
-from torch.utils.flop_counter import FlopCounterMode
+from typing import Dict, Tuple
 
 # ------------------------------------------------------------------ the paper's formulas (MACs)
 
@@ -121,23 +118,6 @@ def attention_layer0_macs(N: int, K: int, M: int, input_dim: int, attention_dim:
 
 
 # ------------------------------------------------------------------ counting
-
-
-def count_flops(fn: Callable, *args, **kwargs) -> Dict[str, int]:
-    """FLOPs of ``fn(*args, **kwargs)`` by module: ``{"total": n, "<child>.<path>": n, ...}``.
-
-    Module paths are relative to the root module the call enters (its class
-    name is stripped), so ``{"interaction": ..., "fc": ...}`` for a scorer.
-    """
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        fn(*args, **kwargs)
-    counts = {"total": int(counter.get_total_flops())}
-    for name, ops in counter.get_flop_counts().items():
-        if name != "Global" and "." in name:
-            counts[name.split(".", 1)[1]] = int(sum(ops.values()))
-    return counts
-
-
 def group_flops(counts: Dict[str, int], prefixes) -> int:
     """Sum of the counts of the top-level modules named in ``prefixes``."""
     return sum(v for k, v in counts.items() if k in prefixes)

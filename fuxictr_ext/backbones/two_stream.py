@@ -8,18 +8,20 @@ serving, ``score_candidates`` runs the context stream once per request.
 
 from __future__ import annotations
 
-from abc import ABCMeta, abstractmethod
+from abc import abstractmethod
 from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 from fuxictr.pytorch.layers import FeatureEmbedding
 
-from .base import ZooModel
-from .rank_aware_base import FieldPartition
-from .rank_aware_layers import embed_fields
+from ..base import ZooModel
+from ..serving.layers import embed_fields
+from ..serving.requests import FieldPartition
+from ..serving.scorers import TwoStreamScorer
+from ..serving.servable import RankAwareServable
 
 
-class TwoStreamModel(ZooModel, metaclass=ABCMeta):
+class TwoStreamModel(ZooModel, RankAwareServable):
     """Embeds context and target fields separately and scores through ``stream_logits``.
 
     Subclasses build their streams in ``__init__`` (after ``super().__init__``),
@@ -45,9 +47,19 @@ class TwoStreamModel(ZooModel, metaclass=ABCMeta):
                                                                field_roles)
         if not self.field_partition.num_context or not self.field_partition.num_target:
             raise ValueError(
-                f"{type(self).__name__} needs context and target fields; context_sources / target_sources / "
+                f"{self.__class__.__name__} needs context and target fields; context_sources / target_sources / "
                 f"field_roles give K={self.field_partition.num_context}, M={self.field_partition.num_target}")
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
+
+    def serving_partition(self, partition: Optional[FieldPartition] = None, **overrides) -> FieldPartition:
+        """The partition the model was built with; another one is refused."""
+        if partition is not None and partition != self.field_partition:
+            raise ValueError(f"{self.__class__.__name__} was built with the partition {self.field_partition}; "
+                             f"it cannot be scored with {partition}")
+        return self.field_partition
+
+    def rank_aware_scorer(self, partition: FieldPartition, rank_aware_fc: bool = True) -> TwoStreamScorer:
+        return TwoStreamScorer(self, partition, rank_aware_fc)
 
     @abstractmethod
     def stream_logits(self, e_c: torch.Tensor, e_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Training-step time of every Criteo / Avazu RankMixer and RankElastor config, and the
 batched per-token FFN against the token loop it replaces.
 
-    python -m model_zoo.RankElastor.step_time --device cuda
+    python -m benchmarks.token_mixing_step_time --device cuda
 
 Models get random ids over a 10,000-id vocabulary per field (the dense part, not
 the embedding tables, is what differs between the configs); times are fp32,
@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from fuxictr_ext.testing import make_feature_map, random_batch
-from fuxictr_ext.token_mixing import PerTokenFFN
+from fuxictr_ext.layers.token_mixing import PerTokenFFN
 from model_zoo.RankElastor import RankElastor
 from model_zoo.RankMixer import RankMixer
 

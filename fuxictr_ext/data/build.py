@@ -26,7 +26,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from fuxictr.datasets import avazu, criteo
 
 SPLITS = ("train", "valid", "test")
@@ -45,7 +44,7 @@ class ZooFeatureProcessor(avazu.CustomizedFeatureProcessor, criteo.CustomizedFea
     """
 
     def read_data(self, data_path, data_format="csv", sep=",", n_rows=None, **kwargs):
-        files = _resolve_files(data_path, data_format)
+        files = resolve_files(data_path, data_format)
         if data_format == "csv":
             frames = [pl.scan_csv(f, separator=sep, schema_overrides=_polars_schema(self.dtype_dict),
                                   low_memory=False, n_rows=n_rows) for f in files]
@@ -61,7 +60,7 @@ def _polars_schema(dtype_dict: Dict[str, type]) -> Dict[str, pl.DataType]:
     return {name: mapping[t] for name, t in dtype_dict.items() if t in mapping}
 
 
-def _resolve_files(data_path: str, data_format: str) -> List[str]:
+def resolve_files(data_path: str, data_format: str) -> List[str]:
     pattern = data_path if data_path.endswith(data_format) else os.path.join(data_path, f"*.{data_format}")
     files = sorted(glob.glob(pattern))
     if not files:
@@ -86,7 +85,7 @@ def _expected_columns(params: dict) -> Tuple[List[str], List[str]]:
 def validate_raw_split(path: str, params: dict, data_format: str) -> int:
     """Check one raw split file: present, non-empty, every configured column there,
     a numeric binary-compatible label. Returns its row count; raises DataError."""
-    files = _resolve_files(path, data_format)
+    files = resolve_files(path, data_format)
     features, labels = _expected_columns(params)
     rows = 0
     for f in files:
@@ -193,79 +192,3 @@ def build_dataset(params: dict) -> Dict[str, Optional[str]]:
         shutil.rmtree(tmp_root, ignore_errors=True)
     logging.info(f"Processed dataset written to {final_dir}")
     return paths
-
-
-class TensorDataLoader:
-    """In-memory FuxiCTR data loader: the whole split as tensors, batches by indexing.
-
-    Accepted by FuxiCTR through ``RankDataLoader(..., data_loader=TensorDataLoader)``.
-    Each pass over a training loader draws a new permutation from a generator seeded
-    with ``seed`` and the pass number, so runs are reproducible and independent of
-    any other random state. With ``world_size > 1`` each rank gets a disjoint,
-    equal-length shard of every pass's permutation (the tail that does not divide
-    evenly is dropped from training passes; evaluation loaders are never sharded
-    here - distributed evaluation gathers instead).
-
-    Args:
-        feature_map: FuxiCTR FeatureMap of the processed dataset.
-        data_path: a processed ``.parquet`` file or a folder of them.
-        split: ``train``, ``valid`` or ``test``.
-        batch_size: rows per batch.
-        shuffle: shuffle training passes (ignored for other splits).
-        seed: base seed of the shuffle.
-        rank, world_size: data-parallel shard of this process.
-    """
-
-    def __init__(self, feature_map, data_path: str, split: str = "train", batch_size: int = 32,
-                 shuffle: bool = False, seed: int = 2019, rank: int = 0, world_size: int = 1, **kwargs):
-        self.feature_map = feature_map
-        self.split = split
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle) and split == "train"
-        self.seed = int(seed)
-        self.rank, self.world_size = int(rank), int(world_size)
-        self.epoch = 0
-        files = _resolve_files(data_path, "parquet")
-        self.num_blocks = len(files)
-        columns = list(feature_map.features.keys()) + list(feature_map.labels)
-        table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
-        self.num_samples = table.num_rows
-        self.columns: Dict[str, torch.Tensor] = {name: _column_tensor(table.column(name)) for name in columns}
-        if self.world_size > 1 and self.split == "train" and self.num_samples < self.world_size:
-            raise ValueError(f"world size {self.world_size} exceeds the {self.num_samples} training rows")
-
-    def _rows_per_rank(self) -> int:
-        if self.world_size > 1 and self.split == "train":
-            return self.num_samples // self.world_size
-        return self.num_samples
-
-    def __len__(self) -> int:
-        return int(np.ceil(self._rows_per_rank() / self.batch_size))
-
-    def __iter__(self):
-        n = self.num_samples
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=gen)
-        else:
-            order = torch.arange(n)
-        self.epoch += 1
-        if self.world_size > 1 and self.split == "train":
-            per_rank = self._rows_per_rank()
-            order = order[self.rank * per_rank:(self.rank + 1) * per_rank]
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            yield {name: values[idx] for name, values in self.columns.items()}
-
-
-def _column_tensor(column: pa.ChunkedArray) -> torch.Tensor:
-    array = column.combine_chunks()
-    if pa.types.is_fixed_size_list(array.type) or pa.types.is_list(array.type):
-        width = len(array[0]) if len(array) else 0
-        values = np.asarray(array.flatten().to_numpy(zero_copy_only=False)).reshape(len(array), width)
-    else:
-        values = array.to_numpy(zero_copy_only=False)
-    values = np.asarray(values)
-    if np.issubdtype(values.dtype, np.floating):
-        return torch.from_numpy(np.array(values, dtype=np.float64))
-    return torch.from_numpy(np.array(values, dtype=np.int64))

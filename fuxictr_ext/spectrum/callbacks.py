@@ -11,7 +11,7 @@ checkpoint:
   std, n_samples, n_nonfinite``;
 * ``<run>.spectrum.json`` - the same records plus the histogram
   (``hist_counts``, ``hist_edges``) and up to ``max_values`` per-sample values,
-  which :mod:`fuxictr_ext.spectrum_plot` overlays across runs;
+  which :mod:`fuxictr_ext.spectrum.plot` overlays across runs;
 * ``<run>.spectrum.png`` - one subplot per metric, metric vs stage, one line per
   epoch.
 
@@ -59,21 +59,17 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, 
 import numpy as np
 import torch
 
-from .spectrum import METRICS, spectrum_metrics, summarize
-from .spectrum_plot import atomic_output, plot_epochs, require_matplotlib
+from .metrics import METRICS, spectrum_metrics, summarize
+from ..atomic import write_text_atomic
+from .plot import plot_epochs, require_matplotlib
 
 __all__ = ["SPLITS", "SpectrumCallback", "SpectrumLog", "build_spectrum_callbacks"]
 
-SPLITS = ("train", "valid", "test")
+from ..data.build import SPLITS
 CSV_COLUMNS = ("run", "split", "epoch", "stage", "stage_index", "metric", "stack_batch",
                "mean", "std", "n_samples", "n_nonfinite")
 SPEC_DEFAULTS = {"metric": list(METRICS), "layers": "auto", "every": "epoch", "split": "valid",
                  "max_batches": 20, "stack_batch": False, "bins": 20, "max_values": 1000, "plot": True}
-
-
-def _write_atomic(path: str, text: str) -> None:
-    with atomic_output(path) as tmp_path, open(tmp_path, "w", newline="") as handle:
-        handle.write(text)
 
 
 class SpectrumLog:
@@ -102,9 +98,9 @@ class SpectrumLog:
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.records)
-        _write_atomic(self.csv_path, buffer.getvalue())
+        write_text_atomic(self.csv_path, buffer.getvalue())
         payload = {"run": self.run_name, "columns": list(CSV_COLUMNS), "records": self.records}
-        _write_atomic(self.json_path, json.dumps(payload, allow_nan=False))
+        write_text_atomic(self.json_path, json.dumps(payload, allow_nan=False))
         if self.plot and self.records:
             plot_epochs(self.records, self.png_path, title=self.run_name)
 
@@ -202,14 +198,14 @@ class SpectrumCallback:
         """Stage name -> index in the model's tap order, for the stages to measure."""
         order = {name: index for index, name in enumerate(stages)}
         if not order:
-            raise ValueError(f"{type(model).__name__} taps no stages: spectrum_callbacks needs "
+            raise ValueError(f"{model.__class__.__name__} taps no stages: spectrum_callbacks needs "
                              "`x = self.tap(name, x)` calls in its forward")
         if self.layers == "auto":
             return order
         missing = [name for name in self.layers if name not in order]
         if missing:
             raise ValueError(f"spectrum_callbacks layers {missing} are not tapped by "
-                             f"{type(model).__name__}; its stages: {list(order)}")
+                             f"{model.__class__.__name__}; its stages: {list(order)}")
         return {name: order[name] for name in sorted(self.layers, key=order.__getitem__)}
 
     def measure(self, model) -> Dict[str, StageValues]:

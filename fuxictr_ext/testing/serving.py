@@ -1,4 +1,5 @@
-"""Random requests and perturbed weights for tests and benchmarks of rank-aware scoring."""
+"""Test and benchmark helpers - not part of the model API: random requests and perturbed weights
+for tests and benchmarks of rank-aware scoring."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .rank_aware_base import FieldPartition, RequestBatch
+from ..serving.requests import FieldPartition, RequestBatch
 
 
 def random_field_values(spec: dict, rows: int, generator: torch.Generator) -> torch.Tensor:

@@ -87,7 +87,8 @@ class GlobalCompressor(nn.Module):
         token_dim: E, dimension of an original token.
         num_heads: H, number of global tokens.
         head_dim: W, dimension of a global token.
-        num_channels: S; ``None`` for the single-channel form without a channel axis.
+        num_channels: S; ``None`` for one weight without a channel axis (MLCC), applied to
+            every leading axis of the input.
 
     Shapes:
         (B, N, E) -> (B, H, W), or with channels (B, S, N, E) -> (B, S, H, W).
@@ -107,7 +108,7 @@ class GlobalCompressor(nn.Module):
         self.head_dim = require_positive_int("head_dim", head_dim)
         in_features, out_features = num_tokens * token_dim, num_heads * head_dim
         if num_channels is None:
-            shape, self.equation = (in_features, out_features), "bi,io->bo"
+            shape, self.equation = (in_features, out_features), "...i,io->...o"
         else:
             require_positive_int("num_channels", num_channels)
             shape, self.equation = (num_channels, in_features, out_features), "bsi,sio->bso"

@@ -1,0 +1,13 @@
+"""Data: FuxiCTR datasets built atomically, loaded fast, and synthetic data with a planted model.
+
+* :mod:`.build` - :func:`build_dataset`, the drop-in for ``fuxictr.preprocess.build_dataset``
+  (FuxiCTR's own FeatureProcessor, in-process, atomic; reads CSV under polars 2).
+* :mod:`.loader` - :class:`TensorDataLoader`, the in-memory loader for ``RankDataLoader``.
+* :mod:`.synthetic` - seeded synthetic data with real benchmarks' schemas.
+"""
+
+from .build import SPLITS, DataError, ZooFeatureProcessor, build_dataset, is_built, processed_paths, validate_raw_split
+from .loader import TensorDataLoader
+
+__all__ = ["SPLITS", "DataError", "ZooFeatureProcessor", "build_dataset", "is_built", "processed_paths",
+           "validate_raw_split", "TensorDataLoader"]

@@ -1,0 +1,591 @@
+"""Seeded synthetic CTR data with real benchmarks' schemas and planted models.
+
+The labels come from a known logistic model with first-order, pairwise
+(factorised, FM-like) and third-order field interactions, so that
+
+* interaction models have something a plain DNN finds harder to learn, and
+* the best achievable AUC is known: the planted model's own AUC on the test
+  split (the "ceiling"), written to ``planted.json`` beside the data.
+
+Schemas (``SCHEMAS``, keyed by the ``synthetic: {schema: ...}`` value of a
+dataset config entry):
+
+* ``criteo``  - Criteo_x1 layout: label, I1-I13 numeric, C1-C26 categorical.
+* ``avazu``   - Avazu_x4 layout: id, click, hour (YYMMDDHH), 21 categorical fields.
+* ``taobao``  - TaobaoAd_x1 layout: clk, behaviour sequences btag_his / cate_his /
+  brand_his ('^'-joined), user profile (userid + 8 fields), ad fields, price, pid,
+  btag. Rows of one user share its profile and history (gAUC groups by userid).
+* ``request`` - a context/target request layout: request_id, click, K = 8 context
+  fields (user and context), M = 4 target fields (item), N = 10 candidates per
+  request with identical context values.
+
+The planted model is drawn from the seed and never looked at by any model; it
+tests the plumbing, it is not a benchmark.
+
+Command line (``data_prep.synthetic``)::
+
+    python -m data_prep.synthetic --schema criteo --rows 200000 --out ./data/raw/demo
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import zlib
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import log_loss, roc_auc_score
+
+
+@dataclass
+class Sample:
+    """Rows drawn by a schema, before labelling.
+
+    Args:
+        frame: output columns (label excluded), in the release's column order.
+        prob: planted click probability of every row.
+        first_order_logit: the first-order part of the planted logit (for the report).
+        planted: description of the planted interactions (for the report).
+        unit: rows per indivisible block (a request's N candidates); splits cut between blocks.
+        group: column whose values group rows for gAUC, if the schema has one.
+    """
+
+    frame: pd.DataFrame
+    prob: np.ndarray
+    first_order_logit: np.ndarray
+    planted: dict
+    unit: int = 1
+    group: Optional[str] = None
+
+
+@dataclass
+class SyntheticSchema:
+    """Column layout of a flat synthetic dataset (one row = independent fields).
+
+    Args:
+        name: schema name (``criteo``, ...).
+        label: label column name.
+        numeric: numeric column names (floats in [0, 1), as in Criteo_x1's release).
+        categorical: categorical column name -> vocabulary size.
+        zipf_exponent: skew of the categorical value frequencies.
+        positive_rate: target mean of the labels.
+        num_pairs, num_triples: how many field pairs / triples carry planted interactions.
+        latent_dim: rank of the planted pairwise interactions.
+        id_columns: extra columns copied through unchanged (row or request ids).
+    """
+
+    name: str
+    label: str
+    numeric: List[str]
+    categorical: Dict[str, int]
+    zipf_exponent: float = 1.1
+    positive_rate: float = 0.25
+    num_pairs: int = 24
+    num_triples: int = 8
+    latent_dim: int = 4
+    id_columns: List[str] = field(default_factory=list)
+    label_position: int = 0
+
+    def sample(self, rows: int, rng: np.random.Generator) -> Sample:
+        model = PlantedModel(self, rng)
+        frame = _draw_features(self, rows, rng)
+        ids = model.ids(frame)
+        model.calibrate(ids, self.positive_rate)
+        prob = 1 / (1 + np.exp(-model.logit(ids)))
+        frame = frame.drop(columns=[c for c in frame.columns if c.startswith("__id_")])
+        return Sample(frame, prob, model.first_order_logit(ids), model.describe())
+
+
+def criteo_schema() -> SyntheticSchema:
+    """Criteo_x1 layout: label, I1-I13 numeric, C1-C26 categorical (Zipf vocabularies)."""
+    rng = np.random.default_rng(13)
+    vocab = np.unique(np.round(np.exp(rng.uniform(np.log(8), np.log(20000), 26))).astype(int))
+    sizes = list(rng.permutation(np.resize(vocab, 26)))
+    return SyntheticSchema(name="criteo", label="label",
+                           numeric=[f"I{i}" for i in range(1, 14)],
+                           categorical={f"C{i}": int(sizes[i - 1]) for i in range(1, 27)},
+                           positive_rate=0.25)
+
+
+def _zipf_ids(rng: np.random.Generator, rows: int, vocab: int, exponent: float) -> np.ndarray:
+    probs = 1.0 / np.arange(1, vocab + 1) ** exponent
+    return rng.choice(vocab, size=rows, p=probs / probs.sum())
+
+
+def _calibrated_intercept(base_logit: np.ndarray, positive_rate: float) -> float:
+    """The intercept b with mean(sigmoid(base_logit + b)) = positive_rate (bisection)."""
+    lo, hi = -20.0, 20.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (1 / (1 + np.exp(-(base_logit + mid)))).mean() < positive_rate:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+class PlantedModel:
+    """The logistic model that generates labels; drawn once from the seed.
+
+    logit(x) = b + sum_f w_f[x_f] + sum_{(f,g) in P} <v_f[x_f], v_g[x_g]>
+                 + sum_{(f,g,h) in T} u_f[x_f] * u_g[x_g] * u_h[x_h]
+    with numeric fields quantised into 10 buckets for the lookups.
+
+    Args:
+        schema: the fields (``numeric`` names, ``categorical`` name -> vocabulary size),
+            ``num_pairs``, ``num_triples`` and ``latent_dim``.
+        rng: the generator every parameter is drawn from.
+        cross: optional (context fields, target fields): adds ``num_cross_pairs`` pairs
+            and ``num_cross_triples`` triples that each join a context and a target field,
+            on top of the random ones.
+        num_cross_pairs, num_cross_triples: how many with ``cross``.
+    """
+
+    def __init__(self, schema: SyntheticSchema, rng: np.random.Generator,
+                 cross: Optional[Tuple[Sequence[str], Sequence[str]]] = None,
+                 num_cross_pairs: int = 0, num_cross_triples: int = 0):
+        self.schema = schema
+        fields = schema.numeric + list(schema.categorical)
+        self.cardinality = {f: 10 for f in schema.numeric}
+        self.cardinality.update(schema.categorical)
+        self.first = {f: rng.normal(0, 0.35, self.cardinality[f]) for f in fields}
+        self.latent = {f: rng.normal(0, 0.6, (self.cardinality[f], schema.latent_dim)) for f in fields}
+        self.third = {f: rng.normal(0, 0.9, self.cardinality[f]) for f in fields}
+        pick = lambda k: tuple(sorted(rng.choice(len(fields), size=k, replace=False)))
+        self.pairs = sorted({pick(2) for _ in range(schema.num_pairs)})
+        self.triples = sorted({pick(3) for _ in range(schema.num_triples)})
+        self.cross_pairs: List[tuple] = []
+        self.cross_triples: List[tuple] = []
+        if cross is not None:
+            context = [fields.index(f) for f in cross[0]]
+            target = [fields.index(f) for f in cross[1]]
+            self.cross_pairs = sorted({tuple(sorted((int(rng.choice(context)), int(rng.choice(target)))))
+                                       for _ in range(num_cross_pairs)})
+            for _ in range(num_cross_triples):
+                a, b = int(rng.choice(context)), int(rng.choice(target))
+                c = int(rng.choice([i for i in range(len(fields)) if i not in (a, b)]))
+                self.cross_triples.append(tuple(sorted((a, b, c))))
+            self.cross_triples = sorted(set(self.cross_triples))
+            self.pairs = sorted(set(self.pairs) | set(self.cross_pairs))
+            self.triples = sorted(set(self.triples) | set(self.cross_triples))
+        self.fields = fields
+        self.bias = 0.0
+
+    def ids(self, frame: pd.DataFrame) -> Dict[str, np.ndarray]:
+        out = {f: np.minimum((frame[f].to_numpy() * 10).astype(int), 9) for f in self.schema.numeric}
+        out.update({f: frame[f"__id_{f}"].to_numpy() for f in self.schema.categorical})
+        return out
+
+    def first_order_logit(self, ids: Dict[str, np.ndarray]) -> np.ndarray:
+        """b + sum_f w_f[x_f]: the planted logit without its interaction terms."""
+        z = np.full(len(next(iter(ids.values()))), self.bias)
+        for f in self.fields:
+            z += self.first[f][ids[f]]
+        return z
+
+    def logit(self, ids: Dict[str, np.ndarray], bias: float | None = None) -> np.ndarray:
+        z = np.full(len(next(iter(ids.values()))), self.bias if bias is None else bias)
+        for f in self.fields:
+            z += self.first[f][ids[f]]
+        scale = 1.0 / np.sqrt(max(len(self.pairs), 1))
+        for a, b in self.pairs:
+            fa, fb = self.fields[a], self.fields[b]
+            z += scale * 2.0 * np.einsum("nd,nd->n", self.latent[fa][ids[fa]], self.latent[fb][ids[fb]])
+        for a, b, c in self.triples:
+            fa, fb, fc = self.fields[a], self.fields[b], self.fields[c]
+            z += 0.6 * self.third[fa][ids[fa]] * self.third[fb][ids[fb]] * self.third[fc][ids[fc]]
+        return z
+
+    def calibrate(self, ids: Dict[str, np.ndarray], positive_rate: float) -> None:
+        """Set the intercept so that the mean probability is ``positive_rate`` (bisection)."""
+        self.bias = _calibrated_intercept(self.logit(ids, bias=0.0), positive_rate)
+
+    def describe(self) -> dict:
+        names = lambda groups: [[self.fields[i] for i in g] for g in groups]
+        out = {"pairs": names(self.pairs), "triples": names(self.triples)}
+        if self.cross_pairs or self.cross_triples:
+            out["context_target_pairs"] = names(self.cross_pairs)
+            out["context_target_triples"] = names(self.cross_triples)
+        return out
+
+
+def _draw_features(schema: SyntheticSchema, rows: int, rng: np.random.Generator) -> pd.DataFrame:
+    data = {}
+    for f in schema.numeric:
+        data[f] = np.clip(rng.beta(0.8, 2.5, rows), 0.0, 0.999).astype(np.float64)
+    for f, vocab in schema.categorical.items():
+        ids = _zipf_ids(rng, rows, vocab, schema.zipf_exponent)
+        data[f"__id_{f}"] = ids
+        data[f] = np.char.add(f"{f.lower()}_", ids.astype(str))
+    return pd.DataFrame(data)
+
+
+def _int_tokens(ids: np.ndarray, offset: int = 0) -> np.ndarray:
+    return np.char.mod("%d", ids.astype(np.int64) + offset)
+
+
+def _hex_tokens(name: str, ids: np.ndarray) -> np.ndarray:
+    """8-hex-digit tokens like Avazu's hashed ids, distinct per field."""
+    salt = np.uint64(zlib.crc32(name.encode()))
+    return np.char.mod("%08x", (ids.astype(np.uint64) * np.uint64(2654435761) + salt) % np.uint64(2 ** 32))
+
+
+def _diurnal_hours(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Hours of the day with a daytime peak (traffic is lowest around 4 am)."""
+    profile = 1.0 + 0.6 * np.sin(2 * np.pi * (np.arange(24) - 10) / 24)
+    return rng.choice(24, size=size, p=profile / profile.sum())
+
+
+def _planted_fields(name: str, label: str, numeric: List[str], categorical: Dict[str, int],
+                    num_pairs: int, num_triples: int, latent_dim: int) -> SyntheticSchema:
+    return SyntheticSchema(name=name, label=label, numeric=numeric, categorical=categorical,
+                           num_pairs=num_pairs, num_triples=num_triples, latent_dim=latent_dim)
+
+
+AVAZU_HEX_FIELDS = ("site_id", "site_domain", "site_category", "app_id", "app_domain", "app_category",
+                    "device_id", "device_ip", "device_model")
+
+
+@dataclass
+class AvazuSchema:
+    """Avazu_x4 layout: ``id``, ``click``, ``hour`` (YYMMDDHH over 21-30 Oct 2014) and the
+    21 anonymised categorical fields; vocabularies follow the release's, capped at 20000.
+
+    The planted model sees hour-of-day and weekday (what FuxiCTR's ``convert_hour`` /
+    ``convert_weekday`` derive from ``hour``) as two more fields.
+    """
+
+    name: str = "avazu"
+    label: str = "click"
+    categorical: Dict[str, int] = field(default_factory=lambda: {
+        "C1": 7, "banner_pos": 7, "site_id": 4000, "site_domain": 5000, "site_category": 26,
+        "app_id": 6000, "app_domain": 500, "app_category": 36, "device_id": 20000,
+        "device_ip": 20000, "device_model": 5000, "device_type": 5, "device_conn_type": 4,
+        "C14": 2500, "C15": 8, "C16": 9, "C17": 430, "C18": 4, "C19": 68, "C20": 170, "C21": 60})
+    int_offsets: Dict[str, int] = field(default_factory=lambda: {
+        "C1": 1001, "C14": 375, "C15": 120, "C16": 20, "C17": 112, "C19": 33, "C20": 100000, "C21": 1})
+    first_day: datetime.date = datetime.date(2014, 10, 21)
+    num_days: int = 10
+    zipf_exponent: float = 1.1
+    positive_rate: float = 0.17
+    num_pairs: int = 24
+    num_triples: int = 8
+    latent_dim: int = 4
+    label_position: int = 1
+
+    def sample(self, rows: int, rng: np.random.Generator) -> Sample:
+        planted = _planted_fields(self.name, self.label, [], {**self.categorical, "hour": 24, "weekday": 7},
+                                  self.num_pairs, self.num_triples, self.latent_dim)
+        model = PlantedModel(planted, rng)
+        ids = {f: _zipf_ids(rng, rows, vocab, self.zipf_exponent) for f, vocab in self.categorical.items()}
+        days = [self.first_day + datetime.timedelta(days=d) for d in range(self.num_days)]
+        day = rng.integers(0, self.num_days, rows)
+        ids["hour"] = _diurnal_hours(rng, rows)
+        ids["weekday"] = np.array([d.weekday() for d in days])[day]
+        model.calibrate(ids, self.positive_rate)
+        prob = 1 / (1 + np.exp(-model.logit(ids)))
+        stamps = np.char.add(np.array([d.strftime("%y%m%d") for d in days])[day], np.char.mod("%02d", ids["hour"]))
+        data = {"id": np.char.mod("%d", rng.integers(10 ** 18, 10 ** 19 - 1, rows, dtype=np.uint64)),
+                "hour": stamps}
+        for f in self.categorical:
+            data[f] = _hex_tokens(f, ids[f]) if f in AVAZU_HEX_FIELDS else _int_tokens(ids[f], self.int_offsets.get(f, 0))
+        return Sample(pd.DataFrame(data), prob, model.first_order_logit(ids), model.describe())
+
+
+TAOBAO_PIDS = np.array(["430548_1007", "430539_1007"])
+
+
+@dataclass
+class TaobaoSchema:
+    """TaobaoAd_x1 layout with users, ads and behaviour histories.
+
+    Users carry a fixed profile, three preferred categories and one behaviour
+    history (up to ``max_history`` (cate, brand, btag) events, 70% from the preferred
+    categories); half of a user's impressions are ads of a preferred category.
+    Brands belong to categories. The planted logit adds to the field terms
+
+        seq_weight   * (<mean_j v_cate[cate_his_j], v_cate[cate_id]> + <mean_j v_brand[brand_his_j], v_brand[brand]>)
+      + match_weight * (fraction of cate_his equal to cate_id)
+
+    the first readable by mean pooling, the second by target attention (DIN-style).
+    Ids are written as numeric strings from 1 (the release's padding id 0 never
+    occurs); ``userid`` doubles as the gAUC group (``copy_from(userid)`` in the config).
+    """
+
+    name: str = "taobao"
+    label: str = "clk"
+    user_profile: Dict[str, int] = field(default_factory=lambda: {
+        "cms_segid": 97, "cms_group_id": 13, "final_gender_code": 2, "age_level": 7,
+        "pvalue_level": 4, "shopping_level": 3, "occupation": 2, "new_user_class_level": 5})
+    rows_per_user: int = 20
+    rows_per_ad: int = 20
+    num_cates: int = 300
+    num_brands: int = 2000
+    brands_per_cate: int = 5
+    num_campaigns: int = 4000
+    num_customers: int = 3000
+    preferred_cates: int = 3
+    max_history: int = 50
+    preferred_history_share: float = 0.7
+    preferred_ad_share: float = 0.5
+    entity_zipf_exponent: float = 0.6
+    zipf_exponent: float = 1.1
+    seq_weight: float = 1.0
+    match_weight: float = 1.5
+    positive_rate: float = 0.05
+    num_pairs: int = 24
+    num_triples: int = 8
+    latent_dim: int = 4
+    label_position: int = 0
+
+    def _brand(self, cate: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        return (cate * 13 + slot) % self.num_brands
+
+    def sample(self, rows: int, rng: np.random.Generator) -> Sample:
+        n_users = max(10, rows // self.rows_per_user)
+        n_ads = max(20, rows // self.rows_per_ad)
+        planted = _planted_fields(
+            self.name, self.label, ["price"],
+            {"userid": n_users, **self.user_profile, "adgroup_id": n_ads, "cate_id": self.num_cates,
+             "campaign_id": self.num_campaigns, "customer": self.num_customers, "brand": self.num_brands,
+             "pid": len(TAOBAO_PIDS)},
+            self.num_pairs, self.num_triples, self.latent_dim)
+        model = PlantedModel(planted, rng)
+
+        profile = {f: _zipf_ids(rng, n_users, v, self.entity_zipf_exponent) for f, v in self.user_profile.items()}
+        preferred = _zipf_ids(rng, n_users * self.preferred_cates, self.num_cates,
+                              self.entity_zipf_exponent).reshape(n_users, self.preferred_cates)
+        ad_cate = _zipf_ids(rng, n_ads, self.num_cates, self.zipf_exponent)
+        ad_brand = self._brand(ad_cate, rng.integers(0, self.brands_per_cate, n_ads))
+        ad_campaign = _zipf_ids(rng, n_ads, self.num_campaigns, self.entity_zipf_exponent)
+        ad_customer = (ad_campaign * 7) % self.num_customers
+        ad_price = np.round(rng.lognormal(4.0, 1.2, n_ads), 2)
+
+        hist_len = rng.integers(1, self.max_history + 1, n_users)
+        mask = np.arange(self.max_history)[None, :] < hist_len[:, None]          # (users, H)
+        from_preferred = rng.random((n_users, self.max_history)) < self.preferred_history_share
+        slot = rng.integers(0, self.preferred_cates, (n_users, self.max_history))
+        random_cate = _zipf_ids(rng, n_users * self.max_history, self.num_cates,
+                                self.zipf_exponent).reshape(n_users, self.max_history)
+        his_cate = np.where(from_preferred, np.take_along_axis(preferred, slot, axis=1), random_cate)
+        his_brand = self._brand(his_cate, rng.integers(0, self.brands_per_cate, (n_users, self.max_history)))
+        his_btag = rng.choice(4, size=(n_users, self.max_history), p=[0.9, 0.04, 0.03, 0.03])
+
+        user = _zipf_ids(rng, rows, n_users, self.entity_zipf_exponent)
+        ad = _zipf_ids(rng, rows, n_ads, self.zipf_exponent)
+        wanted_cate = preferred[user, rng.integers(0, self.preferred_cates, rows)]
+        ads_by_cate = np.argsort(ad_cate, kind="stable")
+        cate_count = np.bincount(ad_cate, minlength=self.num_cates)
+        cate_start = np.concatenate([[0], np.cumsum(cate_count)[:-1]])
+        pick = cate_start[wanted_cate] + (rng.random(rows) * cate_count[wanted_cate]).astype(int)
+        use_preferred = (rng.random(rows) < self.preferred_ad_share) & (cate_count[wanted_cate] > 0)
+        ad = np.where(use_preferred, ads_by_cate[np.minimum(pick, n_ads - 1)], ad)
+        pid = rng.integers(0, len(TAOBAO_PIDS), rows)
+
+        price_rank = np.searchsorted(np.sort(ad_price), ad_price, side="left") / n_ads
+        ids = {"userid": user, **{f: v[user] for f, v in profile.items()}, "adgroup_id": ad,
+               "cate_id": ad_cate[ad], "campaign_id": ad_campaign[ad], "customer": ad_customer[ad],
+               "brand": ad_brand[ad], "pid": pid, "price": np.minimum((price_rank[ad] * 10).astype(int), 9)}
+        z = model.logit(ids, bias=0.0) + self._sequence_logit(model, ids, user, his_cate, his_brand, mask, hist_len)
+        model.bias = _calibrated_intercept(z, self.positive_rate)
+        prob = 1 / (1 + np.exp(-(z + model.bias)))
+
+        his_text = {name: self._join(values, hist_len) for name, values in
+                    (("btag_his", his_btag), ("cate_his", his_cate), ("brand_his", his_brand))}
+        data = {name: text[user] for name, text in his_text.items()}
+        data["userid"] = _int_tokens(user, 1)
+        data.update({f: _int_tokens(ids[f], 1) for f in self.user_profile})
+        data.update({f: _int_tokens(ids[f], 1) for f in ("adgroup_id", "cate_id", "campaign_id", "customer", "brand")})
+        data["price"] = ad_price[ad]
+        data["pid"] = TAOBAO_PIDS[pid]
+        data["btag"] = np.full(rows, "1")
+        planted_report = model.describe()
+        planted_report["sequence_terms"] = {"mean_pooled_dot": [["cate_his", "cate_id"], ["brand_his", "brand"]],
+                                            "target_match": [["cate_his", "cate_id"]],
+                                            "seq_weight": self.seq_weight, "match_weight": self.match_weight}
+        return Sample(pd.DataFrame(data), prob, model.first_order_logit(ids), planted_report, group="userid")
+
+    def _sequence_logit(self, model: PlantedModel, ids: Dict[str, np.ndarray], user: np.ndarray,
+                        his_cate: np.ndarray, his_brand: np.ndarray, mask: np.ndarray,
+                        hist_len: np.ndarray) -> np.ndarray:
+        weights = mask / hist_len[:, None]                                              # (users, H)
+        mean_cate = np.einsum("uh,uhd->ud", weights, model.latent["cate_id"][his_cate])  # (users, d)
+        mean_brand = np.einsum("uh,uhd->ud", weights, model.latent["brand"][his_brand])
+        dot = (np.einsum("nd,nd->n", mean_cate[user], model.latent["cate_id"][ids["cate_id"]])
+               + np.einsum("nd,nd->n", mean_brand[user], model.latent["brand"][ids["brand"]]))
+        match = ((his_cate[user] == ids["cate_id"][:, None]) * weights[user]).sum(axis=1)
+        return self.seq_weight * dot + self.match_weight * match
+
+    @staticmethod
+    def _join(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Per user, the first ``lengths[u]`` ids (from 1) joined with '^' (FuxiCTR's splitter)."""
+        tokens = _int_tokens(values, 1)
+        return np.array(["^".join(row[:n]) for row, n in zip(tokens.tolist(), lengths.tolist())], dtype=object)
+
+
+@dataclass
+class RequestSchema:
+    """Context/target request layout for rank-aware serving.
+
+    Every request has one user (``user_id`` and 4 profile fields, source ``user``) and
+    one context (``hour``, ``weekday``, ``device``, source ``context``): K = 8 context
+    fields whose values are identical on its N candidate rows; each candidate is an
+    item with M = 4 target fields (``item_id``, ``category``, ``brand``, ``shop``,
+    source ``item``). On top of random field pairs and triples the planted model has
+    ``num_cross_pairs`` context-target pairs and ``num_cross_triples`` context-target
+    triples. ``rows`` is rounded down to a multiple of ``candidates``; splits never cut
+    a request.
+    """
+
+    name: str = "request"
+    label: str = "click"
+    request_column: str = "request_id"
+    candidates: int = 10
+    user_profile: Dict[str, int] = field(default_factory=lambda: {
+        "age_level": 7, "gender": 3, "city_level": 5, "user_segment": 50})
+    context: Dict[str, int] = field(default_factory=lambda: {"hour": 24, "weekday": 7, "device": 6})
+    item_attributes: Dict[str, int] = field(default_factory=lambda: {"category": 200, "brand": 1000, "shop": 500})
+    requests_per_user: int = 5
+    rows_per_item: int = 10
+    entity_zipf_exponent: float = 0.6
+    zipf_exponent: float = 1.1
+    positive_rate: float = 0.1
+    num_pairs: int = 8
+    num_cross_pairs: int = 16
+    num_triples: int = 4
+    num_cross_triples: int = 4
+    latent_dim: int = 4
+    label_position: int = 1
+
+    @property
+    def context_fields(self) -> List[str]:
+        return ["user_id", *self.user_profile, *self.context]
+
+    @property
+    def target_fields(self) -> List[str]:
+        return ["item_id", *self.item_attributes]
+
+    def sample(self, rows: int, rng: np.random.Generator) -> Sample:
+        n_requests = rows // self.candidates
+        if n_requests < 10:
+            raise ValueError(f"rows={rows}: the request schema needs at least 10 requests of "
+                             f"{self.candidates} candidates ({10 * self.candidates} rows)")
+        rows = n_requests * self.candidates
+        n_users = max(10, n_requests // self.requests_per_user)
+        n_items = max(2 * self.candidates, rows // self.rows_per_item)
+        planted = _planted_fields(
+            self.name, self.label, [],
+            {"user_id": n_users, **self.user_profile, **self.context, "item_id": n_items, **self.item_attributes},
+            self.num_pairs, self.num_triples, self.latent_dim)
+        model = PlantedModel(planted, rng, cross=(self.context_fields, self.target_fields),
+                             num_cross_pairs=self.num_cross_pairs, num_cross_triples=self.num_cross_triples)
+
+        profile = {f: _zipf_ids(rng, n_users, v, self.entity_zipf_exponent) for f, v in self.user_profile.items()}
+        attributes = {f: _zipf_ids(rng, n_items, v, self.zipf_exponent) for f, v in self.item_attributes.items()}
+        request_user = _zipf_ids(rng, n_requests, n_users, self.entity_zipf_exponent)
+        request_context = {"hour": _diurnal_hours(rng, n_requests),
+                           "weekday": rng.integers(0, self.context["weekday"], n_requests),
+                           "device": _zipf_ids(rng, n_requests, self.context["device"], self.zipf_exponent)}
+        item = _zipf_ids(rng, rows, n_items, self.zipf_exponent)
+
+        request = np.repeat(np.arange(n_requests), self.candidates)
+        user = request_user[request]
+        ids = {"user_id": user, **{f: v[user] for f, v in profile.items()},
+               **{f: v[request] for f, v in request_context.items()},
+               "item_id": item, **{f: v[item] for f, v in attributes.items()}}
+        model.calibrate(ids, self.positive_rate)
+        prob = 1 / (1 + np.exp(-model.logit(ids)))
+
+        data = {self.request_column: request.astype(np.int64)}
+        data.update({f: _int_tokens(ids[f], 1) for f in self.context_fields + self.target_fields})
+        planted_report = model.describe()
+        planted_report.update({"context_fields": self.context_fields, "target_fields": self.target_fields,
+                               "candidates_per_request": self.candidates})
+        return Sample(pd.DataFrame(data), prob, model.first_order_logit(ids), planted_report,
+                      unit=self.candidates, group=self.request_column)
+
+
+SCHEMAS = {"criteo": criteo_schema, "avazu": AvazuSchema, "taobao": TaobaoSchema, "request": RequestSchema}
+
+
+def group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> Optional[float]:
+    """gAUC as FuxiCTR computes it: per-group AUC weighted by group size, over the
+    groups that have both classes (rank-sum form, ties averaged). None if no group has."""
+    frame = pd.DataFrame({"group": groups, "label": labels, "score": scores})
+    frame["rank"] = frame.groupby("group")["score"].rank(method="average")
+    frame["positive_rank"] = frame["rank"] * frame["label"]
+    stats = frame.groupby("group").agg(n=("label", "size"), pos=("label", "sum"), rank_sum=("positive_rank", "sum"))
+    stats = stats[(stats["pos"] > 0) & (stats["pos"] < stats["n"])]
+    if stats.empty:
+        return None
+    neg = stats["n"] - stats["pos"]
+    auc = (stats["rank_sum"] - stats["pos"] * (stats["pos"] + 1) / 2) / (stats["pos"] * neg)
+    return float((auc * stats["n"]).sum() / stats["n"].sum())
+
+
+def generate(schema, rows: int, seed: int = 2026,
+             split: Sequence[float] = (0.8, 0.1, 0.1)) -> Tuple[Dict[str, pd.DataFrame], dict]:
+    """Draw ``rows`` rows and split them; returns the frames and the planted-model report."""
+    if rows < 10:
+        raise ValueError(f"rows={rows}: need at least 10 rows to make train/valid/test splits")
+    rng = np.random.default_rng(seed)
+    sample = schema.sample(rows, rng)
+    frame = sample.frame
+    rows = len(frame)
+    frame.insert(schema.label_position, schema.label, (rng.random(rows) < sample.prob).astype(np.int64))
+    units = rows // sample.unit
+    n_train = int(units * split[0]) * sample.unit
+    n_valid = int(units * split[1]) * sample.unit
+    bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid), "test": (n_train + n_valid, rows)}
+    frames = {k: frame.iloc[a:b].reset_index(drop=True) for k, (a, b) in bounds.items()}
+    test_y = frames["test"][schema.label].to_numpy()
+    test_p = sample.prob[bounds["test"][0]:]
+    two_classes = len(set(test_y)) > 1
+    report = {
+        "schema": schema.name, "rows": rows, "seed": seed,
+        "positive_rate": {k: float(v[schema.label].mean()) for k, v in frames.items()},
+        "ceiling_test_AUC": float(roc_auc_score(test_y, test_p)) if two_classes else None,
+        "ceiling_test_logloss": float(log_loss(test_y, test_p, labels=[0, 1])),
+        "first_order_part_test_AUC": (float(roc_auc_score(test_y, sample.first_order_logit[bounds["test"][0]:]))
+                                      if two_classes else None),
+        "planted": sample.planted,
+    }
+    if sample.group:
+        report["group_column"] = sample.group
+        report["ceiling_test_gAUC"] = group_auc(test_y, test_p, frames["test"][sample.group].to_numpy())
+    return frames, report
+
+
+def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_format: str = "parquet") -> dict:
+    """Generate and write ``{train,valid,test}.<format>`` and ``planted.json`` to ``out_dir``.
+
+    Files are written to a temporary sibling folder that replaces ``out_dir`` only
+    when complete, so an interrupted run leaves no partial data behind.
+    """
+    if schema_name not in SCHEMAS:
+        raise ValueError(f"schema={schema_name!r}; choose one of {sorted(SCHEMAS)}")
+    frames, report = generate(SCHEMAS[schema_name](), rows, seed)
+    out_dir = os.path.abspath(out_dir)
+    tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    os.makedirs(tmp_dir)
+    try:
+        for split, frame in frames.items():
+            path = os.path.join(tmp_dir, f"{split}.{data_format}")
+            if data_format == "parquet":
+                frame.to_parquet(path, index=False)
+            else:
+                frame.to_csv(path, index=False)
+        with open(os.path.join(tmp_dir, "planted.json"), "w") as fd:
+            json.dump(report, fd, indent=2)
+        if os.path.isdir(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp_dir, out_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return report

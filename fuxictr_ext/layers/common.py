@@ -1,0 +1,127 @@
+"""Trainable layers that several models share.
+
+* :class:`FMPairs` - the FM pair vector [<e_i, e_j>]_{i<j} (DLRM, the rank-aware paper's eq. 3).
+* :class:`MultiHeadSelfAttention` - AutoInt's interacting layer (AutoInt, and the
+  rank-aware attention that decomposes it).
+* :class:`ZeroTerm` - a term a structure does not have in a sum (a 0-dim zero).
+* :class:`AbsentBranch` - a branch a structure does not have: a (rows, 0) tensor, so a
+  concatenation needs no if-branch in forward.
+
+Shapes: B batch, F fields, D embedding size, T tokens, H heads, A attention size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AbsentBranch(nn.Module):
+    """A branch a model does not have: zeros of shape (rows, 0).
+
+    Called as any branch it stands in for: ``forward(x)`` with ``x`` (B, ...) gives
+    (B, 0); a rank-aware branch ``forward(x_c, x_t, request_index)`` gives (C, 0).
+    The rows are those of the last argument, the dtype and device those of the first.
+    """
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return inputs[0].new_zeros(inputs[-1].size(0), 0)
+
+
+class ZeroTerm(nn.Module):
+    """A term that contributes nothing to a sum: returns a 0-dim zero whatever it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("zero", torch.zeros(()), persistent=False)
+
+    def forward(self, *args) -> torch.Tensor:
+        return self.zero
+
+
+class FMPairs(nn.Module):
+    """The FM pair vector of eq. 3: FM(e) = [<e_i, e_j>]_{1 <= i < j <= F}.
+
+    The same values in the same row-major order as fuxictr's
+    ``InnerProductInteraction(output="inner_product")``, but the upper triangle
+    of the Gram matrix is read with an index gather (as torchrec's DLRM does)
+    rather than a boolean mask, which on CPU costs several times the Gram matmul
+    itself and would inflate any comparison with the rank-aware path.
+
+    Shapes: forward(e (B, F, D)) -> (B, F(F-1)/2).
+    """
+
+    def __init__(self, num_fields: int):
+        super().__init__()
+        self.register_buffer("triu", torch.triu_indices(num_fields, num_fields, offset=1), persistent=False)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        gram = torch.bmm(e, e.transpose(1, 2))            # (B, F, F)
+        return gram[:, self.triu[0], self.triu[1]]         # (B, F(F-1)/2)
+
+
+class ZeroResidual(nn.Module):
+    """No residual connection: zeros of the attention output's shape."""
+
+    def __init__(self, attention_dim: int):
+        super().__init__()
+        self.attention_dim = attention_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(*x.shape[:-1], self.attention_dim)
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """AutoInt's interacting layer (Song et al., CIKM 2019, eqs. 5-8), as FuxiCTR's AutoInt builds it.
+
+        head_h = softmax(Q_h K_h^T / s) V_h,  Q = E W_q, K = E W_k, V = E W_v
+        out = ReLU(LN([head_1; ...; head_H] + E W_res))
+
+    ``s`` is sqrt(head size) with ``use_scale`` and 1 otherwise; ``W_res`` is the
+    identity when the input already has the attention size.
+
+    Args:
+        input_dim: width of each input token.
+        attention_dim: A, the output width (H times the head size).
+        num_heads: H.
+        dropout_rate: dropout on the attention weights.
+        use_residual: add the (projected) input.
+        use_scale: divide scores by sqrt(head size).
+        layer_norm: LayerNorm before the ReLU.
+
+    Shapes: forward(x (B, T, input_dim)) -> (B, T, A).
+    """
+
+    def __init__(self, input_dim: int, attention_dim: int, num_heads: int = 1, dropout_rate: float = 0.0,
+                 use_residual: bool = True, use_scale: bool = False, layer_norm: bool = False):
+        super().__init__()
+        if attention_dim % num_heads:
+            raise ValueError(f"attention_dim={attention_dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = attention_dim // num_heads
+        self.scale = self.head_dim ** 0.5 if use_scale else 1.0
+        self.W_q = nn.Linear(input_dim, attention_dim, bias=False)
+        self.W_k = nn.Linear(input_dim, attention_dim, bias=False)
+        self.W_v = nn.Linear(input_dim, attention_dim, bias=False)
+        if not use_residual:
+            self.residual = ZeroResidual(attention_dim)
+        elif input_dim != attention_dim:
+            self.residual = nn.Linear(input_dim, attention_dim, bias=False)
+        else:
+            self.residual = nn.Identity()
+        self.dropout = nn.Dropout(dropout_rate)
+        self.layer_norm = nn.LayerNorm(attention_dim) if layer_norm else nn.Identity()
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, A) -> (B, H, T, A/H)."""
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def finish(self, attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate heads (B, H, T, A/H), add the residual of ``x``, normalise, ReLU."""
+        return self.layer_norm(attended.transpose(1, 2).flatten(start_dim=2) + self.residual(x)).relu()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        query, key, value = self.heads(self.W_q(x)), self.heads(self.W_k(x)), self.heads(self.W_v(x))
+        scores = torch.matmul(query, key.transpose(-1, -2)) / self.scale   # (B, H, T, T)
+        attended = torch.matmul(self.dropout(scores.softmax(dim=-1)), value)  # (B, H, T, A/H)
+        return self.finish(attended, x)                                      # (B, T, A)

@@ -1,0 +1,31 @@
+"""Serving: score a request's N candidates with the context work done once.
+
+Paper: Tkach, "Context Features Are Cheap: Rank-Aware Decomposition for
+Efficient Feature Interaction in Recommender Systems".
+
+Canonical import path for the serving API (``fuxictr_ext.rank_aware`` re-exports it):
+
+* :mod:`.requests` - :class:`FieldPartition`, :class:`RequestBatch` (ragged R x N), the scorer base.
+* :mod:`.servable` - the contract a servable model keeps (:class:`RankAwareServable`).
+* :mod:`.scorers` - :func:`build_scorer`, :func:`score_requests`, export, the vanilla path.
+* :mod:`.layers` - the rank-aware layers (split FM pairs, split dense layer, cross layer 0,
+  attention layer 0, rDCN's and the rank-aware attention's two streams).
+* :mod:`.flops` - the paper's closed-form FLOP savings.
+"""
+
+from .layers import (BroadcastMLP, ContextTargetCrossNet, RankAwareCrossNetV2, RankAwareFMPairs,
+                     RankAwareLogisticRegression, RankAwareMLP, RankAwareSelfAttention, RankSplitDense, SumThenMLP,
+                     TwoStreamAttentionLayer, fm_pair_columns, gather_requests)
+from .requests import FieldPartition, MultiTargetScorer, RankAwareUnsupportedError, RequestBatch
+from .scorers import (EXPORT_METHODS, PATHS, DeepFMScorer, TwoStreamScorer, VanillaScorer, build_scorer,
+                      export_scorer, rank_aware_models, register_scorer, resolve_partition, score_difference,
+                      score_requests)
+from .servable import EmbeddingScorer, RankAwareServable
+
+__all__ = ["FieldPartition", "RequestBatch", "MultiTargetScorer", "RankAwareUnsupportedError",
+           "RankAwareServable", "EmbeddingScorer", "VanillaScorer", "TwoStreamScorer", "DeepFMScorer",
+           "PATHS", "EXPORT_METHODS", "build_scorer", "score_requests", "score_difference", "export_scorer",
+           "rank_aware_models", "register_scorer", "resolve_partition",
+           "BroadcastMLP", "ContextTargetCrossNet", "RankAwareCrossNetV2", "RankAwareFMPairs",
+           "RankAwareLogisticRegression", "RankAwareMLP", "RankAwareSelfAttention", "RankSplitDense",
+           "SumThenMLP", "TwoStreamAttentionLayer", "fm_pair_columns", "gather_requests"]

@@ -1,0 +1,237 @@
+"""Multi-target scoring: a trained model, R requests, N candidates each, N scores back.
+
+Paper: Tkach, "Context Features Are Cheap: Rank-Aware Decomposition for
+Efficient Feature Interaction in Recommender Systems".
+
+Two paths score the same request with the same trained parameters:
+
+* ``"vanilla"`` - broadcast each request's context to its candidates and run
+  the model's own ``forward`` (the "standard approach" of section 3.2).
+* ``"rank_aware"`` - context-only work once per request, target work per
+  candidate, identity-equivalent to the vanilla scores (section 3):
+
+  Each servable model declares its own decomposition
+  (:class:`~fuxictr_ext.serving.servable.RankAwareServable`, in its model folder):
+
+  ========================  ==========================================================
+  model class               rank-aware parts
+  ========================  ==========================================================
+  DLRM                      FM pairs (eqs. 4-6) + first FC layer on [FM_ctx; e_c] (eq. 12)
+  DeepFM (FuxiCTR's)        LR + FM pairs + first FC layer of the DNN (:class:`DeepFMScorer`,
+                            attached with ``register_scorer(DeepFM, DeepFMScorer)``)
+  NFM                       LR + bi-interaction pairs + first FC layer
+  DNN                       first FC layer (eq. 11)
+  DCNv2 (single embedding)  cross layer 0 (eq. 14) + first layer of the parallel DNN
+  AutoInt                   attention layer 0 (eqs. 17-18, block log-sum-exp softmax)
+                            + first layer of its DNN + LR
+  rDCN, rDCNNoContextStream,
+  RankAwareAttention        the whole model (section 4): its own two-stream forward
+  ========================  ==========================================================
+
+  ``rank_aware_fc=False`` keeps the FC stack vanilla (Table 3's "FM" row).
+  Any other model, or a structure these paths do not cover (multi-embedding,
+  CrossNetMix, an MLP starting with batch norm), raises
+  :class:`RankAwareUnsupportedError` instead of silently using the vanilla path.
+
+Example:
+    >>> batch = RequestBatch.from_requests(partition, requests)
+    >>> scores = score_requests(model, batch, path="rank_aware")  # (C,)
+    >>> per_request = batch.split(scores)                         # [(N_0,), (N_1,), ...]
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Type
+
+import torch
+from fuxictr.pytorch.layers import FactorizationMachine, MLP_Block
+from torch import nn
+
+from ..registry import get_model_class, list_models
+from .layers import RankAwareFMPairs, RankAwareLogisticRegression, gather_requests
+from .requests import FieldPartition, MultiTargetScorer, RankAwareUnsupportedError, RequestBatch
+from .servable import EmbeddingScorer, RankAwareServable
+
+__all__ = ["FieldPartition", "RequestBatch", "RankAwareUnsupportedError", "MultiTargetScorer",
+           "RankAwareServable", "EmbeddingScorer", "VanillaScorer", "TwoStreamScorer", "DeepFMScorer",
+           "PATHS", "register_scorer", "build_scorer", "score_requests", "score_difference",
+           "rank_aware_models", "export_scorer", "EXPORT_METHODS", "resolve_partition"]
+
+PATHS = ("vanilla", "rank_aware")
+_EXTERNAL_SCORERS: Dict[type, Type[MultiTargetScorer]] = {}
+
+
+def register_scorer(model_class: type, scorer_class: Type[MultiTargetScorer]) -> None:
+    """Attach a rank-aware scorer to a model class this project does not own (e.g. FuxiCTR's DeepFM).
+
+    Zoo models declare theirs with :class:`RankAwareServable`; this is for the rest.
+    ``scorer_class(model, partition, rank_aware_fc=...)`` must equal the model's forward.
+    """
+    if isinstance(model_class, type) and issubclass(model_class, RankAwareServable):
+        raise ValueError(f"{model_class.__name__} declares its own rank_aware_scorer; do not register another")
+    _EXTERNAL_SCORERS[model_class] = scorer_class
+
+
+def _external_scorer(model: nn.Module) -> Optional[Type[MultiTargetScorer]]:
+    for cls in type(model).__mro__:
+        if cls in _EXTERNAL_SCORERS:
+            return _EXTERNAL_SCORERS[cls]
+    return None
+
+
+def rank_aware_models() -> List[str]:
+    """Names of the model classes that have a rank-aware path (zoo models and registered ones)."""
+    zoo = [name for name in list_models() if issubclass(get_model_class(name), RankAwareServable)]
+    return sorted(set(zoo) | {cls.__name__ for cls in _EXTERNAL_SCORERS})
+
+
+class VanillaScorer(MultiTargetScorer):
+    """The standard path: every candidate row carries its request's context; the model's own forward.
+
+    Shapes: forward(context {f: (R, ...)}, candidates {f: (C, ...)}, request_index (C,)) -> (C,).
+    """
+
+    def __init__(self, model: nn.Module, partition: FieldPartition):
+        super().__init__(model, partition)
+        self.model = model
+
+    def forward(self, context, candidates, request_index):
+        rows = {f: gather_requests(v, request_index) for f, v in context.items()}  # broadcast, (C, ...)
+        rows.update(candidates)
+        return self.model(rows)["y_pred"].view(-1)
+
+
+class TwoStreamScorer(MultiTargetScorer):
+    """Models built rank-aware (section 4): their own ``score_candidates`` with R requests."""
+
+    def __init__(self, model: nn.Module, partition: FieldPartition, rank_aware_fc: bool = True):
+        super().__init__(model, partition)
+        if not rank_aware_fc:
+            raise ValueError(f"{model.__class__.__name__}'s FC head is rank-aware by construction; "
+                             "rank_aware_fc=False does not apply")
+        self.model = model
+
+    def forward(self, context, candidates, request_index):
+        return self.model.score_candidates(context, candidates, request_index).view(-1)
+
+
+class DeepFMScorer(EmbeddingScorer):
+    """FuxiCTR's DeepFM (``embedding_layer``, ``fm``, ``mlp``): LR and the FM pair sum with
+    context parts once, DNN first layer split.
+
+    Example:
+        >>> register_scorer(DeepFM, DeepFMScorer)   # DeepFM from FuxiCTR's model_zoo
+        >>> build_scorer(deepfm_model)
+    """
+
+    def __init__(self, model: nn.Module, partition: FieldPartition, rank_aware_fc: bool = True):
+        super().__init__(model, partition, model.embedding_layer)
+        if not isinstance(model.fm, FactorizationMachine) or not isinstance(model.mlp, MLP_Block):
+            raise RankAwareUnsupportedError("DeepFMScorer needs fuxictr's FactorizationMachine `fm` and "
+                                            "an MLP_Block `mlp` on the flattened embeddings")
+        self.wide = RankAwareLogisticRegression(model.fm.lr_layer, partition.context_fields, partition.target_fields)
+        self.interaction = RankAwareFMPairs(partition.num_context, partition.num_target)
+        self.fc = self.split_mlp(model.mlp, self.context_columns, self.target_columns, rank_aware_fc)
+
+    def forward(self, context, candidates, request_index):
+        e_c, e_t = self.embed(context, candidates, request_index)
+        fm_ctx, fm_tgt = self.interaction(e_c, e_t, request_index)
+        fm = gather_requests(fm_ctx.sum(dim=1, keepdim=True), request_index) + fm_tgt.sum(dim=1, keepdim=True)
+        logit = (self.wide(context, candidates, request_index) + fm
+                 + self.fc(e_c.flatten(start_dim=1), e_t.flatten(start_dim=1), request_index))  # (C, 1)
+        return self.output_activation(logit).view(-1)
+
+
+def resolve_partition(model: nn.Module, partition: Optional[FieldPartition] = None,
+                      **partition_options) -> FieldPartition:
+    """The field partition to score ``model`` with.
+
+    A servable model decides (:meth:`RankAwareServable.serving_partition`: two-stream
+    models keep the partition they were built with; others read the FeatureMap's
+    sources with their ``context_sources`` / ``target_sources`` / ``field_roles``
+    keys updated by ``partition_options``). Any other model: an explicit
+    ``partition``, else the FeatureMap's sources with ``partition_options``.
+    """
+    if isinstance(model, RankAwareServable):
+        return model.serving_partition(partition, **partition_options)
+    if partition is not None:
+        return partition
+    options = {k: v for k, v in partition_options.items() if v is not None}
+    return FieldPartition.from_feature_map(model.feature_map, **options)
+
+
+def build_scorer(model: nn.Module, path: str = "rank_aware", partition: Optional[FieldPartition] = None,
+                 rank_aware_fc: bool = True, **partition_options) -> MultiTargetScorer:
+    """A scorer module for ``model`` (put in eval mode; the model too).
+
+    Args:
+        model: a trained model.
+        path: ``"vanilla"`` or ``"rank_aware"``.
+        partition: the context/target split; default from the FeatureMap's sources.
+        rank_aware_fc: with ``path="rank_aware"``, also split the first FC layer.
+        **partition_options: ``context_sources``, ``target_sources``, ``field_roles``.
+
+    Raises:
+        RankAwareUnsupportedError: ``path="rank_aware"`` for a model without a rank-aware path.
+    """
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    partition = resolve_partition(model, partition, **partition_options)
+    if path == "vanilla":
+        scorer = VanillaScorer(model, partition)
+    elif isinstance(model, RankAwareServable):
+        scorer = model.rank_aware_scorer(partition, rank_aware_fc=rank_aware_fc)
+    elif _external_scorer(model) is not None:
+        scorer = _external_scorer(model)(model, partition, rank_aware_fc=rank_aware_fc)
+    else:
+        raise RankAwareUnsupportedError(
+            f"{model.__class__.__name__} has no rank-aware forward path (models with one: "
+            f"{', '.join(rank_aware_models())}); score it with path='vanilla'")
+    return scorer.to(model.device).eval()
+
+
+def score_requests(model: nn.Module, batch: RequestBatch, path: str = "rank_aware",
+                   partition: Optional[FieldPartition] = None, rank_aware_fc: bool = True,
+                   **partition_options) -> torch.Tensor:
+    """(C,) scores of ``batch``'s candidates; ``batch.split(scores)`` cuts them per request."""
+    return build_scorer(model, path, partition, rank_aware_fc, **partition_options).score(batch)
+
+
+def score_difference(model: nn.Module, batch: RequestBatch, rank_aware_fc: bool = True,
+                     partition: Optional[FieldPartition] = None, **partition_options) -> float:
+    """max |rank-aware - vanilla| over ``batch``'s candidates: the identity-equivalence check."""
+    vanilla = score_requests(model, batch, "vanilla", partition, **partition_options)
+    rank_aware = score_requests(model, batch, "rank_aware", partition, rank_aware_fc, **partition_options)
+    return float((rank_aware - vanilla).abs().max())
+
+
+EXPORT_METHODS = ("torchscript", "torch.export")
+
+
+def export_scorer(scorer: MultiTargetScorer, example: RequestBatch, method: str = "torchscript"):
+    """A standalone form of ``scorer``, called as ``exported(context, candidates, request_index) -> (C,)``.
+
+    Args:
+        scorer: a scorer from :func:`build_scorer`.
+        example: a request batch to trace with; later calls may differ in R,
+            C and the ragged N, not in the fields.
+        method: ``"torchscript"`` (``torch.jit.trace``: a ``ScriptModule``,
+            ``torch.jit.save``-able, runs without Python between ops) or
+            ``"torch.export"`` (an ``ExportedProgram`` with dynamic R and C,
+            ``torch.export.save``-able; call ``.module()`` on it to run it). Its
+            example needs R >= 2 and C >= 2: torch.export specialises sizes of 1.
+    """
+    if method not in EXPORT_METHODS:
+        raise ValueError(f"method must be one of {EXPORT_METHODS}, got {method!r}")
+    example.validate(scorer.partition)
+    example = example.to(scorer.device)
+    args = (example.context, example.candidates, example.request_index)
+    scorer.eval()
+    if method == "torchscript":
+        with torch.no_grad():
+            return torch.jit.trace(scorer, args, strict=False, check_trace=False)
+    requests, candidates = torch.export.Dim("R", min=1), torch.export.Dim("C", min=1)
+    dynamic_shapes = ({f: {0: requests} for f in example.context},
+                      {f: {0: candidates} for f in example.candidates},
+                      {0: candidates})
+    return torch.export.export(scorer, args, dynamic_shapes=dynamic_shapes, strict=False)
