@@ -36,6 +36,7 @@ from fuxictr.pytorch.layers import CrossNetV2, FeatureEmbedding, MLP_Block
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from fuxictr_ext.cost import count_parameters
 from fuxictr_ext.registry import list_models, get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch
 from model_zoo.MLCC import MLCC
@@ -87,10 +88,6 @@ def mlcc_criteo_params() -> dict:
         expid = yaml.safe_load(fd)["MLCC_criteo"]
     args = set(inspect.signature(MLCC.__init__).parameters) - {"self", "feature_map", "kwargs"}
     return {k: v for k, v in expid.items() if k in args}
-
-
-def dense_params(model: nn.Module) -> int:
-    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("embedding_layer"))
 
 
 def flops_per_sample(model: nn.Module, batch: dict, batch_size: int) -> float:
@@ -158,7 +155,7 @@ def main(argv=None) -> int:
         ms = [1e3 * t for t in times[name]]
         medians[name] = statistics.median(ms)
         print(f"{name:<26} {medians[name]:>20.1f} {min(ms):>8.1f} {max(ms):>8.1f} "
-              f"{flops[name] / 1e6:>18.3f} {dense_params(model):>13,}")
+              f"{flops[name] / 1e6:>18.3f} {count_parameters(model)['dense']:>13,}")
     mlcc_ms = medians["MLCC (MLCC_criteo)"]
     for name, ms in medians.items():
         if name.startswith("DCNv2"):

@@ -27,7 +27,7 @@ from fuxictr.features import FeatureMap
 
 from fuxictr_ext.data import processed_paths
 from fuxictr_ext.serving import RequestBatch, build_scorer, resolve_partition
-from fuxictr_ext.cost import flops_by_module
+from fuxictr_ext.cost import count_parameters, flops_by_module
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.runner import load_params, make_loaders, run_experiment
 
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         flops = {path: flops_by_module(build_scorer(model, path), one.context, one.candidates,
                                    one.request_index)["total"] for path in ("vanilla", "rank_aware")}
         reference = reference or flops["vanilla"]
-        dense = sum(p.numel() for n, p in model.named_parameters() if "embedding_layer" not in n)
+        dense = count_parameters(model)["dense"]
 
         def stat(metric):
             values = [r["test"][metric] for r in runs]

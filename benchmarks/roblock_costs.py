@@ -43,11 +43,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from fuxictr.utils import load_model_config
 
+from benchmarks.timing import mean_seconds, median_seconds
+from fuxictr_ext.cost import count_parameters
 from fuxictr_ext.layers.hsic import hsic_loss
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.registry import get_model_class
@@ -64,16 +66,6 @@ MODELS = {
     "DCNv2_ME_10x": ("DCNv2_criteo", {"num_embeddings": 10, "embedding_mode": "multi"}),
     "DHEN_ME_10x_L2": ("DHEN_ME_criteo", {"num_embeddings": 10, "embedding_mode": "multi"}),
 }
-
-
-def median_seconds(fn: Callable[[], None], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def rss_gib() -> float:
@@ -130,22 +122,14 @@ def bench_model(name: str, batch_size: int, steps: int) -> Dict[str, float]:
     feature_map = make_feature_map(num_categorical=FIELDS, num_numeric=0, vocab_size=VOCAB)
     batch = random_batch(feature_map, batch_size, seed=0)
     model = build_model(name, feature_map)
-    dense = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embedding"))
+    dense = count_parameters(model)["dense"]
     y_true = model.get_labels(batch)
     rss_before = rss_gib()
 
-    adam_step(model, batch, y_true)
-    start = time.perf_counter()
-    for _ in range(steps):
-        adam_step(model, batch, y_true)
-    train_s = (time.perf_counter() - start) / steps
+    train_s = mean_seconds(lambda: adam_step(model, batch, y_true), steps)
     model.eval()
     with torch.no_grad():
-        model(batch)
-        start = time.perf_counter()
-        for _ in range(steps):
-            model(batch)
-        eval_s = (time.perf_counter() - start) / steps
+        eval_s = mean_seconds(lambda: model(batch), steps)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # KiB -> GiB
     return {"model": name, "expid": expid, "overrides": overrides, "dense_params": dense,
             "train_step_s": train_s, "samples_per_s": batch_size / train_s, "eval_forward_s": eval_s,

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
 
+from benchmarks.timing import mean_seconds, synchronize
+from fuxictr_ext.cost import count_parameters
 from fuxictr_ext.testing import make_feature_map, random_batch
 
 from model_zoo.RoBlock import RoBlock
@@ -31,16 +32,11 @@ VARIANTS = {
 }
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(name: str, overrides: dict, feature_map, batch, gpu: int, steps: int, model_root: str) -> str:
     torch.manual_seed(0)
     model = RoBlock(feature_map, model_id=name, gpu=gpu, verbose=0, model_root=model_root, **overrides)
     device = model.device
-    dense = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embedding."))
+    dense = count_parameters(model)["dense"]
     y_true = model.get_labels(batch)
 
     def train_step():
@@ -55,23 +51,13 @@ def measure(name: str, overrides: dict, feature_map, batch, gpu: int, steps: int
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    synchronize(device)
-    train_ms = (time.perf_counter() - start) / steps * 1e3
+    train_ms = mean_seconds(train_step, steps, warmup=0, device=device) * 1e3
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
 
     model.eval()
     with torch.no_grad():
-        for _ in range(3):
-            model(batch)
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            y_pred = model(batch)["y_pred"]
-        synchronize(device)
-        eval_ms = (time.perf_counter() - start) / steps * 1e3
+        eval_ms = mean_seconds(lambda: model(batch), steps, warmup=3, device=device) * 1e3
+        y_pred = model(batch)["y_pred"]
         deterministic = torch.equal(model(batch)["y_pred"], y_pred)
     model.save_weights(model.checkpoint)
     reloaded = RoBlock(feature_map, model_id=name, gpu=gpu, verbose=0, model_root=model_root, **overrides)

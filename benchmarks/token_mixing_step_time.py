@@ -9,33 +9,21 @@ forward + backward + Adam step, averaged after warm-up.
 """
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 import yaml
 
 from fuxictr_ext.testing import make_feature_map, random_batch
+from benchmarks.timing import mean_seconds
+from fuxictr_ext.cost import count_parameters
 from fuxictr_ext.layers.token_mixing import PerTokenFFN
 from model_zoo.RankElastor import RankElastor
 from model_zoo.RankMixer import RankMixer
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "model_config"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config" / "model_config"
 DATASET_FIELDS = {"criteo_x1": (26, 13), "avazu_x4": (24, 0)}  # (categorical, numeric)
 MODELS = {"RankMixer": RankMixer, "RankElastor": RankElastor}
-
-
-def mean_ms(fn, device: torch.device, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / iters * 1e3
 
 
 def ffn_batched_vs_loop(device: torch.device, iters: int) -> None:
@@ -46,9 +34,9 @@ def ffn_batched_vs_loop(device: torch.device, iters: int) -> None:
         singles = torch.nn.ModuleList(PerTokenFFN(1, dim, hidden, "GLU", 3.0, True)
                                       for _ in range(tokens)).to(device)
         x = torch.randn(batch, tokens, dim, device=device, requires_grad=True)
-        t_batched = mean_ms(lambda: batched(x).sum().backward(), device, iters, 5)
-        t_loop = mean_ms(lambda: torch.cat([singles[t](x[:, t:t + 1]) for t in range(tokens)], dim=1)
-                         .sum().backward(), device, iters, 5)
+        t_batched = 1e3 * mean_seconds(lambda: batched(x).sum().backward(), iters, warmup=5, device=device)
+        t_loop = 1e3 * mean_seconds(lambda: torch.cat([singles[t](x[:, t:t + 1]) for t in range(tokens)], dim=1)
+                         .sum().backward(), iters, warmup=5, device=device)
         print(f"P-FFN GLU T={tokens} D={dim} widths={hidden} B={batch}: batched {t_batched:.2f} ms, "
               f"token loop {t_loop:.2f} ms (forward + backward)", flush=True)
 
@@ -74,9 +62,9 @@ def config_step_times(device: torch.device, iters: int) -> None:
                 model.compute_loss(model(batch), labels).backward()
                 model.optimizer.step()
 
-            dense = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embedding_layer"))
+            dense = count_parameters(model)["dense"]
             print(f"{expid}: batch {params['batch_size']}, dense parameters {dense:,}, "
-                  f"train step {mean_ms(train_step, model.device, iters, 5):.2f} ms", flush=True)
+                  f"train step {1e3 * mean_seconds(train_step, iters, warmup=5, device=model.device):.2f} ms", flush=True)
             del model
 
 
