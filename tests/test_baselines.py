@@ -163,15 +163,16 @@ def test_embedding_stage_is_the_concatenated_sets(variant, mode, feature_map, tm
     stages = model.collect_stages(batch)
     assert list(stages) == ["embedding"] and stages["embedding"].shape == (5, F, 3 * K)
     X = model.get_inputs(batch)
-    tables = (model.embedding_layer.embedding_sets if mode == "multi" else [model.embedding_layer])
+    emb = model.embedding_layer
     with torch.no_grad():
-        reference = torch.cat([table(X) for table in tables], dim=-1)
+        sets = ([emb.embedding_set(X, i) for i in range(emb.num_embeddings)] if mode == "multi" else [emb(X)])
+        reference = torch.cat(sets, dim=-1)
     torch.testing.assert_close(stages["embedding"], reference)
 
 
 def test_multi_embedding_modules(feature_map, tmp_path):
     model = build("DCNv2", feature_map, tmp_path, num_embeddings=3, embedding_mode="multi")
-    assert isinstance(model.embedding_layer, MultiEmbedding) and len(model.embedding_layer.embedding_sets) == 3
+    assert isinstance(model.embedding_layer, MultiEmbedding) and model.embedding_layer.num_embeddings == 3
     assert isinstance(model.crossnet, MultiEmbeddingInteraction) and model.crossnet.vectorized
     assert all(isinstance(c, CrossNetV2) and c.cross_layers[0].in_features == F * K
                for c in model.crossnet.interactions)
@@ -188,8 +189,8 @@ def test_multi_crossnet_equals_slow_loop(feature_map, tmp_path):
     X = model.get_inputs(batch)
     with torch.no_grad():
         cross_outs = []
-        for table, crossnet in zip(model.embedding_layer.embedding_sets, model.crossnet.interactions):
-            x_0 = table(X).flatten(start_dim=1)                              # (B, F*k)
+        for i, crossnet in enumerate(model.crossnet.interactions):
+            x_0 = model.embedding_layer.embedding_set(X, i).flatten(start_dim=1)   # (B, F*k)
             x_l = x_0
             for layer in crossnet.cross_layers:
                 x_l = x_0 * layer(x_l) + x_l
@@ -207,8 +208,8 @@ def test_multi_dcnv2_stacked_parallel_equals_slow_loop(feature_map, tmp_path):
     parallel_first, parallel_rest = model.parallel_dnn
     with torch.no_grad():
         stacked_h, parallel_h = [], []
-        for i, table in enumerate(model.embedding_layer.embedding_sets):
-            x_0 = table(X).flatten(start_dim=1)
+        for i in range(model.embedding_layer.num_embeddings):
+            x_0 = model.embedding_layer.embedding_set(X, i).flatten(start_dim=1)
             stacked_h.append(stacked_first.interactions[i](model.crossnet.interactions[i](x_0)))
             parallel_h.append(parallel_first.interactions[i](x_0))
         final = torch.cat([stacked_rest(torch.cat(stacked_h, -1)), parallel_rest(torch.cat(parallel_h, -1))], -1)

@@ -24,14 +24,68 @@ def inputs(feature_map, batch_size=5, seed=0):
     return {k: v for k, v in batch.items() if k not in feature_map.labels}
 
 
+def per_set_tables(feature_map, num_embeddings, embedding_dim, seed=0):
+    """The former layout, written out: one FeatureEmbedding per set, random weights."""
+    torch.manual_seed(seed)
+    tables = [FeatureEmbedding(feature_map, embedding_dim) for _ in range(num_embeddings)]
+    for table in tables:
+        for param in table.parameters():
+            nn.init.normal_(param)
+    return tables
+
+
 @pytest.mark.parametrize("num_embeddings", [1, 2, 5])
-def test_multi_embedding_shape_and_sets_match_tables(feature_map, num_embeddings):
+def test_multi_embedding_equals_one_table_per_set(feature_map, num_embeddings):
+    """Stacked storage, one lookup per field: the same (B, s, F, k) as s separate tables
+    (weights copied in through the former layout's checkpoint keys)."""
+    tables = per_set_tables(feature_map, num_embeddings, embedding_dim=3)
     emb = MultiEmbedding(feature_map, embedding_dim=3, num_embeddings=num_embeddings)
+    emb.load_state_dict({f"embedding_sets.{i}.{key}": value for i, table in enumerate(tables)
+                         for key, value in table.state_dict().items()})
     X = inputs(feature_map)
     out = emb(X)
     assert out.shape == (5, num_embeddings, F, 3)
-    for i, table in enumerate(emb.embedding_sets):
-        torch.testing.assert_close(out[:, i], table(X))
+    for i, table in enumerate(tables):
+        torch.testing.assert_close(out[:, i], table(X), rtol=0, atol=0)
+        torch.testing.assert_close(emb.embedding_set(X, i), table(X), rtol=0, atol=0)
+
+
+def test_former_layout_checkpoint_loads_into_a_model(feature_map, tmp_path):
+    """A DNN ME checkpoint saved with one FeatureEmbedding per set loads and predicts the same."""
+    from fuxictr_ext.registry import get_model_class
+    from fuxictr_ext.testing import unit_model_kwargs
+    model = get_model_class("DNN")(feature_map, embedding_dim=3, num_embeddings=2, embedding_mode="multi",
+                                   hidden_units=[8], **unit_model_kwargs(tmp_path)).eval()
+    tables = per_set_tables(feature_map, 2, embedding_dim=3, seed=4)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("embedding_layer.")}
+    state.update({f"embedding_layer.embedding_sets.{i}.{key}": value for i, table in enumerate(tables)
+                  for key, value in table.state_dict().items()})
+    path = tmp_path / "former_layout.model"
+    torch.save(state, path)
+    model.load_weights(str(path))
+    batch = random_batch(feature_map, 6, seed=2)
+    X = model.get_inputs(batch)
+    with torch.no_grad():
+        expected = model.mlp(torch.stack([t(X) for t in tables], dim=1).flatten(start_dim=-2))
+        torch.testing.assert_close(model(batch)["y_pred"], expected, rtol=0, atol=0)
+
+
+def test_blocks_are_initialised_as_separate_tables(feature_map):
+    """Each k-wide block: the embedding initializer (categorical), xavier-normal of a
+    (1 -> k) Linear (numeric), as FuxiCTR initialises a k-wide table."""
+    torch.manual_seed(0)
+    k, s = 50, 4
+    emb = MultiEmbedding(make_feature_map(num_categorical=2, num_numeric=200, vocab_size=4000), k, s,
+                         embedding_initializer="partial(nn.init.normal_, std=1e-2)")
+    emb.init_weights()
+    layers = emb.tables.embedding_layer.embedding_layers
+    categorical = layers["C1"].weight
+    numeric = torch.cat([layers[f"I{j}"].weight for j in range(1, 201)], dim=1)   # (s*k, 200)
+    for i in range(s):
+        block = slice(i * k, (i + 1) * k)
+        assert abs(categorical[:, block].std().item() - 1e-2) < 1e-3
+        assert abs(numeric[block].std().item() - (2 / (1 + k)) ** 0.5) < 0.01
+    assert not torch.equal(categorical[:, :k], categorical[:, k:2 * k])
 
 
 def test_multi_embedding_single_set_equals_feature_embedding(feature_map):
@@ -50,11 +104,20 @@ def test_multi_embedding_single_set_equals_feature_embedding(feature_map):
 
 def test_multi_embedding_tables_are_independent(feature_map):
     emb = MultiEmbedding(feature_map, embedding_dim=3, num_embeddings=3)
-    w = [dict(t.named_parameters())["embedding_layer.embedding_layers.C1.weight"] for t in emb.embedding_sets]
-    assert w[0].data_ptr() != w[1].data_ptr()
+    weight = emb.tables.embedding_layer.embedding_layers["C1"].weight              # (V, s*k)
+    w = [weight[:, i * 3:(i + 1) * 3] for i in range(3)]
     assert not torch.equal(w[0], w[1])
     emb(inputs(feature_map))[:, 1].sum().backward()
-    assert not w[0].grad.any() and not w[2].grad.any() and w[1].grad.abs().sum() > 0
+    grads = [weight.grad[:, i * 3:(i + 1) * 3] for i in range(3)]
+    assert not grads[0].any() and not grads[2].any() and grads[1].abs().sum() > 0
+
+
+def test_multi_embedding_refuses_pretrained_features(feature_map):
+    import copy
+    pretrained = copy.deepcopy(feature_map)
+    pretrained.features["C1"]["pretrained_emb"] = "pretrained_C1.h5"
+    with pytest.raises(ValueError, match="pretrained embeddings of feature"):
+        MultiEmbedding(pretrained, embedding_dim=3, num_embeddings=2)
 
 
 @pytest.mark.parametrize("bad", [{"embedding_dim": 0, "num_embeddings": 2},

@@ -186,7 +186,7 @@ def test_bad_assignment(types, assignment, match):
 def test_width_and_components(feature_map, tmp_path, overrides, components, width):
     model = build(feature_map, tmp_path, **overrides)
     assert model.num_components == components and model.model_dim == width
-    assert len(model.embedding.embedding_sets) == components
+    assert model.embedding.num_embeddings == components
     batch = random_batch(feature_map, 5, seed=0)
     model.train()
     for block in model.blocks:

@@ -15,8 +15,8 @@ followed by the model's own output MLP / logit on ``h``.
 
 Building blocks:
 
-* :class:`MultiEmbedding` - s fuxictr ``FeatureEmbedding`` tables, stacked to
-  ``(B, s, F, D)``.
+* :class:`MultiEmbedding` - s embedding tables stored stacked in one fuxictr
+  ``FeatureEmbedding`` s*k wide (one lookup per field for all sets), as ``(B, s, F, D)``.
 * :class:`MultiEmbeddingInteraction` - copy i of an interaction module on
   embedding set i, outputs concatenated on the last axis. Copies with the same
   structure run as one vectorised call (``torch.func.vmap`` over their stacked
@@ -33,6 +33,8 @@ Building blocks:
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Dict, Sequence
 
@@ -40,19 +42,47 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
+from fuxictr.pytorch.torch_utils import get_initializer
 
 EMBEDDING_MODES = ("single", "multi")
 DEFAULT_EMBEDDING_INITIALIZER = "partial(nn.init.normal_, std=1e-4)"
 
 
-class MultiEmbedding(nn.Module):
-    """s independent embedding tables of size k for every field.
+def _widened_feature_map(feature_map, num_embeddings: int):
+    """A view of ``feature_map`` whose per-feature ``embedding_dim`` values are s times wider
+    (the s stacked tables of a feature are one table s*k wide)."""
+    widened = copy.copy(feature_map)
+    widened.features = OrderedDict(
+        (name, dict(spec, embedding_dim=spec["embedding_dim"] * num_embeddings) if "embedding_dim" in spec
+         else spec)
+        for name, spec in feature_map.features.items())
+    return widened
 
-    Each set is a fuxictr ``FeatureEmbedding``, so numeric, categorical and
-    sequence fields, shared embeddings and the embedding regularizer of
-    ``BaseModel`` work as for a single table. With ``num_embeddings=1`` the
-    module holds exactly one ``FeatureEmbedding(feature_map, embedding_dim)``,
-    built (and therefore initialised) in the same order as a plain one.
+
+def _stacking_axis(stacked: torch.Tensor, part: torch.Tensor) -> int:
+    """The axis along which s parts of shape ``part`` make ``stacked`` (the widened axis)."""
+    for axis, (whole, one) in enumerate(zip(stacked.shape, part.shape)):
+        if whole != one:
+            return axis
+    return stacked.dim() - 1
+
+
+class MultiEmbedding(nn.Module):
+    """s independent embedding tables of size k for every field, stored stacked.
+
+    The s tables of a field are the s column blocks of one fuxictr table s*k wide
+    (``FeatureEmbedding`` over the FeatureMap with every width multiplied by s):
+    one lookup per field returns all s sets, instead of one per field and set. Block i
+    of a field's table is set i's table: its own parameters (gradients never cross
+    blocks), initialised as a separate k-wide table would be (the embedding
+    initializer per block, padding row 0 kept zero; numeric fields' ``nn.Linear(1, k)``
+    and embedding projections xavier-normal per block, as FuxiCTR's BaseModel does
+    for a k-wide layer). FuxiCTR's embedding regularizer sees one
+    ``FeatureEmbeddingDict`` and sums |w|^p over all entries, the same total as over s
+    separate tables. Numeric, categorical and sequence fields and shared embeddings
+    work as for a single table; pretrained embeddings with s > 1 are refused (their
+    vectors fill one k-wide table). Checkpoints of the former layout (one
+    ``FeatureEmbedding`` per set under ``embedding_sets.<i>``) load unchanged.
 
     Args:
         feature_map: FuxiCTR FeatureMap.
@@ -66,6 +96,7 @@ class MultiEmbedding(nn.Module):
     Example:
         >>> emb = MultiEmbedding(feature_map, embedding_dim=10, num_embeddings=3)
         >>> emb(X).shape                                    # (B, 3, F, 10)
+        >>> emb.embedding_set(X, 1).shape                   # (B, F, 10), table 1 alone
     """
 
     def __init__(self, feature_map, embedding_dim: int, num_embeddings: int,
@@ -75,15 +106,64 @@ class MultiEmbedding(nn.Module):
             raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
         if num_embeddings < 1:
             raise ValueError(f"num_embeddings must be >= 1, got {num_embeddings}")
+        if num_embeddings > 1:
+            pretrained = [name for name, spec in feature_map.features.items() if "pretrained_emb" in spec]
+            if pretrained:
+                raise ValueError(f"num_embeddings={num_embeddings}: multi-embedding does not support the "
+                                 f"pretrained embeddings of feature(s) {pretrained}; use num_embeddings: 1")
         self.embedding_dim = embedding_dim
         self.num_embeddings = num_embeddings
-        self.embedding_sets = nn.ModuleList(
-            FeatureEmbedding(feature_map, embedding_dim, embedding_initializer=embedding_initializer)
-            for _ in range(num_embeddings))
+        self.embedding_initializer = get_initializer(embedding_initializer)
+        self.tables = FeatureEmbedding(_widened_feature_map(feature_map, num_embeddings),
+                                       embedding_dim * num_embeddings,
+                                       embedding_initializer=embedding_initializer)
+        self._register_load_state_dict_pre_hook(self._from_per_set_layout)
+
+    def init_weights(self) -> None:
+        """Every k-wide block initialised as a separate table of set i would be (called by
+        FuxiCTR's ``BaseModel.reset_parameters`` after its own pass). With s = 1 that pass
+        already initialised a k-wide table, so nothing is redrawn (SE and ME with one set
+        stay identical for one seed)."""
+        if self.num_embeddings == 1:
+            return
+        k = self.embedding_dim
+        embedding_dict = self.tables.embedding_layer
+        for name, layer in embedding_dict.embedding_layers.items():
+            if "share_embedding" in embedding_dict._feature_map.features[name]:
+                continue
+            for i in range(self.num_embeddings):
+                block = slice(i * k, (i + 1) * k)
+                if isinstance(layer, nn.Embedding):
+                    rows = slice(1, None) if layer.padding_idx is not None else slice(None)
+                    self.embedding_initializer(layer.weight.data[rows, block])
+                elif isinstance(layer, nn.Linear):                              # numeric: weight (s*k, 1)
+                    nn.init.xavier_normal_(layer.weight.data[block])
+        for encoder in embedding_dict.feature_encoders.values():
+            if isinstance(encoder, nn.Linear):                                  # projection (s*k, d_in)
+                for i in range(self.num_embeddings):
+                    nn.init.xavier_normal_(encoder.weight.data[i * k:(i + 1) * k])
+
+    def _from_per_set_layout(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                             unexpected_keys, error_msgs) -> None:
+        """Load a checkpoint of the per-set layout: ``embedding_sets.<i>.<rest>`` -> the
+        blocks of ``tables.<rest>`` (output axis: columns of an embedding table, rows of a
+        Linear weight)."""
+        old_prefix = prefix + "embedding_sets."
+        if not any(key.startswith(old_prefix) for key in state_dict):
+            return
+        for name, param in self.tables.state_dict().items():
+            parts = [state_dict.pop(f"{old_prefix}{i}.{name}") for i in range(self.num_embeddings)]
+            state_dict[f"{prefix}tables.{name}"] = torch.cat(parts, dim=_stacking_axis(param, parts[0]))
+
+    def embedding_set(self, X: Dict[str, torch.Tensor], index: int) -> torch.Tensor:
+        """Table ``index`` alone: (B, F, k)."""
+        k = self.embedding_dim
+        return self.tables(X)[..., index * k:(index + 1) * k]
 
     def forward(self, X: Dict[str, torch.Tensor]) -> torch.Tensor:
-        # One lookup per distinct table: the sets are separate modules by design.
-        return torch.stack([embedding(X) for embedding in self.embedding_sets], dim=1)  # (B, s, F, k)
+        stacked = self.tables(X)                                             # (B, F, s*k): one lookup per field
+        sets = stacked.unflatten(-1, (self.num_embeddings, self.embedding_dim)).transpose(1, 2)  # (B, s, F, k)
+        return sets.contiguous()      # one copy, as stacking s lookups made; per-set layers may view it
 
 
 class ConcatEmbeddingSets(nn.Module):
