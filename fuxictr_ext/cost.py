@@ -8,9 +8,11 @@
 * FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one eval-mode,
   no_grad forward, divided by the batch size. It counts matrix products and
   convolutions (mm, addmm, bmm, baddbmm, einsum through them, convolution,
-  scaled dot-product attention) at 2 FLOPs per multiply-add, the convention of
-  the MLCC paper's FLOPs tables; elementwise ops, norms, activations and
-  embedding lookups are not counted.
+  scaled dot-product attention) at 2 FLOPs per multiply-add, as
+  FlopCounterMode counts them; elementwise ops, norms, activations and
+  embedding lookups are not counted. The papers do not say how they count
+  FLOPs (the MLCC paper's GFLOPs tables state no convention), so compare these
+  numbers with a paper's only as ratios between models counted the same way.
 
 Example:
     >>> cost = model_cost(model, batch)          # batch: dict of (B,) tensors

@@ -22,7 +22,7 @@ from fuxictr_ext.config import unknown_model_keys
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 from model_zoo.DHEN.DHEN import (INTERACTION_TYPES, DHENLayer, FMInteraction,
                                  sample_interaction_combinations)
-from model_zoo.WuKong.WuKong import FactorizationMachineBlock
+from model_zoo.WuKong.WuKong import FactorizationMachineBlock, FuxiCTRWuKongLayer
 
 REPO = Path(__file__).resolve().parents[1]
 EMBEDDING_DIM = 4
@@ -237,6 +237,91 @@ def test_wukong_layer_output_is_layer_normalised(feature_map, tmp_path):
     after_first = stages["layer_1_in"]                                   # LN weight 1, bias 0 at init
     torch.testing.assert_close(after_first.mean(dim=-1), torch.zeros(after_first.shape[:-1]),
                                rtol=0, atol=1e-5)
+
+
+# FuxiCTR 2.3.4's WuKong (variant: fuxictr), the form the RoBlock paper ran
+FUXICTR = dict(variant="fuxictr", num_layers=2, fm_rank=3, fmb_hidden_units=[6, 5], fmb_dim=4,
+               compression_dim=3, mlp_hidden_units=[9])
+
+
+def _randomize(module, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen, dtype=param.dtype) * 0.3)
+    return module
+
+
+def test_wukong_fuxictr_layer_matches_written_reference():
+    """X' = LN(vec X + W_T [ReLU(MLP(LN(vec(X X^T Y)))); W_C vec X + b_C] + b_T), LN over all F*D entries."""
+    torch.manual_seed(0)
+    layer = _randomize(FuxiCTRWuKongLayer(5, 3, fm_rank=2, fmb_hidden_units=[6], fmb_dim=4,
+                                          compression_dim=3)).double().eval()
+    X = torch.randn(4, 5, 3, dtype=torch.float64)
+    flat = X.flatten(1)
+    fm = torch.einsum("bid,bjd,jr->bir", X, X, layer.projection).flatten(1)
+    fm = F.layer_norm(fm, (10,), layer.fm_norm.weight, layer.fm_norm.bias)
+    first, second = [m for m in layer.fmb_mlp.modules() if isinstance(m, torch.nn.Linear)]
+    fmb = torch.relu(F.linear(torch.relu(F.linear(fm, first.weight, first.bias)), second.weight, second.bias))
+    lcb = F.linear(flat, layer.lcb[0].weight, layer.lcb[0].bias)
+    mixed = flat + F.linear(torch.cat([fmb, lcb], -1), layer.transform.weight, layer.transform.bias)
+    expected = F.layer_norm(mixed, (15,), layer.norm.weight, layer.norm.bias).view(4, 5, 3)
+    torch.testing.assert_close(layer(X), expected, rtol=0, atol=1e-12)
+
+
+def test_wukong_fuxictr_keeps_the_field_matrix_and_mixes_all_of_it(feature_map, tmp_path):
+    model = build("WuKong", feature_map, tmp_path, **{**FUXICTR, "num_layers": 3})
+    stages = model.collect_stages(random_batch(feature_map, batch_size=4, seed=2))
+    assert all(t.shape == (4, feature_map.num_fields, EMBEDDING_DIM) for t in stages.values())
+    layer = model.layers[0].interactions[0].eval()
+    X = torch.randn(1, feature_map.num_fields, EMBEDDING_DIM, requires_grad=True)
+    layer(X)[0, 0, 0].backward()
+    assert (X.grad != 0).all()  # the flat LCB and the flat LayerNorm reach every input entry
+
+
+def test_wukong_fuxictr_dropout_is_only_the_lcb_dropout(feature_map, tmp_path):
+    batch = random_batch(feature_map, batch_size=8, seed=3)
+    quiet = build("WuKong", feature_map, tmp_path, **FUXICTR, lcb_dropout=0.0, net_dropout=0.5).train()
+    noisy = build("WuKong", feature_map, tmp_path, **FUXICTR, lcb_dropout=0.5, net_dropout=0.0).train()
+    with torch.no_grad():
+        torch.testing.assert_close(quiet(batch)["y_pred"], quiet(batch)["y_pred"], rtol=0, atol=0)
+        assert not torch.equal(noisy(batch)["y_pred"], noisy(batch)["y_pred"])
+
+
+@pytest.mark.parametrize("mode,scale", [("single", 2), ("multi", 3)])
+def test_wukong_fuxictr_parameter_count_and_init(mode, scale, feature_map, tmp_path):
+    model = build("WuKong", feature_map, tmp_path, **FUXICTR, embedding_mode=mode, num_embeddings=scale)
+    sets, d = (1, scale * EMBEDDING_DIM) if mode == "single" else (scale, EMBEDDING_DIM)
+    n = feature_map.num_fields
+    vocab = sum(spec.get("vocab_size", 1) for spec in feature_map.features.values())
+    layer = (n * 3 + 2 * n * 3 + mlp_params([n * 3, 6, 5, 4])           # Y, LN, FMB MLP to d_F = 4
+             + mlp_params([n * d, 3]) + mlp_params([4 + 3, n * d]) + 2 * n * d)   # W_C, W_T, flat LN
+    expected = sets * vocab * d + 2 * sets * layer + mlp_params([sets * n * d, 9, 1])
+    assert sum(p.numel() for p in model.parameters()) == expected
+    big = FuxiCTRWuKongLayer(39, 10, fm_rank=8, fmb_hidden_units=[4], fmb_dim=4, compression_dim=4)
+    big.init_weights()
+    assert abs(big.projection.std().item() - 1.0) < 0.15   # FuxiCTR's torch.randn, not Xavier
+
+
+@pytest.mark.parametrize("overrides,key", [({"variant": "meta"}, "variant"),
+                                           ({"variant": "fuxictr", "fm_rank": None}, "fm_rank"),
+                                           ({"variant": "fuxictr", "fmb_dim": 0}, "fmb_dim")])
+def test_wukong_variant_settings_fail_early(overrides, key, feature_map, tmp_path):
+    with pytest.raises(ValueError, match=key):
+        build("WuKong", feature_map, tmp_path, **overrides)
+
+
+def test_wukong_configs_of_the_roblock_tables_run_fuxictrs_form():
+    config = load_yaml(REPO / "config" / "model_config" / "WuKong.yaml")
+    tables = [e for e in config if e.startswith(("WuKong_SE_", "WuKong_ME_"))]
+    assert len(tables) >= 4
+    for expid in tables:
+        params = config[expid]
+        assert params["variant"] == "fuxictr", expid
+        assert (params["fmb_dim"], params["compression_dim"], params["fm_rank"], params["lcb_dropout"]) == \
+            (40, 40, 8, 0.2), expid
+        assert "num_fmb_outputs" not in params and "num_lcb_outputs" not in params, expid
+    assert config["WuKong_demo"]["variant"] == "paper"
 
 
 # ------------------------------------------------------------------------------- DHEN

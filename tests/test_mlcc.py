@@ -362,3 +362,54 @@ def test_tuner_grids_name_model_keys():
         space = config["tuner_space"]
         if "channel_dim" in space:
             assert all(e % space["channel_dim"] == 0 for e in space["embedding_dim"]), tuner
+
+
+# --------------------------------------------------------------------------- initialisation as released
+def test_local_compressor_init_is_the_releases_3d_xavier_normal():
+    """The release's xavier_normal_ on the (N, L, E') tensor: fans L*E' and N*E', std sqrt(2 / (E'(L + N)))."""
+    torch.manual_seed(0)
+    N, L, E_ref = 39, 36, 8
+    lc = LocalCompressor(num_tokens=N, input_dim=L, refined_dim=E_ref)
+    lc.init_weights()
+    expected = (2.0 / (E_ref * (L + N))) ** 0.5                       # 0.0577
+    assert abs(lc.weight.std().item() / expected - 1) < 0.05
+    assert abs(lc.weight.mean().item()) < 0.1 * expected
+
+
+@pytest.mark.parametrize("model_cls,extra", [(MLCC, {}), (MCMLCC, {"embedding_dim": 8, "channel_dim": 4})])
+def test_embedding_initializer_reaches_the_tables(feature_map, tmp_path, model_cls, extra):
+    bound = 2.5e-3
+    model = build(model_cls, feature_map, tmp_path, **extra,
+                  embedding_initializer=f"partial(nn.init.uniform_, a=-{bound}, b={bound})")
+    tables = model.embedding_layer.embedding_layer.embedding_layers
+    values = torch.cat([t.weight[1:].flatten() for t in tables.values() if isinstance(t, nn.Embedding)])
+    assert values.abs().max() <= bound
+    assert abs(values.std().item() / (bound / 3 ** 0.5) - 1) < 0.1
+    default = build(model_cls, feature_map, tmp_path, **extra)
+    default_values = torch.cat([t.weight[1:].flatten() for t in default.embedding_layer.embedding_layer
+                                .embedding_layers.values() if isinstance(t, nn.Embedding)])
+    assert default_values.std() < 3e-4  # FuxiCTR's N(0, 1e-4) when the key is not set
+
+
+def _released_expids():
+    return {name: {expid: params for expid, params in load_expids(name).items()
+                   if not any(tag in expid for tag in ("demo", "synthetic"))} for name in ("MLCC", "MCMLCC")}
+
+
+def test_released_configs_initialise_embeddings_as_the_release():
+    """U(-a, a), a = sqrt(6 / (10^6 + S*E)): the release's xavier_uniform_ on its 10^6-row table per field."""
+    for name, expids in _released_expids().items():
+        assert expids, name
+        for expid, params in expids.items():
+            bound = (6 / (10 ** 6 + params["embedding_dim"])) ** 0.5
+            assert params["embedding_initializer"] == (f"partial(nn.init.uniform_, a=-{bound:.5e}, "
+                                                       f"b={bound:.5e})"), expid
+
+
+@pytest.mark.parametrize("tuner,heads", [("mlcc_embedding", 1), ("mlcc_channels", 1), ("mlcc_heads", None)])
+def test_table7_and_8_grids_run_at_the_papers_heads_and_refined_dim(tuner, heads):
+    """Table 8 at H = 1 (its E*S = 16 row is Table 7's H = 1 row); E' = 16, which the tables' #Params imply."""
+    with open(os.path.join(REPO, "config", "tuner", f"{tuner}.yaml")) as fd:
+        space = yaml.safe_load(fd)["tuner_space"]
+    assert space["refined_dim"] == 16
+    assert space["num_heads"] == (heads if heads is not None else [1, 2, 4, 8, 16, 32])

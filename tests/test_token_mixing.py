@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from fuxictr_ext.layers.token_mixing import (BlockTransposeMixing, FullMixing, PerTokenFFN, PerTokenGLU,
-                                      PerTokenLinear, PerTokenRMSNorm, TokenMeanHead, Tokenizer,
-                                      make_norm)
+from fuxictr_ext.layers.token_mixing import (BlockTransposeMixing, FullMixing, KroneckerMixing, PerTokenFFN,
+                                             PerTokenGLU, PerTokenLinear, PerTokenRMSNorm, PerTokenTiedGLU,
+                                             TokenMeanHead, Tokenizer, make_norm)
+from fuxictr_ext.spectrum.metrics import entropy_effective_rank
 
 
 def _seed(seed=0):
@@ -144,6 +145,35 @@ def test_glu_matches_reference_computation(T, d, r):
     assert torch.allclose(glu(x), _glu_reference(glu, x), atol=1e-10)
 
 
+def _tied_glu_reference(glu: PerTokenTiedGLU, x: torch.Tensor) -> torch.Tensor:
+    """The release's SwiGLU at r = 1: (R x + GELU(W_1 x)) * (W_2 x) + R x, per token."""
+    d = glu.dim
+    W, b = glu.in_proj.weight, glu.in_proj.bias
+    outs = []
+    for t in range(x.shape[1]):
+        xt = x[:, t]
+        gate = torch.nn.functional.gelu(xt @ W[t, :, :d] + b[t, :d])
+        value = xt @ W[t, :, d:2 * d] + b[t, d:2 * d]
+        residual = xt @ W[t, :, 2 * d:] + b[t, 2 * d:]
+        outs.append((residual + gate) * value + residual)
+    return torch.stack(outs, dim=1)
+
+
+def test_tied_glu_at_rate_one_matches_the_release_form():
+    _seed()
+    glu = _randomize(PerTokenTiedGLU(3, 5)).double()
+    x = torch.randn(4, 3, 5, dtype=torch.float64)
+    assert torch.allclose(glu(x), _tied_glu_reference(glu, x), atol=1e-10)
+    assert sum(p.numel() for p in glu.parameters()) == 3 * (5 * 15 + 15)  # W_1, W_2, R; no W_down, no S
+
+
+@pytest.mark.parametrize("glu_form,rate,kind", [("release", 1.0, PerTokenTiedGLU), ("paper", 1.0, PerTokenGLU),
+                                                ("release", 1.5, PerTokenGLU), ("paper", 3.0, PerTokenGLU)])
+def test_glu_form_chooses_the_layer_at_rate_one(glu_form, rate, kind):
+    ffn = PerTokenFFN(2, 4, [4], activation="GLU", expansion_rate=rate, glu_form=glu_form)
+    assert [type(m) for m in ffn.net if "GLU" in type(m).__name__] == [kind]
+
+
 def test_glu_rejects_empty_lift():
     with pytest.raises(ValueError, match="expansion_rate"):
         PerTokenGLU(2, 4, 0.1)
@@ -153,9 +183,11 @@ def _token_reference(layer: nn.Module, t: int, xt: torch.Tensor) -> torch.Tensor
     if isinstance(layer, PerTokenLinear):
         return xt @ layer.weight[t] + layer.bias[t]
     if isinstance(layer, PerTokenRMSNorm):
-        return xt / torch.sqrt(xt.pow(2).mean(-1, keepdim=True) + torch.finfo(xt.dtype).eps) * layer.weight[t]
+        return xt / torch.sqrt(xt.pow(2).mean(-1, keepdim=True) + 1e-12) * layer.weight[t]
     if isinstance(layer, PerTokenGLU):
         return _glu_reference(layer, xt.unsqueeze(1).expand(-1, layer.in_proj.num_tokens, -1))[:, t]
+    if isinstance(layer, PerTokenTiedGLU):
+        return _tied_glu_reference(layer, xt.unsqueeze(1).expand(-1, layer.in_proj.num_tokens, -1))[:, t]
     return layer(xt)
 
 
@@ -204,6 +236,7 @@ def test_per_token_ffn_layout_follows_released_code():
 @pytest.mark.parametrize("kwargs,match", [
     ({"hidden_units": []}, "ffn_hidden_units"),
     ({"hidden_units": [4], "activation": "swish"}, "ffn_activation"),
+    ({"hidden_units": [4], "glu_form": "tied"}, "glu_form='tied'"),
 ])
 def test_per_token_ffn_errors_name_the_config_key(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -275,9 +308,125 @@ def test_tokenizer_errors_name_the_config_key(kwargs, match):
 # --------------------------------------------------------------------------- small pieces
 def test_make_norm_and_mean_head():
     assert isinstance(make_norm("layernorm", 4, "mixing_norm"), nn.LayerNorm)
+    assert make_norm("layernorm", 4, "mixing_norm").eps == 1e-5  # torch's, as the release's nn.LayerNorm
     assert isinstance(make_norm("RMSNorm", 4, "mixing_norm"), nn.RMSNorm)
+    assert make_norm("RMSNorm", 4, "mixing_norm").eps == 1e-12
+    assert make_norm("RMSNorm", 4, "mixing_norm", eps=None).eps is None
     assert isinstance(make_norm(None, 4, "ffn_norm"), nn.Identity)
     with pytest.raises(ValueError, match="ffn_norm='BatchNorm'"):
         make_norm("BatchNorm", 4, "ffn_norm")
     x = torch.randn(3, 2, 5)
     assert torch.allclose(TokenMeanHead()(x), x.mean(dim=(1, 2)).view(3, 1))
+
+
+# --------------------------------------------------------------------------- RMSNorm epsilon
+def test_rmsnorms_do_not_damp_embeddings_at_fuxictrs_init_scale():
+    """At FuxiCTR's embedding init (std 1e-4) the release's eps 1e-12 still gives unit RMS.
+
+    With the float32 default eps (1.19e-7) the mean square 1e-8 is swamped and the
+    normalised vector has RMS about 0.28 instead of 1.
+    """
+    _seed()
+    emb = torch.randn(64, 6, 4) * 1e-4
+    tok = Tokenizer(num_fields=6, embedding_dim=4, num_tokens=3, token_dim=8, mode="none")
+    rms = tok(emb).pow(2).mean(dim=(1, 2)).sqrt()
+    assert torch.allclose(rms, torch.ones_like(rms), atol=1e-3)
+    x = torch.randn(8, 3, 5) * 1e-4
+    for norm in (PerTokenRMSNorm(3, 5), make_norm("RMSNorm", 5, "token_norm")):
+        assert torch.allclose(norm(x).pow(2).mean(-1).sqrt(), torch.ones(8, 3), atol=1e-3)
+
+
+# --------------------------------------------------------------------------- Kronecker block mixing
+def test_kronecker_mixing_applies_one_map_to_every_block():
+    _seed()
+    mix = _randomize(KroneckerMixing(num_tokens=4, token_dim=6, num_blocks=3)).double()
+    x = torch.randn(5, 4, 6, dtype=torch.float64)
+    flat = x.flatten(1)
+    normed = flat / torch.sqrt(flat.pow(2).mean(-1, keepdim=True) + 1e-12) * mix.norm.weight
+    W = mix.mix.weight
+    blocks = [normed[:, 8 * g:8 * (g + 1)] @ W.T for g in range(3)]
+    assert torch.allclose(mix(x), x + torch.cat(blocks, dim=-1).view(5, 4, 6), atol=1e-12)
+    assert mix.mix.bias is None and W.shape == (8, 8)
+
+
+def test_kronecker_mixing_with_one_block_is_bias_free_full_mixing():
+    _seed()
+    kron = KroneckerMixing(num_tokens=3, token_dim=4, num_blocks=1)
+    full = FullMixing(num_tokens=3, token_dim=4, bias=False)
+    full.mix.weight.data.copy_(kron.mix.weight.data)
+    x = torch.randn(2, 3, 4)
+    assert torch.allclose(kron(x), full(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("blocks", [5, 0, None, 2.0])
+def test_kronecker_mixing_rejects_blocks_not_dividing_the_coordinates(blocks):
+    with pytest.raises(ValueError, match="kronecker_blocks"):
+        KroneckerMixing(num_tokens=4, token_dim=6, num_blocks=blocks)
+
+
+# --------------------------------------------------------------------------- the papers' spectral statements
+def _rank(x: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.matrix_rank(x.double(), rtol=1e-9)
+
+
+def _rank_one_tokens(batch: int, T: int, D: int, positive: bool = False) -> torch.Tensor:
+    u = torch.randn(batch, T, 1, dtype=torch.float64)
+    v = torch.randn(batch, 1, D, dtype=torch.float64)
+    return (u.abs() if positive else u) * v  # (B, T, D), every sample of algebraic rank 1
+
+
+def test_block_transpose_expansion_is_bounded_theorem_2_1():
+    """Theorem 2.1 / Appendix A: P maps a rank-1 X to rank <= D/H, so X + P(X) has rank <= 1 + D/H,
+    while full mixing at initialisation lifts the same inputs to full rank min(T, D)."""
+    _seed()
+    T, D, H = 8, 16, 8
+    x = _rank_one_tokens(32, T, D)
+    block = BlockTransposeMixing(T, D, H).double()
+    full = FullMixing(T, D).double()
+    assert (_rank(block.permute(x)) <= D // H).all()
+    assert (_rank(block(x)) <= 1 + D // H).all()
+    assert (_rank(full(x)) == min(T, D)).all()
+    assert (entropy_effective_rank(full(x)) > entropy_effective_rank(block(x))).all()
+
+
+def test_kronecker_updates_stay_in_the_span_of_the_input_blocks_theorem_3_1():
+    """Theorem 3.1 / C.1: with G blocks, every block of the update lies in W span{x_g}; an input whose
+    blocks are multiples of one vector gets a rank-1 (G, T*D/G) update. Full mixing is not so confined."""
+    _seed()
+    T, D, G = 4, 6, 4
+    block_len = T * D // G
+    coeff = torch.randn(16, G, 1, dtype=torch.float64)
+    x = (coeff * torch.randn(16, 1, block_len, dtype=torch.float64)).reshape(16, T, D)
+    kron = KroneckerMixing(T, D, G).double()
+    full = FullMixing(T, D).double()
+    kron_update = (kron(x) - x).reshape(16, G, block_len)
+    full_update = (full(x) - x).reshape(16, G, block_len)
+    assert (_rank(kron_update) == 1).all()
+    assert (_rank(full_update) == min(G, block_len)).all()
+
+
+def _shared_token_weights(module: nn.Module) -> nn.Module:
+    """Make every token use token 0's weights and zero biases: one per-row map, as in the theorems."""
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, PerTokenLinear):
+                layer.weight.copy_(layer.weight[:1].expand_as(layer.weight))
+                if layer.bias is not None:
+                    layer.bias.zero_()
+    return module
+
+
+def test_relu_ffn_collapses_rank_one_input_and_glu_lifts_it_theorems_2_2_and_3_2():
+    """Theorem 2.2 / B.1: a positively homogeneous per-row FFN maps a rank-1 X to rank <= 2
+    (rank 1 when every row has the same sign). Theorem 3.2: the GLU's multiplicative term adds
+    degree-2 interactions, so the same inputs come out with algebraic rank above 2 and a higher
+    mean effective rank."""
+    _seed()
+    T, D = 12, 8
+    relu = _shared_token_weights(PerTokenFFN(T, D, [32], activation="ReLU")).double()
+    glu = _shared_token_weights(PerTokenGLU(T, D, expansion_rate=3.0)).double()
+    signed, positive = _rank_one_tokens(16, T, D), _rank_one_tokens(16, T, D, positive=True)
+    assert (_rank(relu.net(signed)) <= 2).all()
+    assert (_rank(relu.net(positive)) == 1).all()
+    assert (_rank(glu(signed)) > 2).all()
+    assert entropy_effective_rank(glu(signed)).mean() > entropy_effective_rank(relu.net(signed)).mean()

@@ -19,8 +19,10 @@ from fuxictr.pytorch.layers import FeatureEmbedding
 from torch import nn
 
 from ..base import ZooModel
-from ..layers.token_mixing import (PRED_HEADS, TOKEN_MIXINGS, BlockTransposeMixing, FullMixing, PerTokenFFN,
-                                   TokenMeanHead, TokenMixingBlock, TokenMLPHead, Tokenizer, config_choice, make_norm)
+from ..layers.token_mixing import (PRED_HEADS, RELEASE_NORM_EPS, TOKEN_MIXINGS, BlockTransposeMixing, FullMixing,
+                                   KroneckerMixing, PerTokenFFN, TokenMeanHead, TokenMixingBlock, TokenMLPHead,
+                                   Tokenizer, config_choice, make_norm)
+
 
 class TokenMixingModel(ZooModel):
     """Embedding -> tokenizer -> L x (token mixing, P-FFN) -> head, with every switch exposed.
@@ -30,8 +32,14 @@ class TokenMixingModel(ZooModel):
     combinations of ``token_mixing``, ``ffn_activation`` and the norms.
 
     Spectrum stages (``self.tap``): ``emb`` (B, F, k), ``tokens`` (B, T, D), and for
-    every block l ``block_l_mix`` (after the mixing and its norm) and
+    every block l ``block_l_mix`` (after the mixing and its ``mixing_norm``,
+    before the ``token_norm``: where the release hooks its effective rank) and
     ``block_l_ffn`` (after the P-FFN and its norm).
+
+    The defaults are the released code's (vasile-paskardlgm/RankElastor, FuxiCTR
+    model ``UniMixer``): RMSNorm epsilon 1e-12, a per-token RMSNorm between the
+    mixing and the P-FFN, no norm after the P-FFN, no dropout in the head (the
+    release never reads ``net_dropout``, so neither does this model).
 
     Sequence features are pooled in the embedding stage by the feature encoder
     fuxictr gives them (``layers.MaskedAveragePooling()`` unless the dataset or
@@ -48,18 +56,25 @@ class TokenMixingModel(ZooModel):
         tokenizer_activation: its activation.
         tokenizer_norm: RMSNorm after each tokenizer hidden layer.
         tokenizer_dropout: dropout in the tokenizer MLP.
-        token_mixing: ``block_transpose`` (RankMixer) or ``full`` (RankElastor).
+        token_mixing: ``block_transpose`` (RankMixer), ``full`` (RankElastor) or
+            ``kronecker`` (the release's block mixing of its ``_fast`` configs).
         num_heads: H of the block transpose; null means H = T.
-        mixing_norm: ``LayerNorm``, ``RMSNorm`` or ``none`` after the mixing.
+        kronecker_blocks: G of the Kronecker mixing (26 on Criteo, 2 on Avazu in the release).
+        mixing_input_norm: RMSNorm over vec X inside the full / Kronecker mixing.
+        mixing_norm: ``LayerNorm``, ``RMSNorm`` or ``none`` on the mixing output.
+        token_norm: ``RMSNorm``, ``LayerNorm`` or ``none`` over each token before the P-FFN.
         ffn_activation: ``GLU`` (RankElastor), ``GELU`` (RankMixer) or ``ReLU``.
         ffn_hidden_units: widths inside every per-token FFN.
         expansion_rate: r of the GLU layers.
+        glu_form: ``release`` (at r = 1 the release's GLU without W_down, S tied to R) or
+            ``paper`` (Eq. 4 at every r).
         ffn_inner_norm: per-token RMSNorm inside the FFN.
         ffn_dropout: dropout inside the FFN.
         ffn_norm: ``LayerNorm``, ``RMSNorm`` or ``none`` after the FFN.
+        norm_eps: epsilon of every RMSNorm (1e-12 in the release; null for torch's default).
         pred_head: ``mlp`` (flatten -> MLP) or ``mean`` (mean of all entries).
         head_hidden_units: hidden widths of the MLP head; null means [2*T*D].
-        net_dropout: dropout in the MLP head.
+        head_dropout: dropout in the MLP head (0 in the release).
 
     Example:
         >>> model = TokenMixingModel(feature_map, embedding_dim=8, num_tokens=4, token_dim=16)
@@ -80,16 +95,21 @@ class TokenMixingModel(ZooModel):
                  tokenizer_dropout: float = 0.1,
                  token_mixing: str = "full",
                  num_heads: Optional[int] = None,
-                 mixing_norm: Optional[str] = "RMSNorm",
+                 kronecker_blocks: Optional[int] = None,
+                 mixing_input_norm: bool = True,
+                 mixing_norm: Optional[str] = None,
+                 token_norm: Optional[str] = "RMSNorm",
                  ffn_activation: str = "GLU",
                  ffn_hidden_units: Sequence[int] = (64, 64),
                  expansion_rate: float = 3.0,
+                 glu_form: str = "release",
                  ffn_inner_norm: bool = True,
                  ffn_dropout: float = 0.0,
                  ffn_norm: Optional[str] = None,
+                 norm_eps: Optional[float] = RELEASE_NORM_EPS,
                  pred_head: str = "mlp",
                  head_hidden_units: Optional[Sequence[int]] = None,
-                 net_dropout: float = 0.0,
+                 head_dropout: float = 0.0,
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
         if num_blocks < 1:
@@ -106,25 +126,30 @@ class TokenMixingModel(ZooModel):
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
         self.tokenizer = Tokenizer(num_fields, embedding_dim, num_tokens, token_dim, mode=tokenizer,
                                    hidden_units=tokenizer_hidden_units, activation=tokenizer_activation,
-                                   hidden_norm=tokenizer_norm, dropout=tokenizer_dropout)
+                                   hidden_norm=tokenizer_norm, dropout=tokenizer_dropout, norm_eps=norm_eps)
 
         def mixing() -> nn.Module:
+            input_norm = make_norm("RMSNorm" if mixing_input_norm else None, num_tokens * token_dim,
+                                   "mixing_input_norm", norm_eps)
             if token_mixing == "full":
-                return FullMixing(num_tokens, token_dim)
+                return FullMixing(num_tokens, token_dim, input_norm=input_norm)
+            if token_mixing == "kronecker":
+                return KroneckerMixing(num_tokens, token_dim, kronecker_blocks, input_norm=input_norm)
             return BlockTransposeMixing(num_tokens, token_dim, num_heads)
 
         self.blocks = nn.ModuleList(
             TokenMixingBlock(mixing=mixing(),
-                             mixing_norm=make_norm(mixing_norm, token_dim, "mixing_norm"),
+                             mixing_norm=make_norm(mixing_norm, token_dim, "mixing_norm", norm_eps),
+                             token_norm=make_norm(token_norm, token_dim, "token_norm", norm_eps),
                              ffn=PerTokenFFN(num_tokens, token_dim, ffn_hidden_units, activation=ffn_activation,
                                              expansion_rate=expansion_rate, inner_norm=ffn_inner_norm,
-                                             dropout=ffn_dropout),
-                             ffn_norm=make_norm(ffn_norm, token_dim, "ffn_norm"))
+                                             dropout=ffn_dropout, norm_eps=norm_eps, glu_form=glu_form),
+                             ffn_norm=make_norm(ffn_norm, token_dim, "ffn_norm", norm_eps))
             for _ in range(num_blocks))
 
         if pred_head == "mlp":
             hidden = [2 * num_tokens * token_dim] if head_hidden_units is None else list(head_hidden_units)
-            self.head = TokenMLPHead(num_tokens * token_dim, hidden, dropout=net_dropout)
+            self.head = TokenMLPHead(num_tokens * token_dim, hidden, dropout=head_dropout)
         else:
             self.head = TokenMeanHead()
         self.finalize_model()

@@ -274,9 +274,12 @@ class LocalCompressor(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_tokens, input_dim, refined_dim))
 
     def init_weights(self) -> None:
-        """Xavier-normal of each token's own (L, E') matrix."""
-        _, fan_in, fan_out = self.weight.shape
-        nn.init.normal_(self.weight, std=math.sqrt(2.0 / (fan_in + fan_out)))
+        """The released code's ``xavier_normal_`` on the 3-D (N, L, E') tensor.
+
+        torch reads a 3-D tensor as (out, in, kernel): fan_in = L * E', fan_out = N * E',
+        so std = sqrt(2 / (E' (L + N))) (0.058 at N = 39, L = 36, E' = 8).
+        """
+        nn.init.xavier_normal_(self.weight)
 
     def forward(self, C: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bnl,nle->bne", C, self.weight)          # (B, N, E')

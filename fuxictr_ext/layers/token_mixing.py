@@ -10,15 +10,22 @@ Both models are the same pipeline with different switches::
     E   = FeatureEmbedding(x)                            # (B, F, k)   stage "emb"
     X0  = Tokenizer(E)                                   # (B, T, D)   stage "tokens"
     for block l = 0 .. L-1:
-        S   = mixing_norm(X + Mix(X))                    # (B, T, D)   stage "block_l_mix"
+        M   = mixing_norm(X + Mix(X))                    # (B, T, D)   stage "block_l_mix"
+        S   = token_norm(M)                              # (B, T, D)
         X   = ffn_norm(S + PFFN(S))                      # (B, T, D)   stage "block_l_ffn"
     y   = sigmoid(Head(X))                               # (B, 1)
 
-with ``Mix`` either RankMixer's parameter-free block transpose (the commutation
-matrix of Eq. 2) or RankElastor's parameterized full mixing (Eq. 3), and
-``PFFN`` T independent feed-forward networks (GELU or ReLU as in RankMixer,
-or the GLU-improved P-FFN of Eq. 4). The T per-token networks are stored as
-stacked weights (T, d_in, d_out) and run as one ``einsum`` over the token axis.
+with ``Mix`` RankMixer's parameter-free block transpose (the commutation
+matrix of Eq. 2), RankElastor's parameterized full mixing (Eq. 3), or the
+released code's Kronecker block mixing (I kron W, the coarse grids of Theorem
+3.1), and ``PFFN`` T independent feed-forward networks (GELU or ReLU as in
+RankMixer, or the GLU-improved P-FFN of Eq. 4). The T per-token networks are
+stored as stacked weights (T, d_in, d_out) and run as one ``einsum`` over the
+token axis. The released code (vasile-paskardlgm/RankElastor) runs every block
+with ``token_norm`` an RMSNorm over each token and no ``ffn_norm``; RankMixer's
+mixing keeps its LayerNorm as ``mixing_norm``. Every RMSNorm takes its epsilon
+from ``norm_eps`` (1e-12 in the release); LayerNorms keep torch's 1e-5, as the
+release's ``nn.LayerNorm`` does.
 
 Shapes: B batch, F fields, k field-embedding size, T tokens, D token size,
 H heads of the block transpose.
@@ -36,10 +43,12 @@ from torch import nn
 
 
 TOKENIZER_MODES = ("matrix", "vector", "none")
-TOKEN_MIXINGS = ("block_transpose", "full")
+TOKEN_MIXINGS = ("block_transpose", "full", "kronecker")
 FFN_ACTIVATIONS = ("GLU", "GELU", "ReLU")
 NORMS = ("LayerNorm", "RMSNorm", "none")
 PRED_HEADS = ("mlp", "mean")
+GLU_FORMS = ("release", "paper")
+RELEASE_NORM_EPS = 1e-12
 
 
 def config_choice(value: Optional[str], allowed: Sequence[str], key: str) -> str:
@@ -51,13 +60,17 @@ def config_choice(value: Optional[str], allowed: Sequence[str], key: str) -> str
     raise ValueError(f"{key}={value!r} is not supported; choose one of {list(allowed)}")
 
 
-def make_norm(kind: Optional[str], dim: int, key: str) -> nn.Module:
-    """``LayerNorm`` / ``RMSNorm`` over the last dimension, or ``nn.Identity`` for none."""
+def make_norm(kind: Optional[str], dim: int, key: str, eps: Optional[float] = RELEASE_NORM_EPS) -> nn.Module:
+    """``LayerNorm`` / ``RMSNorm`` over the last dimension, or ``nn.Identity`` for none.
+
+    ``eps`` is the RMSNorm's epsilon (``norm_eps``; None means torch's default,
+    the dtype's machine epsilon); a LayerNorm keeps torch's 1e-5.
+    """
     kind = config_choice(kind, NORMS, key)
     if kind == "LayerNorm":
         return nn.LayerNorm(dim)
     if kind == "RMSNorm":
-        return nn.RMSNorm(dim)
+        return nn.RMSNorm(dim, eps=eps)
     return nn.Identity()
 
 
@@ -121,13 +134,14 @@ class PerTokenRMSNorm(nn.Module):
     Args:
         num_tokens: T.
         dim: d.
+        eps: added to the mean square (``norm_eps``); None means torch's default.
 
     Shapes: (B, T, d) -> (B, T, d).
     """
 
-    def __init__(self, num_tokens: int, dim: int):
+    def __init__(self, num_tokens: int, dim: int, eps: Optional[float] = RELEASE_NORM_EPS):
         super().__init__()
-        self.norm = nn.RMSNorm(dim, elementwise_affine=False)
+        self.norm = nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
         self.weight = nn.Parameter(torch.ones(num_tokens, dim))
 
     def init_weights(self) -> None:
@@ -180,13 +194,57 @@ class PerTokenGLU(nn.Module):
         return self.down_proj((lift + self.activation(gate)) * value) + residual      # (B, T, d)
 
 
+class PerTokenTiedGLU(nn.Module):
+    """The released code's GLU layer at expansion rate r = 1, one set of weights per token.
+
+        GLU(x) = (R x + GELU(W_1 x)) * (W_2 x) + R x
+
+    At r = 1 the release (``src/utils.py:SwiGLU``) has no compression W_down and
+    uses the residual map R as the lifting map S; this is that form
+    (``glu_form: release``). ``glu_form: paper`` keeps Eq. 4 with W_down and a
+    separate S at every r (:class:`PerTokenGLU`). W_1, W_2 and R are one fused
+    projection with output columns [W_1 | W_2 | R].
+
+    Args:
+        num_tokens: T.
+        dim: d, input, lifted and output size.
+        activation: the gate non-linearity (GELU in the paper).
+
+    Example:
+        >>> glu = PerTokenTiedGLU(num_tokens=4, dim=8)
+        >>> glu(torch.randn(2, 4, 8)).shape
+        torch.Size([2, 4, 8])
+
+    Shapes: (B, T, d) -> (B, T, d).
+    """
+
+    def __init__(self, num_tokens: int, dim: int, activation: str = "GELU"):
+        super().__init__()
+        self.dim = dim
+        self.in_proj = PerTokenLinear(num_tokens, dim, 3 * dim, init_splits=[dim, dim, dim])  # W_1, W_2, R
+        self.activation = get_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value, residual = self.in_proj(x).split(self.dim, dim=-1)          # (B, T, d) x3
+        return (residual + self.activation(gate)) * value + residual             # (B, T, d)
+
+
+def glu_layer(num_tokens: int, dim: int, expansion_rate: float, glu_form: str) -> nn.Module:
+    """The GLU layer of one P-FFN width: the tied release form at r = 1 under ``glu_form: release``."""
+    glu_form = config_choice(glu_form, GLU_FORMS, "glu_form")
+    if glu_form == "release" and expansion_rate == 1.0:
+        return PerTokenTiedGLU(num_tokens, dim)
+    return PerTokenGLU(num_tokens, dim, expansion_rate)
+
+
 class PerTokenFFN(nn.Module):
     """The P-FFN: T independent feed-forward networks with a residual, batched.
 
         PFFN(X)[:, t] = X[:, t] + f_t(X[:, t]),     t = 1 .. T
 
     ``activation="GLU"`` (RankElastor): for every width h in ``hidden_units``,
-    [per-token RMSNorm] -> GLU layer (Eq. 4) -> linear to h when h differs
+    [per-token RMSNorm] -> GLU layer (Eq. 4; at r = 1 the release's tied form
+    unless ``glu_form="paper"``) -> linear to h when h differs
     from the current width -> dropout; then a final linear back to D.
     ``activation="GELU"`` or ``"ReLU"`` (RankMixer): linear -> [per-token RMSNorm]
     -> activation -> dropout for every width, then a final linear to D; RankMixer's
@@ -200,6 +258,8 @@ class PerTokenFFN(nn.Module):
         expansion_rate: r of the GLU layers (unused otherwise).
         inner_norm: per-token RMSNorm before each GLU layer / after each hidden linear.
         dropout: dropout after each layer.
+        norm_eps: epsilon of the per-token RMSNorms.
+        glu_form: ``release`` (tied GLU at r = 1) or ``paper`` (Eq. 4 at every r).
 
     Example:
         >>> ffn = PerTokenFFN(num_tokens=4, token_dim=8, hidden_units=[16, 16], activation="GLU")
@@ -211,9 +271,11 @@ class PerTokenFFN(nn.Module):
 
     def __init__(self, num_tokens: int, token_dim: int, hidden_units: Sequence[int],
                  activation: str = "GLU", expansion_rate: float = 3.0, inner_norm: bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, norm_eps: Optional[float] = RELEASE_NORM_EPS,
+                 glu_form: str = "release"):
         super().__init__()
         activation = config_choice(activation, FFN_ACTIVATIONS, "ffn_activation")
+        glu_form = config_choice(glu_form, GLU_FORMS, "glu_form")
         hidden_units = list(hidden_units)
         if not hidden_units or min(hidden_units) < 1:
             raise ValueError(f"ffn_hidden_units={hidden_units} must list at least one positive width")
@@ -222,14 +284,14 @@ class PerTokenFFN(nn.Module):
         for out_width in hidden_units:
             if activation == "GLU":
                 if inner_norm:
-                    layers.append(PerTokenRMSNorm(num_tokens, width))
-                layers.append(PerTokenGLU(num_tokens, width, expansion_rate))
+                    layers.append(PerTokenRMSNorm(num_tokens, width, norm_eps))
+                layers.append(glu_layer(num_tokens, width, expansion_rate, glu_form))
                 if out_width != width:
                     layers.append(PerTokenLinear(num_tokens, width, out_width))
             else:
                 layers.append(PerTokenLinear(num_tokens, width, out_width))
                 if inner_norm:
-                    layers.append(PerTokenRMSNorm(num_tokens, out_width))
+                    layers.append(PerTokenRMSNorm(num_tokens, out_width, norm_eps))
                 layers.append(get_activation(activation))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
@@ -298,6 +360,8 @@ class FullMixing(nn.Module):
         num_tokens: T.
         token_dim: D.
         bias: learn b (the released code does).
+        input_norm: the norm of vec X (``mixing_input_norm``): None gives an RMSNorm over the
+            T*D coordinates with the release's epsilon 1e-12; nn.Identity for none.
 
     Example:
         >>> mix = FullMixing(num_tokens=4, token_dim=8)
@@ -307,24 +371,70 @@ class FullMixing(nn.Module):
     Shapes: (B, T, D) -> (B, T, D).
     """
 
-    def __init__(self, num_tokens: int, token_dim: int, bias: bool = True):
+    def __init__(self, num_tokens: int, token_dim: int, bias: bool = True, input_norm: Optional[nn.Module] = None):
         super().__init__()
-        self.norm = nn.RMSNorm(num_tokens * token_dim)
+        self.norm = nn.RMSNorm(num_tokens * token_dim, eps=RELEASE_NORM_EPS) if input_norm is None else input_norm
         self.mix = nn.Linear(num_tokens * token_dim, num_tokens * token_dim, bias=bias)  # W_mix
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.mix(self.norm(x.flatten(start_dim=1))).view_as(x)  # (B, T, D)
 
 
+class KroneckerMixing(nn.Module):
+    """The released code's Kronecker block mixing (its ``_fast`` configs; Theorem 3.1 with a coarse grid).
+
+        Mix(X) = X + reshape((I_G kron W) RMSNorm(vec X)),     W: (T*D/G) x (T*D/G)
+
+    vec X is cut into G contiguous blocks of T*D/G coordinates and the same
+    bias-free W maps every block: Theorem 3.1's block mixing, whose reachable
+    updates are confined to the span of the input blocks. G = 1 is full mixing
+    without bias. The release runs G = 26 with the flat RMSNorm on Criteo
+    (``mixing_type: 8881``) and G = 2 without it, then a LayerNorm, on Avazu
+    (``8882``).
+
+    Args:
+        num_tokens: T.
+        token_dim: D.
+        num_blocks: G (``kronecker_blocks``), a divisor of T*D.
+        input_norm: the norm of vec X (``mixing_input_norm``): None gives an RMSNorm over the
+            T*D coordinates with the release's epsilon 1e-12; nn.Identity for none.
+
+    Example:
+        >>> mix = KroneckerMixing(num_tokens=4, token_dim=8, num_blocks=2)
+        >>> mix(torch.randn(2, 4, 8)).shape
+        torch.Size([2, 4, 8])
+
+    Shapes: (B, T, D) -> (B, T, D).
+    """
+
+    def __init__(self, num_tokens: int, token_dim: int, num_blocks: int, input_norm: Optional[nn.Module] = None):
+        super().__init__()
+        flat = num_tokens * token_dim
+        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1 or flat % num_blocks:
+            raise ValueError(f"token_mixing='kronecker' cuts the num_tokens * token_dim = {num_tokens} * "
+                             f"{token_dim} = {flat} coordinates into kronecker_blocks={num_blocks!r} equal "
+                             f"blocks: it must be a positive divisor of {flat}")
+        self.num_blocks = num_blocks
+        self.norm = nn.RMSNorm(flat, eps=RELEASE_NORM_EPS) if input_norm is None else input_norm
+        self.mix = nn.Linear(flat // num_blocks, flat // num_blocks, bias=False)  # W
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = self.norm(x.flatten(start_dim=1)).view(x.shape[0], self.num_blocks, -1)  # (B, G, T*D/G)
+        return x + self.mix(blocks).view_as(x)                                            # (B, T, D)
+
+    def extra_repr(self) -> str:
+        return f"num_blocks={self.num_blocks}"
+
+
 # --------------------------------------------------------------------------- tokenization
 def _projection_mlp(in_dim: int, hidden_units: Sequence[int], out_dim: int, activation: str,
-                    hidden_norm: bool, dropout: float) -> nn.Sequential:
+                    hidden_norm: bool, dropout: float, norm_eps: Optional[float]) -> nn.Sequential:
     """Linear -> [RMSNorm] -> activation -> [dropout] per hidden width, then Linear to out_dim."""
     layers = []
     for width in hidden_units:
         layers.append(nn.Linear(in_dim, width))
         if hidden_norm:
-            layers.append(nn.RMSNorm(width))
+            layers.append(nn.RMSNorm(width, eps=norm_eps))
         layers.append(get_activation(activation))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -353,6 +463,7 @@ class Tokenizer(nn.Module):
         activation: its hidden activation.
         hidden_norm: RMSNorm after each hidden linear.
         dropout: dropout after each hidden layer.
+        norm_eps: epsilon of its RMSNorms (``norm_eps``); None means torch's default.
 
     Example:
         >>> tok = Tokenizer(num_fields=39, embedding_dim=20, num_tokens=26, token_dim=30,
@@ -365,7 +476,8 @@ class Tokenizer(nn.Module):
 
     def __init__(self, num_fields: int, embedding_dim: int, num_tokens: int, token_dim: int,
                  mode: Optional[str] = "matrix", hidden_units: Sequence[int] = (),
-                 activation: str = "ReLU", hidden_norm: bool = False, dropout: float = 0.0):
+                 activation: str = "ReLU", hidden_norm: bool = False, dropout: float = 0.0,
+                 norm_eps: Optional[float] = RELEASE_NORM_EPS):
         super().__init__()
         mode = config_choice(mode, TOKENIZER_MODES, "tokenizer")
         flat_dim = num_fields * embedding_dim
@@ -379,15 +491,16 @@ class Tokenizer(nn.Module):
                              f"embedding_dim = {num_fields} * {embedding_dim} = {flat_dim} must equal "
                              f"num_tokens * token_dim = {num_tokens} * {token_dim} = {num_tokens * token_dim}")
         self.mode, self.num_tokens, self.token_dim = mode, num_tokens, token_dim
-        self.input_norm = nn.RMSNorm(flat_dim)
+        self.input_norm = nn.RMSNorm(flat_dim, eps=norm_eps)
         if mode == "matrix":
             chunk = -(-flat_dim // num_tokens)
             self.groups, self.padding = num_tokens, num_tokens * chunk - flat_dim
-            self.project = _projection_mlp(chunk, hidden_units, token_dim, activation, hidden_norm, dropout)
+            self.project = _projection_mlp(chunk, hidden_units, token_dim, activation, hidden_norm, dropout,
+                                           norm_eps)
         elif mode == "vector":
             self.groups, self.padding = 1, 0
             self.project = _projection_mlp(flat_dim, hidden_units, num_tokens * token_dim, activation,
-                                           hidden_norm, dropout)
+                                           hidden_norm, dropout, norm_eps)
         else:
             self.groups, self.padding = num_tokens, 0
             self.project = nn.Identity()
@@ -402,30 +515,37 @@ class Tokenizer(nn.Module):
 
 # --------------------------------------------------------------------------- block and heads
 class TokenMixingBlock(nn.Module):
-    """One block: S = mixing_norm(Mix(X)); out = ffn_norm(PFFN(S)).
+    """One block: M = mixing_norm(Mix(X)); S = token_norm(M); out = ffn_norm(PFFN(S)).
 
     ``Mix`` and ``PFFN`` already add their residuals (X + ..., S + ...).
-    RankMixer: block-transpose mixing, LayerNorm, GELU P-FFN, LayerNorm.
-    RankElastor: full mixing, RMSNorm, GLU P-FFN, no output norm.
+    Released code (both models): ``token_norm`` an RMSNorm over each token, no
+    ``ffn_norm``; RankMixer's ``mixing_norm`` is the LayerNorm of its mixing,
+    RankElastor has none. The RankMixer paper's form is ``mixing_norm``
+    LayerNorm, no ``token_norm``, ``ffn_norm`` LayerNorm. :meth:`mix` returns M,
+    the representation the release measures after the mixing (before the
+    token norm); :meth:`transform` applies the token norm and the P-FFN.
 
     Args:
-        mixing: a mixing module (BlockTransposeMixing or FullMixing).
-        mixing_norm: norm after the mixing (nn.Identity for none).
+        mixing: a mixing module (BlockTransposeMixing, FullMixing or KroneckerMixing).
+        mixing_norm: norm of the mixing output (nn.Identity for none).
+        token_norm: norm over each token before the P-FFN (nn.Identity for none).
         ffn: the per-token FFN with residual (PerTokenFFN).
         ffn_norm: norm after the P-FFN (nn.Identity for none).
 
     Shapes: (B, T, D) -> (B, T, D).
     """
 
-    def __init__(self, mixing: nn.Module, mixing_norm: nn.Module, ffn: nn.Module, ffn_norm: nn.Module):
+    def __init__(self, mixing: nn.Module, mixing_norm: nn.Module, token_norm: nn.Module, ffn: nn.Module,
+                 ffn_norm: nn.Module):
         super().__init__()
-        self.mixing, self.mixing_norm, self.ffn, self.ffn_norm = mixing, mixing_norm, ffn, ffn_norm
+        self.mixing, self.mixing_norm, self.token_norm = mixing, mixing_norm, token_norm
+        self.ffn, self.ffn_norm = ffn, ffn_norm
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
         return self.mixing_norm(self.mixing(x))  # (B, T, D)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ffn_norm(self.ffn(x))  # (B, T, D)
+        return self.ffn_norm(self.ffn(self.token_norm(x)))  # (B, T, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.transform(self.mix(x))
@@ -447,7 +567,7 @@ class TokenMLPHead(nn.Module):
     Args:
         input_dim: T*D.
         hidden_units: the MLP's hidden widths.
-        dropout: dropout after every hidden layer.
+        dropout: dropout after every hidden layer (``head_dropout``; the release has none).
     """
 
     def __init__(self, input_dim: int, hidden_units: Sequence[int], dropout: float = 0.0):

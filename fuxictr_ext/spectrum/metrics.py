@@ -8,11 +8,12 @@ values of one X_b (k = min(n, d)):
 
       IA(X) = sum_i sigma_i / max_i sigma_i                     in [1, k]
 
-* stable rank, the "effective rank" of RankElastor (norm based)::
+* stable rank (norm based)::
 
       srank(X) = ||X||_F^2 / ||X||_2^2 = sum_i sigma_i^2 / max_i sigma_i^2   in [1, k]
 
-* entropy effective rank (Roy and Vetterli 2007)::
+* entropy effective rank (Roy and Vetterli 2007), the effective rank the
+  RankElastor paper cites and its released code measures::
 
       erank(X) = exp(H(p)),  p_i = sigma_i / sum_j sigma_j,  H(p) = -sum_i p_i log p_i   in [1, k]
 
@@ -155,7 +156,7 @@ def information_abundance(X: torch.Tensor, stack_batch: bool = False, method: st
 
 
 def stable_rank(X: torch.Tensor, stack_batch: bool = False, method: str = "auto") -> torch.Tensor:
-    """srank(X) = sum_i sigma_i^2 / max_i sigma_i^2 per matrix (RankElastor's effective rank).
+    """srank(X) = sum_i sigma_i^2 / max_i sigma_i^2 per matrix (the norm-based effective rank).
 
     Args and returns as :func:`information_abundance`.
     """

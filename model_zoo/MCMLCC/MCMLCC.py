@@ -47,6 +47,9 @@ class MCMLCC(ZooModel):
         local_compression: False drops LC: the DNN reads C.
         squeeze_excitation: squeeze-excitation over the refined tokens.
         dnn_hidden_units, dnn_activations, net_dropout, batch_norm: the DNN.
+        embedding_initializer: FuxiCTR's initializer string for the embedding tables; the
+            released configs use the release's U(-a, a), a = sqrt(6 / (10^6 + S*E)): its
+            ``xavier_uniform_`` on a 10^6-row hashed table per field.
 
     Example:
         >>> model = MCMLCC(feature_map, embedding_dim=32, channel_dim=16, num_heads=4,
@@ -73,6 +76,7 @@ class MCMLCC(ZooModel):
                  dnn_activations: str = "ReLU",
                  net_dropout: float = 0.2,
                  batch_norm: bool = False,
+                 embedding_initializer: str = "partial(nn.init.normal_, std=1e-4)",
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
         require_positive_int("embedding_dim", embedding_dim)
@@ -85,7 +89,8 @@ class MCMLCC(ZooModel):
         num_tokens = feature_map.num_fields                                        # N
         self.num_channels = embedding_dim // channel_dim                           # S
         self.channel_dim = channel_dim
-        self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
+        self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim,
+                                                embedding_initializer=embedding_initializer)
         self.cross = build_cross(cross_type, channel_dim, num_heads, dynamic_mlp_units,
                                  keep_layers, dynamic_mlp_activation)
         # One channel keeps MLCC's (N*E, H*W) weight without a channel axis (MLCC's checkpoints).

@@ -44,6 +44,8 @@ class MLCC(MCMLCC):
         dnn_activations: activation of the DNN's hidden layers.
         net_dropout: dropout after every DNN hidden layer.
         batch_norm: batch normalization in the DNN.
+        embedding_initializer: FuxiCTR's initializer string for the embedding tables (the
+            released configs: the release's U(-a, a), a = sqrt(6 / (10^6 + E))).
 
     Example:
         >>> model = MLCC(feature_map, embedding_dim=16, num_heads=4, dynamic_mlp_units=[4, 1],
@@ -68,6 +70,7 @@ class MLCC(MCMLCC):
                  dnn_activations: str = "ReLU",
                  net_dropout: float = 0.2,
                  batch_norm: bool = False,
+                 embedding_initializer: str = "partial(nn.init.normal_, std=1e-4)",
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, embedding_dim=embedding_dim,
                          channel_dim=embedding_dim, num_heads=num_heads, dynamic_mlp_units=dynamic_mlp_units,
@@ -75,4 +78,4 @@ class MLCC(MCMLCC):
                          cross_type=cross_type, refined_dim=refined_dim, local_compression=local_compression,
                          squeeze_excitation=squeeze_excitation, dnn_hidden_units=dnn_hidden_units,
                          dnn_activations=dnn_activations, net_dropout=net_dropout, batch_norm=batch_norm,
-                         **kwargs)
+                         embedding_initializer=embedding_initializer, **kwargs)
