@@ -20,9 +20,10 @@ cell, ``expid`` (a config id) with optional ``overrides`` (a tuner grid point) a
    says so; nothing is averaged over missing runs silently.
 
 ``<record>`` is ``<paper>_<table>_<dataset>`` (``_tiny`` at tiny scale). Seeds are the
-experiment's ``seed`` + 0, 1, ..., n - 1; n defaults to the paper's own count (RoBlock 20,
-RankElastor 10; MLCC and the rank-aware paper give none, so ``--seeds`` is required there).
-Runs are sequential on one device; several devices can each run a different table.
+``seed`` of the table's first experiment (2019 in every config here) + 0, 1, ..., n - 1;
+n defaults to the paper's own count (RoBlock 20, RankElastor 10; MLCC and the rank-aware
+paper give none, so ``--seeds`` is required there). Runs are sequential, on the one device
+``--gpu`` names. The exit status is 1 when a run failed, 2 for a bad table, dataset or config.
 
 Examples::
 
