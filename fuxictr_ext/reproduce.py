@@ -320,6 +320,9 @@ def table_report(paper: dict, table: str, dataset: str, cells: Sequence[dict],
         else:
             summary = results.summarize(values)
             row["summary"] = summary
+            flops = [by_run[(run_id, s)]["flops_per_sample"] for s in seeds
+                     if by_run.get((run_id, s), {}).get("flops_per_sample") is not None]
+            row["flops"] = sum(flops) / len(flops) if flops else None
             ours = summary.text(_digits(metric))
             diff = f"{summary.mean - float(cell['value']):+.{_digits(metric)}f}" if summary.n else "-"
             seeds_text = f"{summary.n}/{len(seeds)}"
@@ -333,43 +336,63 @@ def table_report(paper: dict, table: str, dataset: str, cells: Sequence[dict],
 
 
 def plot_table(rows: Sequence[dict], spec: Mapping, title: str, path: str) -> bool:
-    """Ours (left: solid, error bars = std) and the paper's (right: dashed) metric against the
-    cell field ``spec['x']``, one line per value of the cell fields ``spec['line']`` (legend
-    ``spec['label']``, a format string over the cell's fields); False if nothing to draw."""
+    """Ours (left: solid, error bars = std) and the paper's (right: dashed) metric, one line
+    per value of the cell fields ``spec['line']`` (legend ``spec['label']``, a format string
+    over the cell's fields); False if nothing to draw.
+
+    The x axis is the cell field ``spec['x']`` (width, depth, heads ...; log scale with
+    ``log_x``) on both sides, or cost: ``x_ours: flops_per_sample`` puts our measured MFLOPs
+    per sample on the left and ``x_paper: <metric>`` the paper's value of that metric in the
+    same row (e.g. GFLOPs) on the right, both on a linear scale.
+    """
     from .spectrum.plot import require_matplotlib, save_figure
 
     metric = spec.get("metric", "AUC")
+    siblings = {(r["cell"]["row"], r["cell"].get("series")): r["cell"]["value"] for r in rows
+                if "x_paper" in spec and r["cell"]["metric"] == spec["x_paper"]}
+
+    def x_of(row: dict, side: str) -> Optional[float]:
+        cell = row["cell"]
+        if side == "paper" and "x_paper" in spec:
+            return siblings.get((cell["row"], cell.get("series")))
+        if side == "ours" and spec.get("x_ours") == "flops_per_sample":
+            return row["flops"] / 1e6 if row.get("flops") else None
+        return cell.get(spec["x"])
+
     lines: "OrderedDict[tuple, List[dict]]" = OrderedDict()
     for row in rows:
-        cell = row["cell"]
-        if cell["metric"] == metric and spec["x"] in cell:
-            lines.setdefault(tuple(cell.get(k) for k in spec.get("line", [])), []).append(row)
+        if row["cell"]["metric"] == metric:
+            lines.setdefault(tuple(row["cell"].get(k) for k in spec.get("line", [])), []).append(row)
     if not lines:
         return False
     Figure = require_matplotlib()
     fig = Figure(figsize=(10.0, 4.2), layout="constrained")
-    axes = fig.subplots(1, 2, sharex=True)
-    ticks = sorted({row["cell"][spec["x"]] for members in lines.values() for row in members})
-    colours = [f"C{i % 10}" for i in range(len(lines))]
-    for colour, (key, members) in zip(colours, lines.items()):
-        members = sorted(members, key=lambda r: r["cell"][spec["x"]])
+    axes = {"ours": None, "paper": None}
+    axes["ours"], axes["paper"] = fig.subplots(1, 2)
+    for colour, (key, members) in zip([f"C{i % 10}" for i in range(len(lines))], lines.items()):
         label = spec.get("label", " ".join("{%s}" % name for name in spec.get("line", []))).format(**members[0]["cell"])
-        xs = [r["cell"][spec["x"]] for r in members]
-        axes[1].plot(xs, [r["cell"]["value"] for r in members], "--o", color=colour, label=label, markersize=3)
-        ours = [(r["cell"][spec["x"]], r["summary"]) for r in members if r["summary"] is not None and r["summary"].n]
+        paper = sorted((x_of(r, "paper"), r["cell"]["value"]) for r in members if x_of(r, "paper") is not None)
+        if paper:
+            axes["paper"].plot(*zip(*paper), "--o", color=colour, label=label, markersize=3)
+        ours = sorted((x_of(r, "ours"), r["summary"].mean, r["summary"].std or 0.0) for r in members
+                      if r["summary"] is not None and r["summary"].n and x_of(r, "ours") is not None)
         if ours:
-            axes[0].errorbar([x for x, _ in ours], [s.mean for _, s in ours], yerr=[s.std or 0.0 for _, s in ours],
-                             fmt="-o", color=colour, label=label, markersize=3, capsize=2)
-    for ax, name in zip(axes, ("ours", "paper")):
-        ax.set_title(name)
-        ax.set_xlabel(spec.get("xlabel", spec["x"]))
+            xs, means, stds = zip(*ours)
+            axes["ours"].errorbar(xs, means, yerr=stds, fmt="-o", color=colour, label=label, markersize=3, capsize=2)
+    for side, ax in axes.items():
+        cost_axis = (side == "ours" and "x_ours" in spec) or (side == "paper" and "x_paper" in spec)
+        ax.set_title(side)
+        ax.set_xlabel(spec.get(f"xlabel_{side}", spec.get("xlabel", spec["x"])) if cost_axis else
+                      spec.get("xlabel", spec["x"]))
         ax.set_ylabel(f"test {metric}")
-        if spec.get("log_x"):
-            ax.set_xscale("log")
-            ax.minorticks_off()
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        if not cost_axis:
+            if spec.get("log_x"):
+                ax.set_xscale("log")
+                ax.minorticks_off()
+            ticks = sorted({r["cell"][spec["x"]] for members in lines.values() for r in members if spec["x"] in r["cell"]})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    axes["paper"].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
     return True

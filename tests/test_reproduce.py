@@ -157,3 +157,19 @@ def test_list_shows_every_table(workspace, capsys):
     assert repro.main(["--list"]) == 0
     out = capsys.readouterr().out
     assert "| roblock:table3 | avazu_x4, criteo_x1 | 36 | 36 |" in out and "| mlcc:table8 |" in out
+
+
+def test_plot_against_cost_pairs_each_auc_with_its_rows_flops(tmp_path):
+    cells = [{"table": "t", "row": f"H = {h}", "column": col, "dataset": "d", "metric": metric, "value": value,
+              "expid": f"M{h}", "series": "MLCC", "heads": h}
+             for h, auc, gflops in ((1, 0.82, 40.0), (4, 0.83, 44.0))
+             for col, metric, value in (("AUC", "AUC", auc), ("GFLOPs", "GFLOPs", gflops))]
+    records = [{"expid": f"M{h}", "seed": 1, "status": "ok", "test": {"AUC": 0.6 + h / 100}, "flops_per_sample": f}
+               for h, f in ((1, 2.0e5), (4, 8.0e5))]
+    _, rows = repro.table_report(_paper(cells, 1), "t", "d", cells, [1], records, "full", "cmd")
+    assert [r["flops"] for r in rows if r["cell"]["metric"] == "AUC"] == [2.0e5, 8.0e5]
+    spec = {"x": "heads", "x_ours": "flops_per_sample", "x_paper": "GFLOPs", "line": ["series"]}
+    assert repro.plot_table(rows, spec, "t", str(tmp_path / "t.png"))
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not repro.plot_table(rows, dict(spec, metric="gAUC"), "t", str(tmp_path / "none.png"))
+    assert not (tmp_path / "none.png").exists()
