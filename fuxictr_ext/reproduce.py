@@ -43,6 +43,7 @@ import sys
 import time
 import traceback
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -60,8 +61,9 @@ TINY_FILE = "tiny.yaml"
 RUNNER_METRICS = ("AUC", "logloss", "gAUC")
 
 
+@dataclass
 class Run:
-    """One experiment of a table: a config id, the overrides of its cell, its run id.
+    """One experiment of a table: the config id it starts from, its cell's overrides, its run id.
 
     Attributes:
         run_id: the experiment id the runs are recorded under.
@@ -70,8 +72,10 @@ class Run:
         dataset_id: the dataset it runs on.
     """
 
-    def __init__(self, run_id: str, expid: str, overrides: Mapping, dataset_id: str):
-        self.run_id, self.expid, self.overrides, self.dataset_id = run_id, expid, dict(overrides), dataset_id
+    run_id: str
+    expid: str
+    overrides: dict
+    dataset_id: str
 
 
 def _paper_path(config_dir: str, paper: str) -> str:
@@ -195,7 +199,7 @@ def plan_runs(config_dir: str, cells: Sequence[dict], scale: str) -> "OrderedDic
             block["dataset_id"] = spec["dataset_id"]
             run_id += "_tiny"
         block.update(cell.get("overrides") or {})
-        run = Run(run_id, cell["expid"], cell.get("overrides") or {}, block["dataset_id"])
+        run = Run(run_id, cell["expid"], dict(cell.get("overrides") or {}), block["dataset_id"])
         previous = plan.get(run_id)
         if previous is not None and previous[1] != block:
             raise ConfigError(f"run id {run_id} names two different configs in the paper's cells")
@@ -265,7 +269,13 @@ def _digits(metric: str) -> int:
 def table_report(paper: dict, table: str, dataset: str, cells: Sequence[dict],
                  seeds: Sequence[int], records: Sequence[Mapping], scale: str, command: str,
                  png_name: Optional[str] = None) -> Tuple[str, List[dict]]:
-    """The markdown of one table and the per-cell rows behind it (also used for the plot)."""
+    """The markdown of one table and its rows ``{"cell", "summary", "flops"}`` (for the plot).
+
+    Args:
+        paper: :func:`load_paper`'s content; cells: the table's cells on ``dataset``;
+        seeds: the seeds each run should have; records: the results record's lines;
+        scale: ``"full"`` or ``"tiny"`` (run ids get ``_tiny``); command: shown in the report.
+    """
     by_run: Dict[Tuple[str, int], dict] = {}
     failures: Dict[Tuple[str, int], str] = {}
     for record in records:
