@@ -196,6 +196,7 @@ def plan_runs(config_dir: str, cells: Sequence[dict], scale: str) -> "OrderedDic
                 raise ConfigError(f"{tiny['path']}: no tiny scale for {what} (cell {run_id})")
             block.update(tiny.get("all_models", {}))
             block.update(widths)
+            block.update((tiny.get("experiments") or {}).get(cell["expid"], {}))
             block["dataset_id"] = spec["dataset_id"]
             run_id += "_tiny"
         block.update(cell.get("overrides") or {})

@@ -71,6 +71,13 @@ def test_every_experiment_exists_and_its_overrides_are_read(paper):
         assert run_ids.setdefault(run_id, run) == run, f"run id {run_id} names two configs"
         assert model in TINY["models"], f"config/paper_results/tiny.yaml has no widths for {model}"
         assert unknown_model_keys(model_cls, TINY["models"][model]) == [], model
+        assert unknown_model_keys(model_cls, TINY["experiments"].get(cell["expid"], {})) == [], cell["expid"]
+
+
+def test_tiny_experiment_settings_name_config_ids():
+    for expid, settings in TINY["experiments"].items():
+        model_params = load_params(str(REPO / "config"), expid)[1]
+        assert unknown_model_keys(get_model_class(model_params["model"]), settings) == [], expid
 
 
 def test_roblock_table3_is_tables_7_and_8_at_2_and_5_layers():
