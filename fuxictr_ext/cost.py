@@ -51,10 +51,12 @@ class ModelCost:
     total_params: int
     flops_per_sample: float
 
-    def summary(self) -> str:
-        """One line for logs and the results line."""
-        return (f"params: total={self.total_params:,} embedding={self.embedding_params:,} "
-                f"dense={self.dense_params:,} | flops/sample={self.flops_per_sample:,.0f}")
+    def summary(self, grouped: bool = True) -> str:
+        """One line for logs (``grouped``: thousands separators) and, with
+        ``grouped=False``, for the comma-separated results line."""
+        sep = "," if grouped else ""
+        return (f"params: total={self.total_params:{sep}} embedding={self.embedding_params:{sep}} "
+                f"dense={self.dense_params:{sep}} | flops/sample={self.flops_per_sample:{sep}.0f}")
 
     def to_dict(self) -> Dict[str, float]:
         return asdict(self)

@@ -3,7 +3,8 @@
 config -> (synthetic data if configured and missing) -> atomic dataset build ->
 FeatureMap -> model class from the registry -> fit -> evaluate valid and test ->
 results line appended to ``<config dir name>.csv`` in the working directory,
-the same file FuxiCTR's own run_expid.py and its tuner use.
+the same file FuxiCTR's own run_expid.py and its tuner use, and the run's JSON
+record to ``<config dir name>.jsonl`` beside it (:mod:`fuxictr_ext.results`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 import os
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -27,6 +27,7 @@ from fuxictr.pytorch.torch_utils import seed_everything
 from fuxictr.utils import load_dataset_config, load_model_config, print_to_json, set_logger
 
 from . import distributed as zoo_dist
+from . import results
 from .spectrum.callbacks import build_spectrum_callbacks
 from .config import warn_unknown_model_keys
 from .cost import model_cost
@@ -137,10 +138,6 @@ def make_loaders(feature_map, params: dict, stage: str, context: Optional[zoo_di
     return RankDataLoader(feature_map, stage=stage, **kwargs)
 
 
-def _format_metrics(logs: Dict[str, float]) -> str:
-    return " - ".join(f"{k}: {v:.6f}" for k, v in logs.items())
-
-
 def setup_run(config_dir: str, expid: str, gpu: int):
     """Step 1: params, model class, device and process group, logging, seed.
 
@@ -199,15 +196,19 @@ def evaluate_splits(model, loaders: dict) -> tuple:
     return valid_result, test_result
 
 
-def append_results_line(config_dir: str, params: dict, result: dict) -> None:
-    """Step 6: the FuxiCTR-style results line, appended to ``<config dir name>.csv``."""
-    result_file = Path(config_dir).name.replace(".yaml", "") + ".csv"
-    with open(result_file, "a+") as fw:
-        fw.write(f" {datetime.now().strftime('%Y%m%d-%H%M%S')},[command] python {' '.join(sys.argv)},"
-                 f"[exp_id] {result['expid']},[dataset_id] {params['dataset_id']},"
-                 f"[train] {result['train_seconds']:.1f}s,"
-                 f"[val] {_format_metrics(result['valid'])},[test] {_format_metrics(result['test'])},"
-                 f"[cost] {result['cost'].summary()},[processes] {result['world_size']}\n")
+def append_results_line(config_dir: str, params: dict, model_params: dict, result: dict) -> None:
+    """Step 6: FuxiCTR's results line appended to ``<config dir name>.csv`` and the run's
+    JSON record to ``<config dir name>.jsonl`` (see :mod:`fuxictr_ext.results`)."""
+    paths = results.record_paths(config_dir)
+    command = " ".join(sys.argv)
+    line = results.fuxictr_csv_line(command, result["expid"], params["dataset_id"], result["train_seconds"],
+                                    result["valid"], result["test"], result["cost"].summary(grouped=False),
+                                    result["world_size"])
+    with open(paths["csv"], "a+") as fw:
+        fw.write(line)
+    record = results.run_record(result["expid"], params, model_params, results.base_block(config_dir), result,
+                                command="python " + command)
+    results.append_record(paths["jsonl"], record)
 
 
 def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
@@ -244,5 +245,5 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
               "train_seconds": train_seconds, "ceiling": ceiling, "checkpoint": model.checkpoint,
               "world_size": 1 if context is None else context.world_size, "is_main": is_main}
     if is_main:
-        append_results_line(config_dir, params, result)
+        append_results_line(config_dir, params, model_params, result)
     return result
