@@ -141,12 +141,41 @@ def _format_metrics(logs: Dict[str, float]) -> str:
     return " - ".join(f"{k}: {v:.6f}" for k, v in logs.items())
 
 
-def setup_run(config_dir: str, expid: str, gpu: int):
-    """Step 1: params, model class, device and process group, logging, seed.
+def apply_overrides(params: dict, overrides: Dict[str, object]) -> dict:
+    """Set ``key`` (or ``key.sub.key`` inside a mapping such as ``synthetic``) to a value.
+
+    Only keys the experiment already has can be overridden, so that a typo is an error
+    rather than a setting that nothing reads.
+
+    Example:
+        >>> apply_overrides({"epochs": 3, "synthetic": {"rows": 200000}}, {"synthetic.rows": 3000})
+        {'epochs': 3, 'synthetic': {'rows': 3000}}
+    """
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        target = params
+        for depth, key in enumerate(parents):
+            if not isinstance(target.get(key), dict):
+                raise ConfigError(f"override {dotted}: {'.'.join(parents[:depth + 1])} is not a mapping "
+                                  "of this experiment's params")
+            target[key] = dict(target[key])
+            target = target[key]
+        if leaf not in target:
+            near = difflib.get_close_matches(leaf, [str(k) for k in target], n=5, cutoff=0.5)
+            hint = f" Near matches: {', '.join(near)}." if near else ""
+            raise ConfigError(f"override {dotted}: the experiment has no key {leaf!r} to override.{hint}")
+        target[leaf] = value
+    return params
+
+
+def setup_run(config_dir: str, expid: str, gpu: int, overrides: Optional[Dict[str, object]] = None):
+    """Step 1: params (with ``overrides``, see :func:`apply_overrides`), model class,
+    device and process group, logging, seed.
 
     Returns (params, model_params, model_cls, context); context is None outside torchrun.
     """
     params, model_params = load_params(config_dir, expid)
+    apply_overrides(params, overrides or {})
     model_cls = get_model_class(params["model"]) if "model" in params else None
     if model_cls is None:
         raise ConfigError(f"experiment {expid}: no `model:` key in its config")
@@ -210,13 +239,27 @@ def append_results_line(config_dir: str, params: dict, result: dict) -> None:
                  f"[cost] {result['cost'].summary()},[processes] {result['world_size']}\n")
 
 
-def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
+def summary_lines(result: dict) -> List[str]:
+    """The closing lines of a run: its test metrics (validation without a test split)
+    and, on synthetic data, the planted model's AUC. ``run_experiment`` writes them to
+    the run's log; ``run_expid.py`` and ``fuxictr-zoo run`` print them."""
+    metrics = result["test"] or result["valid"]
+    lines = [f"[{result['expid']}] test {_format_metrics(metrics)}"]
+    if result["ceiling"]:
+        lines.append(f"[{result['expid']}] planted-model ceiling on this synthetic test split: "
+                     f"AUC {result['ceiling']['ceiling_test_AUC']:.6f}")
+    return lines
+
+
+def run_experiment(config_dir: str, expid: str, gpu: int = -1,
+                   overrides: Optional[Dict[str, object]] = None) -> dict:
     """Train and evaluate one experiment id; returns valid/test metrics and costs.
 
-    The steps: set-up (params, device, process group, logging), data (build, FeatureMap),
-    model and its cost, loaders and spectrum callbacks, fit, evaluation, results line.
+    The steps: set-up (params with ``overrides``, device, process group, logging), data
+    (build, FeatureMap), model and its cost, loaders and spectrum callbacks, fit,
+    evaluation, results line.
     """
-    params, model_params, model_cls, context = setup_run(config_dir, expid, gpu)
+    params, model_params, model_cls, context = setup_run(config_dir, expid, gpu, overrides)
     is_main = context is None or context.is_main
     feature_map, ceiling = prepare_data(params, context)
 
@@ -224,6 +267,7 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     if context is not None:
         model.enable_distributed(context)
     train_gen, valid_gen = make_loaders(feature_map, params, "train", context)
+    model.count_parameters()  # FuxiCTR's own "Total number of parameters: N." line, which scripts parse
     cost = model_cost(model, next(iter(valid_gen)))
     logging.info(f"Model cost: {cost.summary()}")
 
@@ -245,4 +289,6 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
               "world_size": 1 if context is None else context.world_size, "is_main": is_main}
     if is_main:
         append_results_line(config_dir, params, result)
+        for line in summary_lines(result):
+            logging.info(line)
     return result
