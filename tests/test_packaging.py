@@ -9,24 +9,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _standins import fuxictr_style_checkout
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _fuxictr_style_model_zoo(root: Path) -> Path:
-    """A regular ``model_zoo`` package laid out like FuxiCTR's source checkout:
-    an ``__init__.py`` importing its models, and folders whose names clash with ours."""
-    zoo = root / "model_zoo"
-    for name in ("DNN", "DCNv2"):
-        (zoo / name / "src").mkdir(parents=True)
-        (zoo / name / "src" / "__init__.py").write_text(
-            f"class {name}:\n    origin = 'fuxictr checkout'\n")
-    (zoo / "__init__.py").write_text("from .DNN.src import DNN\nfrom .DCNv2.src import DCNv2\n")
-    return root
-
-
 def test_a_regular_model_zoo_first_on_sys_path_does_not_hide_the_zoo(in_workspace, tmp_path):
-    checkout = _fuxictr_style_model_zoo(tmp_path / "FuxiCTR")
+    checkout = fuxictr_style_checkout(tmp_path / "FuxiCTR")
     script = textwrap.dedent("""
         import model_zoo
         from fuxictr_ext import get_model_class, list_models
