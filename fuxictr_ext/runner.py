@@ -58,8 +58,10 @@ def _ids_in(files: List[str]) -> List[str]:
     return ids
 
 
-def load_params(config_dir: str, expid: str) -> tuple:
-    """Merged params (FuxiCTR's loader) and the model block's own keys; clear errors."""
+def load_params(config_dir: str, expid: str, dataset_id: Optional[str] = None) -> tuple:
+    """Merged params (FuxiCTR's loader) and the model block's own keys; clear errors.
+
+    ``dataset_id`` replaces the experiment's own (its dataset config is merged instead)."""
     model_files = _yaml_files(config_dir, "model_config")
     if not model_files:
         raise ConfigError(f"--config {config_dir}: no model_config.yaml or model_config/*.yaml there")
@@ -69,6 +71,8 @@ def load_params(config_dir: str, expid: str) -> tuple:
         hint = f" Near matches: {', '.join(near)}." if near else ""
         raise ConfigError(f"--expid {expid}: no such experiment id in {config_dir}.{hint}")
     model_params = load_model_config(config_dir, expid)
+    if dataset_id is not None:
+        model_params["dataset_id"] = dataset_id
     dataset_id = model_params["dataset_id"]
     try:
         params = dict(model_params)
@@ -143,6 +147,7 @@ def _format_metrics(logs: Dict[str, float]) -> str:
 
 def apply_overrides(params: dict, overrides: Dict[str, object]) -> dict:
     """Set ``key`` (or ``key.sub.key`` inside a mapping such as ``synthetic``) to a value.
+    (``dataset_id`` is not set here: :func:`setup_run` loads that dataset's config instead.)
 
     Only keys the experiment already has can be overridden, so that a typo is an error
     rather than a setting that nothing reads.
@@ -174,8 +179,9 @@ def setup_run(config_dir: str, expid: str, gpu: int, overrides: Optional[Dict[st
 
     Returns (params, model_params, model_cls, context); context is None outside torchrun.
     """
-    params, model_params = load_params(config_dir, expid)
-    apply_overrides(params, overrides or {})
+    overrides = dict(overrides or {})
+    params, model_params = load_params(config_dir, expid, overrides.pop("dataset_id", None))
+    apply_overrides(params, overrides)
     model_cls = get_model_class(params["model"]) if "model" in params else None
     if model_cls is None:
         raise ConfigError(f"experiment {expid}: no `model:` key in its config")

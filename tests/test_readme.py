@@ -32,7 +32,7 @@ SHELL_SKIPS = [
                                        "tests/test_packaging.py installs a wheel of this checkout offline"),
     (r"^python -m pytest", "the test suite itself"),
     (r"/path/to/", "needs a downloaded BARS release (tests/test_prepare_sources.py prepares stand-in files)"),
-    (r"--gpu 0|--expid DNN_criteo|--expid \w+_criteo\b", "needs the Criteo_x1 download and a GPU"),
+    (r"--gpu 0|--expid DNN_criteo|--expid \w+_criteo\b", "needs a downloaded Criteo release (and a GPU)"),
     (r"--nnodes|HOST:", "needs several machines"),
     (r"--expid \.\.\.", "a placeholder, not a command"),
 ]
