@@ -37,16 +37,18 @@ def test_a_regular_model_zoo_first_on_sys_path_does_not_hide_the_zoo(in_workspac
 
 # ---------------------------------------------------------------- the wheel
 
+SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "fuxictr_ext", "model_zoo", "data_prep", "config")
+
+
 def _copy_sources(dest: Path) -> Path:
     """The files a wheel is built from, copied out of the repository so that the build
     leaves no build/ or egg-info in it."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split()
-    for name in listed:
-        if name.split("/")[0] in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md",
-                                  "fuxictr_ext", "model_zoo", "data_prep", "config") \
-                and (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "*.csv")
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, dest / name, ignore=ignore)
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dest / name)
     return dest
 
@@ -96,6 +98,11 @@ def test_the_wheel_runs_the_demo_from_an_empty_folder(installed_wheel, tmp_path)
     assert "using the packaged configs in " + str(installed_wheel) in proc.stderr
     assert "[DNN_demo] test logloss:" in proc.stdout and "planted-model ceiling" in proc.stdout
     assert "[exp_id] DNN_demo" in (tmp_path / "config.csv").read_text()
+    packaged = next(installed_wheel.glob("lib/python*/site-packages/fuxictr_ext/packaged/config"))
+    shipped = sorted(p.relative_to(packaged) for p in packaged.rglob("*.yaml"))
+    in_repo = sorted(p.relative_to(REPO / "config")
+                     for pattern in ("*.yaml", "model_config/*.yaml", "tuner/*.yaml") for p in (REPO / "config").glob(pattern))
+    assert shipped == in_repo
     log = (tmp_path / "checkpoints" / "demo" / "DNN_demo.log").read_text()
     assert "Total number of parameters:" in log and "[DNN_demo] test logloss:" in log
 
