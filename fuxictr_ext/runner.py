@@ -113,7 +113,8 @@ def ensure_raw_data(params: dict) -> None:
               data_format=params.get("data_format", "parquet"))
         return
     raise DataError(f"data file not found: {missing[0]}. Prepare dataset {params['dataset_id']} with: "
-                    f"python -m data_prep.prepare {params['dataset_id']} --src <folder of the downloaded release>")
+                    f"python -m data_prep.prepare {params['dataset_id']} --src <the downloaded release: its folder, "
+                    f".zip or .tar.gz>")
 
 
 def _ceiling(params: dict) -> Optional[dict]:
