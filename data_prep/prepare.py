@@ -423,7 +423,10 @@ def prepare_raw_criteo(params: dict, src: str, seed: int = RAW_CRITEO_SPLIT_SEED
         raise DataError(f"{src}: not the raw Criteo format (40 tab-separated fields, a 0/1 label first, "
                         f"no header); a BARS Criteo_x1 CSV is prepared with dataset id criteo_x1")
     label = _label_col(params)
-    columns = {label["name"]: _polars_dtype(dataset_id, {**label, "dtype": label.get("dtype", "float")})}
+    if label["name"] != RAW_CRITEO_COLUMNS[0]:
+        raise ValueError(f"dataset {dataset_id}: label_col {label['name']!r}; the raw Criteo preparer names "
+                         f"the label column {RAW_CRITEO_COLUMNS[0]!r}")
+    _polars_dtype(dataset_id, {**label, "dtype": label.get("dtype", "float")})
     types = {label["name"]: label.get("dtype", "float")}
     for col in _feature_cols(params):
         if col["name"] not in RAW_CRITEO_COLUMNS:
@@ -441,7 +444,7 @@ def prepare_raw_criteo(params: dict, src: str, seed: int = RAW_CRITEO_SPLIT_SEED
         if not target.endswith(f".{data_format}"):
             raise ValueError(f"dataset {dataset_id}: {target!r} must name a .{data_format} file")
 
-    read_types = {name: (pa.int64() if name.startswith("I") or name == "label" else pa.string())
+    read_types = {name: (pa.string() if name.startswith("C") else pa.int64())
                   for name in RAW_CRITEO_COLUMNS}
     reader_options = dict(
         read_options=pa_csv.ReadOptions(column_names=list(RAW_CRITEO_COLUMNS), block_size=1 << 24),

@@ -249,7 +249,7 @@ def append_results_line(config_dir: str, params: dict, result: dict) -> None:
 def summary_lines(result: dict) -> List[str]:
     """The closing lines of a run: its test metrics (validation without a test split)
     and, on synthetic data, the planted model's AUC. ``run_experiment`` writes them to
-    the run's log; ``run_expid.py`` and ``fuxictr-zoo run`` print them."""
+    the run's log; ``fuxictr-zoo run`` prints them (``run_expid.py`` prints the same text)."""
     metrics = result["test"] or result["valid"]
     lines = [f"[{result['expid']}] test {_format_metrics(metrics)}"]
     if result["ceiling"]:
