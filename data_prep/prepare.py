@@ -13,21 +13,37 @@ again (no empty label, labels in [0, 1]). The targets are replaced only when
 every file is complete, so a failed run leaves the previous files as they were
 and no partial file behind. Paths are relative to the working directory, as
 for ``run_expid.py``: run it from the repository root.
+
+``--src`` is the release folder, or the archive as downloaded (``.zip`` as BARS
+ships it, ``.tar.gz`` / ``.tgz`` / ``.tar``), extracted into a temporary folder
+beside the targets and removed afterwards. The raw Criteo display-advertising file
+(``train.txt``: tab-separated, no header, label + 13 integer + 26 hashed categorical
+columns) is not Criteo_x1, whose release is already encoded by BARS: ``criteo_x1``
+refuses it with a message naming ``criteo_raw``, the preparer of that format
+(:func:`prepare_raw_criteo`). A failed run also removes the folders it created.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shutil
 import sys
+import tarfile
+import tempfile
+import zipfile
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import h5py
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import yaml
 
 from fuxictr_ext.data import SPLITS, DataError
@@ -87,8 +103,117 @@ class Job:
 
     @property
     def tmp(self) -> str:
-        folder, name = os.path.split(os.path.abspath(self.target))
-        return os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+        return tmp_path(self.target)
+
+
+def tmp_path(target: str) -> str:
+    """The hidden temporary file beside ``target`` that becomes ``target`` when complete."""
+    folder, name = os.path.split(os.path.abspath(target))
+    return os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def replacing_targets(targets: Sequence[str]) -> Iterator[None]:
+    """Write each target's :func:`tmp_path` inside the block; on success they replace the
+    targets together. On an error no target changes, and the temporary files and the
+    folders this call created are removed (no empty target folder is left behind)."""
+    created: List[str] = []
+    for folder in {os.path.dirname(os.path.abspath(t)) for t in targets}:
+        missing = []
+        while not os.path.isdir(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        for path in reversed(missing):
+            os.mkdir(path)
+            created.append(path)
+    done = False
+    try:
+        yield
+        for target in targets:
+            os.replace(tmp_path(target), target)
+        done = True
+    finally:
+        for target in targets:
+            if os.path.exists(tmp_path(target)):
+                os.remove(tmp_path(target))
+        if not done:
+            for path in reversed(created):
+                if os.path.isdir(path) and not os.listdir(path):
+                    os.rmdir(path)
+
+
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+
+
+def _nearest_existing_folder(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def _extract(archive: str, dest: str) -> None:
+    """Unpack a zip or tar archive into ``dest``; members that would land outside it,
+    and links, are refused."""
+    root = os.path.realpath(dest)
+
+    def inside(name: str) -> bool:
+        return os.path.realpath(os.path.join(root, name)).startswith(root + os.sep)
+
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            bad = [n for n in zf.namelist() if not inside(n)]
+            if bad:
+                raise DataError(f"--src {archive}: member {bad[0]!r} would be written outside the extraction folder")
+            zf.extractall(root)
+        return
+    try:
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            bad = [m.name for m in members if not (m.isfile() or m.isdir()) or not inside(m.name)]
+            if bad:
+                raise DataError(f"--src {archive}: member {bad[0]!r} is a link or would be written outside "
+                                "the extraction folder")
+            tf.extractall(root, members=members)
+    except tarfile.TarError as err:
+        raise DataError(f"--src {archive}: not a readable zip or tar archive: {err}") from err
+
+
+def _release_root(folder: str, wanted: str) -> str:
+    """The folder inside an extracted archive that holds ``wanted``; without one, the
+    folder below any chain of single sub-folders (a release packed in its own folder)."""
+    holders = sorted(d for d, _, files in os.walk(folder) if wanted in files)
+    if len(holders) > 1:
+        raise DataError(f"the archive holds {wanted} in several folders: {', '.join(holders)}")
+    if holders:
+        return holders[0]
+    while True:
+        entries = [e for e in os.listdir(folder) if not e.startswith(".") and e != "__MACOSX"]
+        if len(entries) != 1 or not os.path.isdir(os.path.join(folder, entries[0])):
+            return folder
+        folder = os.path.join(folder, entries[0])
+
+
+@contextlib.contextmanager
+def source_folder(src: str, wanted: str, scratch_near: str) -> Iterator[str]:
+    """``--src`` as a folder: a folder as it is, or an archive (:data:`ARCHIVE_SUFFIXES`)
+    extracted into a temporary folder next to ``scratch_near`` and removed afterwards.
+    ``wanted`` is a file of the release, used to find its folder inside the archive."""
+    if os.path.isdir(src):
+        yield src
+        return
+    if not os.path.isfile(src):
+        raise DataError(f"--src {src}: not a folder or a file (no such path)")
+    if not src.lower().endswith(ARCHIVE_SUFFIXES):
+        raise DataError(f"--src {src}: a file, but not a release archive ({', '.join(ARCHIVE_SUFFIXES)}); "
+                        "pass the archive or the folder of the release")
+    scratch = tempfile.mkdtemp(prefix=".extract-", dir=_nearest_existing_folder(scratch_near))
+    try:
+        logging.info(f"Extracting {src} into {scratch}")
+        _extract(src, scratch)
+        yield _release_root(scratch, wanted)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def load_dataset_params(config_dir: str, dataset_id: str) -> dict:
@@ -246,26 +371,158 @@ def _write_converted(job: Job, label: str, data_format: str) -> int:
     return rows
 
 
-def prepare(dataset_id: str, src: str, config_dir: str = "./config/", release: Optional[str] = None) -> dict:
+RAW_CRITEO_ID = "criteo_raw"
+RAW_CRITEO_FILE = "train.txt"
+RAW_CRITEO_COLUMNS = ("label", *(f"I{i}" for i in range(1, 14)), *(f"C{i}" for i in range(1, 27)))
+RAW_CRITEO_SPLIT = (0.8, 0.1, 0.1)
+RAW_CRITEO_SPLIT_SEED = 2026
+ARROW_DTYPES = {"str": pa.string(), "float": pa.float64(), "int": pa.int64()}
+
+
+def looks_like_raw_criteo(path: str) -> bool:
+    """The first line has the raw Criteo layout: 40 tab-separated fields, a 0/1 label first."""
+    with open(path, "rb") as fd:
+        fields = fd.readline(1 << 16).rstrip(b"\r\n").split(b"\t")
+    return len(fields) == len(RAW_CRITEO_COLUMNS) and fields[0] in (b"0", b"1")
+
+
+def refuse_raw_criteo(src: str, release: Release) -> None:
+    """DataError when ``src`` holds the raw Criteo file instead of the BARS Criteo_x1 release."""
+    for name in (*release.files.values(), RAW_CRITEO_FILE):
+        path = os.path.join(src, name)
+        if os.path.isfile(path) and looks_like_raw_criteo(path):
+            raise DataError(
+                f"{path}: this is the raw Criteo display-advertising format (tab-separated, no header, label + "
+                f"13 integer + 26 hashed categorical columns, blanks for missing values). criteo_x1 expects the "
+                f"BARS-encoded Criteo_x1 release (train.csv / valid.csv / test.csv with the header "
+                f"{','.join(release.columns[:3])},...,C26). For the raw file use: "
+                f"python -m data_prep.prepare {RAW_CRITEO_ID} --src {path}")
+
+
+def _arrow_writer(path: str, schema: pa.Schema, data_format: str):
+    return pq.ParquetWriter(path, schema) if data_format == "parquet" else pa_csv.CSVWriter(path, schema)
+
+
+def prepare_raw_criteo(params: dict, src: str, seed: int = RAW_CRITEO_SPLIT_SEED) -> Dict[str, int]:
+    """Write the raw Criteo file ``src`` (``train.txt`` of the Kaggle display-advertising
+    release) into the config's train/valid/test files.
+
+    Rows go to train / valid / test with probabilities :data:`RAW_CRITEO_SPLIT` (8:1:1,
+    the split of Criteo_x4 and AutoInt) from ``numpy.random.default_rng(seed)`` in file
+    order: the same split for the same file and seed, but not the BARS Criteo_x4 files.
+    The file is read in blocks (never whole); integer columns must parse as integers,
+    labels must be 0 or 1; blanks become nulls, which the config's ``fill_na`` fills.
+    The columns are cast to the config's dtypes; the features are whatever the config
+    says (the ``criteo_raw`` entry: FuxiCTR's ``convert_to_bucket`` on I1-I13).
+
+    Returns:
+        target path -> rows written.
+    """
+    dataset_id = params["dataset_id"]
+    if not looks_like_raw_criteo(src):
+        raise DataError(f"{src}: not the raw Criteo format (40 tab-separated fields, a 0/1 label first, "
+                        f"no header); a BARS Criteo_x1 CSV is prepared with dataset id criteo_x1")
+    label = _label_col(params)
+    if label["name"] != RAW_CRITEO_COLUMNS[0]:
+        raise ValueError(f"dataset {dataset_id}: label_col {label['name']!r}; the raw Criteo preparer names "
+                         f"the label column {RAW_CRITEO_COLUMNS[0]!r}")
+    _polars_dtype(dataset_id, {**label, "dtype": label.get("dtype", "float")})
+    types = {label["name"]: label.get("dtype", "float")}
+    for col in _feature_cols(params):
+        if col["name"] not in RAW_CRITEO_COLUMNS:
+            raise ValueError(f"dataset {dataset_id}: column {col['name']!r} is not a raw Criteo column "
+                             f"({', '.join(RAW_CRITEO_COLUMNS)})")
+        _polars_dtype(dataset_id, col)
+        types[col["name"]] = col["dtype"]
+    schema = pa.schema([(name, ARROW_DTYPES[types[name]]) for name in RAW_CRITEO_COLUMNS if name in types])
+    data_format = params.get("data_format", "csv")
+    targets = [params.get(f"{split}_data") for split in SPLITS]
+    if not all(targets) or len(set(targets)) != len(SPLITS):
+        raise ValueError(f"dataset {dataset_id}: the raw Criteo preparer writes three different files; "
+                         f"set train_data, valid_data and test_data")
+    for target in targets:
+        if not target.endswith(f".{data_format}"):
+            raise ValueError(f"dataset {dataset_id}: {target!r} must name a .{data_format} file")
+
+    read_types = {name: (pa.string() if name.startswith("C") else pa.int64())
+                  for name in RAW_CRITEO_COLUMNS}
+    reader_options = dict(
+        read_options=pa_csv.ReadOptions(column_names=list(RAW_CRITEO_COLUMNS), block_size=1 << 24),
+        parse_options=pa_csv.ParseOptions(delimiter="\t", quote_char=False),
+        convert_options=pa_csv.ConvertOptions(column_types=read_types, include_columns=schema.names,
+                                              strings_can_be_null=True))
+    rng = np.random.default_rng(seed)
+    bounds = np.cumsum(RAW_CRITEO_SPLIT)[:-1]
+    rows = dict.fromkeys(targets, 0)
+    seen = 0
+    with replacing_targets(targets):
+        writers = [_arrow_writer(tmp_path(t), schema, data_format) for t in targets]
+        try:
+            for batch in pa_csv.open_csv(src, **reader_options):
+                labels = batch.column(label["name"]).to_numpy(zero_copy_only=False)
+                bad = np.flatnonzero(~np.isin(labels, (0, 1)))
+                if bad.size:
+                    raise DataError(f"{src}: label on line {seen + bad[0] + 1} is "
+                                    f"{batch.column(label['name'])[int(bad[0])]}, not 0 or 1")
+                table = pa.Table.from_batches([batch]).cast(schema)
+                split = np.searchsorted(bounds, rng.random(batch.num_rows), side="right")
+                for index, (target, writer) in enumerate(zip(targets, writers)):
+                    part = table.filter(pa.array(split == index))
+                    writer.write_table(part)
+                    rows[target] += part.num_rows
+                seen += batch.num_rows
+        except pa.ArrowInvalid as err:
+            raise DataError(f"{src}: not readable as raw Criteo rows near line {seen + 1} "
+                            f"(40 tab-separated fields, integers in I1-I13): {err}") from err
+        finally:
+            for writer in writers:
+                writer.close()
+    logging.info(f"Raw Criteo {src}: {seen} rows -> " + ", ".join(f"{t}: {n}" for t, n in rows.items()))
+    return rows
+
+
+def prepare(dataset_id: str, src: str, config_dir: str = "./config/", release: Optional[str] = None,
+            split_seed: int = RAW_CRITEO_SPLIT_SEED) -> dict:
     """Check the release in ``src`` and write the raw files of ``dataset_id``'s config.
 
     Args:
         dataset_id: an id of the dataset config.
-        src: folder of the downloaded release (its CSV files as the release names them).
+        src: folder of the downloaded release (its CSV files as the release names them),
+            or the release archive (.zip, .tar.gz, .tgz, .tar); for ``criteo_raw`` also
+            the raw ``train.txt`` itself.
         config_dir: folder holding dataset_config.yaml.
-        release: which release ``src`` holds (a key of RELEASES); defaults to ``dataset_id``.
+        release: which release ``src`` holds (a key of RELEASES, or ``criteo_raw``);
+            defaults to ``dataset_id``.
+        split_seed: seed of the raw Criteo train/valid/test split.
 
     Returns:
         target path -> rows written (None for copied pretrained-embedding files).
     """
     release_id = release or dataset_id
-    if release_id not in RELEASES:
-        raise ValueError(f"no preparer for {release_id!r}; releases: {', '.join(sorted(RELEASES))} "
-                         f"(pass --release for another dataset id built from one of them)")
-    spec = RELEASES[release_id]
-    if not os.path.isdir(src):
-        raise DataError(f"--src {src}: not a folder")
+    if release_id not in RELEASES and release_id != RAW_CRITEO_ID:
+        raise ValueError(f"no preparer for {release_id!r}; releases: {', '.join(sorted(RELEASES))}, "
+                         f"{RAW_CRITEO_ID} (pass --release for another dataset id built from one of them)")
     params = load_dataset_params(config_dir, dataset_id)
+    scratch_near = params.get("train_data") or params.get("data_root", "./data/")
+    wanted = RAW_CRITEO_FILE if release_id == RAW_CRITEO_ID else RELEASES[release_id].files["train"]
+    if release_id == RAW_CRITEO_ID and os.path.isfile(src) and not src.lower().endswith(ARCHIVE_SUFFIXES):
+        written = prepare_raw_criteo(params, src, split_seed)
+    else:
+        with source_folder(src, wanted, scratch_near) as folder:
+            if release_id == RAW_CRITEO_ID:
+                written = prepare_raw_criteo(params, os.path.join(folder, RAW_CRITEO_FILE), split_seed)
+            else:
+                written = _prepare_release(params, RELEASES[release_id], folder)
+    processed = os.path.join(params.get("data_root", "./data/"), dataset_id)
+    if os.path.isdir(processed):
+        logging.warning(f"{processed} was built from earlier raw files; delete it so that the next run rebuilds it")
+    return written
+
+
+def _prepare_release(params: dict, spec: Release, src: str) -> Dict[str, Optional[int]]:
+    """The BARS release in the folder ``src`` -> the config's raw files (checked first)."""
+    if spec.name == "Criteo_x1":
+        refuse_raw_criteo(src, spec)
     jobs = plan_jobs(params, spec, src)
     dims = {col["pretrained_emb"]: col.get("pretrain_dim", col.get("embedding_dim"))
             for col in _feature_cols(params) if col.get("pretrained_emb")}
@@ -277,38 +534,32 @@ def prepare(dataset_id: str, src: str, config_dir: str = "./config/", release: O
 
     data_format = params.get("data_format", "csv")
     written: Dict[str, Optional[int]] = {}
-    try:
+    with replacing_targets([job.target for job in jobs]):
         for job in jobs:
-            os.makedirs(os.path.dirname(os.path.abspath(job.target)), exist_ok=True)
             logging.info(f"Writing {job.target} from {job.source}")
             if job.casts is None:
                 shutil.copyfile(job.source, job.tmp)
                 written[job.target] = None
             else:
                 written[job.target] = _write_converted(job, spec.label, data_format)
-        for job in jobs:
-            os.replace(job.tmp, job.target)
-    finally:
-        for job in jobs:
-            if os.path.exists(job.tmp):
-                os.remove(job.tmp)
-    processed = os.path.join(params.get("data_root", "./data/"), dataset_id)
-    if os.path.isdir(processed):
-        logging.warning(f"{processed} was built from earlier raw files; delete it so that the next run rebuilds it")
     return written
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("dataset_id", help=f"dataset config id ({', '.join(sorted(RELEASES))})")
-    parser.add_argument("--src", required=True, help="folder of the downloaded release")
+    parser.add_argument("dataset_id", help=f"dataset config id ({', '.join([*sorted(RELEASES), RAW_CRITEO_ID])})")
+    parser.add_argument("--src", required=True,
+                        help="the downloaded release: its folder or archive (.zip, .tar.gz, .tgz, .tar); "
+                             f"for {RAW_CRITEO_ID} also the raw train.txt")
     parser.add_argument("--config", default="./config/", help="folder holding dataset_config.yaml")
-    parser.add_argument("--release", choices=sorted(RELEASES), default=None,
+    parser.add_argument("--split-seed", type=int, default=RAW_CRITEO_SPLIT_SEED,
+                        help=f"seed of the {RAW_CRITEO_ID} train/valid/test split")
+    parser.add_argument("--release", choices=[*sorted(RELEASES), RAW_CRITEO_ID], default=None,
                         help="the release in --src when the dataset id is not a release id")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        written = prepare(args.dataset_id, args.src, args.config, args.release)
+        written = prepare(args.dataset_id, args.src, args.config, args.release, args.split_seed)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

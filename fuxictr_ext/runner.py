@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
@@ -59,8 +58,10 @@ def _ids_in(files: List[str]) -> List[str]:
     return ids
 
 
-def load_params(config_dir: str, expid: str) -> tuple:
-    """Merged params (FuxiCTR's loader) and the model block's own keys; clear errors."""
+def load_params(config_dir: str, expid: str, dataset_id: Optional[str] = None) -> tuple:
+    """Merged params (FuxiCTR's loader) and the model block's own keys; clear errors.
+
+    ``dataset_id`` replaces the experiment's own (its dataset config is merged instead)."""
     model_files = _yaml_files(config_dir, "model_config")
     if not model_files:
         raise ConfigError(f"--config {config_dir}: no model_config.yaml or model_config/*.yaml there")
@@ -70,6 +71,8 @@ def load_params(config_dir: str, expid: str) -> tuple:
         hint = f" Near matches: {', '.join(near)}." if near else ""
         raise ConfigError(f"--expid {expid}: no such experiment id in {config_dir}.{hint}")
     model_params = load_model_config(config_dir, expid)
+    if dataset_id is not None:
+        model_params["dataset_id"] = dataset_id
     dataset_id = model_params["dataset_id"]
     try:
         params = dict(model_params)
@@ -110,7 +113,8 @@ def ensure_raw_data(params: dict) -> None:
               data_format=params.get("data_format", "parquet"))
         return
     raise DataError(f"data file not found: {missing[0]}. Prepare dataset {params['dataset_id']} with: "
-                    f"python -m data_prep.prepare {params['dataset_id']} --src <folder of the downloaded release>")
+                    f"python -m data_prep.prepare {params['dataset_id']} --src <the downloaded release: its folder, "
+                    f".zip or .tar.gz>")
 
 
 def _ceiling(params: dict) -> Optional[dict]:
@@ -138,12 +142,47 @@ def make_loaders(feature_map, params: dict, stage: str, context: Optional[zoo_di
     return RankDataLoader(feature_map, stage=stage, **kwargs)
 
 
-def setup_run(config_dir: str, expid: str, gpu: int):
-    """Step 1: params, model class, device and process group, logging, seed.
+def _format_metrics(logs: Dict[str, float]) -> str:
+    return " - ".join(f"{k}: {v:.6f}" for k, v in logs.items())
+
+
+def apply_overrides(params: dict, overrides: Dict[str, object]) -> dict:
+    """Set ``key`` (or ``key.sub.key`` inside a mapping such as ``synthetic``) to a value.
+    (``dataset_id`` is not set here: :func:`setup_run` loads that dataset's config instead.)
+
+    Only keys the experiment already has can be overridden, so that a typo is an error
+    rather than a setting that nothing reads.
+
+    Example:
+        >>> apply_overrides({"epochs": 3, "synthetic": {"rows": 200000}}, {"synthetic.rows": 3000})
+        {'epochs': 3, 'synthetic': {'rows': 3000}}
+    """
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        target = params
+        for depth, key in enumerate(parents):
+            if not isinstance(target.get(key), dict):
+                raise ConfigError(f"override {dotted}: {'.'.join(parents[:depth + 1])} is not a mapping "
+                                  "of this experiment's params")
+            target[key] = dict(target[key])
+            target = target[key]
+        if leaf not in target:
+            near = difflib.get_close_matches(leaf, [str(k) for k in target], n=5, cutoff=0.5)
+            hint = f" Near matches: {', '.join(near)}." if near else ""
+            raise ConfigError(f"override {dotted}: the experiment has no key {leaf!r} to override.{hint}")
+        target[leaf] = value
+    return params
+
+
+def setup_run(config_dir: str, expid: str, gpu: int, overrides: Optional[Dict[str, object]] = None):
+    """Step 1: params (with ``overrides``, see :func:`apply_overrides`), model class,
+    device and process group, logging, seed.
 
     Returns (params, model_params, model_cls, context); context is None outside torchrun.
     """
-    params, model_params = load_params(config_dir, expid)
+    overrides = dict(overrides or {})
+    params, model_params = load_params(config_dir, expid, overrides.pop("dataset_id", None))
+    apply_overrides(params, overrides)
     model_cls = get_model_class(params["model"]) if "model" in params else None
     if model_cls is None:
         raise ConfigError(f"experiment {expid}: no `model:` key in its config")
@@ -211,13 +250,27 @@ def append_results_line(config_dir: str, params: dict, model_params: dict, resul
     results.append_record(paths["jsonl"], record)
 
 
-def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
+def summary_lines(result: dict) -> List[str]:
+    """The closing lines of a run: its test metrics (validation without a test split)
+    and, on synthetic data, the planted model's AUC. ``run_experiment`` writes them to
+    the run's log; ``fuxictr-zoo run`` prints them (``run_expid.py`` prints the same text)."""
+    metrics = result["test"] or result["valid"]
+    lines = [f"[{result['expid']}] test {_format_metrics(metrics)}"]
+    if result["ceiling"]:
+        lines.append(f"[{result['expid']}] planted-model ceiling on this synthetic test split: "
+                     f"AUC {result['ceiling']['ceiling_test_AUC']:.6f}")
+    return lines
+
+
+def run_experiment(config_dir: str, expid: str, gpu: int = -1,
+                   overrides: Optional[Dict[str, object]] = None) -> dict:
     """Train and evaluate one experiment id; returns valid/test metrics and costs.
 
-    The steps: set-up (params, device, process group, logging), data (build, FeatureMap),
-    model and its cost, loaders and spectrum callbacks, fit, evaluation, results line.
+    The steps: set-up (params with ``overrides``, device, process group, logging), data
+    (build, FeatureMap), model and its cost, loaders and spectrum callbacks, fit,
+    evaluation, results line.
     """
-    params, model_params, model_cls, context = setup_run(config_dir, expid, gpu)
+    params, model_params, model_cls, context = setup_run(config_dir, expid, gpu, overrides)
     is_main = context is None or context.is_main
     feature_map, ceiling = prepare_data(params, context)
 
@@ -225,6 +278,7 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
     if context is not None:
         model.enable_distributed(context)
     train_gen, valid_gen = make_loaders(feature_map, params, "train", context)
+    model.count_parameters()  # FuxiCTR's own "Total number of parameters: N." line, which scripts parse
     cost = model_cost(model, next(iter(valid_gen)))
     logging.info(f"Model cost: {cost.summary()}")
 
@@ -246,4 +300,6 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1) -> dict:
               "world_size": 1 if context is None else context.world_size, "is_main": is_main}
     if is_main:
         append_results_line(config_dir, params, model_params, result)
+        for line in summary_lines(result):
+            logging.info(line)
     return result

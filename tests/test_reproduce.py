@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fuxictr_ext import reproduce as repro
+from fuxictr_ext.results import reproduce as repro
 from fuxictr_ext import results
 from fuxictr_ext.runner import ConfigError
 

@@ -51,6 +51,7 @@ import csv
 import io
 import itertools
 import json
+import logging
 import os
 import random
 from dataclasses import asdict, dataclass
@@ -101,8 +102,12 @@ class SpectrumLog:
         write_text_atomic(self.csv_path, buffer.getvalue())
         payload = {"run": self.run_name, "columns": list(CSV_COLUMNS), "records": self.records}
         write_text_atomic(self.json_path, json.dumps(payload, allow_nan=False))
+        written = [self.csv_path, self.json_path]
         if self.plot and self.records:
             plot_epochs(self.records, self.png_path, title=self.run_name)
+            written.append(self.png_path)
+        logging.info(f"Spectrum records of {self.run_name} ({len(self.records)} rows) written to "
+                     + ", ".join(written))
 
 
 @contextlib.contextmanager

@@ -35,11 +35,23 @@ import numpy as np
 
 from ..atomic import atomic_output
 
-__all__ = ["load_spectrum", "main", "plot_epochs", "plot_histograms", "plot_runs",
-           "require_matplotlib", "select_records"]
+__all__ = ["METRIC_NAMES", "epoch_text", "load_spectrum", "main", "metric_name", "plot_epochs",
+           "plot_histograms", "plot_runs", "require_matplotlib", "select_records"]
 
 Record = Dict[str, object]
 Epoch = Union[int, str]
+
+METRIC_NAMES = {"IA": "information abundance", "stable_rank": "stable rank", "erank": "effective rank"}
+
+
+def metric_name(metric: str) -> str:
+    """The metric's full name with its key, e.g. ``"information abundance (IA)"``."""
+    return f"{METRIC_NAMES[metric]} ({metric})" if metric in METRIC_NAMES else metric
+
+
+def epoch_text(epoch: Epoch) -> str:
+    """``"epoch 3"``; the record taken at train end is the reloaded best checkpoint."""
+    return "train end (best checkpoint)" if epoch == "end" else f"epoch {epoch}"
 
 
 def require_matplotlib():
@@ -129,18 +141,17 @@ def _stage_axis(ax, stage_lists: Sequence[Sequence[str]]) -> None:
         ax.set_xlabel("stage index")
 
 
-def _means(rows: Sequence[Record]) -> Tuple[List[int], List[float], List[str]]:
-    x = [int(r["stage_index"]) for r in rows]
-    y = [np.nan if r["mean"] is None else float(r["mean"]) for r in rows]
-    return x, y, [str(r["stage"]) for r in rows]
-
-
-def plot_epochs(records: Sequence[Record], path: str, title: str = "") -> None:
+def plot_epochs(records: Sequence[Record], path: str, title: str = ""):
     """One run: a subplot per metric, the mean metric against the stage, a line per epoch.
 
     Lines are drawn per (split, stack_batch, epoch); every line of a subplot shares
     one stage axis (the recorded stages in tap order), so a line that skips a
-    stage (e.g. a (B, d) stage, measured only stacked) stays aligned.
+    stage (e.g. a (B, d) stage, measured only stacked) stays aligned. Each line has
+    its own colour, marker and dash and a small sideways offset, so lines that
+    coincide (the train-end record is often the last epoch's weights) stay visible;
+    error bars are the spread (std) across samples where it was recorded.
+
+    Returns the matplotlib Figure (already written to ``path``).
     """
     Figure = require_matplotlib()
     metrics = list(OrderedDict.fromkeys(r["metric"] for r in records))
@@ -153,60 +164,89 @@ def plot_epochs(records: Sequence[Record], path: str, title: str = "") -> None:
                 lines.setdefault((r["split"], bool(r["stack_batch"]), r["epoch"]), []).append(r)
         stages = sorted({(int(r["stage_index"]), str(r["stage"])) for r in records if r["metric"] == metric})
         position = {name: x for x, (_, name) in enumerate(stages)}
-        for (split, stacked, epoch), rows in sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1],
-                                                                                    _epoch_key(kv[0][2]))):
+        ordered = sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1], _epoch_key(kv[0][2])))
+        for index, ((split, stacked, epoch), rows) in enumerate(ordered):
             rows = sorted(rows, key=lambda r: r["stage_index"])
-            _, y, names = _means(rows)
-            label = f"{split} epoch {epoch}" + (" (stacked)" if stacked else "")
-            ax.plot([position[name] for name in names], y, marker="o", label=label)
+            label = f"{split} {epoch_text(epoch)}" + (" (stacked)" if stacked else "")
+            _draw_line(ax, [position[str(r["stage"])] for r in rows], rows, index, len(ordered), label)
         ax.set_xticks(range(len(stages)))
         ax.set_xticklabels([name for _, name in stages], rotation=45, ha="right", fontsize=8)
         ax.set_xlabel("stage")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(f"mean {metric_name(metric)} ± std")
         ax.ticklabel_format(axis="y", useOffset=False)
-        ax.set_title(f"{title} {metric}".strip())
+        ax.set_title(f"{title}: {metric_name(metric)} by stage" if title else f"{metric_name(metric)} by stage")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     save_figure(fig, path)
+    return fig
 
 
 def plot_runs(runs: Sequence[Tuple[str, Sequence[Record]]], metric: str, path: str,
-              epoch: Epoch = "last", split: Optional[str] = None, stack_batch: bool = False) -> None:
+              epoch: Epoch = "last", split: Optional[str] = None, stack_batch: bool = False):
     """Several runs overlaid: the mean ``metric`` against the stage, one line per run.
+
+    The title names the metric in full and the split and epoch actually drawn ("last"
+    resolved to the run's epoch); when runs differ there, each legend entry says its
+    own. Lines are styled and offset as in :func:`plot_epochs`, with the spread
+    across samples as error bars where recorded.
 
     Args:
         runs: (label, records) per run.
         metric: metric to draw.
         path: PNG to write.
         epoch, split, stack_batch: which records of each run (see :func:`select_records`).
+
+    Returns the matplotlib Figure (already written to ``path``).
     """
     Figure = require_matplotlib()
     fig = Figure(figsize=(7.5, 4.5))
     ax = fig.subplots()
+    selected = [(label, select_records(records, metric, epoch, split, stack_batch, source=label))
+                for label, records in runs]
+    drawn = {(rows[0]["split"], rows[0]["epoch"]) for _, rows in selected}
     stage_lists = []
-    for index, (label, records) in enumerate(runs):
-        rows = select_records(records, metric, epoch, split, stack_batch, source=label)
-        _, y, stages = _means(rows)
-        stage_lists.append(stages)
-        color, marker = _run_style(index, len(runs))
-        ax.plot(range(len(rows)), y, marker=marker, color=color, label=label)
+    for index, (label, rows) in enumerate(selected):
+        stage_lists.append([str(r["stage"]) for r in rows])
+        if len(drawn) > 1:
+            label = f"{label} ({rows[0]['split']}, {epoch_text(rows[0]['epoch'])})"
+        _draw_line(ax, list(range(len(rows))), rows, index, len(selected), label)
     _stage_axis(ax, stage_lists)
-    ax.set_ylabel(f"mean {metric}")
+    ax.set_ylabel(f"mean {metric_name(metric)} ± std")
     ax.ticklabel_format(axis="y", useOffset=False)
-    ax.set_title(f"{metric} by stage (epoch {epoch})")
+    which = ""
+    if len(drawn) == 1:
+        (drawn_split, drawn_epoch), = drawn
+        which = f" - {drawn_split} split, {epoch_text(drawn_epoch)}"
+    stacked = " (batch stacked)" if stack_batch else ""
+    ax.set_title(f"{metric_name(metric)} by stage{stacked}{which}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside: never over the lines
     save_figure(fig, path)
+    return fig
 
 
-_MARKERS = ("o", "s", "^", "D", "v", "P")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_DASHES = ("-", "--", "-.", ":")
 
 
-def _run_style(index: int, num_runs: int) -> Tuple[object, str]:
-    """Colour and marker of run ``index``: distinct for up to 20 runs (tab10, or tab20 beyond 10)."""
+def _line_style(index: int, num_lines: int) -> Dict[str, object]:
+    """Colour, marker and dash of line ``index``: colours distinct for up to 20 lines
+    (tab10, or tab20 beyond 10), markers and dashes cycling on their own so that two
+    lines never share all three."""
     from matplotlib import colormaps
-    palette = colormaps["tab10" if num_runs <= 10 else "tab20"]
-    return palette(index % palette.N), _MARKERS[(index // palette.N) % len(_MARKERS)]
+    palette = colormaps["tab10" if num_lines <= 10 else "tab20"]
+    return {"color": palette(index % palette.N), "marker": _MARKERS[index % len(_MARKERS)],
+            "linestyle": _DASHES[index % len(_DASHES)]}
+
+
+def _draw_line(ax, x: Sequence[float], rows: Sequence[Record], index: int, num_lines: int, label: str) -> None:
+    """One line of mean values at stage positions ``x``, offset sideways by its index
+    (at most 0.15 stage either side), with the recorded std as error bars."""
+    offset = 0.0 if num_lines == 1 else 0.3 * (index / (num_lines - 1) - 0.5)
+    mean = [np.nan if r["mean"] is None else float(r["mean"]) for r in rows]
+    spread = [np.nan if r.get("std") is None else float(r["std"]) for r in rows]
+    ax.errorbar(np.asarray(x, dtype=float) + offset, mean, yerr=spread, capsize=2, elinewidth=0.8,
+                markersize=5, label=label, **_line_style(index, num_lines))
 
 
 def plot_histograms(runs: Sequence[Tuple[str, Sequence[Record]]], metric: str, stages: Sequence[str],
@@ -215,7 +255,7 @@ def plot_histograms(runs: Sequence[Tuple[str, Sequence[Record]]], metric: str, s
     """Histograms of per-sample values: a subplot per stage, runs overlaid on shared bins.
 
     Uses the per-sample values stored in each record (capped by the callback's
-    ``max_values``).
+    ``max_values``). Returns the matplotlib Figure (already written to ``path``).
     """
     if not stages:
         raise ValueError("plot_histograms needs at least one stage name")
@@ -239,11 +279,14 @@ def plot_histograms(runs: Sequence[Tuple[str, Sequence[Record]]], metric: str, s
         for label, values in per_run:
             ax.hist(values, bins=edges, alpha=0.5, density=True, label=f"{label} (n={values.size})")
         ax.set_title(stage)
-        ax.set_xlabel(metric)
+        ax.set_xlabel(metric_name(metric))
         ax.set_ylabel("density")
         ax.legend(fontsize=8)
-    fig.suptitle(f"per-sample {metric} (epoch {epoch})")
+    drawn = {(rows[0]["split"], rows[0]["epoch"]) for _, rows in selected}
+    which = ", ".join(f"{s} split, {epoch_text(e)}" for s, e in sorted(drawn, key=lambda d: (d[0], _epoch_key(d[1]))))
+    fig.suptitle(f"per-sample {metric_name(metric)} - {which}")
     save_figure(fig, path)
+    return fig
 
 
 def _run_labels(paths: Sequence[str], logs: Sequence[Dict[str, object]],

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from fuxictr_ext.registry import register_model
-from model_zoo.MCMLCC import MCMLCC
+from ..MCMLCC import MCMLCC
 
 
 @register_model

@@ -19,7 +19,7 @@ directory, both named after the config directory (FuxiCTR's convention):
      "flops_per_sample": 8192.0, "train_seconds": 12.3, "processes": 1,
      "git_revision": "a1eb035...", "command": "python run_expid.py --expid DNN_demo"}
 
-  :mod:`fuxictr_ext.reproduce` adds ``"status": "failed"`` records (with ``"error"``) for
+  :mod:`fuxictr_ext.results.reproduce` adds ``"status": "failed"`` records (with ``"error"``) for
   runs that raised, so a report can say which runs are missing and why.
 
 Each line is written with one ``write`` call on a file opened for appending, then flushed
@@ -48,14 +48,14 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
-from .atomic import write_text_atomic
+from ..atomic import write_text_atomic
 
 __all__ = ["RECORD_VERSION", "Summary", "append_record", "base_block", "config_diff", "fuxictr_csv_line",
            "git_revision", "group_records", "main", "read_records", "record_paths", "report_markdown",
            "run_record", "summarize"]
 
 RECORD_VERSION = 1
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def record_paths(config_dir: str) -> Dict[str, Path]:

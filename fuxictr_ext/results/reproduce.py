@@ -27,10 +27,10 @@ paper give none, so ``--seeds`` is required there). Runs are sequential, on the 
 
 Examples::
 
-    python -m fuxictr_ext.reproduce --list
-    python -m fuxictr_ext.reproduce roblock:table3 --dataset criteo_x1 --gpu 0        # 20 seeds
-    python -m fuxictr_ext.reproduce roblock:table3 --dataset criteo_x1 --scale tiny --seeds 3 --threads 1
-    python -m fuxictr_ext.reproduce roblock:table3 --dataset criteo_x1 --report-only  # no runs
+    python -m fuxictr_ext.results.reproduce --list
+    python -m fuxictr_ext.results.reproduce roblock:table3 --dataset criteo_x1 --gpu 0        # 20 seeds
+    python -m fuxictr_ext.results.reproduce roblock:table3 --dataset criteo_x1 --scale tiny --seeds 3 --threads 1
+    python -m fuxictr_ext.results.reproduce roblock:table3 --dataset criteo_x1 --report-only  # no runs
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import yaml
 
-from . import results
-from .atomic import write_text_atomic
-from .runner import ConfigError, load_params, run_experiment
+from .. import results
+from ..atomic import write_text_atomic
+from ..runner import ConfigError, load_params, run_experiment
 
 __all__ = ["Run", "load_paper", "list_tables", "main", "plan_runs", "reproduce", "table_report", "write_configs"]
 
@@ -251,7 +251,7 @@ def _runs_done(records: Sequence[Mapping]) -> set:
 def _failure_record(run: Run, seed: int, error: BaseException) -> dict:
     return {"record": results.RECORD_VERSION, "status": "failed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "expid": run.run_id, "dataset_id": run.dataset_id, "seed": seed,
-            "error": f"{type(error).__name__}: {error}"[:500], "git_revision": results.git_revision(),
+            "error": f"{error.__class__.__name__}: {error}"[:500], "git_revision": results.git_revision(),
             "command": "python " + " ".join(sys.argv)}
 
 
@@ -443,7 +443,7 @@ def reproduce(table_id: str, dataset: Optional[str] = None, seeds: Optional[int]
     spec = paper.get("tables", {}).get(table, {}).get("plot")
     png_path = os.path.join(out_dir, record_name + ".png") if spec else None
     text, rows = table_report(paper, table, dataset, cells, seed_list, results.read_records(record_path), scale,
-                              command or "python -m fuxictr_ext.reproduce " + " ".join(sys.argv[1:]),
+                              command or "python -m fuxictr_ext.results.reproduce " + " ".join(sys.argv[1:]),
                               os.path.basename(png_path) if png_path else None)
     if png_path and not plot_table(rows, spec, f"{paper.get('paper', '')} {table}, {dataset}", png_path):
         png_path = None
@@ -483,7 +483,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         start = time.time()
         outcome = reproduce(args.table, args.dataset, args.seeds, args.gpu, args.scale, args.config, args.out,
                             args.workdir, args.report_only,
-                            command="python -m fuxictr_ext.reproduce " + " ".join(sys.argv[1:] if argv is None else argv))
+                            command="python -m fuxictr_ext.results.reproduce " + " ".join(sys.argv[1:] if argv is None else argv))
     except ConfigError as err:
         print(f"reproduce: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,68 @@
+"""The fuxictr-zoo command: config resolution, overrides, dispatch (in-process)."""
+
+import pytest
+
+from fuxictr_ext import cli
+from fuxictr_ext.runner import ConfigError, apply_overrides
+
+
+def test_config_dir_is_explicit_then_local_then_packaged(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.resolve_config_dir("elsewhere") == "elsewhere"
+    packaged = cli.resolve_config_dir(None)
+    assert packaged == str(cli.packaged_config_dir())
+    assert (cli.packaged_config_dir() / "model_config" / "DNN.yaml").is_file()
+    assert "using the packaged configs" in capsys.readouterr().err
+    (tmp_path / "config" / "model_config").mkdir(parents=True)
+    assert cli.resolve_config_dir(None) == "config"
+
+
+def test_overrides_parse_as_yaml_and_reach_nested_keys():
+    overrides = cli.parse_overrides(["epochs=1", "synthetic.rows=3000", "hidden_units=[8, 8]", "eval_steps=null"])
+    assert overrides == {"epochs": 1, "synthetic.rows": 3000, "hidden_units": [8, 8], "eval_steps": None}
+    synthetic = {"schema": "criteo", "rows": 200000}
+    params = {"epochs": 3, "synthetic": synthetic, "hidden_units": [400], "eval_steps": 10}
+    apply_overrides(params, overrides)
+    assert params == {"epochs": 1, "synthetic": {"schema": "criteo", "rows": 3000}, "hidden_units": [8, 8],
+                      "eval_steps": None}
+    assert synthetic["rows"] == 200000  # the loaded config's own mapping is not changed in place
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"epoch": 1}, "no key 'epoch'.*epochs"),
+    ({"epochs.rows": 1}, "epochs is not a mapping"),
+    ({"synthetic.row": 1}, "no key 'row'.*rows"),
+])
+def test_an_override_of_a_key_the_experiment_lacks_is_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides({"epochs": 3, "synthetic": {"rows": 5}}, override)
+
+
+def test_an_override_without_equals_sign_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["run", "--expid", "DNN_demo", "--override", "epochs"])
+    assert stop.value.code == 2 and "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_unknown_command_suggests_the_near_one(capsys):
+    assert cli.main(["rn"]) == 2
+    assert "did you mean: run" in capsys.readouterr().err.lower()
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in cli.SUBCOMMANDS)
+
+
+def test_every_subcommand_target_imports():
+    for sub in cli.SUBCOMMANDS.values():
+        assert callable(sub.load())
+    assert callable(cli.load_target(cli.PREPARE_TARGET))
+
+
+def test_run_uses_the_local_config_and_prints_the_summary(in_workspace, capsys):
+    assert cli.main(["run", "--expid", "DNN_demo", "--override", "epochs=1"]) == 0
+    captured = capsys.readouterr()
+    assert "[DNN_demo] test logloss:" in captured.out and "packaged" not in captured.err
+    log = (in_workspace / "checkpoints" / "demo" / "DNN_demo.log").read_text()
+    assert "Total number of parameters: " in log and "Model cost: params: total=" in log
+    summary = captured.out.strip().splitlines()[-2:]
+    assert all(line in log for line in summary)
