@@ -17,13 +17,15 @@ from .layers import (BroadcastMLP, ContextTargetCrossNet, RankAwareCrossNetV2, R
                      RankAwareLogisticRegression, RankAwareMLP, RankAwareSelfAttention, RankSplitDense, SumThenMLP,
                      TwoStreamAttentionLayer, fm_pair_columns, gather_requests)
 from .requests import FieldPartition, MultiTargetScorer, RankAwareUnsupportedError, RequestBatch
-from .scorers import (EXPORT_METHODS, PATHS, DeepFMScorer, TwoStreamScorer, VanillaScorer, build_scorer,
-                      export_scorer, rank_aware_models, register_scorer, resolve_partition, score_difference,
-                      score_requests)
+from .scorers import (EXPORT_METHODS, PATHS, DeepFMScorer, Scorer, TwoStreamScorer, VanillaScorer, build_scorer,
+                      cached_scorer, cast_model, export_scorer, rank_aware_models, register_scorer,
+                      resolve_partition, score_difference, score_requests)
+from .encoding import RawFeatureEncoder, RequestError, load_feature_processor
 from .servable import EmbeddingScorer, RankAwareServable
 
 __all__ = ["FieldPartition", "RequestBatch", "MultiTargetScorer", "RankAwareUnsupportedError",
            "RankAwareServable", "EmbeddingScorer", "VanillaScorer", "TwoStreamScorer", "DeepFMScorer",
+           "Scorer", "RawFeatureEncoder", "RequestError", "load_feature_processor", "cast_model", "cached_scorer",
            "PATHS", "EXPORT_METHODS", "build_scorer", "score_requests", "score_difference", "export_scorer",
            "rank_aware_models", "register_scorer", "resolve_partition",
            "BroadcastMLP", "ContextTargetCrossNet", "RankAwareCrossNetV2", "RankAwareFMPairs",
