@@ -327,33 +327,43 @@ def score_difference(model: nn.Module, batch: RequestBatch, rank_aware_fc: bool 
     return float((rank_aware - vanilla).abs().max())
 
 
-EXPORT_METHODS = ("torchscript", "torch.export")
+EXPORT_METHODS = ("torch.export",)
 
 
-def export_scorer(scorer: MultiTargetScorer, example: RequestBatch, method: str = "torchscript"):
-    """A standalone form of ``scorer``, called as ``exported(context, candidates, request_index) -> (C,)``.
+def export_scorer(scorer: MultiTargetScorer, example: RequestBatch, method: str = "torch.export"):
+    """An ``ExportedProgram`` of ``scorer`` (``torch.export``), dynamic in R, C and the ragged N.
+
+    Run it as ``program.module()(context, candidates, request_index) -> (C,)``; save and
+    load it with ``torch.export.save`` / ``torch.export.load``. (TorchScript is not
+    offered: ``torch.jit.trace`` / ``script`` are deprecated in torch 2.13.)
 
     Args:
         scorer: a scorer from :func:`build_scorer`.
-        example: a request batch to trace with; later calls may differ in R,
-            C and the ragged N, not in the fields.
-        method: ``"torchscript"`` (``torch.jit.trace``: a ``ScriptModule``,
-            ``torch.jit.save``-able, runs without Python between ops) or
-            ``"torch.export"`` (an ``ExportedProgram`` with dynamic R and C,
-            ``torch.export.save``-able; call ``.module()`` on it to run it). Its
-            example needs R >= 2 and C >= 2: torch.export specialises sizes of 1.
+        example: a request batch to trace with, R >= 2 requests and C >= 2 candidates
+            (torch.export specialises sizes of 1); later calls may differ in R, C and N
+            (R = 1 and C = 1 included), not in the fields.
+        method: ``"torch.export"``.
+
+    Raises:
+        ValueError: another method, a too small example, or a partition without context
+            fields (R then is no input size; its requests cannot be counted in the graph).
+            Without target fields (M = 0) the export works: C comes from ``request_index``.
     """
     if method not in EXPORT_METHODS:
         raise ValueError(f"method must be one of {EXPORT_METHODS}, got {method!r}")
+    if not scorer.partition.context_fields:
+        raise ValueError("export_scorer needs at least one context field: with none, the number of requests is "
+                         "not the size of any input; score such a model with the Scorer itself")
     example.validate(scorer.partition)
+    if example.num_requests < 2 or example.total_candidates < 2:
+        raise ValueError(f"the export example needs R >= 2 requests and C >= 2 candidates (torch.export "
+                         f"specialises sizes of 1), got R = {example.num_requests}, C = {example.total_candidates}")
     example = example.to(scorer.device)
     args = (example.context, example.candidates, example.request_index)
     scorer.eval()
-    if method == "torchscript":
-        with torch.no_grad():
-            return torch.jit.trace(scorer, args, strict=False, check_trace=False)
     requests, candidates = torch.export.Dim("R", min=1), torch.export.Dim("C", min=1)
     dynamic_shapes = ({f: {0: requests} for f in example.context},
                       {f: {0: candidates} for f in example.candidates},
                       {0: candidates})
-    return torch.export.export(scorer, args, dynamic_shapes=dynamic_shapes, strict=False)
+    with torch.no_grad():
+        return torch.export.export(scorer, args, dynamic_shapes=dynamic_shapes, strict=False)
