@@ -519,7 +519,7 @@ class RankAwareSelfAttention(nn.Module):
         s_t = torch.matmul(q_t, keys.transpose(-1, -2)) / att.scale                 # (C, H, M, F)
         out_t = torch.matmul(s_t.softmax(dim=-1), values)                          # (C, H, M, d)
         attended = torch.cat([out_c, out_t], dim=2).index_select(2, self.permutation)  # (C, H, F, d)
-        residual = torch.cat([gather_requests(att.residual(e_c), request_index), att.residual(e_t)], dim=1)
+        residual = torch.cat([gather_requests(att.W_res(e_c), request_index), att.W_res(e_t)], dim=1)
         concat = attended.transpose(1, 2).flatten(start_dim=2)                     # (C, F, A)
         return att.layer_norm(concat + residual.index_select(1, self.permutation)).relu()
 
