@@ -43,6 +43,10 @@ class RequestError(ValueError):
     """A request that cannot be scored; the message names the field and the problem (HTTP 4xx)."""
 
 
+class TooManyCandidatesError(RequestError):
+    """A request with more candidates than the server's ``max_candidates``."""
+
+
 def load_feature_processor(data_dir: str):
     """The fitted FuxiCTR ``FeatureProcessor`` that built the dataset in ``data_dir``.
 
@@ -220,7 +224,8 @@ class RawFeatureEncoder:
         if n < 1:
             raise RequestError(f"request {r}: zero candidates; a request needs at least one")
         if n > self.max_candidates:
-            raise RequestError(f"request {r}: {n} candidates, more than max_candidates={self.max_candidates}")
+            raise TooManyCandidatesError(f"request {r}: {n} candidates, more than "
+                                         f"max_candidates={self.max_candidates}")
         return n
 
     def _frame(self, columns: Dict[str, list], side: str) -> pl.DataFrame:
