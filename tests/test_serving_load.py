@@ -4,7 +4,6 @@ import json
 import os
 
 import numpy as np
-import pandas as pd
 import polars as pl
 import pytest
 import torch
@@ -134,8 +133,7 @@ def test_sequence_encoding_matches_fuxictrs_tokenizer(padding):
         processor_dict = {"seq::tokenizer": tokenizer}
 
     vocab = tokenizer.vocab
-    field = FieldEncoder("seq", {"type": "sequence"}, {}, None, ("seq",), pd.Index(list(vocab)),
-                         np.array(list(vocab.values())), vocab["__OOV__"], Processor())
+    field = FieldEncoder("seq", {"type": "sequence"}, {}, None, ("seq",), vocab, vocab["__OOV__"], Processor())
     texts = ["a^b", "", "c^x^a^b^b^a", "b", "a^^c"]
     encoded = field.encode(pl.Series(texts))
     assert torch.equal(encoded, torch.as_tensor(tokenizer.encode_sequence(texts), dtype=torch.long))
@@ -148,7 +146,7 @@ def test_sequence_encoding_matches_fuxictrs_tokenizer(padding):
     (lambda r: r.update(candidates={k: [] for k in r["candidates"]}), "zero candidates"),
     (lambda r: r.update(candidates={k: v * 400 for k, v in r["candidates"].items()}), "more than max_candidates"),
     (lambda r: r["context"].update(user_id=17), "expected strings"),
-    (lambda r: r["context"].update(user_id=["17"]), "must be scalars"),
+    (lambda r: r["context"].update(user_id=["17"]), "one scalar per request"),
     (lambda r: r["candidates"].update(item_id="3"), "must be a list"),
     (lambda r: r["candidates"]["item_id"].append("9"), "disagree on the number of candidates"),
 ])

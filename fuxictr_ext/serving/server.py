@@ -17,7 +17,7 @@ Endpoints:
   candidates) or 422 (a missing or unknown field, zero candidates, a value of the wrong
   type) with ``{"error": "<what is wrong>"}``; the server keeps serving.
 * ``GET /health`` - ``{"status": "ok", ...}`` with the experiment, the path, the request
-  fields and the batches scored so far.
+  fields, the requests and batches scored so far and the replica's CPU seconds.
 
 Command::
 
@@ -31,6 +31,7 @@ import json
 import os
 import signal
 import threading
+import time
 from typing import List, Optional
 
 import torch
@@ -78,7 +79,7 @@ class ScoringServer:
     @app.get("/health")
     def health(self) -> dict:
         return dict(self.info, status="ok", batches=self.batches, requests=self.requests,
-                    largest_batch=self.largest_batch)
+                    largest_batch=self.largest_batch, cpu_seconds=time.process_time())
 
     @app.post("/score")
     async def score(self, http_request: Request):
@@ -123,14 +124,16 @@ def scoring_app(config_dir: str, expid: str, checkpoint: Optional[str] = None, p
                            max_batch_size, batch_wait_ms, torch_threads)
 
 
-def start(application, host: str = "127.0.0.1", port: int = 8000, num_cpus: Optional[int] = None) -> None:
-    """Start Ray (locally, unless a cluster is connected), the HTTP proxy on ``host:port``, and ``application``."""
+def start(application, host: str = "127.0.0.1", port: int = 8000, num_cpus: Optional[int] = None,
+          name: str = "default", route_prefix: str = "/") -> None:
+    """Start Ray (locally, unless a cluster is connected), the HTTP proxy on ``host:port``, and
+    ``application`` under ``route_prefix`` (several applications may run side by side)."""
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(application, route_prefix="/")
+    serve.run(application, name=name, route_prefix=route_prefix)
 
 
 def stop() -> None:
