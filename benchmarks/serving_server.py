@@ -13,7 +13,8 @@ Reported per path and concurrency (median over repeats, min in brackets): reques
 p50 / p99 latency in ms, and the replica's CPU milliseconds per request (its
 ``process_time`` read from ``/health`` before and after a window). On a machine shared
 with other jobs wall-clock figures are noisy; the rank-aware speed-up is reported as the
-ratio of replica CPU time per request, measured side by side in the same run.
+ratio of replica CPU time per request, measured side by side in the same run, next to the
+same ratio for the scorers alone in this process (``score_batch`` on encoded requests).
 
     python -m benchmarks.serving_server --config config --expid DLRM_demo_request \\
         --concurrency 1 4 16 --candidates 128 --duration 5 --repeats 3
@@ -98,6 +99,18 @@ def closed_loop(port: int, path: str, bodies, expected, concurrency: int, warmup
     return len(done) / duration, done, (cpu_after - cpu_before) / max(len(done), 1)
 
 
+def in_process_cpu(scorers, batches, rounds: int):
+    """Median CPU ms per request of ``score_batch`` alone (no HTTP, no encoding), paths alternated."""
+    times = {path: [] for path in scorers}
+    for _ in range(rounds + 1):                       # the first round is the warm-up
+        for path, scorer in scorers.items():
+            start = time.process_time()
+            for batch in batches:
+                scorer.score_batch(batch)
+            times[path].append((time.process_time() - start) / len(batches) * 1e3)
+    return {path: statistics.median(values[1:]) for path, values in times.items()}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="./config/")
@@ -124,6 +137,9 @@ def main(argv=None):
     bodies = [json.dumps(r) for r in requests]
     expected = [np.array(s) for s in offline.score(requests)]
 
+    in_process = {path: load_scorer(args.config, args.expid, args.checkpoint, path=path) for path in PATHS}
+    model_cpu = in_process_cpu(in_process, [in_process["vanilla"].encode([r]) for r in requests], args.repeats)
+
     for path in PATHS:
         server.start(server.scoring_app(args.config, args.expid, args.checkpoint, path, max_candidates=args.candidates,
                                         max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
@@ -133,6 +149,8 @@ def main(argv=None):
           f"max batch {args.max_batch_size}, batch wait {args.batch_wait_ms} ms, {args.repeats} x {args.duration} s "
           f"per path and concurrency, local Ray with {args.num_cpus} CPUs (this machine is shared: wall-clock "
           "figures are noisy)")
+    print("in process, score_batch alone: " + ", ".join(f"{path} {ms:.3f} ms/request" for path, ms in model_cpu.items())
+          + f"; rank-aware speed-up x{model_cpu['vanilla'] / model_cpu['rank_aware']:.2f}", flush=True)
     rows = []
     try:
         for concurrency in args.concurrency:

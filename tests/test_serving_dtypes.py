@@ -67,5 +67,7 @@ def test_score_requests_reuses_its_scorer_until_the_weights_change(feature_map, 
     after = score_requests(model.eval(), batch)
     assert (after - before).abs().max() > 1e-6
     assert (after - build_scorer(model).score(batch)).abs().max() == 0
+    model.train()
+    assert not any(module.training for module in cached_scorer(model).modules())   # scored in eval mode
     model.load_state_dict(build("DLRM", feature_map, tmp_path, seed=5).state_dict())
     assert cached_scorer(model) is not rebuilt

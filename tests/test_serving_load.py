@@ -160,3 +160,31 @@ def test_bad_requests_are_refused_naming_the_problem(scorers, change, message):
         encoder.request_batch([request])
     with pytest.raises(RequestError, match="at least one request"):
         encoder.request_batch([])
+
+
+def test_float64_scorer_from_the_checkpoint(trained, scorers, zoo_workspace, monkeypatch):
+    monkeypatch.chdir(zoo_workspace)
+    exact = load_scorer(trained["config"], EXPID, trained["checkpoint"], dtype=torch.float64)
+    requests, _ = raw_requests(trained["raw"], exact.encoder, np.unique(trained["raw"]["request_id"].to_numpy())[:4])
+    batch = exact.encode(requests)
+    assert exact.score_batch(batch).dtype == torch.float64
+    with torch.no_grad():
+        own_forward = exact.model(batch.broadcast())["y_pred"].view(-1)
+    assert (exact.score_batch(batch) - own_forward).abs().max() <= 1e-10
+    assert np.abs(np.concatenate(exact.score(requests)) - np.concatenate(scorers["rank_aware"].score(requests))).max() \
+        <= 1e-6
+
+
+def test_requests_without_target_fields_give_num_candidates(scorers):
+    encoder = scorers["rank_aware"].encoder
+    processor = encoder.fields["user_id"].processor
+    all_context = FieldPartition.from_feature_map(processor.feature_map, context_sources=["user", "context", "item"],
+                                                  target_sources=[])
+    no_target = RawFeatureEncoder(processor, all_context)
+    context = {c: "1" for c in no_target.context_columns}
+    batch = no_target.request_batch([{"context": context, "num_candidates": 3}, {"context": context, "num_candidates": 1}])
+    assert batch.candidates == {} and batch.request_index.tolist() == [0, 0, 0, 1]
+    with pytest.raises(RequestError, match="give num_candidates"):
+        no_target.request_batch([{"context": context}])
+    with pytest.raises(RequestError, match="num_candidates=2.5 must be an integer"):
+        no_target.request_batch([{"context": context, "num_candidates": 2.5}])

@@ -7,7 +7,12 @@ Canonical import path for the serving API (``fuxictr_ext.rank_aware`` re-exports
 
 * :mod:`.requests` - :class:`FieldPartition`, :class:`RequestBatch` (ragged R x N), the scorer base.
 * :mod:`.servable` - the contract a servable model keeps (:class:`RankAwareServable`).
-* :mod:`.scorers` - :func:`build_scorer`, :func:`score_requests`, export, the vanilla path.
+* :mod:`.scorers` - :func:`build_scorer`, :class:`Scorer`, :func:`score_requests` (cached),
+  :func:`cast_model` (float64 / bfloat16 / float16), torch.export, the vanilla path.
+* :mod:`.encoding` - :class:`RawFeatureEncoder`: raw request values encoded with the
+  dataset's fitted FuxiCTR FeatureProcessor, as the dataset build encoded them.
+* :mod:`.load` - :func:`~.load.load_scorer` (and its command): config + checkpoint -> Scorer.
+* :mod:`.server` - the Ray Serve HTTP server (``pip install .[serve]``; not imported here).
 * :mod:`.layers` - the rank-aware layers (split FM pairs, split dense layer, cross layer 0,
   attention layer 0, rDCN's and the rank-aware attention's two streams).
 * :mod:`.flops` - the paper's closed-form FLOP savings.

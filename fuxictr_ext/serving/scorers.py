@@ -265,7 +265,10 @@ def cached_scorer(model: nn.Module, path: str = "rank_aware", partition: Optiona
     _SCORER_CACHE.move_to_end(key)
     while len(_SCORER_CACHE) > SCORER_CACHE_SIZE:
         _SCORER_CACHE.popitem(last=False)
-    return _SCORER_CACHE[key][1].eval()
+    scorer = _SCORER_CACHE[key][1]
+    if model.training:              # model.train() since: the shared layers are back in training mode
+        scorer.eval()
+    return scorer
 
 
 def score_requests(model: nn.Module, batch: RequestBatch, path: str = "rank_aware",

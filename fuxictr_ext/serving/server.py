@@ -36,7 +36,7 @@ from typing import List, Optional
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from .encoding import RequestError, TooManyCandidatesError
@@ -93,7 +93,8 @@ class ScoringServer:
             return JSONResponse({"error": str(err)}, status_code=413)
         except RequestError as err:
             return JSONResponse({"error": str(err)}, status_code=422)
-        return {"scores": await self.score_batch(batch)}
+        scores = await self.score_batch(batch)
+        return Response(json.dumps({"scores": scores}), media_type="application/json")   # no pydantic encoding
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def score_batch(self, batches: List[RequestBatch]) -> List[List[float]]:
