@@ -139,6 +139,11 @@ def main(argv=None):
 
     in_process = {path: load_scorer(args.config, args.expid, args.checkpoint, path=path) for path in PATHS}
     model_cpu = in_process_cpu(in_process, [in_process["vanilla"].encode([r]) for r in requests], args.repeats)
+    start = time.process_time()
+    for _ in range(5):
+        for r in requests:
+            offline.encode([r])
+    encode_ms = (time.process_time() - start) / (5 * len(requests)) * 1e3
 
     for path in PATHS:
         server.start(server.scoring_app(args.config, args.expid, args.checkpoint, path, max_candidates=args.candidates,
@@ -150,7 +155,13 @@ def main(argv=None):
           f"per path and concurrency, local Ray with {args.num_cpus} CPUs (this machine is shared: wall-clock "
           "figures are noisy)")
     print("in process, score_batch alone: " + ", ".join(f"{path} {ms:.3f} ms/request" for path, ms in model_cpu.items())
-          + f"; rank-aware speed-up x{model_cpu['vanilla'] / model_cpu['rank_aware']:.2f}", flush=True)
+          + f"; rank-aware speed-up x{model_cpu['vanilla'] / model_cpu['rank_aware']:.2f}; raw-value encoding "
+          f"{encode_ms:.3f} ms/request", flush=True)
+    before = health(args.port, "vanilla")["cpu_seconds"]
+    for _ in range(100):
+        health(args.port, "vanilla")
+    print(f"replica CPU of one GET /health (Ray Serve's per-request work, no model): "
+          f"{(health(args.port, 'vanilla')['cpu_seconds'] - before) / 101 * 1e3:.3f} ms", flush=True)
     rows = []
     try:
         for concurrency in args.concurrency:
@@ -176,6 +187,10 @@ def main(argv=None):
                       f"(min {s['cpu_min']:.3f})", flush=True)
             print(f"concurrency {concurrency:3d}  rank-aware speed-up in replica CPU time per request: x{ratio:.2f}",
                   flush=True)
+        for path in PATHS:
+            state = health(args.port, path)
+            print(f"{path}: {state['requests']} requests in {state['batches']} batches, largest batch "
+                  f"{state['largest_batch']} requests", flush=True)
     finally:
         server.stop()
     print("\n| concurrency | path | requests/s (median, min) | p50 ms | p99 ms | replica CPU ms / request |")
