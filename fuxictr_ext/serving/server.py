@@ -35,9 +35,14 @@ import time
 from typing import List, Optional
 
 import torch
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from ray import serve
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+    from ray import serve
+except ImportError as err:   # the optional extra
+    raise ImportError(f"the scoring server needs Ray Serve: pip install 'fuxictr-zoo[serve]' "
+                      f"(or pip install -e '.[serve]' in a clone); {err}") from err
 
 from .encoding import RequestError, TooManyCandidatesError
 from .load import DTYPES, load_scorer
