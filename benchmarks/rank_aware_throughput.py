@@ -6,8 +6,8 @@ vanilla path (context broadcast to every candidate, the model's own forward)
 and the rank-aware FM + FC path (FM_ctx and the first FC layer's context part
 once per request). A closed loop keeps ``--concurrency`` requests of
 ``--candidates`` candidates in flight: each client sends its next request as
-soon as the last one is answered. Both paths are TorchScript-traced
-(``--backend torchscript``), so no Python runs between their ops.
+soon as the last one is answered. Both paths are exported with torch.export
+(``--backend export``, a graph module of aten ops; ``--backend eager`` runs the scorers as they are).
 
 Servers (``--server``):
   batching - one server thread takes every queued request and scores them in one
@@ -67,7 +67,8 @@ def build_point(K: int, M: int, args, workdir: str):
     for path in PATH_NAMES:
         scorer = build_scorer(model, path)
         flops[path] = flops_by_module(scorer, one.context, one.candidates, one.request_index)["total"]
-        scorers[path] = export_scorer(scorer, one) if args.backend == "torchscript" else scorer
+        scorers[path] = (export_scorer(scorer, RequestBatch.concat(pool[:2])).module() if args.backend == "export"
+                         else scorer)
     return scorers, pool, flops
 
 
@@ -275,7 +276,7 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per path and repeat")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--backend", choices=["torchscript", "eager"], default="torchscript")
+    parser.add_argument("--backend", choices=["export", "eager"], default="export")
     parser.add_argument("--machine", type=str, default=f"{os.cpu_count()} CPUs")
     parser.add_argument("--out", type=str, default="results/rank_aware_throughput")
     args = parser.parse_args(argv)

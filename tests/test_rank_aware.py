@@ -1,5 +1,7 @@
 """Multi-target scoring: rank-aware paths equal the vanilla forward; inputs, errors, export."""
 
+import warnings
+
 import pytest
 import torch
 from fuxictr.pytorch.layers import (CrossNetV2, FactorizationMachine, FeatureEmbedding,
@@ -328,30 +330,43 @@ def test_rank_split_dense_matches_linear():
 
 
 # ---------------------------------------------------------------- export
-@pytest.mark.parametrize("key", ["DLRM", "AutoInt", "DCNv2_parallel", "rDCN"])
-def test_torchscript_scorer_gives_the_same_scores(key, feature_map, partition, tmp_path):
+@pytest.mark.parametrize("key", list(MODELS))
+def test_exported_program_gives_the_same_scores(key, feature_map, partition, tmp_path):
     model = build(key, feature_map, tmp_path)
-    exported = export_scorer(build_scorer(model), random_requests(feature_map, partition, [2, 3], seed=1))
-    torch.jit.save(exported, str(tmp_path / "scorer.pt"))
-    loaded = torch.jit.load(str(tmp_path / "scorer.pt"))
-    batch = random_requests(feature_map, partition, [4, 1, 6, 2], seed=9)
-    expected = score_requests(model, batch, "vanilla")
-    with torch.no_grad():
-        for module in (exported, loaded):
-            scores = module(batch.context, batch.candidates, batch.request_index)
-            assert scores.shape == expected.shape
-            assert (scores - expected).abs().max() <= TOL
-
-
-def test_torch_export_scorer_gives_the_same_scores(feature_map, partition, tmp_path):
-    model = build("DLRM_pairs_only", feature_map, tmp_path)
-    program = export_scorer(build_scorer(model), random_requests(feature_map, partition, [2, 3], seed=1),
-                            method="torch.export")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # no deprecation on the export path
+        program = export_scorer(build_scorer(model), random_requests(feature_map, partition, [2, 3], seed=1))
     torch.export.save(program, str(tmp_path / "scorer.pt2"))
     loaded = torch.export.load(str(tmp_path / "scorer.pt2")).module()
-    batch = random_requests(feature_map, partition, [4, 1, 6, 2], seed=9)
+    for num_candidates in ([4, 1, 6, 2], [1], [9, 1]):              # ragged, one request of one candidate
+        batch = random_requests(feature_map, partition, num_candidates, seed=9)
+        expected = score_requests(model, batch, "vanilla")
+        with torch.no_grad():
+            for module in (program.module(), loaded):
+                scores = module(batch.context, batch.candidates, batch.request_index)
+                assert scores.shape == expected.shape
+                assert (scores - expected).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("key", ["DLRM", "AutoInt", "DCNv2_parallel", "NFM"])
+def test_export_with_an_empty_side(key, tmp_path):
+    no_target = feature_map_with(["user"] * 9)                       # M = 0: exported, C from request_index
+    part = FieldPartition.from_feature_map(no_target)
+    model = build(key, no_target, tmp_path)
+    program = export_scorer(build_scorer(model), random_requests(no_target, part, [2, 3], seed=1)).module()
+    batch = random_requests(no_target, part, [3, 1, 5], seed=2)
     with torch.no_grad():
-        scores = loaded(batch.context, batch.candidates, batch.request_index)
+        scores = program(batch.context, batch.candidates, batch.request_index)
     assert (scores - score_requests(model, batch, "vanilla")).abs().max() <= TOL
+    no_context = feature_map_with(["item"] * 9)                      # K = 0: refused, naming why
+    part = FieldPartition.from_feature_map(no_context)
+    with pytest.raises(ValueError, match="needs at least one context field"):
+        export_scorer(build_scorer(build(key, no_context, tmp_path)), random_requests(no_context, part, [2, 3]))
+
+
+def test_export_refuses_bad_arguments(feature_map, partition, tmp_path):
+    scorer = build_scorer(build("DLRM_pairs_only", feature_map, tmp_path))
     with pytest.raises(ValueError, match="method must be one of"):
-        export_scorer(build_scorer(model), batch, method="onnx")
+        export_scorer(scorer, random_requests(feature_map, partition, [2, 3]), method="torchscript")
+    with pytest.raises(ValueError, match="R >= 2 requests and C >= 2"):
+        export_scorer(scorer, random_requests(feature_map, partition, [3]))

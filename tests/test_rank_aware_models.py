@@ -41,7 +41,7 @@ def reference_attention(layer: MultiHeadSelfAttention, x):
             out = torch.stack([torch.softmax(key[:, cols] @ query[i, cols] / layer.scale, dim=0) @ value[:, cols]
                                for i in range(x.size(1))])
             heads.append(out)
-        rows.append(layer.layer_norm(torch.cat(heads, dim=1) + layer.residual(x[b])).relu())
+        rows.append(layer.layer_norm(torch.cat(heads, dim=1) + layer.W_res(x[b])).relu())
     return torch.stack(rows)
 
 
@@ -72,7 +72,7 @@ def test_two_stream_attention_matches_reference(share_context_kv):
         query = att.W_q(t[j])                                                          # (M, A)
         heads = [torch.softmax(query[:, h * 3:(h + 1) * 3] @ keys[:, h * 3:(h + 1) * 3].T / att.scale, dim=1)
                  @ values[:, h * 3:(h + 1) * 3] for h in range(2)]
-        expected = (torch.cat(heads, dim=1) + att.residual(t[j])).relu()
+        expected = (torch.cat(heads, dim=1) + att.W_res(t[j])).relu()
         assert torch.allclose(t_next[j], expected, atol=1e-5)
     assert (layer.W_k_context is layer.context_attention.W_k) == share_context_kv
 

@@ -71,6 +71,9 @@ class ZeroResidual(nn.Module):
         return x.new_zeros(*x.shape[:-1], self.attention_dim)
 
 
+FORMER_RESIDUAL_NAME = "residual.weight"
+
+
 class MultiHeadSelfAttention(nn.Module):
     """AutoInt's interacting layer (Song et al., CIKM 2019, eqs. 5-8), as FuxiCTR's AutoInt builds it.
 
@@ -78,7 +81,9 @@ class MultiHeadSelfAttention(nn.Module):
         out = ReLU(LN([head_1; ...; head_H] + E W_res))
 
     ``s`` is sqrt(head size) with ``use_scale`` and 1 otherwise; ``W_res`` is the
-    identity when the input already has the attention size.
+    identity when the input already has the attention size. Parameter names are
+    FuxiCTR's (``W_q``, ``W_k``, ``W_v``, ``W_res``, ``layer_norm``), so a FuxiCTR AutoInt
+    checkpoint loads into the zoo's AutoInt.
 
     Args:
         input_dim: width of each input token.
@@ -104,13 +109,21 @@ class MultiHeadSelfAttention(nn.Module):
         self.W_k = nn.Linear(input_dim, attention_dim, bias=False)
         self.W_v = nn.Linear(input_dim, attention_dim, bias=False)
         if not use_residual:
-            self.residual = ZeroResidual(attention_dim)
+            self.W_res = ZeroResidual(attention_dim)
         elif input_dim != attention_dim:
-            self.residual = nn.Linear(input_dim, attention_dim, bias=False)
+            self.W_res = nn.Linear(input_dim, attention_dim, bias=False)
         else:
-            self.residual = nn.Identity()
+            self.W_res = nn.Identity()
         self.dropout = nn.Dropout(dropout_rate)
         self.layer_norm = nn.LayerNorm(attention_dim) if layer_norm else nn.Identity()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints written before the residual projection took FuxiCTR's name load unchanged:
+        ``<prefix>residual.weight`` is read as ``<prefix>W_res.weight``."""
+        old_name = prefix + FORMER_RESIDUAL_NAME
+        if old_name in state_dict and prefix + "W_res.weight" not in state_dict:
+            state_dict[prefix + "W_res.weight"] = state_dict.pop(old_name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, A) -> (B, H, T, A/H)."""
@@ -118,7 +131,7 @@ class MultiHeadSelfAttention(nn.Module):
 
     def finish(self, attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Concatenate heads (B, H, T, A/H), add the residual of ``x``, normalise, ReLU."""
-        return self.layer_norm(attended.transpose(1, 2).flatten(start_dim=2) + self.residual(x)).relu()
+        return self.layer_norm(attended.transpose(1, 2).flatten(start_dim=2) + self.W_res(x)).relu()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         query, key, value = self.heads(self.W_q(x)), self.heads(self.W_k(x)), self.heads(self.W_v(x))

@@ -7,7 +7,12 @@ Canonical import path for the serving API (``fuxictr_ext.rank_aware`` re-exports
 
 * :mod:`.requests` - :class:`FieldPartition`, :class:`RequestBatch` (ragged R x N), the scorer base.
 * :mod:`.servable` - the contract a servable model keeps (:class:`RankAwareServable`).
-* :mod:`.scorers` - :func:`build_scorer`, :func:`score_requests`, export, the vanilla path.
+* :mod:`.scorers` - :func:`build_scorer`, :class:`Scorer`, :func:`score_requests` (cached),
+  :func:`cast_model` (float64 / bfloat16 / float16), torch.export, the vanilla path.
+* :mod:`.encoding` - :class:`RawFeatureEncoder`: raw request values encoded with the
+  dataset's fitted FuxiCTR FeatureProcessor, as the dataset build encoded them.
+* :mod:`.load` - :func:`~.load.load_scorer` (and its command): config + checkpoint -> Scorer.
+* :mod:`.server` - the Ray Serve HTTP server (``pip install .[serve]``; not imported here).
 * :mod:`.layers` - the rank-aware layers (split FM pairs, split dense layer, cross layer 0,
   attention layer 0, rDCN's and the rank-aware attention's two streams).
 * :mod:`.flops` - the paper's closed-form FLOP savings.
@@ -17,13 +22,15 @@ from .layers import (BroadcastMLP, ContextTargetCrossNet, RankAwareCrossNetV2, R
                      RankAwareLogisticRegression, RankAwareMLP, RankAwareSelfAttention, RankSplitDense, SumThenMLP,
                      TwoStreamAttentionLayer, fm_pair_columns, gather_requests)
 from .requests import FieldPartition, MultiTargetScorer, RankAwareUnsupportedError, RequestBatch
-from .scorers import (EXPORT_METHODS, PATHS, DeepFMScorer, TwoStreamScorer, VanillaScorer, build_scorer,
-                      export_scorer, rank_aware_models, register_scorer, resolve_partition, score_difference,
-                      score_requests)
+from .scorers import (EXPORT_METHODS, PATHS, DeepFMScorer, Scorer, TwoStreamScorer, VanillaScorer, build_scorer,
+                      cached_scorer, cast_model, export_scorer, rank_aware_models, register_scorer,
+                      resolve_partition, score_difference, score_requests)
+from .encoding import RawFeatureEncoder, RequestError, load_feature_processor
 from .servable import EmbeddingScorer, RankAwareServable
 
 __all__ = ["FieldPartition", "RequestBatch", "MultiTargetScorer", "RankAwareUnsupportedError",
            "RankAwareServable", "EmbeddingScorer", "VanillaScorer", "TwoStreamScorer", "DeepFMScorer",
+           "Scorer", "RawFeatureEncoder", "RequestError", "load_feature_processor", "cast_model", "cached_scorer",
            "PATHS", "EXPORT_METHODS", "build_scorer", "score_requests", "score_difference", "export_scorer",
            "rank_aware_models", "register_scorer", "resolve_partition",
            "BroadcastMLP", "ContextTargetCrossNet", "RankAwareCrossNetV2", "RankAwareFMPairs",

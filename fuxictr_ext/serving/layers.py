@@ -98,12 +98,12 @@ class FieldSubsetEmbedding(nn.Module):
 
 
 class NoFieldEmbedding(nn.Module):
-    """The embedding of an empty field set: (rows, 0, D) zeros."""
+    """The embedding of an empty field set: (rows, 0, D) zeros of the embedding tables' dtype."""
 
-    def __init__(self, embedding_dim: int):
+    def __init__(self, embedding_dim: int, dtype: Optional[torch.dtype] = None):
         super().__init__()
         self.embedding_dim = embedding_dim
-        self.register_buffer("anchor", torch.zeros(()), persistent=False)
+        self.register_buffer("anchor", torch.zeros((), dtype=dtype), persistent=False)
 
     def forward(self, inputs: Dict[str, torch.Tensor], num_rows: int) -> torch.Tensor:
         return self.anchor.new_zeros(num_rows, 0, self.embedding_dim)
@@ -113,7 +113,7 @@ def field_embedding(embedding_layer: FeatureEmbedding, fields: Sequence[str], em
     """:class:`FieldSubsetEmbedding` of ``fields``, or :class:`NoFieldEmbedding` when there are none."""
     if fields:
         return FieldSubsetEmbedding(embedding_layer, fields)
-    return NoFieldEmbedding(embedding_dim)
+    return NoFieldEmbedding(embedding_dim, next(embedding_layer.parameters()).dtype)
 
 
 def table_width(embedding_layer: FeatureEmbedding, fields: Sequence[str]) -> int:
@@ -154,8 +154,9 @@ class RankAwareLogisticRegression(nn.Module):
         super().__init__()
         self.context_weights = field_embedding(lr_layer.embedding_layer, context_fields, 1)
         self.target_weights = field_embedding(lr_layer.embedding_layer, target_fields, 1)
-        bias = lr_layer.bias.detach().clone() if lr_layer.bias is not None else torch.zeros(1)
-        self.register_buffer("bias", bias.to(next(lr_layer.parameters()).device), persistent=False)
+        weight = next(lr_layer.parameters())
+        bias = lr_layer.bias.detach().clone() if lr_layer.bias is not None else weight.new_zeros(1)
+        self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, context: Dict[str, torch.Tensor], candidates: Dict[str, torch.Tensor],
                 request_index: torch.Tensor) -> torch.Tensor:
@@ -254,15 +255,18 @@ class RankSplitDense(nn.Module):
         >>> h = layer(x_c, x_t, request_index)
     """
 
-    def __init__(self, context_dim: int, target_dim: int, units: int, bias: bool = True):
+    def __init__(self, context_dim: int, target_dim: int, units: int, bias: bool = True,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None):
         super().__init__()
-        self.context_weight = nn.Parameter(torch.empty(units, context_dim))
-        self.target_weight = nn.Parameter(torch.empty(units, target_dim))
-        self.bias = nn.Parameter(torch.empty(units)) if bias else None
+        factory = dict(device=device, dtype=dtype)
+        self.context_weight = nn.Parameter(torch.empty(units, context_dim, **factory))
+        self.target_weight = nn.Parameter(torch.empty(units, target_dim, **factory))
+        self.bias = nn.Parameter(torch.empty(units, **factory)) if bias else None
         self.init_weights()
 
     def init_weights(self) -> None:
-        kernel = torch.empty(self.context_weight.size(0), self.context_weight.size(1) + self.target_weight.size(1))
+        kernel = torch.empty(self.context_weight.size(0), self.context_weight.size(1) + self.target_weight.size(1),
+                             dtype=self.context_weight.dtype, device=self.context_weight.device)
         nn.init.xavier_normal_(kernel)
         with torch.no_grad():
             self.context_weight.copy_(kernel[:, :self.context_weight.size(1)])
@@ -273,15 +277,18 @@ class RankSplitDense(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, context_columns: torch.Tensor,
                     target_columns: torch.Tensor) -> "RankSplitDense":
-        """Split a trained ``nn.Linear``'s kernel by input columns: W_c = W[:, ctx], W_t = W[:, tgt]."""
-        layer = cls(len(context_columns), len(target_columns), linear.out_features, linear.bias is not None)
+        """Split a trained ``nn.Linear``'s kernel by input columns: W_c = W[:, ctx], W_t = W[:, tgt].
+
+        The split layer has the linear layer's dtype and device."""
+        weight = linear.weight.detach()
+        layer = cls(len(context_columns), len(target_columns), linear.out_features, linear.bias is not None,
+                    device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
-            weight = linear.weight.detach()
-            layer.context_weight.copy_(weight[:, context_columns])
-            layer.target_weight.copy_(weight[:, target_columns])
+            layer.context_weight.copy_(weight[:, context_columns.to(weight.device)])
+            layer.target_weight.copy_(weight[:, target_columns.to(weight.device)])
             if linear.bias is not None:
                 layer.bias.copy_(linear.bias.detach())
-        return layer.to(linear.weight.device)
+        return layer
 
     def forward(self, x_c: torch.Tensor, x_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:
         once = F.linear(x_c, self.context_weight)                                  # (R, U) once
@@ -512,7 +519,7 @@ class RankAwareSelfAttention(nn.Module):
         s_t = torch.matmul(q_t, keys.transpose(-1, -2)) / att.scale                 # (C, H, M, F)
         out_t = torch.matmul(s_t.softmax(dim=-1), values)                          # (C, H, M, d)
         attended = torch.cat([out_c, out_t], dim=2).index_select(2, self.permutation)  # (C, H, F, d)
-        residual = torch.cat([gather_requests(att.residual(e_c), request_index), att.residual(e_t)], dim=1)
+        residual = torch.cat([gather_requests(att.W_res(e_c), request_index), att.W_res(e_t)], dim=1)
         concat = attended.transpose(1, 2).flatten(start_dim=2)                     # (C, F, A)
         return att.layer_norm(concat + residual.index_select(1, self.permutation)).relu()
 

@@ -14,8 +14,10 @@ order in which a model sees its fields), L = sequence length of a sequence field
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -234,7 +236,7 @@ class RequestBatch:
             raise ValueError("requests is empty")
         counts = []
         for r, request in enumerate(requests):
-            sizes = {f: len(torch.as_tensor(v)) for f, v in request["candidates"].items()}
+            sizes = {f: len(v) for f, v in request["candidates"].items()}
             if len(set(sizes.values())) > 1:
                 raise ValueError(f"request {r}: candidate fields disagree on N: {sizes}")
             if "num_candidates" in request:
@@ -243,9 +245,10 @@ class RequestBatch:
                 counts.append(next(iter(sizes.values())))
             else:
                 raise ValueError(f"request {r} has no target fields; give its num_candidates")
-        context = {f: torch.stack([torch.as_tensor(req["context"][f]) for req in requests])
+        # One tensor per field, made in one call from all requests' values (no tensor per request).
+        context = {f: _stack([req["context"][f] for req in requests])
                    for f in partition.context_fields if f in requests[0]["context"]}
-        candidates = {f: torch.cat([torch.as_tensor(req["candidates"][f]) for req in requests])
+        candidates = {f: _concat([req["candidates"][f] for req in requests])
                       for f in partition.target_fields if f in requests[0]["candidates"]}
         batch = cls(context, candidates, torch.tensor(counts))
         batch.validate(partition)
@@ -287,6 +290,20 @@ class RequestBatch:
         batch = cls(context, candidates, counts, source_rows=order)
         batch.validate(partition)
         return batch
+
+
+def _stack(values: list) -> torch.Tensor:
+    """(R,) or (R, L): one context value per request (numbers, lists, arrays or tensors)."""
+    if isinstance(values[0], torch.Tensor):
+        return torch.stack(values)
+    return torch.as_tensor(np.asarray(values))
+
+
+def _concat(values: list) -> torch.Tensor:
+    """(C,) or (C, L): the requests' candidate values (lists, arrays or tensors) one after the other."""
+    if isinstance(values[0], torch.Tensor):
+        return torch.cat(values)
+    return torch.as_tensor(np.asarray(list(chain.from_iterable(values))))
 
 
 class MultiTargetScorer(nn.Module):

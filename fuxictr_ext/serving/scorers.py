@@ -41,10 +41,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Type
+import weakref
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
-from fuxictr.pytorch.layers import FactorizationMachine, MLP_Block
+from fuxictr.pytorch.layers import FactorizationMachine, FeatureEmbeddingDict, MLP_Block
 from torch import nn
 
 from ..registry import get_model_class, list_models
@@ -54,7 +56,7 @@ from .servable import EmbeddingScorer, RankAwareServable
 
 __all__ = ["FieldPartition", "RequestBatch", "RankAwareUnsupportedError", "MultiTargetScorer",
            "RankAwareServable", "EmbeddingScorer", "VanillaScorer", "TwoStreamScorer", "DeepFMScorer",
-           "PATHS", "register_scorer", "build_scorer", "score_requests", "score_difference",
+           "PATHS", "register_scorer", "build_scorer", "cached_scorer", "cast_model", "Scorer", "score_requests", "score_difference",
            "rank_aware_models", "export_scorer", "EXPORT_METHODS", "resolve_partition"]
 
 PATHS = ("vanilla", "rank_aware")
@@ -142,6 +144,51 @@ class DeepFMScorer(EmbeddingScorer):
         return self.output_activation(logit).view(-1)
 
 
+_CAST_MODULES: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+
+
+class _FollowDtype:
+    """Hooks that keep a fuxictr embedding's tensors in the dtype of ``reference``'s parameters."""
+
+    def __init__(self, reference: nn.Module):
+        self.reference = reference
+
+    def dtype(self) -> torch.dtype:
+        return next(self.reference.parameters()).dtype
+
+    def inputs(self, module: nn.Module, args: tuple) -> tuple:
+        return (args[0].to(self.dtype()),) + tuple(args[1:])
+
+    def output(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output.to(self.dtype())
+
+
+def cast_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model.to(dtype)`` (float64, bfloat16, float16, ...) such that its forward, and any scorer, runs.
+
+    fuxictr's ``FeatureEmbeddingDict`` feeds numeric fields to their ``nn.Linear`` tables as
+    float32 (``.float()``), and its sequence poolings return float32 (a float32 mask); the
+    numeric tables get a forward pre-hook casting their input, the feature encoders a
+    forward hook casting their output, to the embedding's own dtype (no-ops in float32).
+    Parameter names and values are unchanged.
+
+    Example:
+        >>> cast_model(model, torch.float64)
+        >>> Scorer(model).score_batch(batch).dtype       # torch.float64
+    """
+    model.to(dtype)
+    for embedding in model.modules():
+        if isinstance(embedding, FeatureEmbeddingDict) and embedding not in _CAST_MODULES:
+            follow = _FollowDtype(embedding)
+            for table in embedding.embedding_layers.values():
+                if isinstance(table, nn.Linear):
+                    table.register_forward_pre_hook(follow.inputs)
+            for encoder in embedding.feature_encoders.values():
+                encoder.register_forward_hook(follow.output)
+            _CAST_MODULES.add(embedding)
+    return model
+
+
 def resolve_partition(model: nn.Module, partition: Optional[FieldPartition] = None,
                       **partition_options) -> FieldPartition:
     """The field partition to score ``model`` with.
@@ -190,11 +237,89 @@ def build_scorer(model: nn.Module, path: str = "rank_aware", partition: Optional
     return scorer.to(model.device).eval()
 
 
+SCORER_CACHE_SIZE = 8
+_SCORER_CACHE: "OrderedDict[tuple, Tuple[tuple, MultiTargetScorer]]" = OrderedDict()
+
+
+def parameter_state(model: nn.Module) -> tuple:
+    """What a built scorer depends on: each parameter's storage, dtype, device and version counter.
+
+    An optimizer step, ``load_state_dict`` or ``model.to(...)`` changes it, so a cached
+    scorer (whose split layers hold copies of weights) is never used with stale weights.
+    """
+    return tuple((p.data_ptr(), p.dtype, p.device, p._version) for p in model.parameters())
+
+
+def cached_scorer(model: nn.Module, path: str = "rank_aware", partition: Optional[FieldPartition] = None,
+                  rank_aware_fc: bool = True, **partition_options) -> MultiTargetScorer:
+    """:func:`build_scorer`, built once per model and options and rebuilt only when the weights change.
+
+    The last ``SCORER_CACHE_SIZE`` scorers are kept (each holds its model: the id in the key
+    cannot be reused while the entry lives).
+    """
+    key = (id(model), path, partition, rank_aware_fc,
+           tuple(sorted((k, repr(v)) for k, v in partition_options.items())))
+    state = parameter_state(model)
+    if key not in _SCORER_CACHE or _SCORER_CACHE[key][0] != state:
+        _SCORER_CACHE[key] = (state, build_scorer(model, path, partition, rank_aware_fc, **partition_options))
+    _SCORER_CACHE.move_to_end(key)
+    while len(_SCORER_CACHE) > SCORER_CACHE_SIZE:
+        _SCORER_CACHE.popitem(last=False)
+    scorer = _SCORER_CACHE[key][1]
+    if model.training:              # model.train() since: the shared layers are back in training mode
+        scorer.eval()
+    return scorer
+
+
 def score_requests(model: nn.Module, batch: RequestBatch, path: str = "rank_aware",
                    partition: Optional[FieldPartition] = None, rank_aware_fc: bool = True,
                    **partition_options) -> torch.Tensor:
-    """(C,) scores of ``batch``'s candidates; ``batch.split(scores)`` cuts them per request."""
-    return build_scorer(model, path, partition, rank_aware_fc, **partition_options).score(batch)
+    """(C,) scores of ``batch``'s candidates; ``batch.split(scores)`` cuts them per request.
+
+    The scorer is built on the first call and reused while the model's weights are
+    unchanged (:func:`cached_scorer`); a serving loop holds a :class:`Scorer` instead.
+    """
+    return cached_scorer(model, path, partition, rank_aware_fc, **partition_options).score(batch)
+
+
+class Scorer:
+    """A trained model ready to serve: requests in, one score per candidate out, the scorer module built once.
+
+    Args:
+        model: the trained model.
+        path: ``"vanilla"`` or ``"rank_aware"``.
+        encoder: a :class:`~fuxictr_ext.serving.encoding.RawFeatureEncoder` for raw
+            requests (:func:`~fuxictr_ext.serving.load.load_scorer` attaches the dataset's).
+        partition, rank_aware_fc, **partition_options: as :func:`build_scorer`.
+
+    Example:
+        >>> scorer = Scorer(model, path="rank_aware")
+        >>> scores = scorer.score_batch(batch)        # (C,) for a RequestBatch of encoded ids
+        >>> scorer.score(raw_requests)                # [[N_0 floats], [N_1 floats], ...] with an encoder
+    """
+
+    def __init__(self, model: nn.Module, path: str = "rank_aware", encoder=None,
+                 partition: Optional[FieldPartition] = None, rank_aware_fc: bool = True, **partition_options):
+        self.model = model.eval()
+        self.path = path
+        self.module = build_scorer(model, path, partition, rank_aware_fc, **partition_options)
+        self.partition = self.module.partition
+        self.encoder = encoder
+
+    def score_batch(self, batch: RequestBatch) -> torch.Tensor:
+        """(C,) scores of an encoded RequestBatch."""
+        return self.module.score(batch)
+
+    def encode(self, requests: Sequence[Mapping]) -> RequestBatch:
+        """Raw requests to one RequestBatch (RequestError on a bad request)."""
+        if self.encoder is None:
+            raise ValueError("this Scorer has no RawFeatureEncoder; score encoded RequestBatches with score_batch")
+        return self.encoder.request_batch(requests)
+
+    def score(self, requests: Sequence[Mapping]) -> List[List[float]]:
+        """Raw requests to their candidates' scores, one list per request in candidate order."""
+        batch = self.encode(requests)
+        return [s.tolist() for s in batch.split(self.score_batch(batch).double())]
 
 
 def score_difference(model: nn.Module, batch: RequestBatch, rank_aware_fc: bool = True,
@@ -205,33 +330,43 @@ def score_difference(model: nn.Module, batch: RequestBatch, rank_aware_fc: bool 
     return float((rank_aware - vanilla).abs().max())
 
 
-EXPORT_METHODS = ("torchscript", "torch.export")
+EXPORT_METHODS = ("torch.export",)
 
 
-def export_scorer(scorer: MultiTargetScorer, example: RequestBatch, method: str = "torchscript"):
-    """A standalone form of ``scorer``, called as ``exported(context, candidates, request_index) -> (C,)``.
+def export_scorer(scorer: MultiTargetScorer, example: RequestBatch, method: str = "torch.export"):
+    """An ``ExportedProgram`` of ``scorer`` (``torch.export``), dynamic in R, C and the ragged N.
+
+    Run it as ``program.module()(context, candidates, request_index) -> (C,)``; save and
+    load it with ``torch.export.save`` / ``torch.export.load``. (TorchScript is not
+    offered: ``torch.jit.trace`` / ``script`` are deprecated in torch 2.13.)
 
     Args:
         scorer: a scorer from :func:`build_scorer`.
-        example: a request batch to trace with; later calls may differ in R,
-            C and the ragged N, not in the fields.
-        method: ``"torchscript"`` (``torch.jit.trace``: a ``ScriptModule``,
-            ``torch.jit.save``-able, runs without Python between ops) or
-            ``"torch.export"`` (an ``ExportedProgram`` with dynamic R and C,
-            ``torch.export.save``-able; call ``.module()`` on it to run it). Its
-            example needs R >= 2 and C >= 2: torch.export specialises sizes of 1.
+        example: a request batch to trace with, R >= 2 requests and C >= 2 candidates
+            (torch.export specialises sizes of 1); later calls may differ in R, C and N
+            (R = 1 and C = 1 included), not in the fields.
+        method: ``"torch.export"``.
+
+    Raises:
+        ValueError: another method, a too small example, or a partition without context
+            fields (R then is no input size; its requests cannot be counted in the graph).
+            Without target fields (M = 0) the export works: C comes from ``request_index``.
     """
     if method not in EXPORT_METHODS:
         raise ValueError(f"method must be one of {EXPORT_METHODS}, got {method!r}")
+    if not scorer.partition.context_fields:
+        raise ValueError("export_scorer needs at least one context field: with none, the number of requests is "
+                         "not the size of any input; score such a model with the Scorer itself")
     example.validate(scorer.partition)
+    if example.num_requests < 2 or example.total_candidates < 2:
+        raise ValueError(f"the export example needs R >= 2 requests and C >= 2 candidates (torch.export "
+                         f"specialises sizes of 1), got R = {example.num_requests}, C = {example.total_candidates}")
     example = example.to(scorer.device)
     args = (example.context, example.candidates, example.request_index)
     scorer.eval()
-    if method == "torchscript":
-        with torch.no_grad():
-            return torch.jit.trace(scorer, args, strict=False, check_trace=False)
     requests, candidates = torch.export.Dim("R", min=1), torch.export.Dim("C", min=1)
     dynamic_shapes = ({f: {0: requests} for f in example.context},
                       {f: {0: candidates} for f in example.candidates},
                       {0: candidates})
-    return torch.export.export(scorer, args, dynamic_shapes=dynamic_shapes, strict=False)
+    with torch.no_grad():
+        return torch.export.export(scorer, args, dynamic_shapes=dynamic_shapes, strict=False)
