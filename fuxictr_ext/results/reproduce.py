@@ -356,7 +356,7 @@ def plot_table(rows: Sequence[dict], spec: Mapping, title: str, path: str) -> bo
     per sample on the left and ``x_paper: <metric>`` the paper's value of that metric in the
     same row (e.g. GFLOPs) on the right, both on a linear scale.
     """
-    from .spectrum.plot import require_matplotlib, save_figure
+    from ..spectrum.plot import require_matplotlib, save_figure
 
     metric = spec.get("metric", "AUC")
     siblings = {(r["cell"]["row"], r["cell"].get("series")): r["cell"]["value"] for r in rows

@@ -73,7 +73,7 @@ class ScoringServer:
         torch.set_num_threads(torch_threads)
         self.scorer = load_scorer(config_dir, expid, checkpoint, path, dtype=DTYPES.get(dtype),
                                   max_candidates=max_candidates)
-        self.info = {"expid": expid, "model": type(self.scorer.model).__name__, "path": path,
+        self.info = {"expid": expid, "model": self.scorer.model.__class__.__name__, "path": path,
                      "context_fields": list(self.scorer.encoder.context_columns),
                      "target_fields": list(self.scorer.encoder.target_columns),
                      "max_candidates": max_candidates, "max_batch_size": max_batch_size}
