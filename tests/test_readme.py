@@ -15,6 +15,7 @@ and the test suite itself.
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,14 +36,13 @@ SHELL_SKIPS = [
     (r"--gpu 0|--expid DNN_criteo|--expid \w+_criteo\b", "needs a downloaded Criteo release (and a GPU)"),
     (r"--nnodes|HOST:", "needs several machines"),
     (r"--expid \.\.\.", "a placeholder, not a command"),
+    (r"fuxictr_ext\.serving\.server\b.*&(\s|$)|^curl ", "a server left running and requests to it: tests/test_serving_server.py "
+                                                 "starts the server on 127.0.0.1 and sends these requests"),
 ]
 
 # Python blocks that are not self-contained, keyed by the sha1 of their exact text, so
 # that an entry stops matching (and the block runs) as soon as the block is edited.
-PYTHON_SKIPS = {
-    "efe71612434ddf28297f8721d61d2f594a7fa3b2": "serving section: a fragment (`model`, `requests` undefined); "
-                                                "that section is being rewritten by the serving work",
-}
+PYTHON_SKIPS: dict = {}
 
 FUXICTR_CHECKOUT_MARK = "# PYTHONPATH=/path/to/FuxiCTR"
 
@@ -80,14 +80,27 @@ def readme_snippets() -> List[Snippet]:
     return snippets
 
 
+def _complete(command: str) -> bool:
+    """False while a quote is open (comments, apostrophes in them included, are shell's)."""
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:
+        return False
+    return True
+
+
 def shell_commands(text: str) -> List[str]:
-    """One entry per command: continuation lines joined, blank and comment lines dropped."""
+    """One entry per command: continuation lines and lines inside an open single quote
+    joined, blank and comment lines dropped."""
     commands, pending = [], ""
     for line in text.splitlines():
         if line.rstrip().endswith("\\"):
             pending += line.rstrip()[:-1].strip() + " "
             continue
         command = (pending + line.strip()).strip()
+        if not _complete(command):                  # a quoted argument goes on
+            pending = command + "\n"
+            continue
         pending = ""
         if command and not command.startswith("#"):
             commands.append(command)
@@ -104,14 +117,17 @@ def test_the_readme_has_runnable_snippets_of_both_kinds():
     commands = [c for s in snippets if s.language == "bash" for c in shell_commands(s.text)]
     assert any(skip_reason(c) is None for c in commands)
     assert shell_commands("a \\\n  b  # note\n# only a comment\n\nc\n") == ["a b  # note", "c"]
+    assert shell_commands("d -x '{\n  \"k\": 1}'\ne\n") == ["d -x '{\n\"k\": 1}'", "e"]
 
 
 @pytest.fixture(scope="module")
 def clone_like(zoo_workspace, tmp_path_factory):
     """A folder that looks like a clone to the snippets: config/ (tiny demo data, with
-    the tuner grid file), run_expid.py; the repository's packages on PYTHONPATH."""
+    the tuner grid file and the papers' numbers), run_expid.py; the repository's packages
+    on PYTHONPATH."""
     root = tmp_path_factory.mktemp("readme")
     shutil.copytree(zoo_workspace / "config", root / "config")
+    shutil.copytree(REPO / "config" / "paper_results", root / "config" / "paper_results")
     (root / "config" / "tuner").mkdir()
     shutil.copy2(REPO / "config" / "tuner" / "DNN_demo_dropout.yaml", root / "config" / "tuner")
     shutil.copy2(REPO / "run_expid.py", root / "run_expid.py")
