@@ -8,6 +8,7 @@ tensor indexing. Pass it through FuxiCTR's hook:
 
 from __future__ import annotations
 
+import os
 from typing import Dict
 
 import numpy as np
@@ -15,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .build import resolve_files
+from .build import DataError, rebuild_hint, resolve_files
+
 
 class TensorDataLoader:
     """In-memory FuxiCTR data loader: the whole split as tensors, batches by indexing.
@@ -50,7 +52,7 @@ class TensorDataLoader:
         files = resolve_files(data_path, "parquet")
         self.num_blocks = len(files)
         columns = list(feature_map.features.keys()) + list(feature_map.labels)
-        table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+        table = pa.concat_tables([_read_split(f, columns) for f in files])
         self.num_samples = table.num_rows
         self.columns: Dict[str, torch.Tensor] = {name: _column_tensor(table.column(name)) for name in columns}
         if self.world_size > 1 and self.split == "train" and self.num_samples < self.world_size:
@@ -78,6 +80,14 @@ class TensorDataLoader:
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             yield {name: values[idx] for name, values in self.columns.items()}
+
+
+def _read_split(path: str, columns: list) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: the processed split cannot be read ({err}); "
+                        f"{rebuild_hint(os.path.dirname(os.path.abspath(path)))}") from err
 
 
 def _column_tensor(column: pa.ChunkedArray) -> torch.Tensor:
