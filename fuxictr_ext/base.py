@@ -34,6 +34,11 @@ from . import distributed as zoo_dist
 from .atomic import torch_save_atomic
 
 
+class TrainingDiverged(ValueError):
+    """Training that left the range where its results mean anything (non-finite loss or
+    predictions, or one prediction for every validation row); names learning_rate."""
+
+
 class ZooModel(BaseModel):
     """Base class of every model in the zoo.
 
@@ -67,6 +72,7 @@ class ZooModel(BaseModel):
         self._loss_sums: Dict[str, float] = {}
         self._loss_count = 0
         self._dist: Optional[zoo_dist.DistContext] = None
+        self._validating = False
 
     def finalize_model(self) -> None:
         """Compile the optimizer and loss, initialise weights, move to the device."""
@@ -121,7 +127,29 @@ class ZooModel(BaseModel):
             logging.info("Train loss parts: " + " - ".join(
                 f"{k}: {v / self._loss_count:.6f}" for k, v in self._loss_sums.items()))
         self._loss_sums, self._loss_count = {}, 0
-        super().eval_step()
+        self._validating = True
+        try:
+            super().eval_step()
+        finally:
+            self._validating = False
+
+    def evaluate_metrics(self, y_true, y_pred, metrics, group_id=None):
+        if self._validating:
+            self._check_predictions(np.asarray(y_pred))
+        return super().evaluate_metrics(y_true, y_pred, metrics, group_id)
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        epoch, batch = getattr(self, "_epoch_index", 0) + 1, getattr(self, "_batch_index", 0) + 1
+        return TrainingDiverged(f"training diverged at epoch {epoch}, batch {batch}: "
+                                f"{what}. Lower learning_rate (it is {self._learning_rate}); no results are written")
+
+    def _check_predictions(self, y_pred: np.ndarray) -> None:
+        """Validation predictions during training: finite and not one value for every row
+        (a saturated sigmoid, after which AUC is 0.5 and nothing is learnt)."""
+        if not np.isfinite(y_pred).all():
+            raise self._diverged(f"{int((~np.isfinite(y_pred)).sum())} validation predictions are not finite")
+        if y_pred.size > 1 and y_pred.min() == y_pred.max():
+            raise self._diverged(f"the model predicts {y_pred[0]:.6g} for all {y_pred.size} validation rows")
 
     # ---------------------------------------------------------------- training
     def train_step(self, batch_data):
@@ -129,6 +157,8 @@ class ZooModel(BaseModel):
         forward = self.__dict__.get("_ddp", self)
         return_dict = forward(batch_data)
         loss = self.compute_loss(return_dict, self.get_labels(batch_data))
+        if not torch.isfinite(loss):
+            raise self._diverged(f"the training loss is {float(loss)}")
         loss.backward()
         nn.utils.clip_grad_norm_(self.parameters(), self._max_gradient_norm)
         self.optimizer.step()

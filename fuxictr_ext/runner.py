@@ -28,17 +28,14 @@ from fuxictr.utils import load_dataset_config, load_model_config, print_to_json,
 
 from . import distributed as zoo_dist
 from .spectrum.callbacks import build_spectrum_callbacks
-from .config import warn_unknown_model_keys
+from .config import ConfigError, check_run_params, warn_unknown_dataset_keys, warn_unknown_model_keys
 from .cost import model_cost
 from .data import DataError, TensorDataLoader, build_dataset, is_built, processed_paths
+from .data.build import rebuild_hint
 from .data.synthetic import write as write_synthetic
 from .registry import get_model_class
 
 DATA_LOADERS = {"memory": TensorDataLoader, "fuxictr": None}
-
-
-class ConfigError(ValueError):
-    """A config directory, experiment id or setting that cannot be used."""
 
 
 def _yaml_files(config_dir: str, name: str) -> List[str]:
@@ -69,14 +66,19 @@ def load_params(config_dir: str, expid: str) -> tuple:
         hint = f" Near matches: {', '.join(near)}." if near else ""
         raise ConfigError(f"--expid {expid}: no such experiment id in {config_dir}.{hint}")
     model_params = load_model_config(config_dir, expid)
+    if "dataset_id" not in model_params:
+        raise ConfigError(f"experiment {expid}: no `dataset_id:` key in its config")
     dataset_id = model_params["dataset_id"]
-    try:
-        params = dict(model_params)
-        params.update(load_dataset_config(config_dir, dataset_id))
-    except RuntimeError:
-        known = _ids_in(_yaml_files(config_dir, "dataset_config"))
-        raise ConfigError(f"dataset_id={dataset_id!r} (experiment {expid}) is not in the dataset config; "
-                          f"known ids: {', '.join(known)}") from None
+    dataset_files = _yaml_files(config_dir, "dataset_config")
+    if not dataset_files:
+        raise ConfigError(f"--config {config_dir}: no dataset_config.yaml or dataset_config/*.yaml there "
+                          f"(experiment {expid} needs dataset_id={dataset_id!r})")
+    known = _ids_in(dataset_files)
+    if dataset_id not in known:
+        raise ConfigError(f"dataset_id={dataset_id!r} (experiment {expid}) is not in "
+                          f"{', '.join(dataset_files)}; known ids: {', '.join(known)}")
+    params = dict(model_params)
+    params.update(load_dataset_config(config_dir, dataset_id))
     return params, model_params
 
 
@@ -147,9 +149,13 @@ def setup_run(config_dir: str, expid: str, gpu: int):
     Returns (params, model_params, model_cls, context); context is None outside torchrun.
     """
     params, model_params = load_params(config_dir, expid)
-    model_cls = get_model_class(params["model"]) if "model" in params else None
-    if model_cls is None:
+    if "model" not in params:
         raise ConfigError(f"experiment {expid}: no `model:` key in its config")
+    try:
+        model_cls = get_model_class(params["model"])
+    except ValueError as err:
+        raise ConfigError(f"experiment {expid}: {err}") from None
+    check_run_params(params, f"experiment {expid}")
     params["gpu"] = gpu
     context = None
     if zoo_dist.torchrun_world_size() > 1:
@@ -163,6 +169,7 @@ def setup_run(config_dir: str, expid: str, gpu: int):
         params["gpu"] = resolve_device(gpu)
     logging.info("Params: " + print_to_json(params))
     warn_unknown_model_keys(model_cls, model_params)
+    warn_unknown_dataset_keys(params["dataset_id"], load_dataset_config(config_dir, params["dataset_id"]))
     seed_everything(seed=params.get("seed", 2019))
     return params, model_params, model_cls, context
 
@@ -183,7 +190,11 @@ def prepare_data(params: dict, context: Optional[zoo_dist.DistContext]):
     params["train_data"], params["valid_data"], params["test_data"] = paths["train"], paths["valid"], paths["test"]
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
     feature_map = FeatureMap(params["dataset_id"], data_dir)
-    feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
+    json_file = os.path.join(data_dir, "feature_map.json")
+    try:
+        feature_map.load(json_file, params)
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{json_file}: cannot be read ({err!r}); {rebuild_hint(data_dir)}") from err
     logging.info("Feature specs: " + print_to_json(feature_map.features))
     return feature_map, ceiling
 

@@ -41,8 +41,9 @@ from fuxictr.datasets import avazu, criteo
 SPLITS = ("train", "valid", "test")
 BUILD_RECORD = "build_record.json"
 BUILD_RECORD_VERSION = 1
-# Dataset config keys that change what a build contains.
-BUILD_KEYS = ("data_format", "sep", "feature_cols", "label_col", "min_categr_count", "num_buckets", "group_id",
+# Dataset config keys that change what a build contains (group_id does not: FeatureMap.load
+# takes it from the run's params, and model configs set it per experiment).
+BUILD_KEYS = ("data_format", "sep", "feature_cols", "label_col", "min_categr_count", "num_buckets",
               "train_data", "valid_data", "test_data")
 _WORK_FOLDER = re.compile(r"^\.(building|replaced)-(.+)-(\d+)$")
 
