@@ -311,7 +311,8 @@ def _write_split(processor: ZooFeatureProcessor, ddf: pl.LazyFrame, out_path: st
     return frame.height
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -328,7 +329,7 @@ def remove_orphaned_work_folders(data_root: str, dataset_id: str) -> List[str]:
     removed = []
     for name in sorted(os.listdir(data_root)) if os.path.isdir(data_root) else []:
         match = _WORK_FOLDER.match(name)
-        if match and (match.group(2) == dataset_id or not _pid_alive(int(match.group(3)))):
+        if match and (match.group(2) == dataset_id or not pid_alive(int(match.group(3)))):
             path = os.path.join(data_root, name)
             logging.warning(f"Removing {path}, left by a build that did not finish")
             shutil.rmtree(path, ignore_errors=True)
