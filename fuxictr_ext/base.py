@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
@@ -53,13 +54,16 @@ class ZooModel(BaseModel):
         learning_rate: optimizer learning rate.
         optimizer: optimizer name understood by fuxictr's ``get_optimizer``.
         loss: loss name understood by fuxictr's ``get_loss``.
+        config_fingerprint: the run's settings hash (the runner passes
+            ``fuxictr_ext.config.config_fingerprint(params)``); a resume state is loaded
+            only under the same one. Without it: the class name and parameter shapes.
         **kwargs: everything else goes to BaseModel (verbose, model_root,
             metrics, monitor, embedding_regularizer, net_regularizer, ...).
     """
 
     def __init__(self, feature_map, model_id: str = "ZooModel", gpu: int = -1,
                  learning_rate: float = 1e-3, optimizer: str = "adam",
-                 loss: str = "binary_crossentropy", **kwargs):
+                 loss: str = "binary_crossentropy", config_fingerprint: Optional[str] = None, **kwargs):
         kwargs.setdefault("verbose", 1)
         kwargs.setdefault("model_root", "./checkpoints/")
         kwargs.setdefault("metrics", ["logloss", "AUC"])
@@ -72,6 +76,8 @@ class ZooModel(BaseModel):
         self._loss_sums: Dict[str, float] = {}
         self._loss_count = 0
         self._dist: Optional[zoo_dist.DistContext] = None
+        self._job_id: Optional[str] = None
+        self._config_fingerprint = config_fingerprint
         self._validating = False
 
     def finalize_model(self) -> None:
@@ -203,6 +209,7 @@ class ZooModel(BaseModel):
         """Train data-parallel in ``context``'s process group (see fuxictr_ext.distributed)."""
         from torch.nn.parallel import DistributedDataParallel
         self._dist = context
+        self._job_id = zoo_dist.broadcast_object(zoo_dist.job_id())
         ddp = DistributedDataParallel(self, device_ids=[context.gpu] if context.gpu >= 0 else None)
         self.__dict__["_ddp"] = ddp  # not a sub-module: state_dict keys stay those of the plain model
 
@@ -210,23 +217,65 @@ class ZooModel(BaseModel):
     def resume_path(self) -> str:
         return self.checkpoint + ".resume"
 
+    def _rng_state(self) -> dict:
+        state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _set_rng_state(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
+    def _fingerprint(self) -> str:
+        if self._config_fingerprint:
+            return self._config_fingerprint
+        shapes = [(name, tuple(value.shape)) for name, value in self.state_dict().items()]
+        return f"{type(self).__name__}:{shapes}"
+
     def _save_resume_state(self, next_epoch: int) -> None:
-        if self._dist is None or not self._dist.is_main:
+        """After an epoch (every rank takes part: rank 0 gathers the RNG states and writes)."""
+        if self._dist is None:
             return
-        state = {"next_epoch": next_epoch, "model": self.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "best_metric": float(self._best_metric), "stopping_steps": self._stopping_steps,
-                 "total_steps": self._total_steps}
+        rng_states = zoo_dist.gather_objects(self._rng_state())
+        if not self._dist.is_main:
+            return
+        state = {"job_id": self._job_id, "config_fingerprint": self._fingerprint(),
+                 "world_size": self._dist.world_size, "next_epoch": next_epoch, "model": self.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "best_metric": float(self._best_metric),
+                 "stopping_steps": self._stopping_steps, "total_steps": self._total_steps, "rng": rng_states}
         torch_save_atomic(state, self.resume_path)
 
+    def _foreign_resume_state(self, state: dict) -> Optional[str]:
+        """Why a resume state is not this job's to continue (None: it is)."""
+        if state.get("job_id") != self._job_id:
+            return f"written by another job ({state.get('job_id')}, this one is {self._job_id})"
+        if state.get("config_fingerprint") != self._fingerprint():
+            return "written under another config (its settings fingerprint differs from this run's)"
+        if state.get("world_size") != self._dist.world_size:
+            return f"written by {state.get('world_size')} processes, this run has {self._dist.world_size}"
+        return None
+
     def _load_resume_state(self, data_generator) -> int:
-        if self._dist is None or zoo_dist.restart_count() == 0 or not os.path.isfile(self.resume_path):
+        """The epoch to start at: 0, or after a torchrun restart the one after this job's last
+        finished epoch, with weights, optimizer, early-stop and RNG state as they were."""
+        if self._dist is None or not os.path.isfile(self.resume_path):
             return 0
         state = torch.load(self.resume_path, map_location="cpu", weights_only=False)
+        reason = self._foreign_resume_state(state)
+        if reason is not None or zoo_dist.restart_count() == 0:
+            logging.warning(f"Not resuming from {self.resume_path}: "
+                            f"{reason or 'this is the first attempt of this job'}; starting at epoch 1")
+            return 0
         self.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self._best_metric = state["best_metric"]
         self._stopping_steps = state["stopping_steps"]
         self._total_steps = state["total_steps"]
+        self._set_rng_state(state["rng"][self._dist.rank])
         if hasattr(data_generator, "epoch"):
             data_generator.epoch = state["next_epoch"]
         logging.warning(f"Restart {zoo_dist.restart_count()}: resuming from {self.resume_path} "

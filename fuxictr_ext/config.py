@@ -4,7 +4,9 @@ of a traceback from deep inside FuxiCTR or torch)."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 import math
 import numbers
@@ -22,7 +24,7 @@ RUNNER_KEYS = frozenset({
     "reduce_lr_on_plateau", "max_gradient_norm", "metrics", "task", "loss", "optimizer",
     "learning_rate", "embedding_regularizer", "net_regularizer", "group_id",
     "use_features", "feature_specs", "feature_config", "spectrum_callbacks", "pickle_feature_encoder",
-    "rebuild_dataset", "buffer_size", "dist_backend", "dist_timeout_s",
+    "rebuild_dataset", "buffer_size", "dist_backend", "dist_timeout_s", "config_fingerprint",
 })
 
 # Keys of a dataset config entry: FuxiCTR's (read by its FeatureProcessor, build_dataset and
@@ -105,6 +107,13 @@ def check_run_params(params: dict, where: str) -> None:
         expected = rule(value)
         if expected:
             raise ConfigError(f"{where}: {key}={value!r} must be {expected}{_number_text_hint(key, value)}")
+
+
+def config_fingerprint(params: dict) -> str:
+    """A hash of the run's settings (every key but the per-process ``gpu``): what a resume
+    state must have been written under to be loaded."""
+    settings = {k: v for k, v in params.items() if k not in ("gpu", "config_fingerprint")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def warn_unknown_dataset_keys(dataset_id: str, entry: dict) -> List[str]:

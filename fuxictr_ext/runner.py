@@ -28,7 +28,7 @@ from fuxictr.utils import load_dataset_config, load_model_config, print_to_json,
 
 from . import distributed as zoo_dist
 from .spectrum.callbacks import build_spectrum_callbacks
-from .config import ConfigError, check_run_params, warn_unknown_dataset_keys, warn_unknown_model_keys
+from .config import ConfigError, check_run_params, config_fingerprint, warn_unknown_dataset_keys, warn_unknown_model_keys
 from .cost import model_cost
 from .data import DataError, TensorDataLoader, build_dataset, is_built, processed_paths
 from .data.build import rebuild_hint
@@ -167,6 +167,7 @@ def setup_run(config_dir: str, expid: str, gpu: int):
         logging.getLogger().setLevel(logging.WARNING)
     if context is None:
         params["gpu"] = resolve_device(gpu)
+    params["config_fingerprint"] = config_fingerprint(params)
     logging.info("Params: " + print_to_json(params))
     warn_unknown_model_keys(model_cls, model_params)
     warn_unknown_dataset_keys(params["dataset_id"], load_dataset_config(config_dir, params["dataset_id"]))
@@ -175,16 +176,20 @@ def setup_run(config_dir: str, expid: str, gpu: int):
 
 
 def prepare_data(params: dict, context: Optional[zoo_dist.DistContext]):
-    """Step 2: raw data present (synthetic generated), dataset built once on the main rank,
-    params pointed at the processed splits.
+    """Step 2: raw data present (synthetic generated), dataset built once on the main rank
+    (the other ranks wait for it without the collective timeout), params pointed at the
+    processed splits.
 
     Returns (the loaded FeatureMap, the planted model's report for synthetic data or None).
     """
-    if context is None or context.is_main:
+    def build() -> None:
         ensure_raw_data(params)
         build_dataset(params)
-    if context is not None:
-        torch.distributed.barrier()
+
+    if context is None:
+        build()
+    else:
+        zoo_dist.wait_for_main(context, build)
     ceiling = _ceiling(params)
     paths = processed_paths(params)
     params["train_data"], params["valid_data"], params["test_data"] = paths["train"], paths["valid"], paths["test"]

@@ -36,6 +36,12 @@ def _run(config, capsys, expid="X_bad"):
     return rc, capsys.readouterr().err
 
 
+def _results_lines(workspace, expid="X_bad"):
+    results = workspace / "cfg.csv"
+    return [line for line in results.read_text().splitlines() if f"[exp_id] {expid}," in line] \
+        if results.exists() else []
+
+
 BAD_SETTINGS = [
     ({"embedding_dim": "abc"}, "embedding_dim='abc' must be a whole number >= 1"),
     ({"epochs": "abc"}, "epochs='abc' must be a whole number >= 1"),
@@ -57,14 +63,14 @@ def test_bad_setting_is_named_without_traceback(in_workspace, tmp_path, capsys, 
     assert "run_expid: error: experiment X_bad:" in err
     assert re.search(message, err), err
     assert "Traceback" not in err
-    assert not (in_workspace / "cfg.csv").exists()
+    assert not _results_lines(in_workspace)
 
 
 def test_diverged_run_fails_names_learning_rate_and_writes_no_results(in_workspace, tmp_path, capsys):
     rc, err = _run(_config(in_workspace, tmp_path, {"learning_rate": 1000.0, "epochs": 2}), capsys)
     assert rc == 2
     assert "training diverged" in err and "learning_rate (it is 1000.0)" in err
-    assert not (in_workspace / "cfg.csv").exists()
+    assert not _results_lines(in_workspace)
 
 
 def test_dataset_config_yaml_error_names_file(in_workspace, tmp_path, capsys):
@@ -103,7 +109,7 @@ def test_bad_data_is_named_before_training(in_workspace, tmp_path, capsys, split
     rc, err = _run(config, capsys)
     assert rc == 2 and "Traceback" not in err
     assert re.search(message, err), err
-    assert not (in_workspace / "cfg.csv").exists()
+    assert not _results_lines(in_workspace)
 
 
 def test_typo_in_dataset_config_entry_is_warned(in_workspace, tmp_path, capsys):
