@@ -330,7 +330,7 @@ def prepare(dataset_id: str, src: str, config_dir: str = "./config/", release: O
                 os.remove(job.tmp)
     processed = os.path.join(params.get("data_root", "./data/"), dataset_id)
     if os.path.isdir(processed):
-        logging.warning(f"{processed} was built from earlier raw files; delete it so that the next run rebuilds it")
+        logging.warning(f"{processed} was built from earlier raw files; the next run rebuilds it")
     return written
 
 
