@@ -34,15 +34,13 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Callable, List, TypeVar
-
-T = TypeVar("T")
-BUILD_WAIT_S = 7 * 24 * 3600.0  # the other ranks' wait for rank 0's dataset build
+from typing import Callable, List
 
 import torch
 import torch.distributed as dist
 
 ENV_KEYS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
+BUILD_WAIT_S = 7 * 24 * 3600.0  # how long the other ranks wait for rank 0's dataset build
 
 
 class DistributedSetupError(ValueError):
@@ -150,28 +148,27 @@ def gather_objects(obj) -> list:
     return out
 
 
-def wait_for_main(context: DistContext, work: Callable[[], T], timeout_s: float = BUILD_WAIT_S) -> None:
+def wait_for_main(context: DistContext, work: Callable[[], None], timeout_s: float = BUILD_WAIT_S) -> None:
     """Run ``work`` on rank 0 while the other ranks wait, however long it takes.
 
-    The wait is a barrier in a gloo group of its own whose timeout is ``timeout_s``
+    The wait is a broadcast in a gloo group of its own whose timeout is ``timeout_s``
     (not the job's ``dist_timeout_s``, which is for collectives that should be
-    quick). Rank 0's error, if any, is raised on every rank (as the same type when
-    it is a ValueError, the family of the zoo's clear errors), so all ranks stop
-    with its message.
+    quick). Rank 0's error is raised on every rank - as itself when it is a
+    ValueError (the family of the zoo's clear errors: DataError, ConfigError), else
+    as a RuntimeError quoting it - so all ranks stop with its message.
     """
     group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
-    outcome: List = [None]
+    error = None
     if context.is_main:
         try:
             work()
         except Exception as err:
-            outcome[0] = err
-    box = [outcome[0] if isinstance(outcome[0], ValueError) else
-           (None if outcome[0] is None else RuntimeError(f"rank 0 failed: {outcome[0]!r}"))]
+            error = err
+    box: List = [error if error is None or isinstance(error, ValueError) else RuntimeError(f"rank 0 failed: {error!r}")]
     dist.broadcast_object_list(box, src=0, group=group)
     dist.destroy_process_group(group)
-    if context.is_main and outcome[0] is not None:
-        raise outcome[0]
+    if error is not None:
+        raise error
     if box[0] is not None:
         raise box[0]
 
