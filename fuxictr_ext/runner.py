@@ -30,12 +30,12 @@ from . import distributed as zoo_dist
 from .spectrum.callbacks import build_spectrum_callbacks
 from .config import ConfigError, check_run_params, config_fingerprint, warn_unknown_dataset_keys, warn_unknown_model_keys
 from .cost import model_cost
-from .data import DataError, TensorDataLoader, build_dataset, is_built, processed_paths
+from .data import DataError, MappedDataLoader, TensorDataLoader, build_dataset, is_built, processed_paths
 from .data.build import rebuild_hint
 from .data.synthetic import write as write_synthetic
 from .registry import get_model_class
 
-DATA_LOADERS = {"memory": TensorDataLoader, "fuxictr": None}
+DATA_LOADERS = {"memory": TensorDataLoader, "mapped": MappedDataLoader, "fuxictr": None}
 
 
 def _yaml_files(config_dir: str, name: str) -> List[str]:
@@ -132,9 +132,9 @@ def make_loaders(feature_map, params: dict, stage: str, context: Optional[zoo_di
     kwargs["data_loader"] = DATA_LOADERS[choice]
     kwargs.setdefault("data_format", "parquet")
     if context is not None:
-        if choice != "memory":
+        if DATA_LOADERS[choice] is None:
             raise ConfigError(f"data_loader={choice!r} cannot shard data across torchrun processes; "
-                              "use data_loader: memory")
+                              "use data_loader: memory or mapped")
         kwargs.update(rank=context.rank, world_size=context.world_size)
     return RankDataLoader(feature_map, stage=stage, **kwargs)
 
