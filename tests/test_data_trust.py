@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from fuxictr.features import FeatureMap
 
@@ -241,3 +242,13 @@ def test_build_record_names_raw_files(tmp_path):
     assert record["raw_files"]["train"][0]["path"] == str(tmp_path / "train.csv")
     assert record["raw_files"]["train"][0]["bytes"] == os.path.getsize(tmp_path / "train.csv")
     assert record["config"]["min_categr_count"] == 1
+
+
+def test_chunked_encoding_equals_one_chunk(tmp_path, monkeypatch):
+    _write_splits(tmp_path)
+    params = _params(tmp_path)
+    whole = pd.read_parquet(build_dataset(params)["train"])
+    monkeypatch.setattr(zoo_data, "BUILD_CHUNK_ROWS", 37)
+    chunked_path = build_dataset(dict(params, rebuild_dataset=True))["train"]
+    assert pq.ParquetFile(chunked_path).num_row_groups == int(np.ceil(200 / 37))
+    pd.testing.assert_frame_equal(pd.read_parquet(chunked_path), whole)

@@ -10,6 +10,7 @@ import yaml
 from fuxictr.features import FeatureMap
 
 from fuxictr_ext.data import MappedDataLoader, TensorDataLoader, build_dataset
+from fuxictr_ext.data.loader import mapped_columns
 from fuxictr_ext.data.synthetic import write
 
 
@@ -59,7 +60,8 @@ def test_column_files_are_written_once_and_mapped(built_taobao):
     stamps = {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)}
     second = MappedDataLoader(fmap, paths["valid"], split="valid", batch_size=256)
     assert {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)} == stamps
-    assert all(isinstance(v, np.memmap) for v in second.columns.values())
+    mapped = mapped_columns(paths["valid"], list(second.columns))
+    assert all(isinstance(v, np.memmap) for v in mapped.values())
     assert first.num_samples == second.num_samples
     assert not [e for e in os.listdir(os.path.dirname(folder)) if ".tmp-" in e]
 

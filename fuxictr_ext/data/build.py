@@ -45,6 +45,7 @@ BUILD_RECORD_VERSION = 1
 # takes it from the run's params, and model configs set it per experiment).
 BUILD_KEYS = ("data_format", "sep", "feature_cols", "label_col", "min_categr_count", "num_buckets",
               "train_data", "valid_data", "test_data")
+BUILD_CHUNK_ROWS = 1_000_000  # rows encoded at a time (one parquet row group)
 _WORK_FOLDER = re.compile(r"^\.(building|replaced)-(.+)-(\d+)$")
 
 
@@ -295,10 +296,8 @@ def is_built(params: dict) -> bool:
     return stale_reason(params) is None
 
 
-def _write_split(processor: ZooFeatureProcessor, ddf: pl.LazyFrame, out_path: str) -> int:
-    frame = ddf.collect()
-    batch = {name: frame[name].to_numpy() for name in frame.columns}
-    batch = processor.transform(batch)
+def _encoded_table(processor: ZooFeatureProcessor, frame: pl.DataFrame) -> pa.Table:
+    batch = processor.transform({name: frame[name].to_numpy() for name in frame.columns})
     arrays, names = [], []
     for name, values in batch.items():
         values = np.asarray(values)
@@ -307,8 +306,28 @@ def _write_split(processor: ZooFeatureProcessor, ddf: pl.LazyFrame, out_path: st
         else:
             arrays.append(pa.array(values))
         names.append(name)
-    pq.write_table(pa.table(arrays, names=names), out_path)
-    return frame.height
+    return pa.table(arrays, names=names)
+
+
+def _write_split(processor: ZooFeatureProcessor, ddf: pl.LazyFrame, out_path: str) -> int:
+    """Encode ``ddf`` with the fitted processor into ``out_path``, BUILD_CHUNK_ROWS rows at a
+    time (polars' streaming batches, one parquet row group each): the peak memory is a
+    chunk's, not the split's. Returns the row count."""
+    rows = 0
+    writer: Optional[pq.ParquetWriter] = None
+    try:
+        for frame in ddf.collect_batches(chunk_size=BUILD_CHUNK_ROWS, maintain_order=True):
+            table = _encoded_table(processor, frame)
+            if writer is None:
+                writer = pq.ParquetWriter(out_path, table.schema)
+            writer.write_table(table)
+            rows += frame.height
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise DataError(f"{out_path}: the split has no rows after preprocessing")
+    return rows
 
 
 def pid_alive(pid: int) -> bool:

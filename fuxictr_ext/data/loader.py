@@ -105,26 +105,27 @@ class MappedDataLoader(TensorDataLoader):
     process's private memory is its batches, not the split.
     """
 
-    def _load_columns(self, files: List[str], columns: List[str]) -> Dict[str, np.ndarray]:
+    def _load_columns(self, files: List[str], columns: List[str]) -> Dict[str, torch.Tensor]:
         parts = [mapped_columns(f, columns) for f in files]
-        if len(parts) == 1:
-            return parts[0]
-        logging.warning(f"MappedDataLoader: {len(files)} parquet files are concatenated into this process's "
-                        "memory (one mapped copy is shared only for a split in one file, as build_dataset writes)")
-        return {name: np.concatenate([part[name] for part in parts]) for name in columns}
+        if len(parts) > 1:
+            logging.warning(f"MappedDataLoader: {len(files)} parquet files are concatenated into this process's "
+                            "memory (one mapped copy is shared only for a split in one file, as build_dataset "
+                            "writes)")
+        merged = parts[0] if len(parts) == 1 else {n: np.concatenate([p[n] for p in parts]) for n in columns}
+        return {name: torch.from_numpy(values) for name, values in merged.items()}  # views of the mappings
 
-    def _take(self, values: np.ndarray, idx: torch.Tensor) -> torch.Tensor:
-        batch = values[idx.numpy()]
-        dtype = np.float64 if np.issubdtype(batch.dtype, np.floating) else np.int64
-        return torch.from_numpy(batch.astype(dtype, copy=False))
+    def _take(self, values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return values[idx].to(torch.float64 if values.is_floating_point() else torch.int64)
 
 
 def mapped_columns(parquet_path: str, columns: List[str]) -> Dict[str, np.ndarray]:
-    """Read-only memory maps of ``columns`` of a processed split, written on first use."""
+    """Memory maps of ``columns`` of a processed split, written on first use. Copy-on-write
+    maps (``mmap_mode="c"``): reads share the page cache across processes, and a write
+    (none is made) would stay private to its process."""
     folder = os.path.splitext(parquet_path)[0] + ".columns"
     if not all(os.path.isfile(os.path.join(folder, f"{name}.npy")) for name in columns):
         _write_column_files(parquet_path, folder)
-    return {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r") for name in columns}
+    return {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="c") for name in columns}
 
 
 def _write_column_files(parquet_path: str, folder: str) -> None:
