@@ -8,8 +8,10 @@ count starts that many processes at once; each makes one full pass over the whol
 training split (a torchrun rank would read its shard; the pass reads every row so
 that every page is touched), then reports its rows/s, its peak RSS (VmHWM) and its PSS
 (proportional set size: shared pages divided among the processes sharing them,
-from /proc/self/smaps_rollup) while all processes are still alive. Printed: the
-median and min rows/s over processes and the sum of PSS. One torch thread per process.
+from /proc/self/smaps_rollup) while all processes are still alive. Printed per loader
+and process count: the median over rounds of the per-round median rows/s, the
+min rows/s of any process, the smallest sum of PSS over rounds and its ratio to
+one process's, and the largest peak RSS. One torch thread per process.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import statistics
 import time
 
 LOADERS = ("memory", "mapped")
@@ -70,9 +73,9 @@ def measure(workdir: str, rows: int, loader: str, processes: int, batch_size: in
         p.join()
         if p.exitcode != 0:
             raise RuntimeError(f"a {loader} process exited with {p.exitcode}")
-    speeds = sorted(r["rows_per_s"] for r in reports)
-    return {"loader": loader, "processes": processes, "median_rows_per_s": speeds[len(speeds) // 2],
-            "min_rows_per_s": speeds[0], "setup_s": max(r["setup_s"] for r in reports),
+    speeds = [r["rows_per_s"] for r in reports]
+    return {"loader": loader, "processes": processes, "median_rows_per_s": statistics.median(speeds),
+            "min_rows_per_s": min(speeds), "setup_s": max(r["setup_s"] for r in reports),
             "sum_pss_mb": sum(r["pss_mb"] for r in reports),
             "max_peak_rss_mb": max(r["peak_rss_mb"] for r in reports)}
 
@@ -100,9 +103,9 @@ def main() -> None:
         for processes in (1, 2):
             rs = [r for r in results if r["loader"] == loader and r["processes"] == processes]
             one = min(r["sum_pss_mb"] for r in results if r["loader"] == loader and r["processes"] == 1)
-            speeds = sorted(r["median_rows_per_s"] for r in rs)
+            speeds = [r["median_rows_per_s"] for r in rs]
             pss = min(r["sum_pss_mb"] for r in rs)
-            print(f"{loader:<7} {processes:>5} {speeds[len(speeds) // 2]:>14,.0f} "
+            print(f"{loader:<7} {processes:>5} {statistics.median(speeds):>14,.0f} "
                   f"{min(r['min_rows_per_s'] for r in rs):>11,.0f} {pss:>11,.0f} {pss / one:>9.2f} "
                   f"{max(r['max_peak_rss_mb'] for r in rs):>12,.0f}")
 

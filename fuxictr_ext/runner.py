@@ -28,7 +28,8 @@ from fuxictr.utils import load_dataset_config, load_model_config, print_to_json,
 
 from . import distributed as zoo_dist
 from .spectrum.callbacks import build_spectrum_callbacks
-from .config import ConfigError, check_run_params, config_fingerprint, warn_unknown_dataset_keys, warn_unknown_model_keys
+from .config import (ConfigError, check_run_params, config_fingerprint, warn_unknown_dataset_keys,
+                     warn_unknown_model_keys)
 from .cost import model_cost
 from .data import DataError, MappedDataLoader, TensorDataLoader, build_dataset, is_built, processed_paths
 from .data.build import rebuild_hint
