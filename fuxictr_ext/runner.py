@@ -171,7 +171,8 @@ def setup_run(config_dir: str, expid: str, gpu: int):
     params["config_fingerprint"] = config_fingerprint(params)
     logging.info("Params: " + print_to_json(params))
     warn_unknown_model_keys(model_cls, model_params)
-    warn_unknown_dataset_keys(params["dataset_id"], load_dataset_config(config_dir, params["dataset_id"]))
+    dataset_id = model_params["dataset_id"]  # the config entry's name (the tuner's entries rename the id)
+    warn_unknown_dataset_keys(dataset_id, load_dataset_config(config_dir, dataset_id))
     seed_everything(seed=params.get("seed", 2019))
     return params, model_params, model_cls, context
 
