@@ -385,7 +385,8 @@ def build_dataset(params: dict) -> Dict[str, Optional[str]]:
     raw split is validated (columns, labels, finite numerics), then the build happens
     in a temporary sibling folder renamed into place at the end, so an interrupted
     build leaves nothing that ``is_built`` accepts and a concurrent run waits and
-    reuses the finished build instead of replacing it.
+    reuses the finished build instead of replacing it. Splits are encoded
+    BUILD_CHUNK_ROWS rows at a time.
     """
     paths = processed_paths(params)
     final_dir = os.path.join(params["data_root"], params["dataset_id"])
