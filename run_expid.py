@@ -14,6 +14,7 @@ import sys
 import torch
 
 from fuxictr_ext import distributed as zoo_dist
+from fuxictr_ext.base import TrainingDiverged
 from fuxictr_ext.data import DataError
 from fuxictr_ext.runner import ConfigError, run_experiment
 
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
     gpu = default_gpu() if args.gpu is None else args.gpu
     try:
         result = run_experiment(args.config, args.expid, gpu)
-    except (ConfigError, DataError, zoo_dist.DistributedSetupError) as err:
+    except (ConfigError, DataError, TrainingDiverged, zoo_dist.DistributedSetupError) as err:
         print(f"run_expid: error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -55,7 +55,7 @@ def measure(workdir: str, rows: int, loader: str, mode: str, batch_size: int) ->
     from fuxictr_ext.data import TensorDataLoader
     from model_zoo.DNN import DNN
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(1)
     params = _params(workdir, rows)
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
     fmap = FeatureMap(params["dataset_id"], data_dir)
@@ -98,7 +98,7 @@ def main() -> None:
         print(json.dumps(measure(args.workdir, args.rows, *args.measure, args.batch_size)))
         return
     prepare(args.workdir, args.rows)
-    print(f"rows={args.rows} batch_size={args.batch_size} cpus={os.cpu_count()}")
+    print(f"rows={args.rows} batch_size={args.batch_size} torch_threads=1")
     print(f"{'loader':<8} {'mode':<10} {'rows/s':>10} {'seconds':>8} {'setup s':>8} {'peak RSS MB':>12}")
     for loader, mode in [("fuxictr", "load"), ("memory", "load"), ("fuxictr", "train"),
                          ("memory", "train"), ("memory", "model_only")]:

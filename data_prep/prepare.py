@@ -6,7 +6,7 @@ The dataset id's entry in ``<config>/dataset_config.yaml`` says where the raw
 files go (``train_data`` / ``valid_data`` / ``test_data``), in which format
 (``data_format``: parquet or csv) and with which column dtypes. Every release
 CSV is checked before anything is written (present, not empty, the release's
-columns, a numeric label in its first rows), then streamed through polars -
+columns, a numeric label in its first rows, every line complete), then streamed through polars -
 never loaded whole - into a temporary file beside its target, cast to the
 config's dtypes (a value that does not convert stops the run), and checked
 again (no empty label, labels in [0, 1]). The targets are replaced only when
@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -47,6 +48,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from fuxictr_ext.data import SPLITS, DataError
+from fuxictr_ext.data.build import pid_alive
 
 POLARS_DTYPES = {"str": pl.String, "float": pl.Float64, "int": pl.Int64}
 LABEL_CHECK_ROWS = 1000
@@ -327,6 +329,39 @@ def check_release_csv(path: str, columns: Tuple[str, ...], label: str) -> None:
     if bad.any():
         row = int(bad.arg_true()[0])
         raise DataError(f"{path}: label column {label!r} is not numeric ({values[row]!r} on data row {row + 1})")
+    check_complete_rows(path, len(head.columns))
+
+
+def check_complete_rows(path: str, n_columns: int) -> None:
+    """Every line has the header's number of fields; else DataError with the first short or
+    long line's number. polars would pad a line cut off mid-way (an interrupted download
+    or copy) with nulls. One streamed pass over the lines; lines with a quote character
+    are not counted (a quoted field may hold the separator)."""
+    lines = pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String})
+    fields = pl.col("line").str.count_matches(",", literal=True) + 1
+    bad = (lines.with_row_index("line_number", offset=1)
+           .filter(pl.col("line").is_not_null() & ~pl.col("line").str.contains('"', literal=True)
+                   & (fields != n_columns))
+           .select("line_number", fields.alias("fields")))
+    stats = bad.select(pl.len().alias("count"), pl.col("line_number").first(), pl.col("fields").first()).collect()
+    count, line_number, found = stats.row(0)
+    if count:
+        raise DataError(f"{path}: line {line_number} has {found} fields, the header has {n_columns} "
+                        f"({count} such line(s)); the file looks cut off or damaged - download or copy it again")
+
+
+def remove_orphaned_tmp_files(targets: List[str]) -> List[str]:
+    """Delete ``.<name>.tmp-<pid>`` files beside ``targets`` left by preparers that died."""
+    removed = []
+    for folder in sorted({os.path.dirname(os.path.abspath(t)) for t in targets}):
+        names = {os.path.basename(t) for t in targets if os.path.dirname(os.path.abspath(t)) == folder}
+        for entry in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            match = re.match(r"^\.(.+)\.tmp-(\d+)$", entry)
+            if match and match.group(1) in names and not pid_alive(int(match.group(2))):
+                logging.warning(f"Removing {os.path.join(folder, entry)}, left by a preparer that did not finish")
+                os.remove(os.path.join(folder, entry))
+                removed.append(os.path.join(folder, entry))
+    return removed
 
 
 def check_pretrained(path: str, dim: Optional[int]) -> None:
@@ -515,7 +550,7 @@ def prepare(dataset_id: str, src: str, config_dir: str = "./config/", release: O
                 written = _prepare_release(params, RELEASES[release_id], folder)
     processed = os.path.join(params.get("data_root", "./data/"), dataset_id)
     if os.path.isdir(processed):
-        logging.warning(f"{processed} was built from earlier raw files; delete it so that the next run rebuilds it")
+        logging.warning(f"{processed} was built from earlier raw files; the next run rebuilds it")
     return written
 
 
@@ -533,6 +568,7 @@ def _prepare_release(params: dict, spec: Release, src: str) -> Dict[str, Optiona
             check_release_csv(job.source, spec.columns, spec.label)
 
     data_format = params.get("data_format", "csv")
+    remove_orphaned_tmp_files([job.target for job in jobs])
     written: Dict[str, Optional[int]] = {}
     with replacing_targets([job.target for job in jobs]):
         for job in jobs:

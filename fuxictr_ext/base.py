@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
@@ -32,6 +33,11 @@ from torch import nn
 
 from . import distributed as zoo_dist
 from .atomic import torch_save_atomic
+
+
+class TrainingDiverged(ValueError):
+    """Training that left the range where its results mean anything (non-finite loss or
+    predictions, or one prediction for every validation row); names learning_rate."""
 
 
 class ZooModel(BaseModel):
@@ -48,13 +54,16 @@ class ZooModel(BaseModel):
         learning_rate: optimizer learning rate.
         optimizer: optimizer name understood by fuxictr's ``get_optimizer``.
         loss: loss name understood by fuxictr's ``get_loss``.
+        config_fingerprint: the run's settings hash (the runner passes
+            ``fuxictr_ext.config.config_fingerprint(params)``); a resume state is loaded
+            only under the same one. Without it: the class name and parameter shapes.
         **kwargs: everything else goes to BaseModel (verbose, model_root,
             metrics, monitor, embedding_regularizer, net_regularizer, ...).
     """
 
     def __init__(self, feature_map, model_id: str = "ZooModel", gpu: int = -1,
                  learning_rate: float = 1e-3, optimizer: str = "adam",
-                 loss: str = "binary_crossentropy", **kwargs):
+                 loss: str = "binary_crossentropy", config_fingerprint: Optional[str] = None, **kwargs):
         kwargs.setdefault("verbose", 1)
         kwargs.setdefault("model_root", "./checkpoints/")
         kwargs.setdefault("metrics", ["logloss", "AUC"])
@@ -67,6 +76,9 @@ class ZooModel(BaseModel):
         self._loss_sums: Dict[str, float] = {}
         self._loss_count = 0
         self._dist: Optional[zoo_dist.DistContext] = None
+        self._job_id: Optional[str] = None
+        self._config_fingerprint = config_fingerprint
+        self._validating = False
 
     def finalize_model(self) -> None:
         """Compile the optimizer and loss, initialise weights, move to the device."""
@@ -121,7 +133,29 @@ class ZooModel(BaseModel):
             logging.info("Train loss parts: " + " - ".join(
                 f"{k}: {v / self._loss_count:.6f}" for k, v in self._loss_sums.items()))
         self._loss_sums, self._loss_count = {}, 0
-        super().eval_step()
+        self._validating = True
+        try:
+            super().eval_step()
+        finally:
+            self._validating = False
+
+    def evaluate_metrics(self, y_true, y_pred, metrics, group_id=None):
+        if self._validating:
+            self._check_predictions(np.asarray(y_pred))
+        return super().evaluate_metrics(y_true, y_pred, metrics, group_id)
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        epoch, batch = getattr(self, "_epoch_index", 0) + 1, getattr(self, "_batch_index", 0) + 1
+        return TrainingDiverged(f"training diverged at epoch {epoch}, batch {batch}: "
+                                f"{what}. Lower learning_rate (it is {self._learning_rate}); no results are written")
+
+    def _check_predictions(self, y_pred: np.ndarray) -> None:
+        """Validation predictions during training: finite and not one value for every row
+        (a saturated sigmoid, after which AUC is 0.5 and nothing is learnt)."""
+        if not np.isfinite(y_pred).all():
+            raise self._diverged(f"{int((~np.isfinite(y_pred)).sum())} validation predictions are not finite")
+        if y_pred.size > 1 and y_pred.min() == y_pred.max():
+            raise self._diverged(f"the model predicts {y_pred[0]:.6g} for all {y_pred.size} validation rows")
 
     # ---------------------------------------------------------------- training
     def train_step(self, batch_data):
@@ -129,6 +163,8 @@ class ZooModel(BaseModel):
         forward = self.__dict__.get("_ddp", self)
         return_dict = forward(batch_data)
         loss = self.compute_loss(return_dict, self.get_labels(batch_data))
+        if not torch.isfinite(loss):
+            raise self._diverged(f"the training loss is {float(loss)}")
         loss.backward()
         nn.utils.clip_grad_norm_(self.parameters(), self._max_gradient_norm)
         self.optimizer.step()
@@ -173,6 +209,7 @@ class ZooModel(BaseModel):
         """Train data-parallel in ``context``'s process group (see fuxictr_ext.distributed)."""
         from torch.nn.parallel import DistributedDataParallel
         self._dist = context
+        self._job_id = zoo_dist.broadcast_object(zoo_dist.job_id())
         ddp = DistributedDataParallel(self, device_ids=[context.gpu] if context.gpu >= 0 else None)
         self.__dict__["_ddp"] = ddp  # not a sub-module: state_dict keys stay those of the plain model
 
@@ -180,23 +217,65 @@ class ZooModel(BaseModel):
     def resume_path(self) -> str:
         return self.checkpoint + ".resume"
 
+    def _rng_state(self) -> dict:
+        state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _set_rng_state(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
+    def _fingerprint(self) -> str:
+        if self._config_fingerprint:
+            return self._config_fingerprint
+        shapes = [(name, tuple(value.shape)) for name, value in self.state_dict().items()]
+        return f"{type(self).__name__}:{shapes}"
+
     def _save_resume_state(self, next_epoch: int) -> None:
-        if self._dist is None or not self._dist.is_main:
+        """After an epoch (every rank takes part: rank 0 gathers the RNG states and writes)."""
+        if self._dist is None:
             return
-        state = {"next_epoch": next_epoch, "model": self.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "best_metric": float(self._best_metric), "stopping_steps": self._stopping_steps,
-                 "total_steps": self._total_steps}
+        rng_states = zoo_dist.gather_objects(self._rng_state())
+        if not self._dist.is_main:
+            return
+        state = {"job_id": self._job_id, "config_fingerprint": self._fingerprint(),
+                 "world_size": self._dist.world_size, "next_epoch": next_epoch, "model": self.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "best_metric": float(self._best_metric),
+                 "stopping_steps": self._stopping_steps, "total_steps": self._total_steps, "rng": rng_states}
         torch_save_atomic(state, self.resume_path)
 
+    def _foreign_resume_state(self, state: dict) -> Optional[str]:
+        """Why a resume state is not this job's to continue (None: it is)."""
+        if state.get("job_id") != self._job_id:
+            return f"written by another job ({state.get('job_id')}, this one is {self._job_id})"
+        if state.get("config_fingerprint") != self._fingerprint():
+            return "written under another config (its settings fingerprint differs from this run's)"
+        if state.get("world_size") != self._dist.world_size:
+            return f"written by {state.get('world_size')} processes, this run has {self._dist.world_size}"
+        return None
+
     def _load_resume_state(self, data_generator) -> int:
-        if self._dist is None or zoo_dist.restart_count() == 0 or not os.path.isfile(self.resume_path):
+        """The epoch to start at: 0, or after a torchrun restart the one after this job's last
+        finished epoch, with weights, optimizer, early-stop and RNG state as they were."""
+        if self._dist is None or not os.path.isfile(self.resume_path):
             return 0
         state = torch.load(self.resume_path, map_location="cpu", weights_only=False)
+        reason = self._foreign_resume_state(state)
+        if reason is not None or zoo_dist.restart_count() == 0:
+            logging.warning(f"Not resuming from {self.resume_path}: "
+                            f"{reason or 'this is the first attempt of this job'}; starting at epoch 1")
+            return 0
         self.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self._best_metric = state["best_metric"]
         self._stopping_steps = state["stopping_steps"]
         self._total_steps = state["total_steps"]
+        self._set_rng_state(state["rng"][self._dist.rank])
         if hasattr(data_generator, "epoch"):
             data_generator.epoch = state["next_epoch"]
         logging.warning(f"Restart {zoo_dist.restart_count()}: resuming from {self.resume_path} "

@@ -1,10 +1,20 @@
-"""Checking a model's YAML keys against its constructor signature."""
+"""Checking a run's config before anything runs: keys no code reads, and the types and
+ranges of the settings every experiment has (a clear ConfigError naming the key instead
+of a traceback from deep inside FuxiCTR or torch)."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
-from typing import Iterable, List
+import math
+import numbers
+from typing import Callable, Dict, Iterable, List, Optional
+
+
+class ConfigError(ValueError):
+    """A config directory, experiment id or setting that cannot be used."""
 
 # Keys that run_expid.py, FuxiCTR's BaseModel or its data loaders read.
 RUNNER_KEYS = frozenset({
@@ -14,8 +24,109 @@ RUNNER_KEYS = frozenset({
     "reduce_lr_on_plateau", "max_gradient_norm", "metrics", "task", "loss", "optimizer",
     "learning_rate", "embedding_regularizer", "net_regularizer", "group_id",
     "use_features", "feature_specs", "feature_config", "spectrum_callbacks", "pickle_feature_encoder",
-    "rebuild_dataset", "buffer_size", "dist_backend", "dist_timeout_s",
+    "rebuild_dataset", "buffer_size", "dist_backend", "dist_timeout_s", "config_fingerprint",
 })
+
+# Keys of a dataset config entry: FuxiCTR's (read by its FeatureProcessor, build_dataset and
+# loaders) and this project's (`synthetic`, see config/dataset_config.yaml).
+DATASET_KEYS = frozenset({
+    "dataset_id", "data_root", "data_format", "train_data", "valid_data", "test_data", "item_info", "min_categr_count",
+    "num_buckets", "feature_cols", "label_col", "rebuild_dataset", "group_id", "sep", "synthetic",
+})
+FEATURE_COL_KEYS = frozenset({
+    "name", "active", "dtype", "type", "source", "preprocess", "remap", "vocab_size", "max_len", "padding",
+    "splitter", "encoder", "feature_encoder", "embedding_dim", "emb_output_dim", "pretrained_emb",
+    "pretrain_dim", "pretrain_usage", "freeze_emb", "share_embedding", "min_categr_count", "fill_na",
+    "normalizer", "category_processor", "num_buckets", "embedding_callback",
+})
+MONITOR_MODES = ("max", "min")  # the two values FuxiCTR's BaseModel compares against
+
+
+def _number_text_hint(key: str, value) -> str:
+    """For a string that YAML would have read as a number if written differently."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return ""
+    return (f" (YAML reads {value} as text: it needs a decimal point and a signed exponent, "
+            f"e.g. {float(value):.1e})")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(value) -> Optional[str]:
+    return None if _is_int(value) and value >= 1 else "a whole number >= 1"
+
+
+def _non_negative_int(value) -> Optional[str]:
+    return None if _is_int(value) and value >= 0 else "a whole number >= 0"
+
+
+def _integer(value) -> Optional[str]:
+    return None if _is_int(value) else "a whole number"
+
+
+def _positive_real(value) -> Optional[str]:
+    return None if _is_real(value) and value > 0 else "a number > 0"
+
+
+def _probability(value) -> Optional[str]:
+    return None if _is_real(value) and 0 <= value < 1 else "a number in [0, 1)"
+
+
+def _layer_widths(value) -> Optional[str]:
+    ok = value is None or (isinstance(value, (list, tuple)) and all(_is_int(v) and v >= 1 for v in value))
+    return None if ok else "a list of layer widths (whole numbers >= 1), e.g. [400, 400]"
+
+
+def _monitor_mode(value) -> Optional[str]:
+    return None if value in MONITOR_MODES else f"one of {list(MONITOR_MODES)}"
+
+
+PARAM_RULES: Dict[str, Callable] = {
+    "epochs": _positive_int, "batch_size": _positive_int, "embedding_dim": _positive_int,
+    "early_stop_patience": _non_negative_int, "seed": _integer, "learning_rate": _positive_real,
+    "monitor_mode": _monitor_mode,
+}
+SUFFIX_RULES = {"hidden_units": _layer_widths, "dropout": _probability}
+
+
+def check_run_params(params: dict, where: str) -> None:
+    """Types and ranges of the common settings (PARAM_RULES, and every ``*hidden_units`` /
+    ``*dropout`` key); ConfigError naming the key, its value and what it must be."""
+    for key, value in params.items():
+        rule = PARAM_RULES.get(key) or next((r for suffix, r in SUFFIX_RULES.items() if key.endswith(suffix)), None)
+        if rule is None:
+            continue
+        expected = rule(value)
+        if expected:
+            raise ConfigError(f"{where}: {key}={value!r} must be {expected}{_number_text_hint(key, value)}")
+
+
+def config_fingerprint(params: dict) -> str:
+    """A hash of the run's settings (every key but the per-process ``gpu``): what a resume
+    state must have been written under to be loaded."""
+    settings = {k: v for k, v in params.items() if k not in ("gpu", "config_fingerprint")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def warn_unknown_dataset_keys(dataset_id: str, entry: dict) -> List[str]:
+    """Log a warning naming every key of a dataset config entry (and of its feature_cols)
+    that no code reads; return them."""
+    unknown = sorted(k for k in entry if k not in DATASET_KEYS)
+    for col in entry.get("feature_cols") or []:
+        if isinstance(col, dict):
+            unknown += sorted(f"feature_cols[{col.get('name')}].{k}" for k in col if k not in FEATURE_COL_KEYS)
+    for key in unknown:
+        logging.warning(f"dataset config {dataset_id!r}: key {key!r} is not read by FuxiCTR or this project; "
+                        "it has no effect")
+    return unknown
 
 
 def constructor_args(model_cls: type) -> List[str]:

@@ -13,7 +13,14 @@ model (``ZooModel.enable_distributed``), which then
   predictions back into the single-process order, so AUC, logloss and gAUC equal
   a single process's;
 * takes checkpoint, early-stop and learning-rate decisions on rank 0 and
-  broadcasts them; only rank 0 writes checkpoints, logs and result lines.
+  broadcasts them; only rank 0 writes checkpoints, logs and result lines;
+* after each epoch writes ``<checkpoint>.resume`` (weights, optimizer, early-stop
+  state and every rank's RNG state, tagged with this job's :func:`job_id` and the
+  config's fingerprint); a worker restarted by torchrun's agent goes on from it
+  bit-exactly, and a resume file of another job or config is never loaded;
+* lets the other ranks wait for rank 0's dataset build in a barrier of its own
+  with a long timeout (:func:`wait_for_main`), so a build that outlasts
+  ``dist_timeout_s`` does not fail the job.
 
 Embedding gradients travel as dense all-reduce of the full tables (DDP's
 default): simple and exact, and the bytes per step grow with the vocabulary,
@@ -25,13 +32,15 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import socket
 from dataclasses import dataclass
-from typing import List
+from typing import Callable, List
 
 import torch
 import torch.distributed as dist
 
 ENV_KEYS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
+BUILD_WAIT_S = 7 * 24 * 3600.0  # how long the other ranks wait for rank 0's dataset build
 
 
 class DistributedSetupError(ValueError):
@@ -59,6 +68,19 @@ def torchrun_world_size() -> int:
 def restart_count() -> int:
     """How often torchrun's elastic agent has restarted this job's workers."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def job_id() -> str:
+    """This torchrun job's identity, the same for every restart of its workers: torchrun's
+    run id, the host, and the pid and start time of the elastic agent (the workers' parent).
+    Rank 0's value is the job's (ZooModel broadcasts it)."""
+    agent = os.getppid()
+    try:
+        with open(f"/proc/{agent}/stat") as fd:
+            started = fd.read().rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks
+    except OSError:
+        started = "?"
+    return f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}:{socket.gethostname()}:{agent}:{started}"
 
 
 def init_from_env(gpu: int, backend: str | None = None, timeout_s: float = 300.0) -> DistContext:
@@ -124,6 +146,31 @@ def gather_objects(obj) -> list:
     out: List = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def wait_for_main(context: DistContext, work: Callable[[], None], timeout_s: float = BUILD_WAIT_S) -> None:
+    """Run ``work`` on rank 0 while the other ranks wait, however long it takes.
+
+    The wait is a broadcast in a gloo group of its own whose timeout is ``timeout_s``
+    (not the job's ``dist_timeout_s``, which is for collectives that should be
+    quick). Rank 0's error is raised on every rank - as itself when it is a
+    ValueError (the family of the zoo's clear errors: DataError, ConfigError), else
+    as a RuntimeError quoting it - so all ranks stop with its message.
+    """
+    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    error = None
+    if context.is_main:
+        try:
+            work()
+        except Exception as err:
+            error = err
+    box: List = [error if error is None or isinstance(error, ValueError) else RuntimeError(f"rank 0 failed: {error!r}")]
+    dist.broadcast_object_list(box, src=0, group=group)
+    dist.destroy_process_group(group)
+    if error is not None:
+        raise error
+    if box[0] is not None:
+        raise box[0]
 
 
 def shutdown() -> None:

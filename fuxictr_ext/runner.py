@@ -28,17 +28,15 @@ from fuxictr.utils import load_dataset_config, load_model_config, print_to_json,
 from . import distributed as zoo_dist
 from . import results
 from .spectrum.callbacks import build_spectrum_callbacks
-from .config import warn_unknown_model_keys
+from .config import (ConfigError, check_run_params, config_fingerprint, warn_unknown_dataset_keys,
+                     warn_unknown_model_keys)
 from .cost import model_cost
-from .data import DataError, TensorDataLoader, build_dataset, is_built, processed_paths
+from .data import DataError, MappedDataLoader, TensorDataLoader, build_dataset, is_built, processed_paths
+from .data.build import rebuild_hint
 from .data.synthetic import write as write_synthetic
 from .registry import get_model_class
 
-DATA_LOADERS = {"memory": TensorDataLoader, "fuxictr": None}
-
-
-class ConfigError(ValueError):
-    """A config directory, experiment id or setting that cannot be used."""
+DATA_LOADERS = {"memory": TensorDataLoader, "mapped": MappedDataLoader, "fuxictr": None}
 
 
 def _yaml_files(config_dir: str, name: str) -> List[str]:
@@ -73,14 +71,19 @@ def load_params(config_dir: str, expid: str, dataset_id: Optional[str] = None) -
     model_params = load_model_config(config_dir, expid)
     if dataset_id is not None:
         model_params["dataset_id"] = dataset_id
+    if "dataset_id" not in model_params:
+        raise ConfigError(f"experiment {expid}: no `dataset_id:` key in its config")
     dataset_id = model_params["dataset_id"]
-    try:
-        params = dict(model_params)
-        params.update(load_dataset_config(config_dir, dataset_id))
-    except RuntimeError:
-        known = _ids_in(_yaml_files(config_dir, "dataset_config"))
-        raise ConfigError(f"dataset_id={dataset_id!r} (experiment {expid}) is not in the dataset config; "
-                          f"known ids: {', '.join(known)}") from None
+    dataset_files = _yaml_files(config_dir, "dataset_config")
+    if not dataset_files:
+        raise ConfigError(f"--config {config_dir}: no dataset_config.yaml or dataset_config/*.yaml there "
+                          f"(experiment {expid} needs dataset_id={dataset_id!r})")
+    known = _ids_in(dataset_files)
+    if dataset_id not in known:
+        raise ConfigError(f"dataset_id={dataset_id!r} (experiment {expid}) is not in "
+                          f"{', '.join(dataset_files)}; known ids: {', '.join(known)}")
+    params = dict(model_params)
+    params.update(load_dataset_config(config_dir, dataset_id))
     return params, model_params
 
 
@@ -135,9 +138,9 @@ def make_loaders(feature_map, params: dict, stage: str, context: Optional[zoo_di
     kwargs["data_loader"] = DATA_LOADERS[choice]
     kwargs.setdefault("data_format", "parquet")
     if context is not None:
-        if choice != "memory":
+        if DATA_LOADERS[choice] is None:
             raise ConfigError(f"data_loader={choice!r} cannot shard data across torchrun processes; "
-                              "use data_loader: memory")
+                              "use data_loader: memory or mapped")
         kwargs.update(rank=context.rank, world_size=context.world_size)
     return RankDataLoader(feature_map, stage=stage, **kwargs)
 
@@ -183,9 +186,13 @@ def setup_run(config_dir: str, expid: str, gpu: int, overrides: Optional[Dict[st
     overrides = dict(overrides or {})
     params, model_params = load_params(config_dir, expid, overrides.pop("dataset_id", None))
     apply_overrides(params, overrides)
-    model_cls = get_model_class(params["model"]) if "model" in params else None
-    if model_cls is None:
+    if "model" not in params:
         raise ConfigError(f"experiment {expid}: no `model:` key in its config")
+    try:
+        model_cls = get_model_class(params["model"])
+    except ValueError as err:
+        raise ConfigError(f"experiment {expid}: {err}") from None
+    check_run_params(params, f"experiment {expid}")
     params["gpu"] = gpu
     context = None
     if zoo_dist.torchrun_world_size() > 1:
@@ -197,29 +204,40 @@ def setup_run(config_dir: str, expid: str, gpu: int, overrides: Optional[Dict[st
         logging.getLogger().setLevel(logging.WARNING)
     if context is None:
         params["gpu"] = resolve_device(gpu)
+    params["config_fingerprint"] = config_fingerprint(params)
     logging.info("Params: " + print_to_json(params))
     warn_unknown_model_keys(model_cls, model_params)
+    dataset_id = model_params["dataset_id"]  # the config entry's name (the tuner's entries rename the id)
+    warn_unknown_dataset_keys(dataset_id, load_dataset_config(config_dir, dataset_id))
     seed_everything(seed=params.get("seed", 2019))
     return params, model_params, model_cls, context
 
 
 def prepare_data(params: dict, context: Optional[zoo_dist.DistContext]):
-    """Step 2: raw data present (synthetic generated), dataset built once on the main rank,
-    params pointed at the processed splits.
+    """Step 2: raw data present (synthetic generated), dataset built once on the main rank
+    (the other ranks wait for it without the collective timeout), params pointed at the
+    processed splits.
 
     Returns (the loaded FeatureMap, the planted model's report for synthetic data or None).
     """
-    if context is None or context.is_main:
+    def build() -> None:
         ensure_raw_data(params)
         build_dataset(params)
-    if context is not None:
-        torch.distributed.barrier()
+
+    if context is None:
+        build()
+    else:
+        zoo_dist.wait_for_main(context, build)
     ceiling = _ceiling(params)
     paths = processed_paths(params)
     params["train_data"], params["valid_data"], params["test_data"] = paths["train"], paths["valid"], paths["test"]
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
     feature_map = FeatureMap(params["dataset_id"], data_dir)
-    feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
+    json_file = os.path.join(data_dir, "feature_map.json")
+    try:
+        feature_map.load(json_file, params)
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{json_file}: cannot be read ({err!r}); {rebuild_hint(data_dir)}") from err
     logging.info("Feature specs: " + print_to_json(feature_map.features))
     return feature_map, ceiling
 

@@ -30,6 +30,11 @@ def _frame(rows, seed=0):
                          "C3": rng.choice(["p", "q"], rows)})
 
 
+def _leftovers(data_root):
+    """Entries of a data root other than the build lock files."""
+    return [d for d in os.listdir(data_root) if not d.endswith(".lock")] if os.path.isdir(data_root) else []
+
+
 def _write_splits(root, fmt="csv", frame=None):
     for i, split in enumerate(("train", "valid", "test")):
         f = _frame(200, seed=i) if frame is None else frame
@@ -63,7 +68,7 @@ def test_interrupted_build_leaves_nothing_trusted(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         build_dataset(params)
     assert not is_built(params)
-    assert os.listdir(tmp_path / "data") == []
+    assert _leftovers(tmp_path / "data") == []
     monkeypatch.setattr(zoo_data, "_write_split", original)
     build_dataset(params)
     assert is_built(params)
@@ -87,7 +92,7 @@ def test_bad_raw_files_are_refused_by_name(tmp_path, problem, message):
     with pytest.raises(DataError, match=message) as info:
         build_dataset(params)
     assert "train.csv" in str(info.value)
-    assert not (tmp_path / "data").exists() or os.listdir(tmp_path / "data") == []
+    assert _leftovers(tmp_path / "data") == []
 
 
 def test_missing_file_is_named(tmp_path):

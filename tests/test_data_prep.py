@@ -5,6 +5,8 @@ id, and clear errors that leave nothing half-written."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -166,6 +168,8 @@ def _prepared_targets(config, release_id):
     ("label_out_of_range", r"avazu_x4/valid\.csv: label column 'click' has values in \[0\.0, 2\.0\]"),
     ("empty_label", r"avazu_x4/valid\.csv: label column 'click' is empty on 1 row\(s\)"),
     ("missing_file", r"avazu_x4/valid\.csv: file not found"),
+    ("cut_off", r"avazu_x4/valid\.csv: line 1502 has 9 fields, the header has 24 \(1 such line\(s\)\)"),
+    ("short_row", r"avazu_x4/valid\.csv: line 11 has 23 fields, the header has 24 \(2 such line\(s\)\)"),
 ])
 def test_bad_release_files_fail_clearly_and_write_nothing(tmp_path, case, match):
     src = write_release(tmp_path / "download" / "avazu_x4", "avazu_x4")
@@ -189,6 +193,16 @@ def test_bad_release_files_fail_clearly_and_write_nothing(tmp_path, case, match)
         frame["click"] = frame["click"].astype("Int64")
         frame.loc[1300, "click"] = pd.NA
         frame.to_csv(valid, index=False)
+    elif case == "cut_off":
+        frame.to_csv(valid, index=False)
+        text = valid.read_text()
+        valid.write_text(text + text.splitlines()[1][:40])  # an extra data line cut off mid-way
+    elif case == "short_row":
+        frame.to_csv(valid, index=False)
+        lines = valid.read_text().splitlines()
+        for n in (10, 20):  # drop the last field of data lines 10 and 20 (file lines 11 and 21)
+            lines[n] = lines[n].rsplit(",", 1)[0]
+        valid.write_text("\n".join(lines) + "\n")
     else:
         valid.unlink()
     targets = _prepared_targets(config, "avazu_x4")
@@ -200,6 +214,22 @@ def test_bad_release_files_fail_clearly_and_write_nothing(tmp_path, case, match)
     assert Path(train_target).read_bytes() == b"earlier file"
     assert not any(os.path.exists(t) for t in targets - {train_target})
     assert not leftovers(tmp_path)
+
+
+def test_orphaned_tmp_files_of_dead_preparers_are_removed(tmp_path):
+    src = write_release(tmp_path / "download" / "criteo_x1", "criteo_x1")
+    config = write_config(tmp_path)
+    train_target = Path(params_of(config, "criteo_x1")["train_data"])
+    train_target.parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    orphan = train_target.parent / f".{train_target.name}.tmp-{dead}"
+    running = train_target.parent / f".{train_target.name}.tmp-{os.getppid()}"
+    orphan.write_bytes(b"x" * 1000)
+    running.write_bytes(b"x" * 1000)
+    prepare("criteo_x1", str(src), config)
+    assert not orphan.exists()
+    assert running.exists()  # its process is alive: maybe a preparer still writing
 
 
 def test_bad_pretrained_embeddings_fail_before_writing(tmp_path):

@@ -2,12 +2,14 @@
 
 * :mod:`.build` - :func:`build_dataset`, the drop-in for ``fuxictr.preprocess.build_dataset``
   (FuxiCTR's own FeatureProcessor, in-process, atomic; reads CSV under polars 2).
-* :mod:`.loader` - :class:`TensorDataLoader`, the in-memory loader for ``RankDataLoader``.
+* :mod:`.loader` - :class:`TensorDataLoader`, the in-memory loader for ``RankDataLoader``, and
+  :class:`MappedDataLoader`, the same batches from memory-mapped column files shared by the
+  processes on one machine.
 * :mod:`.synthetic` - seeded synthetic data with real benchmarks' schemas.
 """
 
 from .build import SPLITS, DataError, ZooFeatureProcessor, build_dataset, is_built, processed_paths, validate_raw_split
-from .loader import TensorDataLoader
+from .loader import MappedDataLoader, TensorDataLoader
 
 __all__ = ["SPLITS", "DataError", "ZooFeatureProcessor", "build_dataset", "is_built", "processed_paths",
-           "validate_raw_split", "TensorDataLoader"]
+           "validate_raw_split", "MappedDataLoader", "TensorDataLoader"]
