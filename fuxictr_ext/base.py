@@ -234,7 +234,7 @@ class ZooModel(BaseModel):
         if self._config_fingerprint:
             return self._config_fingerprint
         shapes = [(name, tuple(value.shape)) for name, value in self.state_dict().items()]
-        return f"{type(self).__name__}:{shapes}"
+        return f"{self.__class__.__name__}:{shapes}"
 
     def _save_resume_state(self, next_epoch: int) -> None:
         """After an epoch (every rank takes part: rank 0 gathers the RNG states and writes)."""
