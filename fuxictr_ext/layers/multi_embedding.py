@@ -42,7 +42,6 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
-from fuxictr.pytorch.torch_utils import get_initializer
 
 EMBEDDING_MODES = ("single", "multi")
 DEFAULT_EMBEDDING_INITIALIZER = "partial(nn.init.normal_, std=1e-4)"
@@ -113,7 +112,6 @@ class MultiEmbedding(nn.Module):
                                  f"pretrained embeddings of feature(s) {pretrained}; use num_embeddings: 1")
         self.embedding_dim = embedding_dim
         self.num_embeddings = num_embeddings
-        self.embedding_initializer = get_initializer(embedding_initializer)
         self.tables = FeatureEmbedding(_widened_feature_map(feature_map, num_embeddings),
                                        embedding_dim * num_embeddings,
                                        embedding_initializer=embedding_initializer)
@@ -128,6 +126,7 @@ class MultiEmbedding(nn.Module):
             return
         k = self.embedding_dim
         embedding_dict = self.tables.embedding_layer
+        initializer = embedding_dict.embedding_initializer            # the table's (a model may reset it)
         for name, layer in embedding_dict.embedding_layers.items():
             if "share_embedding" in embedding_dict._feature_map.features[name]:
                 continue
@@ -135,7 +134,7 @@ class MultiEmbedding(nn.Module):
                 block = slice(i * k, (i + 1) * k)
                 if isinstance(layer, nn.Embedding):
                     rows = slice(1, None) if layer.padding_idx is not None else slice(None)
-                    self.embedding_initializer(layer.weight.data[rows, block])
+                    initializer(layer.weight.data[rows, block])
                 elif isinstance(layer, nn.Linear):                              # numeric: weight (s*k, 1)
                     nn.init.xavier_normal_(layer.weight.data[block])
         for encoder in embedding_dict.feature_encoders.values():
