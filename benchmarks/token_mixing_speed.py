@@ -32,7 +32,9 @@ equal before timing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -201,14 +203,25 @@ def build_glu_pair(key: Tuple) -> Tuple[nn.Module, nn.Module]:
 
 
 # --------------------------------------------------------------------------- timing
-def alternate(contenders: Dict[str, Callable[[], object]], steps: int, warmup: int) -> Dict[str, List[float]]:
-    """Seconds of ``steps`` calls of each function, the contenders taking turns, after ``warmup`` each."""
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+@dataclasses.dataclass
+class Schedule:
+    """``steps`` timed calls per contender after ``warmup`` untimed ones, read on ``clock``."""
+    steps: int
+    warmup: int
+    clock: Callable[[], float]
+
+
+def alternate(contenders: Dict[str, Callable[[], object]], schedule: Schedule) -> Dict[str, List[float]]:
+    """Seconds of each contender's timed calls, the contenders taking turns call by call after warm-up."""
     for fn in contenders.values():
-        call_seconds(fn, iters=0, warmup=warmup)
+        call_seconds(fn, iters=0, warmup=schedule.warmup)
     times: Dict[str, List[float]] = {name: [] for name in contenders}
-    for _ in range(steps):
+    for _ in range(schedule.steps):
         for name, fn in contenders.items():
-            times[name] += call_seconds(fn, iters=1, warmup=0)
+            times[name] += call_seconds(fn, iters=1, warmup=0, clock=schedule.clock)
     return times
 
 
@@ -229,8 +242,7 @@ def same_parameter_count(ours: nn.Module, loop: nn.Module, label: str) -> int:
     return count_ours
 
 
-def time_layer_pair(label: str, ours: nn.Module, loop: nn.Module, x: torch.Tensor, steps: int,
-                    warmup: int) -> None:
+def time_layer_pair(label: str, ours: nn.Module, loop: nn.Module, x: torch.Tensor, schedule: Schedule) -> None:
     same_parameter_count(ours, loop, label)
     x_grad = x.detach().clone().requires_grad_(True)
 
@@ -249,10 +261,10 @@ def time_layer_pair(label: str, ours: nn.Module, loop: nn.Module, x: torch.Tenso
 
     for module in (ours, loop):
         module.train()
-    report(label, "train", x.shape[0], alternate({"ours": train(ours), "loop": train(loop)}, steps, warmup))
+    report(label, "train", x.shape[0], alternate({"ours": train(ours), "loop": train(loop)}, schedule))
     for module in (ours, loop):
         module.eval()
-    report(label, "eval", x.shape[0], alternate({"ours": evaluate(ours), "loop": evaluate(loop)}, steps, warmup))
+    report(label, "eval", x.shape[0], alternate({"ours": evaluate(ours), "loop": evaluate(loop)}, schedule))
 
 
 def loop_reference_model(model: nn.Module, params: dict) -> nn.Module:
@@ -265,7 +277,7 @@ def loop_reference_model(model: nn.Module, params: dict) -> nn.Module:
     return model
 
 
-def time_model_pair(expid: str, params: dict, batch_size: int, steps: int, warmup: int) -> None:
+def time_model_pair(expid: str, params: dict, batch_size: int, schedule: Schedule) -> None:
     categorical, numeric = DATASET_FIELDS[params["dataset_id"]]
     fmap = make_feature_map(num_categorical=categorical, num_numeric=numeric, vocab_size=10000)
     params = {**params, "verbose": 0, "model_root": "/tmp/token_mixing_speed", "gpu": -1,
@@ -294,10 +306,10 @@ def time_model_pair(expid: str, params: dict, batch_size: int, steps: int, warmu
     label = f"{expid} (dense {dense:,})"
     for model in (ours, loop):
         model.train()
-    report(label, "train", batch_size, alternate({"ours": train(ours), "loop": train(loop)}, steps, warmup))
+    report(label, "train", batch_size, alternate({"ours": train(ours), "loop": train(loop)}, schedule))
     for model in (ours, loop):
         model.eval()
-    report(label, "eval", batch_size, alternate({"ours": evaluate(ours), "loop": evaluate(loop)}, steps, warmup))
+    report(label, "eval", batch_size, alternate({"ours": evaluate(ours), "loop": evaluate(loop)}, schedule))
 
 
 HEADER = ("| what | mode | ours ms median / min | loop ms median / min | ours samples/s | loop samples/s "
@@ -310,13 +322,16 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per contender")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per contender")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                        help="cpu: CPU seconds of this process (steady on a shared machine, 1 thread); wall")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--configs", nargs="*", default=[], help="experiment ids (default: every Criteo/Avazu id)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    schedule = Schedule(args.steps, args.warmup, CLOCKS[args.clock])
     configs = released_configs(args.configs)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch_size}, "
-          f"{args.steps} steps after {args.warmup} warm-up, CPU", flush=True)
+          f"{args.steps} steps after {args.warmup} warm-up, CPU, {args.clock} clock", flush=True)
     print(HEADER, flush=True)
     B = args.batch_size
     if "ffn" in args.parts:
@@ -325,24 +340,24 @@ def main(argv=None) -> None:
             ours, loop = build_ffn_pair(key)
             tokens, dim, hidden, activation, rate, inner_norm, _ = key
             label = f"P-FFN {activation} T={tokens} D={dim} widths={list(hidden)} r={rate:g} norm={inner_norm}"
-            time_layer_pair(label, ours, loop, torch.randn(B, tokens, dim), args.steps, args.warmup)
+            time_layer_pair(label, ours, loop, torch.randn(B, tokens, dim), schedule)
     if "glu" in args.parts:
         for key in dict.fromkeys(k for p in configs.values() for k in glu_keys(p)):
             torch.manual_seed(0)
             ours, loop = build_glu_pair(key)
             tokens, dim, rate = key
             time_layer_pair(f"GLU T={tokens} d={dim} r={rate:g}", ours, loop, torch.randn(B, tokens, dim),
-                            args.steps, args.warmup)
+                            schedule)
     if "mixing" in args.parts:
         for key in dict.fromkeys(mixing_key(p) for p in configs.values()):
             torch.manual_seed(0)
             ours, loop = build_mixing_pair(key)
             kind, tokens, dim, heads = key
             label = f"mixing {kind} T={tokens} D={dim}" + (f" H={heads}" if heads else "")
-            time_layer_pair(label, ours, loop, torch.randn(B, tokens, dim), args.steps, args.warmup)
+            time_layer_pair(label, ours, loop, torch.randn(B, tokens, dim), schedule)
     if "model" in args.parts:
         for expid, params in configs.items():
-            time_model_pair(expid, params, B, args.steps, args.warmup)
+            time_model_pair(expid, params, B, schedule)
 
 
 if __name__ == "__main__":

@@ -210,7 +210,7 @@ class PerTokenRMSNorm(PerTokenLayer):
         return [functools.partial(self._scaled_norm, gain=gain) for gain in self.weight.unbind(0)]
 
     def _scaled_norm(self, x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-        return self.norm(x) * gain  # (B, d)
+        return nn.functional.rms_norm(x, self.norm.normalized_shape, gain, self.norm.eps)  # (B, d)
 
 
 class PerTokenGLU(PerTokenLayer):
