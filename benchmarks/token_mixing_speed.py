@@ -23,8 +23,9 @@ against a reference written here the way the authors' release computes them
 A layer's train step is forward + backward of ``out.sum()`` with the input
 requiring a gradient (as inside the model); its eval step is a forward under
 ``torch.no_grad``. The two contenders take turns step by step after
-``--warmup`` untimed steps each; the script prints the median and the minimum
-of ``--steps`` timed steps and ``speed-up = loop median / ours median``
+``--warmup`` untimed steps each; a timed sample is the mean of enough calls to
+last ``--min-sample-seconds``; the script prints the median and the minimum
+of ``--steps`` samples and ``speed-up = loop median / ours median``
 (= samples/s ours / samples/s loop). Parameter counts of both sides are checked
 equal before timing.
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
 import time
 from pathlib import Path
@@ -208,20 +210,25 @@ CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
 @dataclasses.dataclass
 class Schedule:
-    """``steps`` timed calls per contender after ``warmup`` untimed ones, read on ``clock``."""
+    """``steps`` timed samples per contender after ``warmup`` untimed calls, read on ``clock``; a sample
+    is the mean of enough calls to last ``min_sample_seconds`` (calibrated on one call after warm-up)."""
     steps: int
     warmup: int
     clock: Callable[[], float]
+    min_sample_seconds: float
 
 
 def alternate(contenders: Dict[str, Callable[[], object]], schedule: Schedule) -> Dict[str, List[float]]:
-    """Seconds of each contender's timed calls, the contenders taking turns call by call after warm-up."""
-    for fn in contenders.values():
-        call_seconds(fn, iters=0, warmup=schedule.warmup)
+    """Seconds per call of each contender, the contenders taking turns sample by sample after warm-up."""
+    repeats = {}
+    for name, fn in contenders.items():
+        first = call_seconds(fn, iters=1, warmup=schedule.warmup, clock=schedule.clock)[0]
+        repeats[name] = max(1, math.ceil(schedule.min_sample_seconds / max(first, 1e-9)))
     times: Dict[str, List[float]] = {name: [] for name in contenders}
     for _ in range(schedule.steps):
         for name, fn in contenders.items():
-            times[name] += call_seconds(fn, iters=1, warmup=0, clock=schedule.clock)
+            times[name].append(statistics.fmean(call_seconds(fn, iters=repeats[name], warmup=0,
+                                                             clock=schedule.clock)))
     return times
 
 
@@ -324,11 +331,13 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per contender")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                         help="cpu: CPU seconds of this process (steady on a shared machine, 1 thread); wall")
+    parser.add_argument("--min-sample-seconds", type=float, default=0.05,
+                        help="a timed sample averages enough calls to last this long")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--configs", nargs="*", default=[], help="experiment ids (default: every Criteo/Avazu id)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    schedule = Schedule(args.steps, args.warmup, CLOCKS[args.clock])
+    schedule = Schedule(args.steps, args.warmup, CLOCKS[args.clock], args.min_sample_seconds)
     configs = released_configs(args.configs)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch_size}, "
           f"{args.steps} steps after {args.warmup} warm-up, CPU, {args.clock} clock", flush=True)
