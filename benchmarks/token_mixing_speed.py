@@ -275,10 +275,12 @@ def time_layer_pair(label: str, ours: nn.Module, loop: nn.Module, x: torch.Tenso
 
 
 def loop_reference_model(model: nn.Module, params: dict) -> nn.Module:
-    """``model`` with each block's P-FFN and mixing replaced by the token-loop references, a new Adam."""
+    """``model`` with each block's P-FFN and mixing replaced by the token-loop references, initialised as
+    fuxictr initialises ours (xavier normal linears, zero biases), with a new Adam."""
     for block in model.blocks:
         _, block.ffn = build_ffn_pair(ffn_key(params))
         _, block.mixing = build_mixing_pair(mixing_key(params))
+    model.reset_parameters()
     model.to(model.device)
     model.optimizer = torch.optim.Adam(model.parameters(), lr=params["learning_rate"])
     return model
