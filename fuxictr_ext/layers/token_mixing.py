@@ -86,7 +86,7 @@ class PerTokenLayer(nn.Module):
     functions on x[:, t] and stacks the results: a token's (B, width)
     intermediates stay in cache between the matrix product and the element-wise
     ops that follow it, while the batched form streams (B, T, width) tensors
-    through memory (GELU and its backward about 3x slower per element;
+    through memory (GELU and its backward 2.4-3x slower per element;
     ``python -m benchmarks.token_mixing_speed`` measures both against the
     release's token loop). A :class:`PerTokenFFN` chains the token functions of
     its layers, so each token runs through the whole network before the next.
@@ -114,16 +114,12 @@ def _affine(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor])
     return torch.mm(x, weight) if bias is None else torch.addmm(bias, x, weight)
 
 
-def _chain(functions: Sequence[TokenFunction], x: torch.Tensor) -> torch.Tensor:
-    """functions[-1](... functions[0](x))."""
-    for function in functions:
-        x = function(x)
-    return x
-
-
 def _residual_chain(functions: Sequence[TokenFunction], x: torch.Tensor) -> torch.Tensor:
     """x + functions[-1](... functions[0](x))."""
-    return x + _chain(functions, x)
+    h = x
+    for function in functions:
+        h = function(h)
+    return x + h
 
 
 class PerTokenLinear(PerTokenLayer):
