@@ -2,6 +2,10 @@
 
 Every helper synchronises CUDA around the timed region, so GPU work is measured, not
 just launched. Thread counts are the caller's to set (``torch.set_num_threads``).
+
+``clock`` is ``time.perf_counter`` (wall time) by default; ``time.process_time``
+(CPU seconds of this process) is the steadier clock for single-threaded CPU runs on a
+machine shared with other jobs, as it leaves out the time spent waiting for a core.
 """
 
 from __future__ import annotations
@@ -20,17 +24,18 @@ def synchronize(device: Optional[torch.device]) -> None:
 
 
 def call_seconds(fn: Callable[[], object], iters: int, warmup: int = 1,
-                 device: Optional[torch.device] = None) -> List[float]:
-    """Seconds of each of ``iters`` calls of ``fn`` after ``warmup`` untimed calls."""
+                 device: Optional[torch.device] = None,
+                 clock: Callable[[], float] = time.perf_counter) -> List[float]:
+    """Seconds of each of ``iters`` calls of ``fn`` after ``warmup`` untimed calls, read on ``clock``."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(iters):
         synchronize(device)
-        start = time.perf_counter()
+        start = clock()
         fn()
         synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return times
 
 

@@ -33,8 +33,10 @@ H heads of the block transpose.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-from typing import Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from fuxictr.pytorch.layers import MLP_Block
@@ -75,7 +77,65 @@ def make_norm(kind: Optional[str], dim: int, key: str, eps: Optional[float] = RE
 
 
 # --------------------------------------------------------------------------- per-token layers
-class PerTokenLinear(nn.Module):
+TOKEN_LOOP_DEVICES = ("cpu",)
+"""Device types on which the per-token layers run token by token (see :class:`PerTokenLayer`)."""
+
+TokenFunction = Callable[[torch.Tensor], torch.Tensor]
+
+
+class PerTokenLayer(nn.Module):
+    """A layer with its own weights for each of T tokens, run batched or token by token.
+
+    Two forms of the same function:
+
+    * :meth:`batched`: one product over all tokens on (B, T, d) (stacked weights,
+      ``einsum`` over the token axis), the form for GPUs (17x faster than a token
+      loop on an H100, model_zoo/RankElastor/README.md);
+    * :meth:`token_functions`: T functions, function t mapping the (B, d) slice of
+      token t with token t's weights (views of the stacked weights, taken once
+      with ``unbind`` so that the backward stacks their gradients in one op).
+
+    On the devices of ``TOKEN_LOOP_DEVICES`` (CPU) :meth:`forward` runs the token
+    functions on x[:, t] and stacks the results: a token's (B, width)
+    intermediates stay in cache between the matrix product and the element-wise
+    ops that follow it, while the batched form streams (B, T, width) tensors
+    through memory (GELU and its backward 2.4-3x slower per element;
+    ``python -m benchmarks.token_mixing_speed`` measures both against the
+    release's token loop). A :class:`PerTokenFFN` chains the token functions of
+    its layers, so each token runs through the whole network before the next.
+
+    Shapes: (B, T, d_in) -> (B, T, d_out).
+    """
+
+    def batched(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d_in) -> (B, T, d_out) in one batched product."""
+        raise NotImplementedError
+
+    def token_functions(self) -> List[TokenFunction]:
+        """T functions, function t: (B, d_in) -> (B, d_out) with the weights of token t."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type not in TOKEN_LOOP_DEVICES:
+            return self.batched(x)
+        tokens = zip(self.token_functions(), x.unbind(1), strict=True)
+        return torch.stack([function(x_t) for function, x_t in tokens], dim=1)  # (B, T, d_out)
+
+
+def _affine(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x @ weight + bias for one token: (B, d_in) -> (B, d_out)."""
+    return torch.mm(x, weight) if bias is None else torch.addmm(bias, x, weight)
+
+
+def _residual_chain(functions: Sequence[TokenFunction], x: torch.Tensor) -> torch.Tensor:
+    """x + functions[-1](... functions[0](x))."""
+    h = x
+    for function in functions:
+        h = function(h)
+    return x + h
+
+
+class PerTokenLinear(PerTokenLayer):
     """T independent affine maps run as one batched product.
 
         y[b, t] = x[b, t] @ W_t + b_t,        W: (T, d_in, d_out), b: (T, d_out)
@@ -117,16 +177,21 @@ class PerTokenLinear(nn.Module):
             if self.bias is not None:
                 self.bias.zero_()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def batched(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.einsum("bti,tio->bto", x, self.weight)  # (B, T, d_out)
         return y if self.bias is None else y + self.bias
+
+    def token_functions(self) -> List[TokenFunction]:
+        biases = self.bias.unbind(0) if self.bias is not None else itertools.repeat(None)
+        return [functools.partial(_affine, weight=weight, bias=bias)
+                for weight, bias in zip(self.weight.unbind(0), biases)]
 
     def extra_repr(self) -> str:
         return (f"num_tokens={self.num_tokens}, in_features={self.in_features}, "
                 f"out_features={self.out_features}, bias={self.bias is not None}")
 
 
-class PerTokenRMSNorm(nn.Module):
+class PerTokenRMSNorm(PerTokenLayer):
     """RMSNorm over the last dimension with its own gain per token.
 
         y[b, t] = x[b, t] / rms(x[b, t]) * g_t,        g: (T, d)
@@ -148,11 +213,17 @@ class PerTokenRMSNorm(nn.Module):
         with torch.no_grad():
             self.weight.fill_(1.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def batched(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x) * self.weight  # (B, T, d)
 
+    def token_functions(self) -> List[TokenFunction]:
+        return [functools.partial(self._scaled_norm, gain=gain) for gain in self.weight.unbind(0)]
 
-class PerTokenGLU(nn.Module):
+    def _scaled_norm(self, x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        return nn.functional.rms_norm(x, self.norm.normalized_shape, gain, self.norm.eps)  # (B, d)
+
+
+class PerTokenGLU(PerTokenLayer):
     """One GLU-improved layer (RankElastor Eq. 4), one set of weights per token.
 
         GLU(x) = W_down [ (S x + GELU(W_1 x)) * (W_2 x) ] + R x
@@ -189,9 +260,23 @@ class PerTokenGLU(nn.Module):
         self.down_proj = PerTokenLinear(num_tokens, hidden, dim)  # W_down
         self.activation = get_activation(activation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, value, lift, residual = self.in_proj(x).split(self.split_sizes, dim=-1)  # (B, T, r*d) x3, (B, T, d)
-        return self.down_proj((lift + self.activation(gate)) * value) + residual      # (B, T, d)
+    def batched(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value, lift, residual = self.in_proj.batched(x).split(self.split_sizes, dim=-1)  # (B, T, r*d) x3, (B, T, d)
+        return self.down_proj.batched((lift + self.activation(gate)) * value) + residual      # (B, T, d)
+
+    def token_functions(self) -> List[TokenFunction]:
+        # One product per block [W_1 | W_2 | S | R] (column views of the fused weight), so that
+        # the element-wise ops read contiguous (B, r*d) results instead of strided column slices.
+        weights = [block.unbind(0) for block in self.in_proj.weight.split(self.split_sizes, dim=-1)]
+        biases = [block.unbind(0) for block in self.in_proj.bias.split(self.split_sizes, dim=-1)]
+        downs = self.down_proj.token_functions()
+        return [functools.partial(self._token_glu, weights=token_weights, biases=token_biases, down=down)
+                for token_weights, token_biases, down in zip(zip(*weights), zip(*biases), downs)]
+
+    def _token_glu(self, x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                   down: TokenFunction) -> torch.Tensor:
+        gate, value, lift, residual = (torch.addmm(b, x, w) for w, b in zip(weights, biases))  # (B, r*d) x3, (B, d)
+        return down((lift + self.activation(gate)) * value) + residual                         # (B, d)
 
 
 class PerTokenTiedGLU(nn.Module):
@@ -300,7 +385,18 @@ class PerTokenFFN(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.net(x)  # (B, T, D)
+        if x.device.type not in TOKEN_LOOP_DEVICES or not self.runs_token_by_token():
+            return x + self.net(x)  # (B, T, D)
+        # Each token through the whole network before the next (see PerTokenLayer).
+        columns = [layer.token_functions() if isinstance(layer, PerTokenLayer) else itertools.repeat(layer)
+                   for layer in self.net]
+        tokens = zip(zip(*columns), x.unbind(1), strict=True)
+        return torch.stack([_residual_chain(functions, x_t) for functions, x_t in tokens], dim=1)  # (B, T, D)
+
+    def runs_token_by_token(self) -> bool:
+        """Every layer is a PerTokenLayer or holds no parameters (an activation or dropout: token-wise)."""
+        return all(isinstance(layer, PerTokenLayer) or next(layer.parameters(), None) is None
+                   for layer in self.net)
 
 
 # --------------------------------------------------------------------------- token mixing
