@@ -20,8 +20,8 @@ matrix of Eq. 2), RankElastor's parameterized full mixing (Eq. 3), or the
 released code's Kronecker block mixing (I kron W, the coarse grids of Theorem
 3.1), and ``PFFN`` T independent feed-forward networks (GELU or ReLU as in
 RankMixer, or the GLU-improved P-FFN of Eq. 4). The T per-token networks are
-stored as stacked weights (T, d_in, d_out) and run as one ``einsum`` over the
-token axis. The released code (vasile-paskardlgm/RankElastor) runs every block
+stored as stacked weights (T, d_in, d_out): one ``einsum`` over the token axis
+on GPUs, token by token on CPUs (see :class:`PerTokenLayer`). The released code (vasile-paskardlgm/RankElastor) runs every block
 with ``token_norm`` an RMSNorm over each token and no ``ffn_norm``; RankMixer's
 mixing keeps its LayerNorm as ``mixing_norm``. Every RMSNorm takes its epsilon
 from ``norm_eps`` (1e-12 in the release); LayerNorms keep torch's 1e-5, as the
@@ -34,6 +34,7 @@ H heads of the block transpose.
 from __future__ import annotations
 
 import functools
+from abc import ABCMeta, abstractmethod
 import itertools
 import math
 from typing import Callable, List, Optional, Sequence
@@ -83,7 +84,7 @@ TOKEN_LOOP_DEVICES = ("cpu",)
 TokenFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
-class PerTokenLayer(nn.Module):
+class PerTokenLayer(nn.Module, metaclass=ABCMeta):
     """A layer with its own weights for each of T tokens, run batched or token by token.
 
     Two forms of the same function:
@@ -107,13 +108,13 @@ class PerTokenLayer(nn.Module):
     Shapes: (B, T, d_in) -> (B, T, d_out).
     """
 
+    @abstractmethod
     def batched(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, d_in) -> (B, T, d_out) in one batched product."""
-        raise NotImplementedError
 
+    @abstractmethod
     def token_functions(self) -> List[TokenFunction]:
         """T functions, function t: (B, d_in) -> (B, d_out) with the weights of token t."""
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type not in TOKEN_LOOP_DEVICES:
@@ -279,7 +280,7 @@ class PerTokenGLU(PerTokenLayer):
         return down((lift + self.activation(gate)) * value) + residual                         # (B, d)
 
 
-class PerTokenTiedGLU(nn.Module):
+class PerTokenTiedGLU(PerTokenLayer):
     """The released code's GLU layer at expansion rate r = 1, one set of weights per token.
 
         GLU(x) = (R x + GELU(W_1 x)) * (W_2 x) + R x
@@ -309,9 +310,20 @@ class PerTokenTiedGLU(nn.Module):
         self.in_proj = PerTokenLinear(num_tokens, dim, 3 * dim, init_splits=[dim, dim, dim])  # W_1, W_2, R
         self.activation = get_activation(activation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, value, residual = self.in_proj(x).split(self.dim, dim=-1)          # (B, T, d) x3
+    def batched(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value, residual = self.in_proj.batched(x).split(self.dim, dim=-1)  # (B, T, d) x3
         return (residual + self.activation(gate)) * value + residual             # (B, T, d)
+
+    def token_functions(self) -> List[TokenFunction]:
+        weights = [block.unbind(0) for block in self.in_proj.weight.split(self.dim, dim=-1)]
+        biases = [block.unbind(0) for block in self.in_proj.bias.split(self.dim, dim=-1)]
+        return [functools.partial(self._token_glu, weights=token_weights, biases=token_biases)
+                for token_weights, token_biases in zip(zip(*weights), zip(*biases))]
+
+    def _token_glu(self, x: torch.Tensor, weights: Sequence[torch.Tensor],
+                   biases: Sequence[torch.Tensor]) -> torch.Tensor:
+        gate, value, residual = (torch.addmm(b, x, w) for w, b in zip(weights, biases))  # (B, d) x3
+        return (residual + self.activation(gate)) * value + residual                     # (B, d)
 
 
 def glu_layer(num_tokens: int, dim: int, expansion_rate: float, glu_form: str) -> nn.Module:
@@ -323,7 +335,8 @@ def glu_layer(num_tokens: int, dim: int, expansion_rate: float, glu_form: str) -
 
 
 class PerTokenFFN(nn.Module):
-    """The P-FFN: T independent feed-forward networks with a residual, batched.
+    """The P-FFN: T independent feed-forward networks with a residual (batched on GPUs,
+    each token through the whole network in turn on CPUs).
 
         PFFN(X)[:, t] = X[:, t] + f_t(X[:, t]),     t = 1 .. T
 
