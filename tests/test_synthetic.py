@@ -100,15 +100,15 @@ def test_discriminating_schema_is_an_fm_over_every_field_pair():
                       for f in range(schema.num_fields) for g in range(f + 1, schema.num_fields))
                   for n in range(50)]
     np.testing.assert_allclose(first_order, slow_first)
-    np.testing.assert_allclose(pairwise, schema.interaction_scale / np.sqrt(28) * np.array(slow_pairs))
+    np.testing.assert_allclose(pairwise, schema.interaction_scale / np.sqrt(45) * np.array(slow_pairs))
 
 
 def test_discriminating_schema_shape_scales_and_ceiling(tmp_path):
     report = write("discriminating", 20000, str(tmp_path / "raw"), seed=2026)
     train = pd.read_parquet(tmp_path / "raw" / "train.parquet")
-    assert list(train.columns) == ["label"] + [f"C{i}" for i in range(1, 9)]
-    assert all(train[f].nunique() == 50 for f in train.columns[1:])
-    assert len(report["planted"]["pairs"]) == 28 and report["planted"]["triples"] == []
+    assert list(train.columns) == ["label"] + [f"C{i}" for i in range(1, 11)]
+    assert all(train[f].nunique() == 100 for f in train.columns[1:])
+    assert len(report["planted"]["pairs"]) == 45 and report["planted"]["triples"] == []
     assert abs(report["planted"]["pairwise_part_std"] - 2.0) < 0.1
     assert abs(report["planted"]["first_order_part_std"] - 0.5) < 0.05
     # the interactions carry most of the signal: the planted model's AUC (reported as the

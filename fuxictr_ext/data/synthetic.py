@@ -18,7 +18,7 @@ dataset config entry):
 * ``request`` - a context/target request layout: request_id, click, K = 8 context
   fields (user and context), M = 4 target fields (item), N = 10 candidates per
   request with identical context values.
-* ``discriminating`` - label, C1-C8 categorical with moderate vocabularies whose
+* ``discriminating`` - label, C1-C10 categorical with moderate vocabularies whose
   logit is dominated by an FM over planted factor vectors of every field pair:
   an instrument that separates interaction models from a plain DNN
   (:class:`DiscriminatingSchema`).
@@ -541,13 +541,13 @@ class DiscriminatingSchema:
 
     Example:
         >>> frames, report = generate(DiscriminatingSchema(), rows=20000, seed=1)
-        >>> list(frames["train"].columns)                # ['label', 'C1', ..., 'C8']
+        >>> list(frames["train"].columns)                # ['label', 'C1', ..., 'C10']
     """
 
     name: str = "discriminating"
     label: str = "label"
-    num_fields: int = 8
-    vocab_size: int = 50
+    num_fields: int = 10
+    vocab_size: int = 100
     latent_dim: int = 4
     interaction_scale: float = 2.0
     first_order_scale: float = 0.5
