@@ -89,6 +89,52 @@ def test_router_output_rank_bounds_proposition_4_3(ranks):
     assert (rank_Z <= min(k, sum(ranks))).all()
 
 
+def _assert_router_reads_its_input(router, D):
+    """Theta must follow X: another input, or another row of one input, gives other weights."""
+    torch.manual_seed(3)
+    X = torch.randn(2, 5, D)
+    theta = router.weights(X)
+    assert not torch.allclose(router.weights(X.flip(0)), theta, atol=1e-4)       # other samples
+    assert not torch.allclose(theta[:, 0], theta[:, 1], atol=1e-4)                  # other fields
+
+
+def test_router_weights_follow_its_input_and_a_router_ignoring_it_fails():
+    M, D = 3, 6
+    router = FieldwiseRouter(M, D, hidden_units=[8, 8])
+    _assert_router_reads_its_input(router, D)
+
+    class InputIgnoringRouter(FieldwiseRouter):
+        def weights(self, X):
+            return super().weights(torch.zeros_like(X))
+
+    with pytest.raises(AssertionError):
+        _assert_router_reads_its_input(InputIgnoringRouter(M, D, hidden_units=[8, 8]), D)
+
+
+@pytest.mark.parametrize("ranks", [(2, 3, 1), (1, 1), (4, 2)])
+def test_components_with_zero_hsic_have_additive_rank_proposition_4_2(ranks):
+    """Prop. 4.2: with exact HSIC regularisation (linear kernel, L_HSIC = 0) the centred
+    concatenation [E_1, ..., E_m] has rank sum_i rank(E_i); a shared direction makes
+    L_HSIC > 0 and the rank sub-additive. Per-column offsets do not matter (H centres)."""
+    torch.manual_seed(sum(ranks))
+    F, k = 12, 4
+    centring = torch.eye(F, dtype=torch.float64) - 1.0 / F
+    basis, _ = torch.linalg.qr(centring @ torch.randn(F, sum(ranks), dtype=torch.float64))  # centred, orthonormal
+    columns = torch.split(basis, list(ranks), dim=1)
+    offsets = torch.randn(len(ranks), 1, k, dtype=torch.float64)
+    E = torch.stack([cols @ torch.randn(r, k, dtype=torch.float64) for cols, r in zip(columns, ranks)]) + offsets
+    centred = centring @ E                                                            # (m, F, k)
+    assert [int(torch.linalg.matrix_rank(c)) for c in centred] == list(ranks)
+    assert hsic_loss(E.unsqueeze(0)).abs() < 1e-20
+    assert int(torch.linalg.matrix_rank(torch.cat(list(centred), dim=1))) == sum(ranks)
+
+    shared = E.clone()
+    shared[1] = shared[1] + columns[0][:, :1] @ torch.randn(1, k, dtype=torch.float64)   # E_2 takes a direction of E_1
+    assert hsic_loss(shared.unsqueeze(0)) > 1e-6
+    assert int(torch.linalg.matrix_rank(torch.cat(list(centring @ shared), dim=1))) < sum(
+        int(torch.linalg.matrix_rank(c)) for c in centring @ shared)
+
+
 def test_crossnetv2_interaction_is_fuxictr_crossnetv2():
     torch.manual_seed(3)
     module = CrossNetV2Interaction(num_fields=5, embedding_dim=3, num_layers=2)
@@ -286,6 +332,23 @@ def test_rank1_normalization_feeds_only_the_decoupler(feature_map, tmp_path):
     torch.testing.assert_close(out - X, block.fusion(block.interactions(block.router(X, block.decoupler(seen["decoupler"])))))
 
 
+@pytest.mark.parametrize("block_norm,scale_free", [("layer_norm", True), ("none", False)])
+def test_block_norm_makes_what_the_block_reads_scale_free(feature_map, tmp_path, block_norm, scale_free):
+    """block_norm="layer_norm": decoupler and router read LayerNorm(X^(l-1)), so the block's
+    update f(...) of eq. 5 is the same for X and 1e-4 * X (FuxiCTR's embedding scale);
+    the residual still adds X^(l-1) itself."""
+    model = build(feature_map, tmp_path, scale_factor=2, interaction_types=HETERO, block_norm=block_norm).eval()
+    block = model.blocks[0]
+    X = torch.randn(3, 6, 8)
+    with torch.no_grad():
+        out, components = block(X)
+        small_out, small_components = block(1e-4 * X)
+    assert isinstance(block.norm, torch.nn.LayerNorm if scale_free else torch.nn.Identity)
+    same = torch.allclose(small_out - 1e-4 * X, out - X, atol=2e-3, rtol=1e-3)
+    assert same == scale_free
+    assert torch.allclose(small_components, components, atol=2e-3, rtol=1e-3) == scale_free
+
+
 def train_steps(model, batch, steps):
     losses = []
     model.train()
@@ -354,7 +417,7 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("num_blocks", 0), ("rank1_iterations", 0), ("hsic_weight", -0.1), ("net_dropout", 1.0),
     ("num_cross_layers", 0), ("cin_num_layers", 0), ("interaction_assignment", "shuffle"),
     ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
-    ("hidden_activations", "PReLU"), ("scale_factor", 1.1),
+    ("hidden_activations", "PReLU"), ("scale_factor", 1.1), ("block_norm", "batch_norm"),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
     with pytest.raises(ValueError, match=key):

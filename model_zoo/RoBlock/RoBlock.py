@@ -28,7 +28,7 @@ from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbeddi
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.registry import register_model
 
-from .layers import (INTERACTION_ASSIGNMENTS, ComponentMLP, FieldwiseRouter, RoBlockLayer,
+from .layers import (BLOCK_NORM_EPS, BLOCK_NORMS, INTERACTION_ASSIGNMENTS, ComponentMLP, FieldwiseRouter, RoBlockLayer,
                      assign_interactions, build_interaction)
 
 _CHANNELWISE_ACTIVATIONS = ("prelu", "dice")
@@ -51,6 +51,10 @@ class RoBlock(ZooModel):
         num_components: m; ``None`` for the paper's default floor(D / k) + 1.
         extra_components: components added to m (Figure 6's "added components").
         num_blocks: L, the number of stacked RoBlocks.
+        block_norm: ``"layer_norm"``: every block reads LayerNorm(X^(l-1)) (over D, per
+            field row) in its rank-1 update normalization, decoupler and router; ``"none"``:
+            the block reads X^(l-1) as eqs. 2-4 print it. The residual of eq. 5 is the
+            same in both (README: why, and what each measured).
         rank1_norm: apply rank-1 update normalization (eq. 2) before every decoupler
             (the "RU" of the ablations).
         rank1_iterations: t, its power iterations (3 in the paper).
@@ -90,6 +94,7 @@ class RoBlock(ZooModel):
                  num_components: Optional[int] = None,
                  extra_components: int = 0,
                  num_blocks: int = 1,
+                 block_norm: str = "none",
                  rank1_norm: bool = True,
                  rank1_iterations: int = 3,
                  hsic_weight: float = 1.0,
@@ -120,6 +125,7 @@ class RoBlock(ZooModel):
         _require(cin_num_layers >= 1, f"cin_num_layers must be >= 1, got {cin_num_layers}")
         _require(not isinstance(interaction_types, str),
                  f"interaction_types must be a list of names, got the string {interaction_types!r}")
+        _require(block_norm in BLOCK_NORMS, f"block_norm must be one of {BLOCK_NORMS}, got {block_norm!r}")
         _require(interaction_assignment in INTERACTION_ASSIGNMENTS,
                  f"interaction_assignment must be one of {INTERACTION_ASSIGNMENTS}, got {interaction_assignment!r}")
         _require(str(hidden_activations).lower() not in _CHANNELWISE_ACTIVATIONS,
@@ -161,6 +167,7 @@ class RoBlock(ZooModel):
                                               list(dnn_hidden_units), hidden_activations, net_dropout)
                             for name in block_types]
             blocks.append(RoBlockLayer(
+                norm=nn.LayerNorm(model_dim, eps=BLOCK_NORM_EPS) if block_norm == "layer_norm" else nn.Identity(),
                 rank1_norm=RankOneUpdateNorm(rank1_iterations) if rank1_norm else nn.Identity(),
                 decoupler=ComponentMLP(self.num_components, model_dim, decoupler_hidden, embedding_dim,
                                        hidden_activations, net_dropout),

@@ -27,6 +27,10 @@ from fuxictr_ext.layers.multi_embedding import MultiEmbeddingInteraction
 
 INTERACTION_TYPES = ("CrossNetV2", "FM", "CIN", "DNN")
 INTERACTION_ASSIGNMENTS = ("cycle", "sample")
+BLOCK_NORMS = ("none", "layer_norm")
+# FuxiCTR's embedding initialisation (std 1e-4) gives X^(0) rows of variance ~1e-9; with
+# torch's default eps (1e-5) a LayerNorm would scale them by ~300 instead of normalising.
+BLOCK_NORM_EPS = 1e-12
 
 
 class ComponentMLP(nn.Module):
@@ -261,12 +265,19 @@ def assign_interactions(interaction_types: Sequence[str], num_blocks: int, num_c
 class RoBlockLayer(nn.Module):
     """One RoBlock (eqs. 2-5): X^(l-1) (B, F, D) -> X^(l) (B, F, D), plus the decoupled components.
 
-        X~   = RU(X^(l-1))                                   # eq. 2, training only (rank1_norm)
+        N    = norm(X^(l-1))                                 # LayerNorm over D per field row, or identity
+        X~   = RU(N)                                         # eq. 2, training only (rank1_norm)
         E    = decoupler(X~)                                 # (B, M, F, k), HSIC-regularised (eq. 3)
-        Z    = router(X^(l-1), E)                            # eq. 4, (B, M, F, k)
+        Z    = router(N, E)                                  # eq. 4, (B, M, F, k)
         X^(l) = X^(l-1) + f([I_1(Z_1), ..., I_M(Z_M)])       # eq. 5, f field-wise to D
 
+    The paper writes no normalisation inside the block (with ``nn.Identity()`` the
+    block is eqs. 2-5 as printed); ``norm`` normalises what the block reads, the
+    residual stream of eq. 5 is left as it is.
+
     Args:
+        norm: ``nn.LayerNorm(D, eps=BLOCK_NORM_EPS)`` or ``nn.Identity()``, applied to X^(l-1) before
+            the rank-1 update normalization and the router.
         rank1_norm: the module applied before the decoupler
             (``RankOneUpdateNorm`` or ``nn.Identity()`` to switch it off).
         decoupler: ``ComponentMLP`` (B, F, D) -> (B, M, F, k).
@@ -281,9 +292,10 @@ class RoBlockLayer(nn.Module):
     Shapes: forward(X) -> (X^(l) (B, F, D), E (B, M, F, k)).
     """
 
-    def __init__(self, rank1_norm: nn.Module, decoupler: nn.Module, router: nn.Module,
+    def __init__(self, norm: nn.Module, rank1_norm: nn.Module, decoupler: nn.Module, router: nn.Module,
                  interactions: Sequence[nn.Module], fusion: nn.Module):
         super().__init__()
+        self.norm = norm
         self.rank1_norm = rank1_norm
         self.decoupler = decoupler
         self.router = router
@@ -295,8 +307,9 @@ class RoBlockLayer(nn.Module):
         return [type(module).__name__ for module in self.interactions.interactions]
 
     def forward(self, X: torch.Tensor):
-        components = self.decoupler(self.rank1_norm(X))                              # (B, M, F, k)
-        Z = self.router(X, components)                                               # (B, M, F, k)
+        normed = self.norm(X)                                                        # (B, F, D)
+        components = self.decoupler(self.rank1_norm(normed))                         # (B, M, F, k)
+        Z = self.router(normed, components)                                          # (B, M, F, k)
         interacted = self.interactions(Z)                                            # (B, F, sum width_i)
         return X + self.fusion(interacted), components                               # (B, F, D)
 
