@@ -16,7 +16,8 @@ from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 from model_zoo.RoBlock import RoBlock
 from model_zoo.RoBlock.layers import (CINInteraction, ComponentMLP, CrossNetV2Interaction, DNNInteraction,
-                                      FieldwiseRouter, FMInteraction, assign_interactions, build_interaction)
+                                      FieldMLP, FieldwiseRouter, FMInteraction, assign_interactions,
+                                      build_interaction, build_router_gate)
 
 REPO = Path(__file__).resolve().parents[1]
 HETERO = ["CrossNetV2", "FM", "CIN", "DNN"]
@@ -58,10 +59,15 @@ def test_component_mlp_init_is_xavier_scaled():
     assert not decoupler.biases[0].any()
 
 
-def test_router_equals_equation_4_loop():
+def make_router(kind, M, F, D):
+    return FieldwiseRouter(M, build_router_gate(kind, F, M, D, [8, 8], "ReLU", 0.0))
+
+
+@pytest.mark.parametrize("kind", ["shared", "per_field"])
+def test_router_equals_equation_4_loop(kind):
     torch.manual_seed(2)
     B, M, F, k, D = 3, 4, 5, 2, 6
-    router = FieldwiseRouter(M, D, hidden_units=[8, 8])
+    router = make_router(kind, M, F, D)
     X, E = torch.randn(B, F, D), torch.randn(B, M, F, k)
     theta = router.weights(X)
     assert theta.shape == (B, F, M, M)
@@ -81,7 +87,7 @@ def test_router_output_rank_bounds_proposition_4_3(ranks):
     M = len(ranks)
     E = torch.stack([torch.randn(B, F, r, dtype=torch.float64) @ torch.randn(B, r, k, dtype=torch.float64)
                      for r in ranks], dim=1)                          # (B, M, F, k), rank(E_i) = r_i
-    router = FieldwiseRouter(M, D, hidden_units=[8, 8]).double()
+    router = make_router("shared", M, F, D).double()
     Z = router(torch.randn(B, F, D, dtype=torch.float64), E)
     rank_Z = torch.linalg.matrix_rank(Z)                               # (B, M)
     assert (torch.linalg.matrix_rank(E) == torch.tensor(ranks)).all()
@@ -98,17 +104,33 @@ def _assert_router_reads_its_input(router, D):
     assert not torch.allclose(theta[:, 0], theta[:, 1], atol=1e-4)                  # other fields
 
 
-def test_router_weights_follow_its_input_and_a_router_ignoring_it_fails():
-    M, D = 3, 6
-    router = FieldwiseRouter(M, D, hidden_units=[8, 8])
-    _assert_router_reads_its_input(router, D)
+@pytest.mark.parametrize("kind", ["shared", "per_field"])
+def test_router_weights_follow_its_input_and_a_router_ignoring_it_fails(kind):
+    M, F, D = 3, 5, 6
+    _assert_router_reads_its_input(make_router(kind, M, F, D), D)
 
     class InputIgnoringRouter(FieldwiseRouter):
         def weights(self, X):
             return super().weights(torch.zeros_like(X))
 
     with pytest.raises(AssertionError):
-        _assert_router_reads_its_input(InputIgnoringRouter(M, D, hidden_units=[8, 8]), D)
+        _assert_router_reads_its_input(InputIgnoringRouter(M, make_router(kind, M, F, D).gate), D)
+
+
+def test_per_field_gate_equals_separate_mlps_and_shared_gate_is_one_mlp():
+    torch.manual_seed(4)
+    gate = FieldMLP(3, input_dim=5, hidden_units=[7], output_dim=4)
+    X = torch.randn(2, 3, 5)
+    out = gate(X)
+    for f in range(3):
+        expected = torch.relu(X[:, f] @ gate.weights[0][f] + gate.biases[0][f]) @ gate.weights[1][f] + gate.biases[1][f]
+        torch.testing.assert_close(out[:, f], expected)
+    shared = build_router_gate("shared", 3, 2, 5, [7], "ReLU", 0.0)
+    torch.testing.assert_close(shared(X)[:, 1], shared(X[:, 1]))
+    per_field = sum(p.numel() for p in build_router_gate("per_field", 3, 2, 5, [7], "ReLU", 0.0).parameters())
+    assert per_field == 3 * sum(p.numel() for p in shared.parameters())
+    with pytest.raises(ValueError, match="router"):
+        build_router_gate("global", 3, 2, 5, [7], "ReLU", 0.0)
 
 
 @pytest.mark.parametrize("ranks", [(2, 3, 1), (1, 1), (4, 2)])
@@ -384,7 +406,8 @@ def test_heterogeneous_deep_model_trains_with_every_parameter(feature_map, tmp_p
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-@pytest.mark.parametrize("overrides", [{}, {"interaction_types": HETERO, "scale_factor": 2, "num_blocks": 2}])
+@pytest.mark.parametrize("overrides", [{}, {"interaction_types": HETERO, "scale_factor": 2, "num_blocks": 2},
+                                       {"router": "per_field", "block_norm": "layer_norm", "scale_factor": 2}])
 def test_batch_size_one(feature_map, tmp_path, overrides):
     model = build(feature_map, tmp_path, **overrides)
     batch = random_batch(feature_map, 1, seed=5)
@@ -418,6 +441,7 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("num_cross_layers", 0), ("cin_num_layers", 0), ("interaction_assignment", "shuffle"),
     ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
     ("hidden_activations", "PReLU"), ("scale_factor", 1.1), ("block_norm", "batch_norm"),
+    ("router", "global"),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
     with pytest.raises(ValueError, match=key):

@@ -28,8 +28,8 @@ from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbeddi
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.registry import register_model
 
-from .layers import (BLOCK_NORM_EPS, BLOCK_NORMS, INTERACTION_ASSIGNMENTS, ComponentMLP, FieldwiseRouter, RoBlockLayer,
-                     assign_interactions, build_interaction)
+from .layers import (BLOCK_NORM_EPS, BLOCK_NORMS, INTERACTION_ASSIGNMENTS, ROUTERS, ComponentMLP, FieldwiseRouter,
+                     RoBlockLayer, assign_interactions, build_interaction, build_router_gate)
 
 _CHANNELWISE_ACTIVATIONS = ("prelu", "dice")
 
@@ -70,6 +70,8 @@ class RoBlock(ZooModel):
         reshape_hidden_units: hidden widths of f^(0) (M*k -> D, field-wise); ``None``: [D, D].
         decoupler_hidden_units: hidden widths of each decoupler MLP (D -> k); ``None``: [k, k]
             (its activations are (B, M, F, width): the widest tensors of a block).
+        router: ``"shared"``: one gating MLP g for every field row; ``"per_field"``: every field
+            has its own g (README: which is the default and why).
         router_hidden_units: hidden widths of the router's gating MLP g (D -> M*M); [64, 64] in the paper.
         fusion_hidden_units: hidden widths of f^(l) (sum of interaction widths -> D); ``None``: [D, D].
         projection_hidden_units: hidden widths of f* (F*D -> 1).
@@ -106,6 +108,7 @@ class RoBlock(ZooModel):
                  dnn_hidden_units: Sequence[int] = (400, 400),
                  reshape_hidden_units: Optional[Sequence[int]] = None,
                  decoupler_hidden_units: Optional[Sequence[int]] = None,
+                 router: str = "shared",
                  router_hidden_units: Sequence[int] = (64, 64),
                  fusion_hidden_units: Optional[Sequence[int]] = None,
                  projection_hidden_units: Sequence[int] = (400, 400),
@@ -125,6 +128,7 @@ class RoBlock(ZooModel):
         _require(cin_num_layers >= 1, f"cin_num_layers must be >= 1, got {cin_num_layers}")
         _require(not isinstance(interaction_types, str),
                  f"interaction_types must be a list of names, got the string {interaction_types!r}")
+        _require(router in ROUTERS, f"router must be one of {ROUTERS}, got {router!r}")
         _require(block_norm in BLOCK_NORMS, f"block_norm must be one of {BLOCK_NORMS}, got {block_norm!r}")
         _require(interaction_assignment in INTERACTION_ASSIGNMENTS,
                  f"interaction_assignment must be one of {INTERACTION_ASSIGNMENTS}, got {interaction_assignment!r}")
@@ -171,8 +175,9 @@ class RoBlock(ZooModel):
                 rank1_norm=RankOneUpdateNorm(rank1_iterations) if rank1_norm else nn.Identity(),
                 decoupler=ComponentMLP(self.num_components, model_dim, decoupler_hidden, embedding_dim,
                                        hidden_activations, net_dropout),
-                router=FieldwiseRouter(self.num_components, model_dim, list(router_hidden_units),
-                                       hidden_activations, net_dropout),
+                router=FieldwiseRouter(self.num_components, build_router_gate(
+                    router, num_fields, self.num_components, model_dim, list(router_hidden_units),
+                    hidden_activations, net_dropout)),
                 interactions=interactions,
                 fusion=mlp(sum(module.output_dim for module in interactions), fusion_hidden_units, model_dim)))
         self.blocks = nn.ModuleList(blocks)
