@@ -56,6 +56,8 @@ EXTRA: Dict[str, tuple] = {
                                                              "embedding_initializer": WIDE_INITIALIZER}),
     "RoBlock 2x, block_norm layer_norm": ("RoBlock_criteo_2x", {"embedding_dim": WIDTH // 2,
                                                                "block_norm": "layer_norm"}),
+    "RoBlock 2x, fieldwise_dropout 0.1": ("RoBlock_criteo_2x", {"embedding_dim": WIDTH // 2,
+                                                               "fieldwise_dropout": 0.1}),
 }
 
 

@@ -441,11 +441,39 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("num_cross_layers", 0), ("cin_num_layers", 0), ("interaction_assignment", "shuffle"),
     ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
     ("hidden_activations", "PReLU"), ("scale_factor", 1.1), ("block_norm", "batch_norm"),
-    ("router", "global"),
+    ("router", "global"), ("fieldwise_dropout", 1.0),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
     with pytest.raises(ValueError, match=key):
         build(feature_map, tmp_path, **{key: value})
+
+
+def test_combination_seed_alone_sets_the_plan(feature_map, tmp_path):
+    """Table 9: random interaction combinations at one initialisation seed (run_expid seeds
+    the initialisation with ``seed``; the plan follows ``combination_seed`` when it is set)."""
+    kwargs = dict(scale_factor=3, num_blocks=3, interaction_types=HETERO, interaction_assignment="sample")
+    default = build(feature_map, tmp_path, seed=7, **kwargs)
+    same = build(feature_map, tmp_path, seed=7, combination_seed=7, **kwargs)
+    assert same.interaction_plan == default.interaction_plan
+    plans = {str(build(feature_map, tmp_path, seed=7, combination_seed=c, **kwargs).interaction_plan)
+             for c in range(5)}
+    assert len(plans) > 1
+    assert build(feature_map, tmp_path, seed=7, combination_seed=11, **kwargs).interaction_plan == \
+        assign_interactions(HETERO, 3, 4, "sample", 11)
+    assert build(feature_map, tmp_path, seed=8, combination_seed=11, **kwargs).interaction_plan == \
+        assign_interactions(HETERO, 3, 4, "sample", 11)
+
+
+def test_fieldwise_dropout_reaches_the_block_mlps_and_net_dropout_the_whole_sample_networks(feature_map, tmp_path):
+    model = build(feature_map, tmp_path, scale_factor=2, interaction_types=["DNN", "FM"],
+                  net_dropout=0.3, fieldwise_dropout=0.2)
+    rates = lambda module: {m.p for m in module.modules() if isinstance(m, torch.nn.Dropout)}
+    block = model.blocks[0]
+    for fieldwise in (model.reshape_mlp, block.decoupler, block.router, block.fusion):
+        assert rates(fieldwise) == {0.2}
+    assert rates(model.projection) == {0.3}
+    assert rates(block.interactions.interactions[0]) == {0.3}              # the DNN interaction
+    assert rates(build(feature_map, tmp_path, scale_factor=2).reshape_mlp) <= {0.0}   # default: none
 
 
 def test_fractional_scale_factor_with_a_whole_width(feature_map, tmp_path):
