@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -125,7 +126,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise ValueError(f"--models / --extra: unknown {unknown}; choose from {list(MODELS)} / {list(EXTRA)}")
 
     torch.set_num_threads(args.threads)
-    command = "python -m benchmarks.discriminating_synthetic " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.discriminating_synthetic " + shlex.join(sys.argv[1:] if argv is None else argv)
     points = sweep_points(args.models + args.extra, args.seeds)
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="discriminating_synthetic_")
     os.makedirs(work_dir, exist_ok=True)
