@@ -28,7 +28,9 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
+from fuxictr.pytorch.layers import FeatureEmbeddingDict
 from fuxictr.pytorch.models import BaseModel
+from fuxictr.pytorch.torch_utils import get_initializer
 from torch import nn
 
 from . import distributed as zoo_dist
@@ -57,13 +59,20 @@ class ZooModel(BaseModel):
         config_fingerprint: the run's settings hash (the runner passes
             ``fuxictr_ext.config.config_fingerprint(params)``); a resume state is loaded
             only under the same one. Without it: the class name and parameter shapes.
+        embedding_initializer: FuxiCTR's initializer string (e.g.
+            ``"partial(nn.init.normal_, std=1e-4)"``, FeatureEmbedding's default) for
+            every embedding table of the model: each ``FeatureEmbeddingDict`` gets it
+            before ``reset_parameters`` runs its ``init_weights`` (padding rows stay
+            zero, shared and pretrained tables as FuxiCTR treats them). ``None``
+            leaves every table with the initializer its model built it with.
         **kwargs: everything else goes to BaseModel (verbose, model_root,
             metrics, monitor, embedding_regularizer, net_regularizer, ...).
     """
 
     def __init__(self, feature_map, model_id: str = "ZooModel", gpu: int = -1,
                  learning_rate: float = 1e-3, optimizer: str = "adam",
-                 loss: str = "binary_crossentropy", config_fingerprint: Optional[str] = None, **kwargs):
+                 loss: str = "binary_crossentropy", config_fingerprint: Optional[str] = None,
+                 embedding_initializer: Optional[str] = None, **kwargs):
         kwargs.setdefault("verbose", 1)
         kwargs.setdefault("model_root", "./checkpoints/")
         kwargs.setdefault("metrics", ["logloss", "AUC"])
@@ -71,6 +80,7 @@ class ZooModel(BaseModel):
         self._optimizer_name = optimizer
         self._loss_name = loss
         self._learning_rate = learning_rate
+        self._embedding_initializer = embedding_initializer
         self.callbacks: List = []
         self._stage_sink: Optional[Dict[str, torch.Tensor]] = None
         self._loss_sums: Dict[str, float] = {}
@@ -81,8 +91,18 @@ class ZooModel(BaseModel):
         self._validating = False
 
     def finalize_model(self) -> None:
-        """Compile the optimizer and loss, initialise weights, move to the device."""
+        """Compile the optimizer and loss, initialise weights (embedding tables with the
+        ``embedding_initializer`` key when it is set), move to the device."""
         self.compile(self._optimizer_name, self._loss_name, self._learning_rate)
+        if self._embedding_initializer is not None:
+            try:
+                initializer = get_initializer(self._embedding_initializer)
+            except ValueError as error:
+                raise ValueError(f"embedding_initializer={self._embedding_initializer!r} is not a FuxiCTR "
+                                 "initializer (e.g. \"partial(nn.init.normal_, std=1e-4)\")") from error
+            for module in self.modules():
+                if isinstance(module, FeatureEmbeddingDict):
+                    module.embedding_initializer = initializer
         self.reset_parameters()
         self.model_to_device()
 

@@ -16,7 +16,8 @@ from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 from model_zoo.RoBlock import RoBlock
 from model_zoo.RoBlock.layers import (CINInteraction, ComponentMLP, CrossNetV2Interaction, DNNInteraction,
-                                      FieldwiseRouter, FMInteraction, assign_interactions, build_interaction)
+                                      FieldMLP, FieldwiseRouter, FMInteraction, assign_interactions,
+                                      build_interaction, build_router_gate)
 
 REPO = Path(__file__).resolve().parents[1]
 HETERO = ["CrossNetV2", "FM", "CIN", "DNN"]
@@ -58,10 +59,15 @@ def test_component_mlp_init_is_xavier_scaled():
     assert not decoupler.biases[0].any()
 
 
-def test_router_equals_equation_4_loop():
+def make_router(kind, M, F, D):
+    return FieldwiseRouter(M, build_router_gate(kind, F, M, D, [8, 8], "ReLU", 0.0))
+
+
+@pytest.mark.parametrize("kind", ["shared", "per_field"])
+def test_router_equals_equation_4_loop(kind):
     torch.manual_seed(2)
     B, M, F, k, D = 3, 4, 5, 2, 6
-    router = FieldwiseRouter(M, D, hidden_units=[8, 8])
+    router = make_router(kind, M, F, D)
     X, E = torch.randn(B, F, D), torch.randn(B, M, F, k)
     theta = router.weights(X)
     assert theta.shape == (B, F, M, M)
@@ -81,12 +87,74 @@ def test_router_output_rank_bounds_proposition_4_3(ranks):
     M = len(ranks)
     E = torch.stack([torch.randn(B, F, r, dtype=torch.float64) @ torch.randn(B, r, k, dtype=torch.float64)
                      for r in ranks], dim=1)                          # (B, M, F, k), rank(E_i) = r_i
-    router = FieldwiseRouter(M, D, hidden_units=[8, 8]).double()
+    router = make_router("shared", M, F, D).double()
     Z = router(torch.randn(B, F, D, dtype=torch.float64), E)
     rank_Z = torch.linalg.matrix_rank(Z)                               # (B, M)
     assert (torch.linalg.matrix_rank(E) == torch.tensor(ranks)).all()
     assert (rank_Z >= max(ranks)).all()
     assert (rank_Z <= min(k, sum(ranks))).all()
+
+
+def _assert_router_reads_its_input(router, D):
+    """Theta must follow X: another input, or another row of one input, gives other weights."""
+    torch.manual_seed(3)
+    X = torch.randn(2, 5, D)
+    theta = router.weights(X)
+    assert not torch.allclose(router.weights(X.flip(0)), theta, atol=1e-4)       # other samples
+    assert not torch.allclose(theta[:, 0], theta[:, 1], atol=1e-4)                  # other fields
+
+
+@pytest.mark.parametrize("kind", ["shared", "per_field"])
+def test_router_weights_follow_its_input_and_a_router_ignoring_it_fails(kind):
+    M, F, D = 3, 5, 6
+    _assert_router_reads_its_input(make_router(kind, M, F, D), D)
+
+    class InputIgnoringRouter(FieldwiseRouter):
+        def weights(self, X):
+            return super().weights(torch.zeros_like(X))
+
+    with pytest.raises(AssertionError):
+        _assert_router_reads_its_input(InputIgnoringRouter(M, make_router(kind, M, F, D).gate), D)
+
+
+def test_per_field_gate_equals_separate_mlps_and_shared_gate_is_one_mlp():
+    torch.manual_seed(4)
+    gate = FieldMLP(3, input_dim=5, hidden_units=[7], output_dim=4)
+    X = torch.randn(2, 3, 5)
+    out = gate(X)
+    for f in range(3):
+        expected = torch.relu(X[:, f] @ gate.weights[0][f] + gate.biases[0][f]) @ gate.weights[1][f] + gate.biases[1][f]
+        torch.testing.assert_close(out[:, f], expected)
+    shared = build_router_gate("shared", 3, 2, 5, [7], "ReLU", 0.0)
+    torch.testing.assert_close(shared(X)[:, 1], shared(X[:, 1]))
+    per_field = sum(p.numel() for p in build_router_gate("per_field", 3, 2, 5, [7], "ReLU", 0.0).parameters())
+    assert per_field == 3 * sum(p.numel() for p in shared.parameters())
+    with pytest.raises(ValueError, match="router"):
+        build_router_gate("global", 3, 2, 5, [7], "ReLU", 0.0)
+
+
+@pytest.mark.parametrize("ranks", [(2, 3, 1), (1, 1), (4, 2)])
+def test_components_with_zero_hsic_have_additive_rank_proposition_4_2(ranks):
+    """Prop. 4.2: with exact HSIC regularisation (linear kernel, L_HSIC = 0) the centred
+    concatenation [E_1, ..., E_m] has rank sum_i rank(E_i); a shared direction makes
+    L_HSIC > 0 and the rank sub-additive. Per-column offsets do not matter (H centres)."""
+    torch.manual_seed(sum(ranks))
+    F, k = 12, 4
+    centring = torch.eye(F, dtype=torch.float64) - 1.0 / F
+    basis, _ = torch.linalg.qr(centring @ torch.randn(F, sum(ranks), dtype=torch.float64))  # centred, orthonormal
+    columns = torch.split(basis, list(ranks), dim=1)
+    offsets = torch.randn(len(ranks), 1, k, dtype=torch.float64)
+    E = torch.stack([cols @ torch.randn(r, k, dtype=torch.float64) for cols, r in zip(columns, ranks)]) + offsets
+    centred = centring @ E                                                            # (m, F, k)
+    assert [int(torch.linalg.matrix_rank(c)) for c in centred] == list(ranks)
+    assert hsic_loss(E.unsqueeze(0)).abs() < 1e-20
+    assert int(torch.linalg.matrix_rank(torch.cat(list(centred), dim=1))) == sum(ranks)
+
+    shared = E.clone()
+    shared[1] = shared[1] + columns[0][:, :1] @ torch.randn(1, k, dtype=torch.float64)   # E_2 takes a direction of E_1
+    assert hsic_loss(shared.unsqueeze(0)) > 1e-6
+    assert int(torch.linalg.matrix_rank(torch.cat(list(centring @ shared), dim=1))) < sum(
+        int(torch.linalg.matrix_rank(c)) for c in centring @ shared)
 
 
 def test_crossnetv2_interaction_is_fuxictr_crossnetv2():
@@ -286,6 +354,23 @@ def test_rank1_normalization_feeds_only_the_decoupler(feature_map, tmp_path):
     torch.testing.assert_close(out - X, block.fusion(block.interactions(block.router(X, block.decoupler(seen["decoupler"])))))
 
 
+@pytest.mark.parametrize("block_norm,scale_free", [("layer_norm", True), ("none", False)])
+def test_block_norm_makes_what_the_block_reads_scale_free(feature_map, tmp_path, block_norm, scale_free):
+    """block_norm="layer_norm": decoupler and router read LayerNorm(X^(l-1)), so the block's
+    update f(...) of eq. 5 is the same for X and 1e-4 * X (FuxiCTR's embedding scale);
+    the residual still adds X^(l-1) itself."""
+    model = build(feature_map, tmp_path, scale_factor=2, interaction_types=HETERO, block_norm=block_norm).eval()
+    block = model.blocks[0]
+    X = torch.randn(3, 6, 8)
+    with torch.no_grad():
+        out, components = block(X)
+        small_out, small_components = block(1e-4 * X)
+    assert isinstance(block.norm, torch.nn.LayerNorm if scale_free else torch.nn.Identity)
+    same = torch.allclose(small_out - 1e-4 * X, out - X, atol=2e-3, rtol=1e-3)
+    assert same == scale_free
+    assert torch.allclose(small_components, components, atol=2e-3, rtol=1e-3) == scale_free
+
+
 def train_steps(model, batch, steps):
     losses = []
     model.train()
@@ -321,7 +406,8 @@ def test_heterogeneous_deep_model_trains_with_every_parameter(feature_map, tmp_p
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-@pytest.mark.parametrize("overrides", [{}, {"interaction_types": HETERO, "scale_factor": 2, "num_blocks": 2}])
+@pytest.mark.parametrize("overrides", [{}, {"interaction_types": HETERO, "scale_factor": 2, "num_blocks": 2},
+                                       {"router": "per_field", "block_norm": "layer_norm", "scale_factor": 2}])
 def test_batch_size_one(feature_map, tmp_path, overrides):
     model = build(feature_map, tmp_path, **overrides)
     batch = random_batch(feature_map, 1, seed=5)
@@ -354,11 +440,40 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("num_blocks", 0), ("rank1_iterations", 0), ("hsic_weight", -0.1), ("net_dropout", 1.0),
     ("num_cross_layers", 0), ("cin_num_layers", 0), ("interaction_assignment", "shuffle"),
     ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
-    ("hidden_activations", "PReLU"), ("scale_factor", 1.1),
+    ("hidden_activations", "PReLU"), ("scale_factor", 1.1), ("block_norm", "batch_norm"),
+    ("router", "global"), ("fieldwise_dropout", 1.0),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
     with pytest.raises(ValueError, match=key):
         build(feature_map, tmp_path, **{key: value})
+
+
+def test_combination_seed_alone_sets_the_plan(feature_map, tmp_path):
+    """Table 9: random interaction combinations at one initialisation seed (run_expid seeds
+    the initialisation with ``seed``; the plan follows ``combination_seed`` when it is set)."""
+    kwargs = dict(scale_factor=3, num_blocks=3, interaction_types=HETERO, interaction_assignment="sample")
+    default = build(feature_map, tmp_path, seed=7, **kwargs)
+    same = build(feature_map, tmp_path, seed=7, combination_seed=7, **kwargs)
+    assert same.interaction_plan == default.interaction_plan
+    plans = {str(build(feature_map, tmp_path, seed=7, combination_seed=c, **kwargs).interaction_plan)
+             for c in range(5)}
+    assert len(plans) > 1
+    assert build(feature_map, tmp_path, seed=7, combination_seed=11, **kwargs).interaction_plan == \
+        assign_interactions(HETERO, 3, 4, "sample", 11)
+    assert build(feature_map, tmp_path, seed=8, combination_seed=11, **kwargs).interaction_plan == \
+        assign_interactions(HETERO, 3, 4, "sample", 11)
+
+
+def test_fieldwise_dropout_reaches_the_block_mlps_and_net_dropout_the_whole_sample_networks(feature_map, tmp_path):
+    model = build(feature_map, tmp_path, scale_factor=2, interaction_types=["DNN", "FM"],
+                  net_dropout=0.3, fieldwise_dropout=0.2)
+    rates = lambda module: {m.p for m in module.modules() if isinstance(m, torch.nn.Dropout)}
+    block = model.blocks[0]
+    for fieldwise in (model.reshape_mlp, block.decoupler, block.router, block.fusion):
+        assert rates(fieldwise) == {0.2}
+    assert rates(model.projection) == {0.3}
+    assert rates(block.interactions.interactions[0]) == {0.3}              # the DNN interaction
+    assert rates(build(feature_map, tmp_path, scale_factor=2).reshape_mlp) <= {0.0}   # default: none
 
 
 def test_fractional_scale_factor_with_a_whole_width(feature_map, tmp_path):

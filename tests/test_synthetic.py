@@ -15,7 +15,7 @@ from fuxictr.features import FeatureMap
 from fuxictr.metrics import evaluate_metrics, gAUC
 
 from data_prep import synthetic as synthetic_cli
-from fuxictr_ext.data.synthetic import SCHEMAS, generate, group_auc, write
+from fuxictr_ext.data.synthetic import SCHEMAS, DiscriminatingSchema, generate, group_auc, write
 from fuxictr_ext.data import TensorDataLoader, build_dataset
 from fuxictr_ext.testing import unit_model_kwargs
 from model_zoo.DNN.DNN import DNN
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 with open(REPO / "config" / "dataset_config.yaml") as fd:
     DATASETS = yaml.safe_load(fd)
 SYNTHETIC_IDS = [k for k, v in DATASETS.items() if v.get("synthetic")]
-TARGET_RATES = {"criteo": 0.25, "avazu": 0.17, "taobao": 0.05, "request": 0.10}
+TARGET_RATES = {"criteo": 0.25, "avazu": 0.17, "taobao": 0.05, "request": 0.10, "discriminating": 0.25}
 
 
 def _expanded(cols):
@@ -47,7 +47,7 @@ def _params(dataset_id, root):
 
 
 def test_every_synthetic_dataset_id_names_a_schema():
-    assert SYNTHETIC_IDS == ["demo", "demo_avazu", "demo_taobao", "demo_request"]
+    assert SYNTHETIC_IDS == ["demo", "demo_avazu", "demo_taobao", "demo_request", "discriminating"]
     for dataset_id in SYNTHETIC_IDS:
         assert DATASETS[dataset_id]["synthetic"]["schema"] in SCHEMAS
 
@@ -85,7 +85,35 @@ def test_positive_rate_and_planted_interactions(schema):
     rate = pd.concat(frames.values())[label].mean()
     assert abs(rate - TARGET_RATES[schema]) < 0.03
     assert 0.5 < report["first_order_part_test_AUC"] < report["ceiling_test_AUC"] < 1.0
-    assert report["planted"]["pairs"] and report["planted"]["triples"]
+    assert report["planted"]["pairs"]
+    assert report["planted"]["triples"] or schema == "discriminating"
+
+
+def test_discriminating_schema_is_an_fm_over_every_field_pair():
+    schema = DiscriminatingSchema()
+    rng = np.random.default_rng(4)
+    first, factors = schema.planted_parameters(rng)
+    ids = rng.integers(0, schema.vocab_size, (schema.num_fields, 50))
+    first_order, pairwise = schema.logit_parts(ids, first, factors)
+    slow_first = [sum(first[f, ids[f, n]] for f in range(schema.num_fields)) for n in range(50)]
+    slow_pairs = [sum(factors[f, ids[f, n]] @ factors[g, ids[g, n]]
+                      for f in range(schema.num_fields) for g in range(f + 1, schema.num_fields))
+                  for n in range(50)]
+    np.testing.assert_allclose(first_order, slow_first)
+    np.testing.assert_allclose(pairwise, schema.interaction_scale / np.sqrt(45) * np.array(slow_pairs))
+
+
+def test_discriminating_schema_shape_scales_and_ceiling(tmp_path):
+    report = write("discriminating", 20000, str(tmp_path / "raw"), seed=2026)
+    train = pd.read_parquet(tmp_path / "raw" / "train.parquet")
+    assert list(train.columns) == ["label"] + [f"C{i}" for i in range(1, 11)]
+    assert all(train[f].nunique() == 100 for f in train.columns[1:])
+    assert len(report["planted"]["pairs"]) == 45 and report["planted"]["triples"] == []
+    assert abs(report["planted"]["pairwise_part_std"] - 2.0) < 0.1
+    assert abs(report["planted"]["first_order_part_std"] - 0.5) < 0.05
+    # the interactions carry most of the signal: the planted model's AUC (reported as the
+    # ceiling) is far above that of its first-order part
+    assert report["ceiling_test_AUC"] > 0.85 and report["first_order_part_test_AUC"] < 0.65
 
 
 def test_avazu_hour_is_a_yymmddhh_timestamp_of_the_release_days():

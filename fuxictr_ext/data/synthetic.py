@@ -18,6 +18,10 @@ dataset config entry):
 * ``request`` - a context/target request layout: request_id, click, K = 8 context
   fields (user and context), M = 4 target fields (item), N = 10 candidates per
   request with identical context values.
+* ``discriminating`` - label, C1-C10 categorical with moderate vocabularies whose
+  logit is dominated by an FM over planted factor vectors of every field pair:
+  an instrument that separates interaction models from a plain DNN
+  (:class:`DiscriminatingSchema`).
 
 The planted model is drawn from the seed and never looked at by any model; it
 tests the plumbing, it is not a benchmark.
@@ -510,7 +514,84 @@ class RequestSchema:
                       unit=self.candidates, group=self.request_column)
 
 
-SCHEMAS = {"criteo": criteo_schema, "avazu": AvazuSchema, "taobao": TaobaoSchema, "request": RequestSchema}
+@dataclass
+class DiscriminatingSchema:
+    """Few fields, moderate vocabularies, a logit dominated by planted pairwise factor terms.
+
+        logit(x) = b + sum_f w_f[x_f] + (interaction_scale / sqrt(P)) * sum_{f < g} <v_f[x_f], v_g[x_g]>
+        w_f[i] ~ N(0, first_order_scale^2 / F),   v_f[i] ~ N(0, I_d / sqrt(d))   (unit-variance dots)
+
+    over all P = F (F - 1) / 2 field pairs, so that each dot product has unit
+    variance, the pairwise part has standard deviation ``interaction_scale`` and
+    the first-order part ``first_order_scale``. Every id is seen often
+    (``rows / vocab_size`` times on average, mild Zipf skew), so the factor
+    vectors are learnable; what separates models is whether their architecture
+    forms the products <v_f, v_g> of field embeddings (FM, CrossNet, CIN, WuKong's
+    FMB, DHEN) or has to approximate them with ReLU layers (a DNN). An
+    instrument for finding broken interaction models, not a benchmark.
+
+    Args:
+        num_fields: F, categorical fields ``C1..C<F>``.
+        vocab_size: values per field.
+        latent_dim: d, the rank of the planted factor vectors.
+        interaction_scale: standard deviation of the pairwise part of the logit.
+        first_order_scale: standard deviation of the first-order part.
+        zipf_exponent: skew of the value frequencies.
+        positive_rate: target mean of the labels.
+
+    Example:
+        >>> frames, report = generate(DiscriminatingSchema(), rows=20000, seed=1)
+        >>> list(frames["train"].columns)                # ['label', 'C1', ..., 'C10']
+    """
+
+    name: str = "discriminating"
+    label: str = "label"
+    num_fields: int = 10
+    vocab_size: int = 100
+    latent_dim: int = 4
+    interaction_scale: float = 2.0
+    first_order_scale: float = 0.5
+    zipf_exponent: float = 0.5
+    positive_rate: float = 0.25
+    label_position: int = 0
+
+    @property
+    def fields(self) -> List[str]:
+        return [f"C{i}" for i in range(1, self.num_fields + 1)]
+
+    def planted_parameters(self, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        """(w (F, V), v (F, V, d)): first-order weights and factor vectors, drawn from ``rng``."""
+        num_fields = self.num_fields
+        first = rng.normal(0, self.first_order_scale / np.sqrt(num_fields), (num_fields, self.vocab_size))
+        factors = rng.normal(0, self.latent_dim ** -0.25, (num_fields, self.vocab_size, self.latent_dim))
+        return first, factors
+
+    def logit_parts(self, ids: np.ndarray, first: np.ndarray, factors: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(first-order part, pairwise part) of the planted logit of ids (F, rows), without the intercept."""
+        field_index = np.arange(self.num_fields)[:, None]
+        first_order = first[field_index, ids].sum(axis=0)                               # (rows,)
+        v = factors[field_index, ids]                                                   # (F, rows, d)
+        pair_sum = 0.5 * ((v.sum(axis=0) ** 2).sum(axis=-1) - (v ** 2).sum(axis=(0, 2)))  # sum_{f<g} <v_f, v_g>
+        num_pairs = self.num_fields * (self.num_fields - 1) // 2
+        return first_order, self.interaction_scale / np.sqrt(num_pairs) * pair_sum
+
+    def sample(self, rows: int, rng: np.random.Generator) -> Sample:
+        fields = self.fields
+        first, factors = self.planted_parameters(rng)
+        ids = np.stack([_zipf_ids(rng, rows, self.vocab_size, self.zipf_exponent) for _ in fields])  # (F, rows)
+        first_order, pairwise = self.logit_parts(ids, first, factors)
+        bias = _calibrated_intercept(first_order + pairwise, self.positive_rate)
+        prob = 1 / (1 + np.exp(-(bias + first_order + pairwise)))
+        frame = pd.DataFrame({f: np.char.add(f"{f.lower()}_", ids[i].astype(str)) for i, f in enumerate(fields)})
+        planted = {"pairs": [[a, b] for i, a in enumerate(fields) for b in fields[i + 1:]], "triples": [],
+                   "latent_dim": self.latent_dim, "interaction_scale": self.interaction_scale,
+                   "first_order_scale": self.first_order_scale,
+                   "pairwise_part_std": float(pairwise.std()), "first_order_part_std": float(first_order.std())}
+        return Sample(frame, prob, bias + first_order, planted)
+
+
+SCHEMAS = {"criteo": criteo_schema, "avazu": AvazuSchema, "taobao": TaobaoSchema, "request": RequestSchema,
+           "discriminating": DiscriminatingSchema}
 
 
 def group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> Optional[float]:

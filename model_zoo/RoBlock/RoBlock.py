@@ -28,8 +28,8 @@ from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbeddi
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.registry import register_model
 
-from .layers import (INTERACTION_ASSIGNMENTS, ComponentMLP, FieldwiseRouter, RoBlockLayer,
-                     assign_interactions, build_interaction)
+from .layers import (BLOCK_NORM_EPS, BLOCK_NORMS, INTERACTION_ASSIGNMENTS, ROUTERS, ComponentMLP, FieldwiseRouter,
+                     RoBlockLayer, assign_interactions, build_interaction, build_router_gate)
 
 _CHANNELWISE_ACTIVATIONS = ("prelu", "dice")
 
@@ -51,6 +51,10 @@ class RoBlock(ZooModel):
         num_components: m; ``None`` for the paper's default floor(D / k) + 1.
         extra_components: components added to m (Figure 6's "added components").
         num_blocks: L, the number of stacked RoBlocks.
+        block_norm: ``"layer_norm"``: every block reads LayerNorm(X^(l-1)) (over D, per
+            field row) in its rank-1 update normalization, decoupler and router; ``"none"``:
+            the block reads X^(l-1) as eqs. 2-4 print it. The residual of eq. 5 is the
+            same in both (README: why, and what each measured).
         rank1_norm: apply rank-1 update normalization (eq. 2) before every decoupler
             (the "RU" of the ablations).
         rank1_iterations: t, its power iterations (3 in the paper).
@@ -58,19 +62,30 @@ class RoBlock(ZooModel):
         interaction_types: the interaction functions to choose from, names out of
             {"CrossNetV2", "FM", "CIN", "DNN"}; one name makes every block homogeneous.
         interaction_assignment: ``"cycle"`` (component i gets type i mod len) or ``"sample"``
-            (drawn without replacement, reshuffled when used up, with ``seed``).
-        seed: the seed of ``"sample"``.
+            (drawn without replacement, reshuffled when used up, with ``combination_seed``).
+        seed: the experiment's seed (FuxiCTR seeds the initialisation with it).
+        combination_seed: the seed of ``"sample"``; ``None`` uses ``seed``. Table 9 averages
+            random interaction combinations: vary this one and keep ``seed`` to change the
+            combination and not the initialisation.
         num_cross_layers: layers of every CrossNetV2 interaction.
         cin_num_layers: layers of every CIN interaction.
         dnn_hidden_units: hidden widths of every DNN interaction (on F*k inputs).
         reshape_hidden_units: hidden widths of f^(0) (M*k -> D, field-wise); ``None``: [D, D].
         decoupler_hidden_units: hidden widths of each decoupler MLP (D -> k); ``None``: [k, k]
             (its activations are (B, M, F, width): the widest tensors of a block).
+        router: ``"shared"``: one gating MLP g for every field row; ``"per_field"``: every field
+            has its own g (README: which is the default and why).
         router_hidden_units: hidden widths of the router's gating MLP g (D -> M*M); [64, 64] in the paper.
         fusion_hidden_units: hidden widths of f^(l) (sum of interaction widths -> D); ``None``: [D, D].
         projection_hidden_units: hidden widths of f* (F*D -> 1).
         hidden_activations: activation of every hidden layer (element-wise ones only).
-        net_dropout: dropout after every hidden layer.
+        net_dropout: dropout after every hidden layer of the networks that read the whole
+            sample: the projection f* and the DNN interactions.
+        fieldwise_dropout: dropout after every hidden layer of the field-wise MLPs that make
+            the embeddings of the block: f^(0), the decoupler, the router's g and f^(l). The
+            paper sets network dropout 0.1 and embedding dropout 0 without placing them
+            inside the block; 0 here (README: measured, 0.1 kept RoBlock at the first-order
+            level on the discriminating data).
 
     Example:
         >>> model = RoBlock(feature_map, embedding_dim=10, scale_factor=2, num_blocks=3,
@@ -90,22 +105,26 @@ class RoBlock(ZooModel):
                  num_components: Optional[int] = None,
                  extra_components: int = 0,
                  num_blocks: int = 1,
+                 block_norm: str = "none",
                  rank1_norm: bool = True,
                  rank1_iterations: int = 3,
                  hsic_weight: float = 1.0,
                  interaction_types: Sequence[str] = ("CrossNetV2",),
                  interaction_assignment: str = "cycle",
                  seed: int = 2019,
+                 combination_seed: Optional[int] = None,
                  num_cross_layers: int = 3,
                  cin_num_layers: int = 2,
                  dnn_hidden_units: Sequence[int] = (400, 400),
                  reshape_hidden_units: Optional[Sequence[int]] = None,
                  decoupler_hidden_units: Optional[Sequence[int]] = None,
+                 router: str = "shared",
                  router_hidden_units: Sequence[int] = (64, 64),
                  fusion_hidden_units: Optional[Sequence[int]] = None,
                  projection_hidden_units: Sequence[int] = (400, 400),
                  hidden_activations: str = "ReLU",
                  net_dropout: float = 0.1,
+                 fieldwise_dropout: float = 0.0,
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
         _require(embedding_dim >= 1, f"embedding_dim must be >= 1, got {embedding_dim}")
@@ -116,10 +135,13 @@ class RoBlock(ZooModel):
         _require(num_blocks >= 1, f"num_blocks must be >= 1, got {num_blocks}")
         _require(hsic_weight >= 0, f"hsic_weight must be >= 0, got {hsic_weight}")
         _require(0.0 <= net_dropout < 1.0, f"net_dropout must be in [0, 1), got {net_dropout}")
+        _require(0.0 <= fieldwise_dropout < 1.0, f"fieldwise_dropout must be in [0, 1), got {fieldwise_dropout}")
         _require(num_cross_layers >= 1, f"num_cross_layers must be >= 1, got {num_cross_layers}")
         _require(cin_num_layers >= 1, f"cin_num_layers must be >= 1, got {cin_num_layers}")
         _require(not isinstance(interaction_types, str),
                  f"interaction_types must be a list of names, got the string {interaction_types!r}")
+        _require(router in ROUTERS, f"router must be one of {ROUTERS}, got {router!r}")
+        _require(block_norm in BLOCK_NORMS, f"block_norm must be one of {BLOCK_NORMS}, got {block_norm!r}")
         _require(interaction_assignment in INTERACTION_ASSIGNMENTS,
                  f"interaction_assignment must be one of {INTERACTION_ASSIGNMENTS}, got {interaction_assignment!r}")
         _require(str(hidden_activations).lower() not in _CHANNELWISE_ACTIVATIONS,
@@ -141,19 +163,22 @@ class RoBlock(ZooModel):
         self.hsic_weight = float(hsic_weight)
         self.uses_hsic = self.hsic_weight > 0 and self.num_components >= 2
         self.interaction_plan = assign_interactions(list(interaction_types), num_blocks, self.num_components,
-                                                    interaction_assignment, seed)
+                                                    interaction_assignment,
+                                                    seed if combination_seed is None else combination_seed)
         field_hidden = [model_dim, model_dim]
         decoupler_hidden = ([embedding_dim, embedding_dim] if decoupler_hidden_units is None
                             else list(decoupler_hidden_units))
 
-        def mlp(input_dim: int, hidden_units: Optional[Sequence[int]], output_dim: int, **extra) -> MLP_Block:
+        def mlp(input_dim: int, hidden_units: Optional[Sequence[int]], output_dim: int, dropout: float,
+                **extra) -> MLP_Block:
             units = field_hidden if hidden_units is None else list(hidden_units)
             return MLP_Block(input_dim, units, hidden_activations=hidden_activations, output_dim=output_dim,
-                             dropout_rates=net_dropout, **extra)
+                             dropout_rates=dropout, **extra)
 
         self.embedding = MultiEmbedding(feature_map, embedding_dim, self.num_components)
         self.concat_sets = ConcatEmbeddingSets()
-        self.reshape_mlp = mlp(self.num_components * embedding_dim, reshape_hidden_units, model_dim)
+        self.reshape_mlp = mlp(self.num_components * embedding_dim, reshape_hidden_units, model_dim,
+                               fieldwise_dropout)
 
         blocks = []
         for block_types in self.interaction_plan:
@@ -161,15 +186,18 @@ class RoBlock(ZooModel):
                                               list(dnn_hidden_units), hidden_activations, net_dropout)
                             for name in block_types]
             blocks.append(RoBlockLayer(
+                norm=nn.LayerNorm(model_dim, eps=BLOCK_NORM_EPS) if block_norm == "layer_norm" else nn.Identity(),
                 rank1_norm=RankOneUpdateNorm(rank1_iterations) if rank1_norm else nn.Identity(),
                 decoupler=ComponentMLP(self.num_components, model_dim, decoupler_hidden, embedding_dim,
-                                       hidden_activations, net_dropout),
-                router=FieldwiseRouter(self.num_components, model_dim, list(router_hidden_units),
-                                       hidden_activations, net_dropout),
+                                       hidden_activations, fieldwise_dropout),
+                router=FieldwiseRouter(self.num_components, build_router_gate(
+                    router, num_fields, self.num_components, model_dim, list(router_hidden_units),
+                    hidden_activations, fieldwise_dropout)),
                 interactions=interactions,
-                fusion=mlp(sum(module.output_dim for module in interactions), fusion_hidden_units, model_dim)))
+                fusion=mlp(sum(module.output_dim for module in interactions), fusion_hidden_units, model_dim,
+                           fieldwise_dropout)))
         self.blocks = nn.ModuleList(blocks)
-        self.projection = mlp(num_fields * model_dim, list(projection_hidden_units), 1,
+        self.projection = mlp(num_fields * model_dim, list(projection_hidden_units), 1, net_dropout,
                               output_activation=self.output_activation)
         self.finalize_model()
 

@@ -5,7 +5,8 @@ paper's d), M components (the paper's m).
 
 * :class:`ComponentMLP` - the embedding decoupler's M parallel MLPs, batched
   over stacked weights.
-* :class:`FieldwiseRouter` - the field-wise multi-head router of eq. 4.
+* :class:`FieldwiseRouter` - the field-wise multi-head router of eq. 4, its gate
+  shared by all fields or per field (:class:`FieldMLP`, :func:`build_router_gate`).
 * interaction functions I_i, each field-wise (B, F, k) -> (B, F, width):
   :class:`CrossNetV2Interaction`, :class:`FMInteraction`,
   :class:`CINInteraction`, :class:`DNNInteraction`.
@@ -27,6 +28,11 @@ from fuxictr_ext.layers.multi_embedding import MultiEmbeddingInteraction
 
 INTERACTION_TYPES = ("CrossNetV2", "FM", "CIN", "DNN")
 INTERACTION_ASSIGNMENTS = ("cycle", "sample")
+BLOCK_NORMS = ("none", "layer_norm")
+ROUTERS = ("shared", "per_field")
+# FuxiCTR's embedding initialisation (std 1e-4) gives X^(0) rows of variance ~1e-9; with
+# torch's default eps (1e-5) a LayerNorm would scale them by ~300 instead of normalising.
+BLOCK_NORM_EPS = 1e-12
 
 
 class ComponentMLP(nn.Module):
@@ -78,31 +84,80 @@ class ComponentMLP(nn.Module):
         return h                                                                     # (B, M, F, k)
 
 
+class FieldMLP(nn.Module):
+    """F independent MLPs, MLP_f applied to field row f only, as one batched einsum per layer.
+
+    Args:
+        num_fields: F.
+        input_dim: width of every field row.
+        hidden_units: hidden widths (the same for every field).
+        output_dim: output width of every field.
+        hidden_activations: activation after every hidden layer.
+        dropout_rates: dropout after every hidden layer.
+
+    Shapes: (B, F, input_dim) -> (B, F, output_dim).
+
+    Example:
+        >>> mlp = FieldMLP(39, input_dim=30, hidden_units=[64, 64], output_dim=16)
+        >>> mlp(torch.randn(8, 39, 30)).shape
+        torch.Size([8, 39, 16])
+    """
+
+    def __init__(self, num_fields: int, input_dim: int, hidden_units: Sequence[int], output_dim: int,
+                 hidden_activations: str = "ReLU", dropout_rates: float = 0.0):
+        super().__init__()
+        dims = [input_dim] + list(hidden_units) + [output_dim]
+        self.weights = nn.ParameterList(nn.Parameter(torch.empty(num_fields, fan_in, fan_out))
+                                        for fan_in, fan_out in zip(dims[:-1], dims[1:]))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(num_fields, fan_out)) for fan_out in dims[1:])
+        self.hidden = nn.ModuleList(
+            nn.Sequential(get_activation(hidden_activations), nn.Dropout(dropout_rates))
+            for _ in hidden_units)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Xavier-normal per field (what BaseModel gives every nn.Linear), zero biases."""
+        for weight, bias in zip(self.weights, self.biases):
+            fan_in, fan_out = weight.shape[1:]
+            nn.init.normal_(weight, std=(2.0 / (fan_in + fan_out)) ** 0.5)
+            nn.init.zeros_(bias)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        h = torch.einsum("bfd,fdh->bfh", X, self.weights[0]) + self.biases[0]        # (B, F, h)
+        for hidden, weight, bias in zip(self.hidden, self.weights[1:], self.biases[1:]):
+            h = torch.einsum("bfh,fhg->bfg", hidden(h), weight) + bias              # (B, F, g)
+        return h
+
+
 class FieldwiseRouter(nn.Module):
     """Field-wise multi-head router (eq. 4): regenerate M embeddings from the M components.
 
         Theta = softmax_j(g(X))                      # (B, F, M_source, M_target), positive
         Z_i   = sum_j diag(Theta[:, :, j, i]) E_j    # (B, F, k) per target head i
 
-    The gating MLP g is applied to every field row of X (shared across fields),
-    so every field gets its own mixing weights. The softmax over the source
-    component keeps every weight positive, as Proposition 4.3 requires.
+    The gating MLP g maps every field row x_f of X to that field's M x M weights:
+    with ``gate = MLP_Block(D, ..., M*M)`` one MLP is shared by all fields (the
+    ``router: shared`` reading), with ``gate = FieldMLP(F, D, ..., M*M)`` every field
+    has its own parameters (``router: per_field``, the paper's "tensorized MLP" read
+    as field-specific). The softmax over the source component keeps every weight
+    positive, as Proposition 4.3 requires.
 
     Args:
         num_components: M.
-        input_dim: D.
-        hidden_units: g's hidden widths (the paper: 3 layers, 64 hidden units).
-        hidden_activations, dropout_rates: as fuxictr's MLP_Block.
+        gate: the gating MLP g, (B, F, D) -> (B, F, M*M).
 
     Shapes: forward(X (B, F, D), components (B, M, F, k)) -> Z (B, M, F, k).
+
+    Example:
+        >>> router = FieldwiseRouter(3, MLP_Block(16, [64, 64], output_dim=9))
+        >>> router(torch.randn(8, 39, 16), torch.randn(8, 3, 39, 10)).shape
+        torch.Size([8, 3, 39, 10])
     """
 
-    def __init__(self, num_components: int, input_dim: int, hidden_units: Sequence[int] = (64, 64),
-                 hidden_activations: str = "ReLU", dropout_rates: float = 0.0):
+    def __init__(self, num_components: int, gate: nn.Module):
         super().__init__()
         self.num_components = num_components
-        self.gate = MLP_Block(input_dim, list(hidden_units), hidden_activations=hidden_activations,
-                              output_dim=num_components * num_components, dropout_rates=dropout_rates)
+        self.gate = gate
 
     def weights(self, X: torch.Tensor) -> torch.Tensor:
         """Theta: (B, F, D) -> (B, F, M_source, M_target), summing to 1 over the source axis."""
@@ -112,6 +167,18 @@ class FieldwiseRouter(nn.Module):
     def forward(self, X: torch.Tensor, components: torch.Tensor) -> torch.Tensor:
         theta = self.weights(X)                                                      # (B, F, M, M)
         return torch.einsum("bfji,bjfk->bifk", theta, components)                    # (B, M, F, k)
+
+
+def build_router_gate(router: str, num_fields: int, num_components: int, input_dim: int,
+                      hidden_units: Sequence[int], hidden_activations: str, dropout_rates: float) -> nn.Module:
+    """The gating MLP g of eq. 4 by its config name (one of ROUTERS), D -> M*M per field row."""
+    if router == "shared":
+        return MLP_Block(input_dim, list(hidden_units), hidden_activations=hidden_activations,
+                         output_dim=num_components * num_components, dropout_rates=dropout_rates)
+    if router == "per_field":
+        return FieldMLP(num_fields, input_dim, hidden_units, num_components * num_components,
+                        hidden_activations, dropout_rates)
+    raise ValueError(f"router must be one of {ROUTERS}, got {router!r}")
 
 
 class CrossNetV2Interaction(nn.Module):
@@ -261,12 +328,19 @@ def assign_interactions(interaction_types: Sequence[str], num_blocks: int, num_c
 class RoBlockLayer(nn.Module):
     """One RoBlock (eqs. 2-5): X^(l-1) (B, F, D) -> X^(l) (B, F, D), plus the decoupled components.
 
-        X~   = RU(X^(l-1))                                   # eq. 2, training only (rank1_norm)
+        N    = norm(X^(l-1))                                 # LayerNorm over D per field row, or identity
+        X~   = RU(N)                                         # eq. 2, training only (rank1_norm)
         E    = decoupler(X~)                                 # (B, M, F, k), HSIC-regularised (eq. 3)
-        Z    = router(X^(l-1), E)                            # eq. 4, (B, M, F, k)
+        Z    = router(N, E)                                  # eq. 4, (B, M, F, k)
         X^(l) = X^(l-1) + f([I_1(Z_1), ..., I_M(Z_M)])       # eq. 5, f field-wise to D
 
+    The paper writes no normalisation inside the block (with ``nn.Identity()`` the
+    block is eqs. 2-5 as printed); ``norm`` normalises what the block reads, the
+    residual stream of eq. 5 is left as it is.
+
     Args:
+        norm: ``nn.LayerNorm(D, eps=BLOCK_NORM_EPS)`` or ``nn.Identity()``, applied to X^(l-1) before
+            the rank-1 update normalization and the router.
         rank1_norm: the module applied before the decoupler
             (``RankOneUpdateNorm`` or ``nn.Identity()`` to switch it off).
         decoupler: ``ComponentMLP`` (B, F, D) -> (B, M, F, k).
@@ -281,9 +355,10 @@ class RoBlockLayer(nn.Module):
     Shapes: forward(X) -> (X^(l) (B, F, D), E (B, M, F, k)).
     """
 
-    def __init__(self, rank1_norm: nn.Module, decoupler: nn.Module, router: nn.Module,
+    def __init__(self, norm: nn.Module, rank1_norm: nn.Module, decoupler: nn.Module, router: nn.Module,
                  interactions: Sequence[nn.Module], fusion: nn.Module):
         super().__init__()
+        self.norm = norm
         self.rank1_norm = rank1_norm
         self.decoupler = decoupler
         self.router = router
@@ -295,8 +370,9 @@ class RoBlockLayer(nn.Module):
         return [type(module).__name__ for module in self.interactions.interactions]
 
     def forward(self, X: torch.Tensor):
-        components = self.decoupler(self.rank1_norm(X))                              # (B, M, F, k)
-        Z = self.router(X, components)                                               # (B, M, F, k)
+        normed = self.norm(X)                                                        # (B, F, D)
+        components = self.decoupler(self.rank1_norm(normed))                         # (B, M, F, k)
+        Z = self.router(normed, components)                                          # (B, M, F, k)
         interacted = self.interactions(Z)                                            # (B, F, sum width_i)
         return X + self.fusion(interacted), components                               # (B, F, D)
 
