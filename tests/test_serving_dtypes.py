@@ -3,21 +3,11 @@
 import pytest
 import torch
 
-from fuxictr_ext.serving import (FieldPartition, Scorer, build_scorer, cached_scorer, cast_model, score_requests)
+from fuxictr_ext.serving import Scorer, build_scorer, cached_scorer, cast_model, score_requests
 from fuxictr_ext.serving.layers import RankSplitDense
 from fuxictr_ext.testing.serving import random_requests, train_steps
 from fuxictr_ext.testing import random_batch
-from test_rank_aware import MODELS, SOURCES, build, feature_map_with
-
-
-@pytest.fixture(scope="module")
-def feature_map():
-    return feature_map_with(SOURCES)
-
-
-@pytest.fixture(scope="module")
-def partition(feature_map):
-    return FieldPartition.from_feature_map(feature_map)
+from test_rank_aware import MODELS, build, feature_map, partition  # noqa: F401  (the fixtures)
 
 
 @pytest.mark.parametrize("key", list(MODELS))

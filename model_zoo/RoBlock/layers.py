@@ -35,7 +35,40 @@ ROUTERS = ("shared", "per_field")
 BLOCK_NORM_EPS = 1e-12
 
 
-class ComponentMLP(nn.Module):
+class GroupedMLP(nn.Module):
+    """G independent MLPs with stacked weights (G, fan_in, fan_out) per layer; the
+    subclass's ``forward`` says which axis the G groups run over.
+
+    Xavier-normal per group (what BaseModel gives every nn.Linear), zero biases.
+
+    Args:
+        num_groups: G.
+        input_dim, hidden_units, output_dim: the widths (the same for every group).
+        hidden_activations: activation after every hidden layer.
+        dropout_rates: dropout after every hidden layer.
+        bias_shape: the shape of a layer's bias for ``fan_out`` outputs.
+    """
+
+    def __init__(self, num_groups: int, input_dim: int, hidden_units: Sequence[int], output_dim: int,
+                 hidden_activations: str, dropout_rates: float, bias_shape):
+        super().__init__()
+        dims = [input_dim] + list(hidden_units) + [output_dim]
+        self.weights = nn.ParameterList(nn.Parameter(torch.empty(num_groups, fan_in, fan_out))
+                                        for fan_in, fan_out in zip(dims[:-1], dims[1:]))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(bias_shape(fan_out))) for fan_out in dims[1:])
+        self.hidden = nn.ModuleList(
+            nn.Sequential(get_activation(hidden_activations), nn.Dropout(dropout_rates))
+            for _ in hidden_units)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for weight, bias in zip(self.weights, self.biases):
+            fan_in, fan_out = weight.shape[1:]
+            nn.init.normal_(weight, std=(2.0 / (fan_in + fan_out)) ** 0.5)
+            nn.init.zeros_(bias)
+
+
+class ComponentMLP(GroupedMLP):
     """M independent MLPs on the same field-wise input, computed as one batched einsum per layer.
 
     The embedding decoupler of section 3.2: E_i = MLP_i(X~) for i = 1..M, each MLP
@@ -59,23 +92,8 @@ class ComponentMLP(nn.Module):
 
     def __init__(self, num_components: int, input_dim: int, hidden_units: Sequence[int], output_dim: int,
                  hidden_activations: str = "ReLU", dropout_rates: float = 0.0):
-        super().__init__()
-        dims = [input_dim] + list(hidden_units) + [output_dim]
-        self.weights = nn.ParameterList(nn.Parameter(torch.empty(num_components, fan_in, fan_out))
-                                        for fan_in, fan_out in zip(dims[:-1], dims[1:]))
-        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(num_components, 1, fan_out))
-                                       for fan_out in dims[1:])
-        self.hidden = nn.ModuleList(
-            nn.Sequential(get_activation(hidden_activations), nn.Dropout(dropout_rates))
-            for _ in hidden_units)
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """Xavier-normal per component (what BaseModel gives every nn.Linear), zero biases."""
-        for weight, bias in zip(self.weights, self.biases):
-            fan_in, fan_out = weight.shape[1:]
-            nn.init.normal_(weight, std=(2.0 / (fan_in + fan_out)) ** 0.5)
-            nn.init.zeros_(bias)
+        super().__init__(num_components, input_dim, hidden_units, output_dim, hidden_activations, dropout_rates,
+                         bias_shape=lambda fan_out: (num_components, 1, fan_out))
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         h = torch.einsum("bfd,mdh->bmfh", X, self.weights[0]) + self.biases[0]       # (B, M, F, h)
@@ -84,7 +102,7 @@ class ComponentMLP(nn.Module):
         return h                                                                     # (B, M, F, k)
 
 
-class FieldMLP(nn.Module):
+class FieldMLP(GroupedMLP):
     """F independent MLPs, MLP_f applied to field row f only, as one batched einsum per layer.
 
     Args:
@@ -105,22 +123,8 @@ class FieldMLP(nn.Module):
 
     def __init__(self, num_fields: int, input_dim: int, hidden_units: Sequence[int], output_dim: int,
                  hidden_activations: str = "ReLU", dropout_rates: float = 0.0):
-        super().__init__()
-        dims = [input_dim] + list(hidden_units) + [output_dim]
-        self.weights = nn.ParameterList(nn.Parameter(torch.empty(num_fields, fan_in, fan_out))
-                                        for fan_in, fan_out in zip(dims[:-1], dims[1:]))
-        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(num_fields, fan_out)) for fan_out in dims[1:])
-        self.hidden = nn.ModuleList(
-            nn.Sequential(get_activation(hidden_activations), nn.Dropout(dropout_rates))
-            for _ in hidden_units)
-        self.init_weights()
-
-    def init_weights(self) -> None:
-        """Xavier-normal per field (what BaseModel gives every nn.Linear), zero biases."""
-        for weight, bias in zip(self.weights, self.biases):
-            fan_in, fan_out = weight.shape[1:]
-            nn.init.normal_(weight, std=(2.0 / (fan_in + fan_out)) ** 0.5)
-            nn.init.zeros_(bias)
+        super().__init__(num_fields, input_dim, hidden_units, output_dim, hidden_activations, dropout_rates,
+                         bias_shape=lambda fan_out: (num_fields, fan_out))
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         h = torch.einsum("bfd,fdh->bfh", X, self.weights[0]) + self.biases[0]        # (B, F, h)
