@@ -34,7 +34,7 @@ from typing import Dict, List, Optional
 import torch
 import yaml
 
-from benchmarks.mlcc_scaling import REPO, Point, run_within_budget, write_config_dir
+from benchmarks.mlcc_scaling import REPO, Point, ceiling_lines, run_within_budget, write_config_dir
 
 DATASET = "discriminating"
 WIDTH = 16
@@ -100,10 +100,7 @@ def markdown(rows: List[dict], command: str, header: str) -> str:
     lines += ["", "| model | seeds | mean test AUC | min | max |", "|---|---|---|---|---|"]
     for name, aucs in by_model.items():
         lines.append(f"| {name} | {len(aucs)} | {statistics.mean(aucs):.4f} | {min(aucs):.4f} | {max(aucs):.4f} |")
-    ceilings = {row["ceiling_test_AUC"] for row in rows if row["ceiling_test_AUC"] is not None}
-    if ceilings:
-        lines += ["", "Planted model (the best any model can do) on the same test split: AUC "
-                  + ", ".join(f"{c:.4f}" for c in sorted(ceilings)) + "."]
+    lines += ceiling_lines(rows)
     return "\n".join(lines) + "\n"
 
 

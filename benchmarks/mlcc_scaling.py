@@ -266,6 +266,20 @@ def run_within_budget(config_dir: str, points: List[Point], budget_min: float, t
     return len(points)
 
 
+def planted_ceilings(rows: List[dict]) -> List[float]:
+    """The distinct planted-model test AUCs (the best any model can do) of the rows' data."""
+    return sorted({row["ceiling_test_AUC"] for row in rows if row["ceiling_test_AUC"] is not None})
+
+
+def ceiling_lines(rows: List[dict]) -> List[str]:
+    """The report's closing lines naming the planted model's test AUC (none without one)."""
+    ceilings = planted_ceilings(rows)
+    if not ceilings:
+        return []
+    return ["", "Planted model (the best any model can do) on the same test split: AUC "
+            + ", ".join(f"{c:.4f}" for c in ceilings) + "."]
+
+
 def _setting(row: dict) -> str:
     over = row["overrides"]
     if row["family"] == "MC-MLCC":
@@ -289,10 +303,7 @@ def markdown(rows: List[dict], command: str, header: str) -> str:
         lines.append(f"| {row['family']} | {_setting(row)} | {dim} | {row['test_AUC']:.4f} | "
                      f"{row['test_logloss']:.4f} | {row['embedding_params']:,} | {row['dense_params']:,} | "
                      f"{row['flops_per_sample'] / 1e6:.3f} | {row['train_seconds']:.0f} |")
-    ceilings = {row["ceiling_test_AUC"] for row in rows if row["ceiling_test_AUC"] is not None}
-    if ceilings:
-        lines += ["", "Planted model (the best any model can do) on the same test split: AUC "
-                  + ", ".join(f"{c:.4f}" for c in sorted(ceilings)) + "."]
+    lines += ceiling_lines(rows)
     lines += ["", "Matched E*S, MLCC against MC-MLCC (seed 2019):", "",
               "| E*S | MLCC MFLOPs | MC-MLCC MFLOPs | MLCC / MC-MLCC FLOPs | MLCC AUC | MC-MLCC AUC "
               "| AUC(MC-MLCC) - AUC(MLCC) |",
@@ -341,7 +352,7 @@ def plot(rows: List[dict], path: str, title: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("forward GFLOPs per sample (log scale)")
     ax.set_ylabel("test AUC")
-    ceilings = sorted({row["ceiling_test_AUC"] for row in rows if row["ceiling_test_AUC"] is not None})
+    ceilings = planted_ceilings(rows)
     if ceilings:
         title += "\n(planted model, the best possible: test AUC " + ", ".join(f"{c:.4f}" for c in ceilings) + ")"
     ax.set_title(title, fontsize=10)

@@ -44,7 +44,7 @@ from typing import Dict, List, Optional
 import torch
 import yaml
 
-from benchmarks.mlcc_scaling import REPO, Point, run_within_budget, write_config_dir
+from benchmarks.mlcc_scaling import REPO, Point, ceiling_lines, run_within_budget, write_config_dir
 
 from fuxictr_ext.spectrum.plot import load_spectrum, select_records
 from fuxictr_ext.spectrum.plot import main as plot_main
@@ -133,10 +133,7 @@ def markdown(rows: List[dict], ia: Dict[str, List[tuple]], command: str, header:
         lines.append(f"| {row['expid']} | {row['family']} | {_setting(row['overrides'])} | {row['test_AUC']:.4f} | "
                      f"{row['test_logloss']:.4f} | {row['embedding_params']:,} | {row['dense_params']:,} | "
                      f"{row['flops_per_sample'] / 1e6:.3f} | {row['train_seconds']:.0f} | {stages or '-'} |")
-    ceilings = {row["ceiling_test_AUC"] for row in rows if row["ceiling_test_AUC"] is not None}
-    if ceilings:
-        lines += ["", "Planted model (the best any model can do) on the same test split: AUC "
-                  + ", ".join(f"{c:.4f}" for c in sorted(ceilings)) + "."]
+    lines += ceiling_lines(rows)
     return "\n".join(lines) + "\n"
 
 
