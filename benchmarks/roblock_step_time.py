@@ -22,7 +22,7 @@ from fuxictr_ext.testing import make_feature_map, random_batch
 
 from model_zoo.RoBlock import RoBlock
 
-HETERO = dict(interaction_types=["CrossNetV2", "FM", "CIN", "DNN"], interaction_assignment="sample")
+HETERO = dict(interaction_types=["DCNv2", "FM", "CIN", "DNN"], interaction_assignment="sample")
 VARIANTS = {
     "base_L1": {},
     "10x_L1_hetero": dict(scale_factor=10, **HETERO),

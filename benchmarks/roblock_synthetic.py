@@ -50,12 +50,12 @@ from fuxictr_ext.spectrum.plot import load_spectrum, select_records
 from fuxictr_ext.spectrum.plot import main as plot_main
 
 BASE_SIZE = 4
-HETERO = {"interaction_types": ["CrossNetV2", "FM", "CIN", "DNN"], "interaction_assignment": "sample"}
+HETERO = {"interaction_types": ["DCNv2", "FM", "CIN", "DNN"], "interaction_assignment": "sample"}
 IA_CALLBACK = [{"metric": ["IA"], "layers": "auto", "every": "epoch", "split": "valid", "max_batches": 2}]
 
 
 def roblock(scale: int, blocks: int, **extra) -> Dict[str, object]:
-    types = HETERO if scale > 1 else {"interaction_types": ["CrossNetV2"], "interaction_assignment": "cycle"}
+    types = HETERO if scale > 1 else {"interaction_types": ["DCNv2"], "interaction_assignment": "cycle"}
     return {"embedding_dim": BASE_SIZE, "scale_factor": scale, "num_blocks": blocks, **types, **extra}
 
 

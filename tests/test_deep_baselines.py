@@ -19,9 +19,9 @@ from fuxictr.autotuner import enumerate_params
 
 from fuxictr_ext import get_model_class
 from fuxictr_ext.config import unknown_model_keys
+from fuxictr_ext.layers.interactions import INTERACTION_TYPES
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
-from model_zoo.DHEN.DHEN import (INTERACTION_TYPES, DHENLayer, FMInteraction,
-                                 sample_interaction_combinations)
+from model_zoo.DHEN.DHEN import DHENLayer, sample_interaction_combinations
 from model_zoo.WuKong.WuKong import FactorizationMachineBlock, FuxiCTRWuKongLayer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -365,17 +365,6 @@ def test_dhen_layer_is_a_gated_sum_with_residual_and_layernorm():
         mixed = sum(weights[j] * modules[j](X[b]) for j in range(3))
         expected[b] = F.layer_norm(mixed + X[b], (3,))
     torch.testing.assert_close(layer(X), expected, rtol=1e-5, atol=1e-5)
-
-
-def test_dhen_fm_uses_all_pairwise_inner_products():
-    torch.manual_seed(0)
-    fm = FMInteraction(num_fields=4, embedding_dim=3)
-    X = torch.randn(2, 4, 3)
-    pairs = torch.stack([torch.stack([torch.dot(X[b, i], X[b, j])
-                                      for i, j in itertools.combinations(range(4), 2)])
-                         for b in range(2)])                                # (B, 6)
-    expected = fm.projection(pairs).view(2, 4, 3)
-    torch.testing.assert_close(fm(X), expected, rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- errors

@@ -127,7 +127,7 @@ def clone_like(zoo_workspace, tmp_path_factory):
     on PYTHONPATH."""
     root = tmp_path_factory.mktemp("readme")
     shutil.copytree(zoo_workspace / "config", root / "config")
-    shutil.copytree(REPO / "config" / "paper_results", root / "config" / "paper_results")
+    shutil.copytree(REPO / "config" / "paper_results", root / "config" / "paper_results", dirs_exist_ok=True)
     (root / "config" / "tuner").mkdir()
     shutil.copy2(REPO / "config" / "tuner" / "DNN_demo_dropout.yaml", root / "config" / "tuner")
     shutil.copy2(REPO / "run_expid.py", root / "run_expid.py")

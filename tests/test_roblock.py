@@ -7,22 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from fuxictr.pytorch.layers import CompressedInteractionNet, CrossNetV2, InnerProductInteraction
 
 from fuxictr_ext.config import unknown_model_keys
 from fuxictr_ext.layers.hsic import hsic_loss
-from fuxictr_ext.layers.multi_embedding import MultiEmbeddingInteraction
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 from model_zoo.RoBlock import RoBlock
-from model_zoo.RoBlock.layers import (CINInteraction, ComponentMLP, CrossNetV2Interaction, DNNInteraction,
-                                      FieldMLP, FieldwiseRouter, FMInteraction, assign_interactions,
-                                      build_interaction, build_router_gate)
+from model_zoo.RoBlock.layers import ComponentMLP, FieldMLP, FieldwiseRouter, assign_interactions, build_router_gate
 
 REPO = Path(__file__).resolve().parents[1]
-HETERO = ["CrossNetV2", "FM", "CIN", "DNN"]
+HETERO = ["DCNv2", "FM", "CIN", "DNN"]
 SMALL = dict(embedding_dim=4, dnn_hidden_units=[16], router_hidden_units=[8, 8], projection_hidden_units=[16],
-             num_cross_layers=2, cin_num_layers=2, net_dropout=0.0)
+             num_cross_layers=2, cin_hidden_units=[4, 4], net_dropout=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -157,73 +153,10 @@ def test_components_with_zero_hsic_have_additive_rank_proposition_4_2(ranks):
         int(torch.linalg.matrix_rank(c)) for c in centring @ shared)
 
 
-def test_crossnetv2_interaction_is_fuxictr_crossnetv2():
-    torch.manual_seed(3)
-    module = CrossNetV2Interaction(num_fields=5, embedding_dim=3, num_layers=2)
-    reference = CrossNetV2(15, 2)
-    reference.load_state_dict(module.cross_net.state_dict())
-    Z = torch.randn(4, 5, 3)
-    torch.testing.assert_close(module(Z), reference(Z.flatten(1)).view(4, 5, 3))
-
-
-def test_fm_interaction_holds_fuxictr_inner_products():
-    Z = torch.randn(4, 6, 3)
-    out = FMInteraction(6)(Z)
-    assert out.shape == (4, 6, 6)
-    assert not out.diagonal(dim1=1, dim2=2).any()
-    upper = torch.triu_indices(6, 6, offset=1)
-    torch.testing.assert_close(out[:, upper[0], upper[1]], InnerProductInteraction(6, "inner_product")(Z))
-    torch.testing.assert_close(out.sum(dim=(1, 2))[:, None] / 2, InnerProductInteraction(6, "product_sum")(Z))
-
-
-def test_cin_interaction_pools_to_fuxictr_cin():
-    """Sum-pooling every feature map over k and applying a linear layer is fuxictr's CIN
-    with F maps per layer."""
-    torch.manual_seed(4)
-    F, k, layers = 5, 3, 2
-    module = CINInteraction(F, k, layers)
-    reference = CompressedInteractionNet(F, [F] * layers, output_dim=1)
-    for i, conv in enumerate(module.cin_layers):
-        reference.cin_layer[f"layer_{i + 1}"].load_state_dict(conv.state_dict())
-    Z = torch.randn(4, F, k)
-    maps = module(Z)                                                   # (B, F, layers*k)
-    assert maps.shape == (4, F, layers * k)
-    pooled = maps.unflatten(-1, (layers, k)).sum(dim=-1).transpose(1, 2).flatten(1)  # (B, layers*F), layer-major
-    torch.testing.assert_close(reference.fc(pooled), reference(Z))
-
-
-def test_dnn_interaction_reshapes_mlp_output():
-    torch.manual_seed(5)
-    module = DNNInteraction(4, 3, hidden_units=[8])
-    Z = torch.randn(2, 4, 3)
-    torch.testing.assert_close(module(Z), module.mlp(Z.flatten(1)).view(2, 4, 3))
-
-
-@pytest.mark.parametrize("name", HETERO)
-def test_interactions_vectorised_equal_loop_and_handle_batch_of_one(name):
-    """A homogeneous block runs its copies in one vmapped call: same result as one by one."""
-    torch.manual_seed(6)
-    F, k, M = 5, 3, 3
-    copies = [build_interaction(name, F, k, 2, 2, [8], "ReLU", 0.0) for _ in range(M)]
-    layer = MultiEmbeddingInteraction(copies)
-    assert layer.vectorized
-    for B in (4, 1):
-        Z = torch.randn(B, M, F, k)
-        out = layer(Z)
-        expected = torch.cat([module(Z[:, i]) for i, module in enumerate(copies)], dim=-1)
-        assert out.shape == (B, F, M * copies[0].output_dim)
-        torch.testing.assert_close(out, expected)
-
-
-def test_unknown_interaction_names_the_config_key():
-    with pytest.raises(ValueError, match="interaction_types"):
-        build_interaction("DCN", 5, 3, 2, 2, [8], "ReLU", 0.0)
-
-
 # ------------------------------------------------------------------ interaction plan
 def test_cycle_assignment():
-    plan = assign_interactions(["CrossNetV2", "FM"], num_blocks=2, num_components=5, assignment="cycle", seed=0)
-    assert plan == [["CrossNetV2", "FM", "CrossNetV2", "FM", "CrossNetV2"]] * 2
+    plan = assign_interactions(["DCNv2", "FM"], num_blocks=2, num_components=5, assignment="cycle", seed=0)
+    assert plan == [["DCNv2", "FM", "DCNv2", "FM", "DCNv2"]] * 2
 
 
 def test_sample_assignment_without_replacement_and_seeded():
@@ -384,10 +317,10 @@ def train_steps(model, batch, steps):
     return losses
 
 
-def test_one_block_one_component_crossnetv2_trains(feature_map, tmp_path):
-    model = build(feature_map, tmp_path, num_components=1, num_blocks=1, interaction_types=["CrossNetV2"],
+def test_one_block_one_component_dcnv2_trains(feature_map, tmp_path):
+    model = build(feature_map, tmp_path, num_components=1, num_blocks=1, interaction_types=["DCNv2"],
                   learning_rate=1e-2)
-    assert model.blocks[0].interaction_names == ["CrossNetV2Interaction"]
+    assert model.blocks[0].interaction_names == ["CrossInteraction"]
     losses = train_steps(model, random_batch(feature_map, 64, seed=3), 40)
     assert losses[-1] < 0.8 * losses[0], losses
 
@@ -396,7 +329,7 @@ def test_heterogeneous_deep_model_trains_with_every_parameter(feature_map, tmp_p
     model = build(feature_map, tmp_path, scale_factor=3, num_blocks=3, interaction_types=HETERO,
                   interaction_assignment="sample", learning_rate=5e-3)
     assert {name for block in model.blocks for name in block.interaction_names} == {
-        "CrossNetV2Interaction", "FMInteraction", "CINInteraction", "DNNInteraction"}
+        "CrossInteraction", "FMInteraction", "CINInteraction", "DNNInteraction"}
     batch = random_batch(feature_map, 64, seed=4)
     model.train()
     loss = model.compute_loss(model(batch), model.get_labels(batch))
@@ -438,7 +371,7 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
 @pytest.mark.parametrize("key,value", [
     ("embedding_dim", 0), ("scale_factor", 0), ("num_components", 0), ("extra_components", -1),
     ("num_blocks", 0), ("rank1_iterations", 0), ("hsic_weight", -0.1), ("net_dropout", 1.0),
-    ("num_cross_layers", 0), ("cin_num_layers", 0), ("interaction_assignment", "shuffle"),
+    ("num_cross_layers", 0), ("cin_hidden_units", []), ("cin_hidden_units", [4, 0]), ("interaction_assignment", "shuffle"),
     ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
     ("hidden_activations", "PReLU"), ("scale_factor", 1.1), ("block_norm", "batch_norm"),
     ("router", "global"), ("fieldwise_dropout", 1.0),

@@ -5,7 +5,7 @@ in the form the RoBlock paper uses it as a deep baseline (its appendix A.4.2).
 Layer l maps X_l (F field embeddings of size D) to X_{l+1} of the same shape:
 
     M_j(X_l)    for the c interaction modules j of the layer, each (F, D)
-                (FM, CIN, DNN, DCNv2 from fuxictr, brought back to (F, D))
+                (FM, CIN, DNN, DCNv2: fuxictr_ext.layers.interactions, shared with RoBlock)
     g(X_l)      = softmax(GateMLP(flatten(X_l)))                  # (c,)  3 layers, 64 hidden
     X_{l+1}     = LN(sum_j g_j(X_l) M_j(X_l) + X_l)                # (F, D)
 
@@ -25,96 +25,18 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import nn
-from fuxictr.pytorch.layers import (CompressedInteractionNet, CrossNetV2,
-                                    InnerProductInteraction, MLP_Block)
+from fuxictr.pytorch.layers import MLP_Block
 
 from fuxictr_ext.backbones.embedding_sets import EmbeddingSetStack
+from fuxictr_ext.layers.interactions import INTERACTION_TYPES, build_interaction
 from fuxictr_ext.layers.multi_embedding import EmbeddingLayout, MultiEmbeddingInteraction
 from fuxictr_ext.registry import register_model
 
 
-class FMInteraction(nn.Module):
-    """FM: the F(F-1)/2 pairwise inner products <e_i, e_j> (fuxictr's
-    InnerProductInteraction), linearly projected back to F embeddings.
-
-    Shapes: (B, F, D) -> (B, F, D).
-    """
-
-    def __init__(self, num_fields: int, embedding_dim: int):
-        super().__init__()
-        if num_fields < 2:
-            raise ValueError(f"the FM interaction needs at least 2 fields, the feature map has {num_fields}")
-        self.num_fields = num_fields
-        self.embedding_dim = embedding_dim
-        self.inner_product = InnerProductInteraction(num_fields, output="inner_product")
-        self.projection = nn.Linear(num_fields * (num_fields - 1) // 2, num_fields * embedding_dim)
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        pairs = self.inner_product(X)                       # (B, F(F-1)/2)
-        return self.projection(pairs).view(-1, self.num_fields, self.embedding_dim)   # (B, F, D)
-
-
-class CINInteraction(nn.Module):
-    """CIN (xDeepFM): fuxictr's CompressedInteractionNet with its output layer sized
-    F*D, reshaped to F embeddings.
-
-    Shapes: (B, F, D) -> (B, F, D).
-    """
-
-    def __init__(self, num_fields: int, embedding_dim: int, cin_hidden_units: Sequence[int]):
-        super().__init__()
-        self.num_fields = num_fields
-        self.embedding_dim = embedding_dim
-        self.cin = CompressedInteractionNet(num_fields, list(cin_hidden_units),
-                                            output_dim=num_fields * embedding_dim)
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return self.cin(X).view(-1, self.num_fields, self.embedding_dim)   # (B, F, D)
-
-
-class DNNInteraction(nn.Module):
-    """DNN: fuxictr's MLP_Block from the flattened embeddings back to F*D.
-
-    Shapes: (B, F, D) -> (B, F, D).
-    """
-
-    def __init__(self, num_fields: int, embedding_dim: int, hidden_units: Sequence[int],
-                 hidden_activations: str = "ReLU", dropout: float = 0.0):
-        super().__init__()
-        self.num_fields = num_fields
-        self.embedding_dim = embedding_dim
-        self.mlp = MLP_Block(input_dim=num_fields * embedding_dim,
-                             output_dim=num_fields * embedding_dim,
-                             hidden_units=list(hidden_units),
-                             hidden_activations=hidden_activations,
-                             dropout_rates=dropout)
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return self.mlp(X.flatten(start_dim=1)).view(-1, self.num_fields, self.embedding_dim)
-
-
-class CrossInteraction(nn.Module):
-    """DCNv2: fuxictr's CrossNetV2 on the flattened embeddings, x_{i+1} = x_0 * (W x_i + b) + x_i;
-    its output already has F*D entries.
-
-    Shapes: (B, F, D) -> (B, F, D).
-    """
-
-    def __init__(self, num_fields: int, embedding_dim: int, num_cross_layers: int):
-        super().__init__()
-        self.num_fields = num_fields
-        self.embedding_dim = embedding_dim
-        self.cross_net = CrossNetV2(num_fields * embedding_dim, num_cross_layers)
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return self.cross_net(X.flatten(start_dim=1)).view(-1, self.num_fields, self.embedding_dim)
-
-
-INTERACTION_TYPES = ("FM", "CIN", "DNN", "DCNv2")
 
 
 def sample_interaction_combinations(interaction_types: Sequence[str], modules_per_layer: int,
@@ -230,23 +152,18 @@ class DHEN(EmbeddingSetStack):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
         num_fields = feature_map.num_fields
         self.build_embedding(feature_map, layout.set_dim, layout.num_sets)
-        builders: Dict[str, Callable[[], nn.Module]] = {
-            "FM": lambda: FMInteraction(num_fields, self.set_dim),
-            "CIN": lambda: CINInteraction(num_fields, self.set_dim, cin_hidden_units),
-            "DNN": lambda: DNNInteraction(num_fields, self.set_dim, dnn_hidden_units,
-                                          hidden_activations, net_dropout),
-            "DCNv2": lambda: CrossInteraction(num_fields, self.set_dim, num_cross_layers),
-        }
         dealt = sample_interaction_combinations(interaction_types, modules_per_layer,
                                                 num_layers * self.num_sets, seed)
         self.interaction_combinations = [dealt[l * self.num_sets:(l + 1) * self.num_sets]
                                          for l in range(num_layers)]
         logging.info(f"DHEN module combinations per layer and stack: {self.interaction_combinations}")
-        # Stacks run one after another: their ensembles differ, and the FM module's
-        # masked_select cannot be vmapped.
+        # Stacks run one after another: their ensembles differ (dealt without replacement).
         self.layers = nn.ModuleList(
             MultiEmbeddingInteraction(
-                [DHENLayer([builders[name]() for name in combination],
+                [DHENLayer([build_interaction(name, num_fields, self.set_dim, cin_hidden_units=cin_hidden_units,
+                                             dnn_hidden_units=dnn_hidden_units, num_cross_layers=num_cross_layers,
+                                             hidden_activations=hidden_activations, dropout=net_dropout)
+                            for name in combination],
                            MLP_Block(input_dim=num_fields * self.set_dim,
                                      output_dim=modules_per_layer,
                                      hidden_units=list(gate_hidden_units),

@@ -24,12 +24,13 @@ from fuxictr.pytorch.layers import MLP_Block
 
 from fuxictr_ext.base import ZooModel
 from fuxictr_ext.layers.hsic import hsic_loss
+from fuxictr_ext.layers.interactions import build_interaction
 from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbedding
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.registry import register_model
 
 from .layers import (BLOCK_NORM_EPS, BLOCK_NORMS, INTERACTION_ASSIGNMENTS, ROUTERS, ComponentMLP, FieldwiseRouter,
-                     RoBlockLayer, assign_interactions, build_interaction, build_router_gate)
+                     RoBlockLayer, assign_interactions, build_router_gate)
 
 _CHANNELWISE_ACTIVATIONS = ("prelu", "dice")
 
@@ -60,15 +61,16 @@ class RoBlock(ZooModel):
         rank1_iterations: t, its power iterations (3 in the paper).
         hsic_weight: beta of eq. 6; 0 switches the HSIC term off (the "HSIC" ablation).
         interaction_types: the interaction functions to choose from, names out of
-            {"CrossNetV2", "FM", "CIN", "DNN"}; one name makes every block homogeneous.
+            {"FM", "CIN", "DNN", "DCNv2"} (DHEN's modules, ``fuxictr_ext.layers.interactions``);
+            one name makes every block homogeneous.
         interaction_assignment: ``"cycle"`` (component i gets type i mod len) or ``"sample"``
             (drawn without replacement, reshuffled when used up, with ``combination_seed``).
         seed: the experiment's seed (FuxiCTR seeds the initialisation with it).
         combination_seed: the seed of ``"sample"``; ``None`` uses ``seed``. Table 9 averages
             random interaction combinations: vary this one and keep ``seed`` to change the
             combination and not the initialisation.
-        num_cross_layers: layers of every CrossNetV2 interaction.
-        cin_num_layers: layers of every CIN interaction.
+        num_cross_layers: cross layers of every DCNv2 interaction.
+        cin_hidden_units: feature maps of every CIN layer of every CIN interaction.
         dnn_hidden_units: hidden widths of every DNN interaction (on F*k inputs).
         reshape_hidden_units: hidden widths of f^(0) (M*k -> D, field-wise); ``None``: [D, D].
         decoupler_hidden_units: hidden widths of each decoupler MLP (D -> k); ``None``: [k, k]
@@ -76,7 +78,7 @@ class RoBlock(ZooModel):
         router: ``"shared"``: one gating MLP g for every field row; ``"per_field"``: every field
             has its own g (README: which is the default and why).
         router_hidden_units: hidden widths of the router's gating MLP g (D -> M*M); [64, 64] in the paper.
-        fusion_hidden_units: hidden widths of f^(l) (sum of interaction widths -> D); ``None``: [D, D].
+        fusion_hidden_units: hidden widths of f^(l) (M*k -> D); ``None``: [D, D].
         projection_hidden_units: hidden widths of f* (F*D -> 1).
         hidden_activations: activation of every hidden layer (element-wise ones only).
         net_dropout: dropout after every hidden layer of the networks that read the whole
@@ -89,7 +91,7 @@ class RoBlock(ZooModel):
 
     Example:
         >>> model = RoBlock(feature_map, embedding_dim=10, scale_factor=2, num_blocks=3,
-        ...                 interaction_types=["CrossNetV2", "FM", "CIN", "DNN"],
+        ...                 interaction_types=["DCNv2", "FM", "CIN", "DNN"],
         ...                 interaction_assignment="sample")
         >>> out = model(batch)
         >>> out["y_pred"].shape                     # (B, 1)
@@ -109,12 +111,12 @@ class RoBlock(ZooModel):
                  rank1_norm: bool = True,
                  rank1_iterations: int = 3,
                  hsic_weight: float = 1.0,
-                 interaction_types: Sequence[str] = ("CrossNetV2",),
+                 interaction_types: Sequence[str] = ("DCNv2",),
                  interaction_assignment: str = "cycle",
                  seed: int = 2019,
                  combination_seed: Optional[int] = None,
                  num_cross_layers: int = 3,
-                 cin_num_layers: int = 2,
+                 cin_hidden_units: Sequence[int] = (16, 16),
                  dnn_hidden_units: Sequence[int] = (400, 400),
                  reshape_hidden_units: Optional[Sequence[int]] = None,
                  decoupler_hidden_units: Optional[Sequence[int]] = None,
@@ -137,7 +139,8 @@ class RoBlock(ZooModel):
         _require(0.0 <= net_dropout < 1.0, f"net_dropout must be in [0, 1), got {net_dropout}")
         _require(0.0 <= fieldwise_dropout < 1.0, f"fieldwise_dropout must be in [0, 1), got {fieldwise_dropout}")
         _require(num_cross_layers >= 1, f"num_cross_layers must be >= 1, got {num_cross_layers}")
-        _require(cin_num_layers >= 1, f"cin_num_layers must be >= 1, got {cin_num_layers}")
+        _require(len(cin_hidden_units) >= 1 and all(units >= 1 for units in cin_hidden_units),
+                 f"cin_hidden_units must name at least one CIN layer of >= 1 maps, got {list(cin_hidden_units)}")
         _require(not isinstance(interaction_types, str),
                  f"interaction_types must be a list of names, got the string {interaction_types!r}")
         _require(router in ROUTERS, f"router must be one of {ROUTERS}, got {router!r}")
@@ -182,8 +185,9 @@ class RoBlock(ZooModel):
 
         blocks = []
         for block_types in self.interaction_plan:
-            interactions = [build_interaction(name, num_fields, embedding_dim, num_cross_layers, cin_num_layers,
-                                              list(dnn_hidden_units), hidden_activations, net_dropout)
+            interactions = [build_interaction(name, num_fields, embedding_dim, cin_hidden_units=cin_hidden_units,
+                                              dnn_hidden_units=dnn_hidden_units, num_cross_layers=num_cross_layers,
+                                              hidden_activations=hidden_activations, dropout=net_dropout)
                             for name in block_types]
             blocks.append(RoBlockLayer(
                 norm=nn.LayerNorm(model_dim, eps=BLOCK_NORM_EPS) if block_norm == "layer_norm" else nn.Identity(),
@@ -194,7 +198,7 @@ class RoBlock(ZooModel):
                     router, num_fields, self.num_components, model_dim, list(router_hidden_units),
                     hidden_activations, fieldwise_dropout)),
                 interactions=interactions,
-                fusion=mlp(sum(module.output_dim for module in interactions), fusion_hidden_units, model_dim,
+                fusion=mlp(self.num_components * embedding_dim, fusion_hidden_units, model_dim,
                            fieldwise_dropout)))
         self.blocks = nn.ModuleList(blocks)
         self.projection = mlp(num_fields * model_dim, list(projection_hidden_units), 1, net_dropout,

@@ -7,9 +7,8 @@ paper's d), M components (the paper's m).
   over stacked weights.
 * :class:`FieldwiseRouter` - the field-wise multi-head router of eq. 4, its gate
   shared by all fields or per field (:class:`FieldMLP`, :func:`build_router_gate`).
-* interaction functions I_i, each field-wise (B, F, k) -> (B, F, width):
-  :class:`CrossNetV2Interaction`, :class:`FMInteraction`,
-  :class:`CINInteraction`, :class:`DNNInteraction`.
+* the interaction functions I_i are DHEN's (``fuxictr_ext.layers.interactions``),
+  each (B, F, k) -> (B, F, k).
 * :func:`assign_interactions` - which function each component of each block gets.
 * :class:`RoBlockLayer` - eqs. 2-5 for one block.
 """
@@ -21,12 +20,12 @@ from typing import List, Sequence
 
 import torch
 from torch import nn
-from fuxictr.pytorch.layers import CrossNetV2, MLP_Block
+from fuxictr.pytorch.layers import MLP_Block
 from fuxictr.pytorch.torch_utils import get_activation
 
+from fuxictr_ext.layers.interactions import INTERACTION_TYPES
 from fuxictr_ext.layers.multi_embedding import MultiEmbeddingInteraction
 
-INTERACTION_TYPES = ("CrossNetV2", "FM", "CIN", "DNN")
 INTERACTION_ASSIGNMENTS = ("cycle", "sample")
 BLOCK_NORMS = ("none", "layer_norm")
 ROUTERS = ("shared", "per_field")
@@ -185,110 +184,6 @@ def build_router_gate(router: str, num_fields: int, num_components: int, input_d
     raise ValueError(f"router must be one of {ROUTERS}, got {router!r}")
 
 
-class CrossNetV2Interaction(nn.Module):
-    """DCNv2's cross network (fuxictr ``CrossNetV2``) on the flattened fields, read back per field.
-
-        x_0 = vec(Z),  x_{l+1} = x_0 * (W_l x_l + b_l) + x_l,   I(Z) = unvec(x_L)
-
-    Every output entry keeps the (field, dimension) position of x_0's entry it
-    multiplies, so the result is field-wise by construction.
-
-    Shapes: (B, F, k) -> (B, F, k); ``output_dim = k``.
-    """
-
-    def __init__(self, num_fields: int, embedding_dim: int, num_layers: int):
-        super().__init__()
-        self.cross_net = CrossNetV2(num_fields * embedding_dim, num_layers)
-        self.output_dim = embedding_dim
-
-    def forward(self, Z: torch.Tensor) -> torch.Tensor:
-        return self.cross_net(Z.flatten(start_dim=-2)).unflatten(-1, Z.shape[-2:])  # (B, F, k)
-
-
-class FMInteraction(nn.Module):
-    """The factorization machine's pairwise interactions, kept per field.
-
-        I(Z)[f, g] = <z_f, z_g> for g != f, 0 for g = f        # the FM Gram matrix of Corollary A.5
-
-    Row f holds every second-order FM term of field f; the strict upper triangle
-    is fuxictr's ``InnerProductInteraction(output="inner_product")`` and its sum is
-    FM's ``product_sum``.
-
-    Shapes: (B, F, k) -> (B, F, F); ``output_dim = F``.
-    """
-
-    def __init__(self, num_fields: int):
-        super().__init__()
-        self.output_dim = num_fields
-
-    def forward(self, Z: torch.Tensor) -> torch.Tensor:
-        gram = Z @ Z.transpose(-1, -2)                                               # (B, F, F)
-        return gram - torch.diag_embed(gram.diagonal(dim1=-2, dim2=-1))
-
-
-class CINInteraction(nn.Module):
-    """xDeepFM's compressed interaction network, returning its feature maps per field.
-
-        X^1 = Z,   X^{h+1}[c] = sum_{f, g} W^h[c, f, g] (Z[f] * X^h[g])     (Hadamard products)
-        I(Z) = [X^2, ..., X^{L+1}]                                           # concatenated on the last axis
-
-    Each layer is fuxictr's CIN layer (the pairwise Hadamard products compressed
-    by a 1x1 Conv1d) with F output maps, so every map is a k-dim row aligned
-    with a field. fuxictr's ``CompressedInteractionNet`` sum-pools each map over
-    k and feeds a linear layer (a scalar per map); the maps are returned
-    unpooled here because the block needs a per-field output.
-
-    Shapes: (B, F, k) -> (B, F, num_layers * k); ``output_dim = num_layers * k``.
-    """
-
-    def __init__(self, num_fields: int, embedding_dim: int, num_layers: int):
-        super().__init__()
-        self.cin_layers = nn.ModuleList(nn.Conv1d(num_fields * num_fields, num_fields, kernel_size=1)
-                                        for _ in range(num_layers))
-        self.output_dim = num_layers * embedding_dim
-
-    def forward(self, Z: torch.Tensor) -> torch.Tensor:
-        feature_maps = []
-        X_h = Z                                                                      # (B, F, k)
-        for conv in self.cin_layers:
-            hadamard = torch.einsum("bfk,bgk->bfgk", Z, X_h).flatten(1, 2)           # (B, F*F, k)
-            X_h = conv(hadamard)                                                     # (B, F, k)
-            feature_maps.append(X_h)
-        return torch.cat(feature_maps, dim=-1)                                       # (B, F, L*k)
-
-
-class DNNInteraction(nn.Module):
-    """A plain MLP (fuxictr ``MLP_Block``) on the flattened fields, reshaped back to (F, k).
-
-    Shapes: (B, F, k) -> (B, F, k); ``output_dim = k``.
-    """
-
-    def __init__(self, num_fields: int, embedding_dim: int, hidden_units: Sequence[int],
-                 hidden_activations: str = "ReLU", dropout_rates: float = 0.0):
-        super().__init__()
-        self.mlp = MLP_Block(num_fields * embedding_dim, list(hidden_units), hidden_activations=hidden_activations,
-                             output_dim=num_fields * embedding_dim, dropout_rates=dropout_rates)
-        self.output_dim = embedding_dim
-
-    def forward(self, Z: torch.Tensor) -> torch.Tensor:
-        return self.mlp(Z.flatten(start_dim=-2)).unflatten(-1, Z.shape[-2:])         # (B, F, k)
-
-
-def build_interaction(name: str, num_fields: int, embedding_dim: int, num_cross_layers: int,
-                      cin_num_layers: int, dnn_hidden_units: Sequence[int], hidden_activations: str,
-                      net_dropout: float) -> nn.Module:
-    """One interaction function I_i by its config name (one of INTERACTION_TYPES)."""
-    if name == "CrossNetV2":
-        return CrossNetV2Interaction(num_fields, embedding_dim, num_cross_layers)
-    if name == "FM":
-        return FMInteraction(num_fields)
-    if name == "CIN":
-        return CINInteraction(num_fields, embedding_dim, cin_num_layers)
-    if name == "DNN":
-        return DNNInteraction(num_fields, embedding_dim, dnn_hidden_units, hidden_activations, net_dropout)
-    raise ValueError(f"interaction_types: unknown interaction {name!r}; choose from {INTERACTION_TYPES}")
-
-
 def assign_interactions(interaction_types: Sequence[str], num_blocks: int, num_components: int,
                         assignment: str, seed: int) -> List[List[str]]:
     """The interaction function of every component of every block.
@@ -303,14 +198,14 @@ def assign_interactions(interaction_types: Sequence[str], num_blocks: int, num_c
         num_blocks lists of num_components type names.
 
     Example:
-        >>> assign_interactions(["CrossNetV2", "FM"], 2, 3, "cycle", seed=0)
-        [['CrossNetV2', 'FM', 'CrossNetV2'], ['CrossNetV2', 'FM', 'CrossNetV2']]
+        >>> assign_interactions(["DCNv2", "FM"], 2, 3, "cycle", seed=0)
+        [['DCNv2', 'FM', 'DCNv2'], ['DCNv2', 'FM', 'DCNv2']]
     """
     if not interaction_types:
         raise ValueError("interaction_types must name at least one interaction")
     unknown = [name for name in interaction_types if name not in INTERACTION_TYPES]
     if unknown:
-        raise ValueError(f"interaction_types: unknown interaction(s) {unknown}; choose from {INTERACTION_TYPES}")
+        raise ValueError(f"interaction_types: unknown interaction(s) {unknown}; choose from {list(INTERACTION_TYPES)}")
     if assignment == "cycle":
         row = [interaction_types[i % len(interaction_types)] for i in range(num_components)]
         return [list(row) for _ in range(num_blocks)]
@@ -350,11 +245,11 @@ class RoBlockLayer(nn.Module):
         decoupler: ``ComponentMLP`` (B, F, D) -> (B, M, F, k).
         router: ``FieldwiseRouter``.
         interactions: the M interaction functions, one per component, each
-            (B, F, k) -> (B, F, width_i). They run through
+            (B, F, k) -> (B, F, k). They run through
             ``MultiEmbeddingInteraction``: identical copies (a homogeneous block)
             in one vmapped call, mixed types one after another (a Python loop
             over M modules of different types).
-        fusion: f^(l), a field-wise MLP sum_i width_i -> D.
+        fusion: f^(l), a field-wise MLP M*k -> D.
 
     Shapes: forward(X) -> (X^(l) (B, F, D), E (B, M, F, k)).
     """
@@ -377,6 +272,6 @@ class RoBlockLayer(nn.Module):
         normed = self.norm(X)                                                        # (B, F, D)
         components = self.decoupler(self.rank1_norm(normed))                         # (B, M, F, k)
         Z = self.router(normed, components)                                          # (B, M, F, k)
-        interacted = self.interactions(Z)                                            # (B, F, sum width_i)
+        interacted = self.interactions(Z)                                            # (B, F, M*k)
         return X + self.fusion(interacted), components                               # (B, F, D)
 
