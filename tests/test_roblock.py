@@ -304,6 +304,27 @@ def test_block_norm_makes_what_the_block_reads_scale_free(feature_map, tmp_path,
     assert torch.allclose(small_components, components, atol=2e-3, rtol=1e-3) == scale_free
 
 
+@pytest.mark.parametrize("residual_norm", ["layer_norm", "none"])
+def test_residual_norm_normalises_what_the_block_writes(feature_map, tmp_path, residual_norm):
+    """residual_norm="layer_norm": X^(l) = LayerNorm(X^(l-1) + f(...)) per field row (DHEN's
+    post-norm); "none": eq. 5 as printed. The update f(...) itself is the same."""
+    plain = build(feature_map, tmp_path, scale_factor=2, interaction_types=HETERO, num_blocks=2).eval()
+    model = build(feature_map, tmp_path, scale_factor=2, interaction_types=HETERO, num_blocks=2,
+                  residual_norm=residual_norm).eval()
+    X = 1e-3 * torch.randn(3, 6, 8)
+    with torch.no_grad():
+        out, _ = model.blocks[0](X)
+        unnormed, _ = plain.blocks[0](X)
+        y = model(random_batch(feature_map, 3, seed=1))["y_pred"]
+    assert y.shape == (3, 1)
+    if residual_norm == "layer_norm":
+        torch.testing.assert_close(out, torch.nn.functional.layer_norm(unnormed, (8,), eps=1e-12),
+                                   rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(out.std(dim=-1, unbiased=False), torch.ones(3, 6), rtol=1e-3, atol=1e-3)
+    else:
+        torch.testing.assert_close(out, unnormed, rtol=0, atol=0)
+
+
 def train_steps(model, batch, steps):
     losses = []
     model.train()
@@ -374,7 +395,7 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("num_cross_layers", 0), ("cin_hidden_units", []), ("cin_hidden_units", [4, 0]), ("interaction_assignment", "shuffle"),
     ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
     ("hidden_activations", "PReLU"), ("scale_factor", 1.1), ("block_norm", "batch_norm"),
-    ("router", "global"), ("fieldwise_dropout", 1.0),
+    ("router", "global"), ("fieldwise_dropout", 1.0), ("residual_norm", "post"),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
     with pytest.raises(ValueError, match=key):

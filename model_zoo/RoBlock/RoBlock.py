@@ -56,6 +56,8 @@ class RoBlock(ZooModel):
             field row) in its rank-1 update normalization, decoupler and router; ``"none"``:
             the block reads X^(l-1) as eqs. 2-4 print it. The residual of eq. 5 is the
             same in both (README: why, and what each measured).
+        residual_norm: ``"layer_norm"``: every block's output is LayerNorm(X^(l-1) + f(...))
+            (over D, per field row; DHEN's Norm(Ensemble + X)); ``"none"``: eq. 5 as printed.
         rank1_norm: apply rank-1 update normalization (eq. 2) before every decoupler
             (the "RU" of the ablations).
         rank1_iterations: t, its power iterations (3 in the paper).
@@ -108,6 +110,7 @@ class RoBlock(ZooModel):
                  extra_components: int = 0,
                  num_blocks: int = 1,
                  block_norm: str = "none",
+                 residual_norm: str = "none",
                  rank1_norm: bool = True,
                  rank1_iterations: int = 3,
                  hsic_weight: float = 1.0,
@@ -145,6 +148,8 @@ class RoBlock(ZooModel):
                  f"interaction_types must be a list of names, got the string {interaction_types!r}")
         _require(router in ROUTERS, f"router must be one of {ROUTERS}, got {router!r}")
         _require(block_norm in BLOCK_NORMS, f"block_norm must be one of {BLOCK_NORMS}, got {block_norm!r}")
+        _require(residual_norm in BLOCK_NORMS,
+                 f"residual_norm must be one of {BLOCK_NORMS}, got {residual_norm!r}")
         _require(interaction_assignment in INTERACTION_ASSIGNMENTS,
                  f"interaction_assignment must be one of {INTERACTION_ASSIGNMENTS}, got {interaction_assignment!r}")
         _require(str(hidden_activations).lower() not in _CHANNELWISE_ACTIVATIONS,
@@ -183,6 +188,9 @@ class RoBlock(ZooModel):
         self.reshape_mlp = mlp(self.num_components * embedding_dim, reshape_hidden_units, model_dim,
                                fieldwise_dropout)
 
+        def layer_norm(choice: str) -> nn.Module:
+            return nn.LayerNorm(model_dim, eps=BLOCK_NORM_EPS) if choice == "layer_norm" else nn.Identity()
+
         blocks = []
         for block_types in self.interaction_plan:
             interactions = [build_interaction(name, num_fields, embedding_dim, cin_hidden_units=cin_hidden_units,
@@ -190,7 +198,7 @@ class RoBlock(ZooModel):
                                               hidden_activations=hidden_activations, dropout=net_dropout)
                             for name in block_types]
             blocks.append(RoBlockLayer(
-                norm=nn.LayerNorm(model_dim, eps=BLOCK_NORM_EPS) if block_norm == "layer_norm" else nn.Identity(),
+                norm=layer_norm(block_norm),
                 rank1_norm=RankOneUpdateNorm(rank1_iterations) if rank1_norm else nn.Identity(),
                 decoupler=ComponentMLP(self.num_components, model_dim, decoupler_hidden, embedding_dim,
                                        hidden_activations, fieldwise_dropout),
@@ -199,7 +207,8 @@ class RoBlock(ZooModel):
                     hidden_activations, fieldwise_dropout)),
                 interactions=interactions,
                 fusion=mlp(self.num_components * embedding_dim, fusion_hidden_units, model_dim,
-                           fieldwise_dropout)))
+                           fieldwise_dropout),
+                out_norm=layer_norm(residual_norm)))
         self.blocks = nn.ModuleList(blocks)
         self.projection = mlp(num_fields * model_dim, list(projection_hidden_units), 1, net_dropout,
                               output_activation=self.output_activation)

@@ -231,11 +231,11 @@ class RoBlockLayer(nn.Module):
         X~   = RU(N)                                         # eq. 2, training only (rank1_norm)
         E    = decoupler(X~)                                 # (B, M, F, k), HSIC-regularised (eq. 3)
         Z    = router(N, E)                                  # eq. 4, (B, M, F, k)
-        X^(l) = X^(l-1) + f([I_1(Z_1), ..., I_M(Z_M)])       # eq. 5, f field-wise to D
+        X^(l) = out_norm(X^(l-1) + f([I_1(Z_1), ..., I_M(Z_M)]))   # eq. 5, f field-wise to D
 
-    The paper writes no normalisation inside the block (with ``nn.Identity()`` the
-    block is eqs. 2-5 as printed); ``norm`` normalises what the block reads, the
-    residual stream of eq. 5 is left as it is.
+    The paper writes no normalisation inside the block (with ``nn.Identity()`` for
+    both norms the block is eqs. 2-5 as printed); ``norm`` normalises what the block
+    reads, ``out_norm`` the residual stream it writes (DHEN's Norm(Ensemble + X)).
 
     Args:
         norm: ``nn.LayerNorm(D, eps=BLOCK_NORM_EPS)`` or ``nn.Identity()``, applied to X^(l-1) before
@@ -250,12 +250,14 @@ class RoBlockLayer(nn.Module):
             in one vmapped call, mixed types one after another (a Python loop
             over M modules of different types).
         fusion: f^(l), a field-wise MLP M*k -> D.
+        out_norm: ``nn.LayerNorm(D, eps=BLOCK_NORM_EPS)`` or ``nn.Identity()``, applied to the
+            block's output X^(l-1) + f(...).
 
     Shapes: forward(X) -> (X^(l) (B, F, D), E (B, M, F, k)).
     """
 
     def __init__(self, norm: nn.Module, rank1_norm: nn.Module, decoupler: nn.Module, router: nn.Module,
-                 interactions: Sequence[nn.Module], fusion: nn.Module):
+                 interactions: Sequence[nn.Module], fusion: nn.Module, out_norm: nn.Module):
         super().__init__()
         self.norm = norm
         self.rank1_norm = rank1_norm
@@ -263,6 +265,7 @@ class RoBlockLayer(nn.Module):
         self.router = router
         self.interactions = MultiEmbeddingInteraction(list(interactions))
         self.fusion = fusion
+        self.out_norm = out_norm
 
     @property
     def interaction_names(self) -> List[str]:
@@ -273,5 +276,5 @@ class RoBlockLayer(nn.Module):
         components = self.decoupler(self.rank1_norm(normed))                         # (B, M, F, k)
         Z = self.router(normed, components)                                          # (B, M, F, k)
         interacted = self.interactions(Z)                                            # (B, F, M*k)
-        return X + self.fusion(interacted), components                               # (B, F, D)
+        return self.out_norm(X + self.fusion(interacted)), components                # (B, F, D)
 
