@@ -181,6 +181,45 @@ def test_multi_embedding_modules(feature_map, tmp_path):
     assert single.crossnet.cross_layers[0].in_features == F * 3 * K
 
 
+def test_multi_crossnet_copies_initialised_and_regularised_as_separate_modules(feature_map, tmp_path):
+    """Stacked ME cross networks in a model: BaseModel's init gives each copy xavier-normal
+    weights and zero biases (its own draw), fuxictr's regularizers charge every copy as a
+    separate module, and a checkpoint of the per-copy layout loads and predicts the same."""
+    model = build("CrossNet", feature_map, tmp_path, num_embeddings=3, embedding_mode="multi",
+                  net_regularizer=0.3, embedding_regularizer=0.2)
+    copies = model.crossnet.interactions
+    weights = [c.cross_layers[0].weight for c in copies]                        # (F*k, F*k) each
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
+    assert all(abs(w.std().item() - (1 / (F * K)) ** 0.5) < 0.03 for w in weights)
+    assert not any(c.cross_layers[0].bias.any() for c in copies)
+    for param in model.crossnet.parameters():
+        param.data.normal_()
+    stacked_ids = {id(p) for p in model.crossnet.parameters()}
+    embedding = sum(0.2 / 2 * p.square().sum() for p in model.embedding_layer.parameters())
+    others = sum(0.3 / 2 * p.square().sum() for p in model.parameters()
+                 if id(p) not in stacked_ids and all(p is not q for q in model.embedding_layer.parameters()))
+    per_copy = sum(0.3 / 2 * p.square().sum() for c in model.crossnet.interactions for p in c.parameters())
+    torch.testing.assert_close(model.regularization_loss(), embedding + others + per_copy)
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("crossnet.")}
+    old.update({f"crossnet.interactions.{i}.{k}": torch.randn_like(v)
+                for i, c in enumerate(copies) for k, v in c.state_dict().items()})
+    path = tmp_path / "per_copy_layout.model"
+    torch.save(old, path)
+    model.load_weights(str(path))
+    model.eval()
+    batch = random_batch(feature_map, batch_size=6, seed=8)
+    x_0 = model.embedding_layer(model.get_inputs(batch))                         # (B, s, F, k)
+    with torch.no_grad():
+        cross = []
+        for i in range(3):
+            reference = CrossNetV2(F * K, 2)
+            reference.load_state_dict({k[len(f"crossnet.interactions.{i}."):]: v for k, v in old.items()
+                                       if k.startswith(f"crossnet.interactions.{i}.")})
+            cross.append(reference(x_0[:, i].flatten(start_dim=1)))
+        expected = torch.sigmoid(model.fc(torch.cat(cross, dim=-1)))
+        torch.testing.assert_close(model(batch)["y_pred"], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_multi_crossnet_equals_slow_loop(feature_map, tmp_path):
     """ME CrossNet: cross network i on table i, concatenated, one logit - written out by hand."""
     model = build("CrossNet", feature_map, tmp_path, num_embeddings=3, embedding_mode="multi")

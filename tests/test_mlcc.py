@@ -104,6 +104,27 @@ def test_plc_with_channel_axis_equals_each_channel_alone():
         torch.testing.assert_close(out[:, s], plc(X[:, s], M[:, s]))
 
 
+@pytest.mark.parametrize("cross", [ProgressiveLayeredCrossing(4, 2, [3, 1]),
+                                   ProgressiveLayeredCrossing(4, 2, [3, 2, 1], keep_layers=[1, 3]),
+                                   ProgressiveLayeredCrossing(4, 2, [3, 1], activation="ReLU"),
+                                   InnerProductCross(4, num_heads=2)],
+                         ids=["plc", "plc_without_originals", "plc_relu", "inner_product"])
+def test_forward_channels_concatenates_each_channels_cross_per_token(cross):
+    """Eq. 12: C (B, N, S*L) = [C_1, ..., C_S] per token, C_s the cross of channel s alone;
+    gradients as through that explicit concatenation."""
+    X = torch.randn(3, 2, 5, 4, requires_grad=True)                      # (B, S, N, E)
+    M = torch.randn(3, 2, 2, cross.head_dim, requires_grad=True)         # (B, S, H, W)
+    out = cross.forward_channels(X, M)
+    expected = torch.cat([cross(X[:, s], M[:, s]) for s in range(2)], dim=-1)
+    assert out.shape == (3, 5, 2 * cross.output_dim)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    weights = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weights).sum(), [X, M])
+    expected_grads = torch.autograd.grad((expected * weights).sum(), [X, M])
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("E,H,units,keep,expected", [
     (16, 4, [4, 1], None, 16 + 4 * 5),                # released Criteo: L = E + H * sum e_i = 36
     (16, 4, [2, 1], None, 16 + 4 * 3),

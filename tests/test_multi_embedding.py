@@ -1,5 +1,7 @@
 """fuxictr_ext.layers.multi_embedding: ME tables, per-set interactions, the SE/ME layout."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -113,7 +115,6 @@ def test_multi_embedding_tables_are_independent(feature_map):
 
 
 def test_multi_embedding_refuses_pretrained_features(feature_map):
-    import copy
     pretrained = copy.deepcopy(feature_map)
     pretrained.features["C1"]["pretrained_emb"] = "pretrained_C1.h5"
     with pytest.raises(ValueError, match="pretrained embeddings of feature"):
@@ -151,20 +152,109 @@ def loop_reference(modules, x):
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 @pytest.mark.parametrize("batch_size", [1, 6])
 def test_vectorized_interaction_equals_loop(name, batch_size):
+    """Stacked copies in one vmapped call: the outputs and every gradient of a loop over
+    the separate modules the copies were built from."""
     factory, prepare = FACTORIES[name]
     torch.manual_seed(0)
-    inter = MultiEmbeddingInteraction.replicate(factory, 3)
+    modules = [factory().eval() for _ in range(3)]
+    inter = MultiEmbeddingInteraction(modules).eval()
     assert inter.vectorized
-    inter.eval()
-    x = prepare(torch.randn(batch_size, 3, F, 4, requires_grad=True))
+    x = prepare(torch.randn(batch_size, 3, F, 4)).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
     out = inter(x)
-    ref = loop_reference(inter.interactions, x)
+    ref = loop_reference(modules, x_ref)
     assert out.shape == ref.shape and out.shape[0] == batch_size
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
-    grads = torch.autograd.grad(out.square().sum(), [x] + list(inter.parameters()))
-    ref_grads = torch.autograd.grad(ref.square().sum(), [x] + list(inter.parameters()))
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-6)
+    for param_name, stacked in inter.stacked.named_parameters():
+        for i, module in enumerate(modules):
+            reference = module.get_parameter(param_name)
+            if reference.requires_grad:
+                torch.testing.assert_close(stacked.grad[i], reference.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_copies_are_stored_stacked_and_viewed_per_copy():
+    """One (s, *shape) tensor per parameter of a copy, nothing per copy; ``interactions[i]``
+    is a module of the copy's type whose tensors view slice i (in-place edits reach it)."""
+    modules = [CrossNetV2(8, 2) for _ in range(3)]
+    inter = MultiEmbeddingInteraction(modules)
+    names = [name for name, _ in modules[0].named_parameters()]
+    assert [name for name, _ in inter.named_parameters()] == [f"stacked.{name}" for name in names]
+    assert sorted(inter.state_dict()) == sorted(f"stacked.{name}" for name in names)
+    for name in names:
+        stacked = inter.stacked.get_parameter(name)
+        assert stacked.shape == (3, *modules[0].get_parameter(name).shape)
+        for i, module in enumerate(modules):
+            torch.testing.assert_close(stacked[i], module.get_parameter(name), rtol=0, atol=0)
+    views = inter.interactions
+    assert len(views) == len(inter) == 3 and all(isinstance(view, CrossNetV2) for view in views)
+    assert not any(p.requires_grad for p in views[1].parameters())
+    views[1].cross_layers[0].weight.data.fill_(0.5)
+    assert (inter.stacked.get_parameter("cross_layers.0.weight")[1] == 0.5).all()
+    assert not (inter.stacked.get_parameter("cross_layers.0.weight")[0] == 0.5).all()
+
+
+class ScaledCopy(nn.Module):
+    """A copy with a Linear (BaseModel's default initialisation) and its own init_weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(40, 30)
+        self.scale = nn.Parameter(torch.zeros(30))
+
+    def init_weights(self):
+        nn.init.normal_(self.scale)
+
+    def forward(self, x):
+        return self.linear(x) * self.scale
+
+
+def test_stacked_copies_initialised_as_fuxictr_initialises_each_module():
+    """BaseModel.reset_parameters on a model holding stacked copies: every copy gets what
+    fuxictr's reset gives a separate module (xavier-normal Linear weight, zero bias, its
+    init_weights), each its own draw."""
+    from fuxictr.pytorch.models import BaseModel
+    inter = MultiEmbeddingInteraction.replicate(ScaledCopy, 3)
+    references = [ScaledCopy() for _ in range(3)]
+    torch.manual_seed(11)
+    BaseModel.reset_parameters(nn.Sequential(inter))
+    torch.manual_seed(11)
+    for reference in references:
+        BaseModel.reset_parameters(reference)
+    for i, reference in enumerate(references):
+        for name, param in reference.named_parameters():
+            torch.testing.assert_close(inter.stacked.get_parameter(name)[i], param, rtol=0, atol=0)
+    weights = inter.stacked.linear.weight                                        # (3, 30, 40)
+    assert not inter.stacked.linear.bias.any()
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(inter.stacked.scale[1], inter.stacked.scale[2])
+    assert all(abs(w.std().item() - (2 / 70) ** 0.5) < 0.02 for w in weights)
+
+
+def test_per_copy_checkpoint_loads_into_stacked_copies():
+    """A state dict of the former layout (``interactions.<i>.<name>``, under a parent's
+    prefix) loads and gives the loop over those copies."""
+    torch.manual_seed(3)
+    saved = [MLP_Block(8, [5]) for _ in range(2)]
+    parent = nn.Sequential(MultiEmbeddingInteraction.replicate(lambda: MLP_Block(8, [5]), 2))
+    parent.load_state_dict({f"0.interactions.{i}.{key}": value for i, module in enumerate(saved)
+                            for key, value in module.state_dict().items()})
+    x = torch.randn(4, 2, 8)
+    torch.testing.assert_close(parent(x), loop_reference(saved, x), rtol=1e-6, atol=1e-6)
+    with pytest.raises(KeyError):
+        parent.load_state_dict({f"0.interactions.0.{key}": value for key, value in saved[0].state_dict().items()})
+
+
+def test_stacked_copies_follow_dtype_and_deepcopy():
+    inter = MultiEmbeddingInteraction.replicate(lambda: CrossNetV2(8, 1), 2).double()
+    x = torch.randn(3, 2, 8, dtype=torch.float64)
+    out = inter(x)
+    assert out.dtype == torch.float64
+    twin = copy.deepcopy(inter)
+    torch.testing.assert_close(twin(x), out, rtol=0, atol=0)
+    twin.stacked.get_parameter("cross_layers.0.weight").data.add_(1.0)
+    assert not torch.equal(twin(x), inter(x))
 
 
 def test_vectorized_dropout_differs_per_copy_and_trains():

@@ -148,6 +148,7 @@ class ProgressiveLayeredCrossing(nn.Module):
 
     Shapes:
         X (..., N, E), M (..., H, W) -> C (..., N, L); ``...`` is (B,) or (B, S).
+        ``forward_channels``: X (B, S, N, E), M (B, S, H, W) -> (B, N, S*L), eq. 12.
 
     Example:
         >>> plc = ProgressiveLayeredCrossing(16, num_heads=4, dynamic_mlp_units=[4, 1])
@@ -182,7 +183,8 @@ class ProgressiveLayeredCrossing(nn.Module):
                            + num_heads * sum(w for w, kept in zip(units, self.keep_mask) if kept))
         self.activation = nn.Identity() if activation is None else _elementwise_activation(activation)
 
-    def forward(self, X: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    def _kept_outputs(self, X: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        """The kept O_k of every head, eqs. 6-8: (..., H, N, sum e_kept)."""
         weights = torch.split(M, self.param_counts, dim=-1)           # K x (..., H, e_{k-1}*e_k)
         first = weights[0].unflatten(-1, self.layer_shapes[0])          # (..., H, E, e_1)
         hidden = self.activation(torch.einsum("...ne,...hef->...hnf", X, first))  # (..., H, N, e_1)
@@ -190,9 +192,20 @@ class ProgressiveLayeredCrossing(nn.Module):
         for D_k, shape, keep in zip(weights[1:], self.layer_shapes[1:], self.keep_mask[1:]):
             hidden = self.activation(torch.matmul(hidden, D_k.unflatten(-1, shape)))  # (..., H, N, e_k)
             kept += [hidden] if keep else []
-        O = torch.cat(kept, dim=-1).transpose(-3, -2).flatten(-2)     # (..., N, H*sum e_kept)
+        return torch.cat(kept, dim=-1)                                # (..., H, N, sum e_kept)
+
+    def forward(self, X: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        O = self._kept_outputs(X, M).transpose(-3, -2).flatten(-2)    # (..., N, H*sum e_kept)
         originals = [X] if self.keep_original else []
         return torch.cat(originals + [O], dim=-1)                     # (..., N, L)
+
+    def forward_channels(self, X: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        """Eqs. 11-12: X (B, S, N, E), M (B, S, H, W) -> the channels' C_s concatenated per
+        token, (B, N, S*L); equals ``forward(X, M).transpose(1, 2).flatten(2)``, with O
+        written token-major (B, N, S, H*sum e_kept) in one copy and one concatenation."""
+        O = self._kept_outputs(X, M).permute(0, 3, 1, 2, 4).flatten(-2)   # (B, N, S, H*sum e_kept)
+        originals = [X.transpose(1, 2)] if self.keep_original else []      # (B, N, S, E)
+        return torch.cat(originals + [O], dim=-1).flatten(start_dim=2)     # (B, N, S*L)
 
 
 class InnerProductCross(nn.Module):
@@ -229,6 +242,10 @@ class InnerProductCross(nn.Module):
         scores = torch.einsum("...ne,...he->...nh", X, M)             # (..., N, H)
         return torch.cat([X, scores], dim=-1)                         # (..., N, E + H)
 
+    def forward_channels(self, X: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        """X (B, S, N, E), M (B, S, H, E) -> (B, N, S*(E + H)), channels concatenated per token."""
+        return self(X, M).transpose(1, 2).flatten(start_dim=2)
+
 
 CROSS_TYPES = ("plc", "inner_product")
 
@@ -238,7 +255,9 @@ def build_cross(cross_type: str, token_dim: int, num_heads: int, dynamic_mlp_uni
     """The cross of eq. 2 named by ``cross_type``: "plc" (the paper) or "inner_product" (ablation).
 
     The inner-product cross ignores ``dynamic_mlp_units``, ``keep_layers`` and
-    ``activation``. The returned module has ``head_dim`` (W) and ``output_dim`` (L).
+    ``activation``. The returned module has ``head_dim`` (W), ``output_dim`` (L), ``forward``
+    ((..., N, E), (..., H, W) -> (..., N, L)) and ``forward_channels`` ((B, S, N, E),
+    (B, S, H, W) -> (B, N, S*L)).
     """
     if cross_type == "plc":
         return ProgressiveLayeredCrossing(token_dim, num_heads, dynamic_mlp_units, keep_layers, activation)

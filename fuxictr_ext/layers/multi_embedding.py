@@ -19,9 +19,9 @@ Building blocks:
   ``FeatureEmbedding`` s*k wide (one lookup per field for all sets), as ``(B, s, F, D)``.
 * :class:`MultiEmbeddingInteraction` - copy i of an interaction module on
   embedding set i, outputs concatenated on the last axis. Copies with the same
-  structure run as one vectorised call (``torch.func.vmap`` over their stacked
-  parameters); others (different module types, batch-norm running statistics)
-  run one after another.
+  structure are stored stacked (one ``(s, *shape)`` tensor per parameter) and run
+  as one vectorised call (``torch.func.vmap`` over the stacked parameters); others
+  (different module types, batch-norm running statistics) run one after another.
 * :class:`ConcatEmbeddingSets` - ``(B, s, F, D) -> (B, F, s*D)``, the
   concatenated embedding matrix whose spectrum is measured for ME models.
 * :class:`EmbeddingLayout` - the ``embedding_dim`` / ``num_embeddings`` /
@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
+from fuxictr.pytorch.models import BaseModel
 
 EMBEDDING_MODES = ("single", "multi")
 DEFAULT_EMBEDDING_INITIALIZER = "partial(nn.init.normal_, std=1e-4)"
@@ -188,26 +189,71 @@ def _signature(module: nn.Module):
             tuple((n, b.shape) for n, b in module.named_buffers()))
 
 
+def _owner(root: nn.Module, dotted_name: str, create: bool = False):
+    """The sub-module of ``root`` holding ``dotted_name`` and the tensor's own name; with
+    ``create``, missing containers are added as plain ``nn.Module``s."""
+    *path, leaf = dotted_name.split(".")
+    for part in path:
+        if create and part not in root._modules:
+            root.add_module(part, nn.Module())
+        root = root._modules[part]
+    return root, leaf
+
+
+def _stacked_state(modules: Sequence[nn.Module]) -> nn.Module:
+    """The copies' parameters and buffers stacked, ``(s, *shape)`` each, under the copies'
+    own dotted names in a tree of plain ``nn.Module`` containers (so no initialiser that
+    dispatches on a layer type, such as BaseModel's for ``nn.Linear``, sees a stacked tensor)."""
+    holder = nn.Module()
+    named = [dict(m.named_parameters()) for m in modules]
+    for name, first in named[0].items():
+        owner, leaf = _owner(holder, name, create=True)
+        stacked = torch.stack([params[name].detach() for params in named])
+        owner.register_parameter(leaf, nn.Parameter(stacked, requires_grad=first.requires_grad))
+    named = [dict(m.named_buffers()) for m in modules]
+    for name in named[0]:
+        source, leaf = _owner(modules[0], name)
+        owner, _ = _owner(holder, name, create=True)
+        owner.register_buffer(leaf, torch.stack([buffers[name] for buffers in named]),
+                              persistent=leaf not in source._non_persistent_buffers_set)
+    return holder
+
+
 class MultiEmbeddingInteraction(nn.Module):
     """Copy i of an interaction module on embedding set i; outputs concatenated.
 
         out = [I_1(x[:, 1]); ...; I_s(x[:, s])]          # last axis
 
-    Copies of one structure (same type, configuration and parameter shapes, no
-    batch-norm running statistics) are applied in one call: their parameters
-    are stacked and the first copy is evaluated functionally under
-    ``torch.func.vmap`` over the set axis (dropout draws an independent mask per
-    copy). The copies stay ordinary sub-modules, so initialisation by
-    ``BaseModel.reset_parameters``, regularizers, ``state_dict`` and optimizers
-    see them exactly as a plain ``nn.ModuleList``. Different module types (e.g.
-    DHEN's heterogeneous ensembles), modules that update batch-norm running
-    statistics, or modules whose forward vmap cannot trace
-    (``vectorize=False``) are applied one after another: s is small and each
-    copy is a distinct module.
+    Copies of one structure (s > 1 modules of the same type, configuration and
+    parameter shapes, no batch-norm running statistics) are stored stacked: every
+    parameter and buffer of the copies is one tensor ``(s, *shape)`` under
+    ``stacked.<name>`` (``<name>`` as in one copy, e.g. ``stacked.cross_layers.0.weight``),
+    and the forward evaluates a template of the copy functionally with them under
+    ``torch.func.vmap`` over the set axis (dropout draws an independent mask per copy),
+    with nothing re-stacked per call. The modules passed in are copied from, not kept.
+    What FuxiCTR's ``BaseModel`` does to an ordinary copy is kept:
+
+    * initialisation: :meth:`init_weights` (called by ``BaseModel.reset_parameters``)
+      runs fuxictr's ``BaseModel.reset_parameters`` on each copy in turn (xavier-normal
+      ``nn.Linear`` / ``nn.Conv1d`` weights, zero biases, every ``init_weights``), each
+      copy with its own draw, written into its slice of the stacked tensors;
+    * regularizers: FuxiCTR 2.3.10's net regularizer sums ``|w|^p`` over every
+      trainable non-embedding parameter, which over a stacked tensor is the sum over
+      the copies;
+    * checkpoints of the former per-copy layout (``interactions.<i>.<name>``) load
+      through a state-dict pre-hook that stacks them.
+
+    ``interactions[i]`` is copy i as a module of the template's type whose parameters
+    (``requires_grad=False``) and buffers are views of slice i of the stacked tensors:
+    reading or editing it in place reads or edits copy i; gradients and optimizers act
+    on the stacked parameters. Different module types (e.g. DHEN's heterogeneous
+    ensembles), one copy, modules that update batch-norm running statistics, or
+    modules whose forward vmap cannot trace (``vectorize=False``) are kept as an
+    ordinary ``nn.ModuleList`` under ``interactions`` and applied one after another.
 
     Args:
         modules: the s interaction modules, one per embedding set.
-        vectorize: use the vmapped path when the copies allow it.
+        vectorize: store identical copies stacked and run them in one vmapped call.
 
     Shapes:
         forward(x): (B, s, *in) -> (B, *out[:-1], sum of the copies' last dims);
@@ -216,16 +262,23 @@ class MultiEmbeddingInteraction(nn.Module):
     Example:
         >>> inter = MultiEmbeddingInteraction([CrossNetV2(F * k, 3) for _ in range(s)])
         >>> inter(torch.randn(B, s, F * k)).shape           # (B, s*F*k)
+        >>> inter.stacked.get_parameter("cross_layers.0.weight").shape   # (s, F*k, F*k)
     """
 
     def __init__(self, modules: Sequence[nn.Module], vectorize: bool = True):
         super().__init__()
         if len(modules) == 0:
             raise ValueError("MultiEmbeddingInteraction needs at least one module")
-        self.interactions = nn.ModuleList(modules)
-        first = _signature(self.interactions[0])
-        self.vectorized = bool(vectorize and not _has_running_stats(self.interactions[0])
-                               and all(_signature(m) == first for m in self.interactions[1:]))
+        first = _signature(modules[0])
+        self.num_copies = len(modules)
+        self.vectorized = bool(vectorize and self.num_copies > 1 and not _has_running_stats(modules[0])
+                               and all(_signature(m) == first for m in modules[1:]))
+        if self.vectorized:
+            self.stacked = _stacked_state(modules)
+            self._template = (copy.deepcopy(modules[0]).to("meta"),)   # a tuple: not a sub-module
+            self._register_load_state_dict_pre_hook(self._from_per_copy_layout)
+        else:
+            self.interactions = nn.ModuleList(modules)
 
     @classmethod
     def replicate(cls, factory: Callable[[], nn.Module], num_copies: int,
@@ -236,22 +289,59 @@ class MultiEmbeddingInteraction(nn.Module):
         return cls([factory() for _ in range(num_copies)], vectorize=vectorize)
 
     def __len__(self) -> int:
-        return len(self.interactions)
+        return self.num_copies
+
+    @property
+    def interactions(self) -> nn.ModuleList:
+        """The s copies: the modules themselves (loop path) or views of the stacked slices."""
+        if not self.vectorized:
+            return self._modules["interactions"]
+        return nn.ModuleList(self._copy_view(i) for i in range(self.num_copies))
+
+    def _copy_view(self, index: int) -> nn.Module:
+        """Copy ``index`` as a module whose parameters and buffers view slice ``index``."""
+        view = copy.deepcopy(self._template[0])
+        view.train(self.training)
+        for name, stacked in self.stacked.named_parameters():
+            owner, leaf = _owner(view, name)
+            owner._parameters[leaf] = nn.Parameter(stacked.detach()[index], requires_grad=False)
+        for name, stacked in self.stacked.named_buffers():
+            owner, leaf = _owner(view, name)
+            owner._buffers[leaf] = stacked[index]
+        return view
+
+    def init_weights(self) -> None:
+        """Initialise every stacked copy as FuxiCTR's ``BaseModel.reset_parameters``
+        initialises a module, one copy after another (independent draws). The loop path's
+        copies are ordinary sub-modules that BaseModel's own pass reaches."""
+        if not self.vectorized:
+            return
+        for index in range(self.num_copies):
+            BaseModel.reset_parameters(self._copy_view(index))    # writes into slice ``index``
+
+    def _from_per_copy_layout(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        """Load a checkpoint of the per-copy layout: ``interactions.<i>.<name>`` for the s
+        copies -> ``stacked.<name>``, the s tensors stacked."""
+        old_prefix = prefix + "interactions."
+        if not any(key.startswith(old_prefix) for key in state_dict):
+            return
+        for name in self.stacked.state_dict():
+            parts = [state_dict.pop(f"{old_prefix}{i}.{name}") for i in range(self.num_copies)]
+            state_dict[f"{prefix}stacked.{name}"] = torch.stack(parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2 or x.shape[1] != len(self.interactions):
-            raise ValueError(f"expected input (B, {len(self.interactions)}, ...) with one embedding set "
+        if x.dim() < 2 or x.shape[1] != self.num_copies:
+            raise ValueError(f"expected input (B, {self.num_copies}, ...) with one embedding set "
                              f"per interaction copy, got shape {tuple(x.shape)}")
         if self.vectorized:
             return self._forward_vectorized(x)
         return torch.cat([module(x[:, i]) for i, module in enumerate(self.interactions)], dim=-1)
 
     def _forward_vectorized(self, x: torch.Tensor) -> torch.Tensor:
-        template = self.interactions[0]
-        named = [dict(m.named_parameters()) for m in self.interactions]
-        params = {name: torch.stack([p[name] for p in named]) for name in named[0]}
-        named_buffers = [dict(m.named_buffers()) for m in self.interactions]
-        buffers = {name: torch.stack([b[name] for b in named_buffers]) for name in named_buffers[0]}
+        template = self._template[0].train(self.training)
+        params = dict(self.stacked.named_parameters())                      # (s, *shape) each
+        buffers = dict(self.stacked.named_buffers())
 
         def apply_copy(copy_params, copy_buffers, x_set):
             return functional_call(template, (copy_params, copy_buffers), (x_set,))

@@ -109,9 +109,10 @@ class MCMLCC(ZooModel):
     def forward(self, inputs):
         X = self.get_inputs(inputs)
         X_tilde = self.tap("original_tokens", self.embedding_layer(X))             # (B, N, S*E)
-        X = X_tilde.unflatten(-1, (self.num_channels, self.channel_dim)).transpose(1, 2)  # (B, S, N, E) eq. 10
+        # (B, S, N, E), eq. 10: one copy into the channel-major layout that GC and PLC both read
+        X = X_tilde.unflatten(-1, (self.num_channels, self.channel_dim)).transpose(1, 2).contiguous()
         M = self.global_compressor(X)                                             # (B, S, H, W)  eq. 11
-        C = self.cross(X, M).transpose(1, 2).flatten(start_dim=2)                 # (B, N, S*L)   eqs. 11-12
+        C = self.cross.forward_channels(X, M)                                     # (B, N, S*L)   eqs. 11-12
         C = self.tap("interwoven_tokens", C)
         refined = self.tap("refined_tokens", self.local_compressor(C))            # (B, N, E')
         refined = self.squeeze_excitation(refined)                                # (B, N, E')

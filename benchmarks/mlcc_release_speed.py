@@ -1,0 +1,175 @@
+"""Train and eval speed of MLCC / MC-MLCC against the authors' release, side by side.
+
+    git clone https://github.com/shishishu/MLCC /tmp/mlcc_release      # outside this repository
+    python -m benchmarks.mlcc_release_speed --release-dir /tmp/mlcc_release --iters 30
+
+The release's ``models/mlcc.py`` is imported from ``--release-dir`` at run time (nothing of
+it is kept in this repository). Both sides are built at one experiment id of
+config/model_config/<Model>.yaml (``--expid``, by default MCMLCC_criteo_S2, the release's
+configs/mlcc_criteo/mc-mlcc-s2.yaml) mapped to the release's keys, on the same data: the
+release hashes all 39 Criteo fields into one table each, so ours reads a FeatureMap of 39
+categorical fields with the release's ``hash_size`` rows each (``--vocab``); the script
+checks that both hold the same number of parameters.
+
+* train step, ours: ``ZooModel.train_step`` (zero_grad, forward, loss with regularizers,
+  backward, FuxiCTR's gradient clipping at its default max norm 10, Adam step);
+  release: its trainer's loop body (zero_grad, forward, ``BCEWithLogitsLoss``, backward,
+  Adam step).
+* eval step: one forward under ``torch.no_grad`` in eval mode.
+
+The two alternate step by step after ``--warmup`` untimed steps each; CPU seconds of the
+process (``time.process_time``, one thread by default); the script prints median and min
+per side and ours / release as a speed ratio (> 1: ours is faster). ``--profile`` prints
+torch.profiler's self-CPU table of three train steps per side instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import os
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+import torch
+import yaml
+from torch import nn
+
+from fuxictr_ext.registry import get_model_class
+from fuxictr_ext.testing import make_feature_map, random_batch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_FIELDS = 39          # Criteo: 13 integer + 26 categorical fields, all hashed by the release
+MAX_GRADIENT_NORM = 10.0  # FuxiCTR's fit() default, which train_step clips to
+
+
+def load_release(release_dir: str):
+    """The release's ``models/mlcc.py`` as a module."""
+    path = os.path.join(release_dir, "models", "mlcc.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--release-dir {release_dir!r}: no models/mlcc.py (clone shishishu/MLCC there)")
+    spec = importlib.util.spec_from_file_location("mlcc_release", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def our_params(expid: str):
+    """(model class, constructor arguments, learning rate) of ``expid``."""
+    model_name = expid.split("_")[0]
+    with open(os.path.join(REPO, "config", "model_config", f"{model_name}.yaml")) as fd:
+        config = yaml.safe_load(fd)[expid]
+    model_cls = get_model_class(config["model"])
+    names = set(inspect.signature(model_cls.__init__).parameters) - {"self", "feature_map", "kwargs"}
+    return model_cls, {k: v for k, v in config.items() if k in names}, config["learning_rate"]
+
+
+def release_kwargs(params: dict, hash_size: int) -> dict:
+    """Our MLCC / MC-MLCC arguments in the release's ``MLCCModel`` keys."""
+    if not (params.get("local_compression", True) and params.get("squeeze_excitation", True)
+            and params.get("cross_type", "plc") == "plc" and params.get("dynamic_mlp_activation") is None):
+        raise ValueError("the release has only PLC without activation, with LC and SE: pick an expid that has them")
+    depth = len(params["dynamic_mlp_units"])
+    return dict(num_features=NUM_FIELDS, embedding_dim_total=params["embedding_dim"],
+                embedding_dim_block=params.get("channel_dim", params["embedding_dim"]),
+                hidden_dims=list(params["dnn_hidden_units"]), head_num=params["num_heads"],
+                dmlp_dim_list=list(params["dynamic_mlp_units"]),
+                dmlp_dim_concat=[k for k in params["keep_layers"] if k < depth],  # the last layer is always kept
+                emb_size2=params["refined_dim"], dropout=params["net_dropout"], hash_size=hash_size)
+
+
+def alternate(contenders: Dict[str, Callable[[], None]], iters: int, warmup: int) -> Dict[str, List[float]]:
+    """CPU seconds of each contender's ``iters`` calls, the contenders taking turns."""
+    for step in contenders.values():
+        for _ in range(warmup):
+            step()
+    times: Dict[str, List[float]] = {name: [] for name in contenders}
+    for _ in range(iters):
+        for name, step in contenders.items():
+            start = time.process_time()
+            step()
+            times[name].append(time.process_time() - start)
+    return times
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--release-dir", required=True, help="a checkout of github.com/shishishu/MLCC")
+    parser.add_argument("--expid", default="MCMLCC_criteo_S2")
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--vocab", type=int, default=10_000, help="ids per field (the release's hash_size)")
+    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    release = load_release(args.release_dir)
+
+    model_cls, params, learning_rate = our_params(args.expid)
+    feature_map = make_feature_map(num_categorical=NUM_FIELDS, num_numeric=0, vocab_size=args.vocab)
+    hash_size = feature_map.features["C1"]["vocab_size"]
+    torch.manual_seed(0)
+    ours = model_cls(feature_map, gpu=-1, verbose=0, learning_rate=learning_rate, optimizer="adam", **params)
+    ours._max_gradient_norm = MAX_GRADIENT_NORM
+    theirs = release.MLCCModel(**release_kwargs(params, hash_size))
+    counts = {"ours": sum(p.numel() for p in ours.parameters()), "release": sum(p.numel() for p in theirs.parameters())}
+    if counts["ours"] != counts["release"]:
+        raise RuntimeError(f"parameter counts differ: {counts}")
+    optimizer = torch.optim.Adam(theirs.parameters(), lr=learning_rate)
+    criterion = nn.BCEWithLogitsLoss()
+    batch = random_batch(feature_map, args.batch_size, seed=0)
+    ids = torch.stack([batch[name] for name in feature_map.features], dim=1)     # (B, 39), the release's input
+    labels = batch["clk"].float()
+
+    def ours_train():
+        ours.train()
+        ours.train_step(batch)
+
+    def release_train():
+        theirs.train()
+        optimizer.zero_grad()
+        criterion(theirs(ids).squeeze(), labels).backward()
+        optimizer.step()
+
+    def ours_eval():
+        ours.eval()
+        with torch.no_grad():
+            ours(batch)
+
+    def release_eval():
+        theirs.eval()
+        with torch.no_grad():
+            theirs(ids)
+
+    print(f"Command: python -m benchmarks.mlcc_release_speed {' '.join(sys.argv[1:])}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch_size}, "
+          f"{hash_size:,} ids per field, {counts['ours']:,} parameters on each side; {args.expid}: {params}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        for name, step in (("ours", ours_train), ("release", release_train)):
+            for _ in range(args.warmup):
+                step()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(3):
+                    step()
+            print(f"{name}: 3 train steps\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+        return 0
+    print(f"{args.iters} alternated steps after {args.warmup} warm-up steps each, CPU ms per step")
+    print(f"{'step':<6} {'ours median':>12} {'release median':>15} {'ours min':>9} {'release min':>12} "
+          f"{'ours/release speed (median)':>28} {'(min)':>7}")
+    for kind, contenders in (("train", {"ours": ours_train, "release": release_train}),
+                             ("eval", {"ours": ours_eval, "release": release_eval})):
+        times = alternate(contenders, args.iters, args.warmup)
+        med = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+        low = {name: 1e3 * min(t) for name, t in times.items()}
+        print(f"{kind:<6} {med['ours']:>12.1f} {med['release']:>15.1f} {low['ours']:>9.1f} {low['release']:>12.1f} "
+              f"{med['release'] / med['ours']:>27.3f}x {low['release'] / low['ours']:>6.3f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
