@@ -22,29 +22,31 @@ import sys
 import time
 
 
-def _vmhwm_mb() -> float:
-    with open("/proc/self/status") as fd:
-        for line in fd:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def build_once(workdir: str, rows: int, chunk_rows: int) -> dict:
+def build_once(params: dict, chunk_rows: int) -> dict:
+    """Build ``params``'s dataset (rebuilding it) with ``chunk_rows`` rows encoded at a time, in
+    this process with one torch thread; its seconds and this process's peak RSS (VmHWM)."""
     import torch
 
-    from benchmarks.data_loading import _params
+    from benchmarks.shared_loading import _proc_mb
     from fuxictr_ext.data import build as zoo_build
 
     torch.set_num_threads(1)
-    params = dict(_params(workdir, rows), data_root=os.path.join(workdir, f"build_chunk_{chunk_rows}"))
-    shutil.rmtree(params["data_root"], ignore_errors=True)
     zoo_build.BUILD_CHUNK_ROWS = chunk_rows
     t0 = time.time()
-    zoo_build.build_dataset(params)
+    zoo_build.build_dataset(dict(params, rebuild_dataset=True))
     seconds = time.time() - t0
+    return {"chunk_rows": chunk_rows, "seconds": seconds, "peak_rss_mb": _proc_mb("/proc/self/status", "VmHWM")}
+
+
+def _build_in_fresh_folder(workdir: str, rows: int, chunk_rows: int) -> dict:
+    from benchmarks.data_loading import _params
+
+    params = dict(_params(workdir, rows), data_root=os.path.join(workdir, f"build_chunk_{chunk_rows}"))
     shutil.rmtree(params["data_root"], ignore_errors=True)
-    return {"chunk_rows": chunk_rows, "seconds": seconds, "peak_rss_mb": _vmhwm_mb()}
+    try:
+        return build_once(params, chunk_rows)
+    finally:
+        shutil.rmtree(params["data_root"], ignore_errors=True)
 
 
 def main() -> None:
@@ -56,10 +58,10 @@ def main() -> None:
     parser.add_argument("--once", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.once is not None:
-        print(json.dumps(build_once(args.workdir, args.rows, args.once)))
+        print(json.dumps(_build_in_fresh_folder(args.workdir, args.rows, args.once)))
         return
-    from benchmarks.data_loading import prepare
-    prepare(args.workdir, args.rows)
+    from benchmarks.data_loading import generate_raw
+    generate_raw(args.workdir, args.rows)
     results = []
     for _ in range(args.repeats):
         for chunk in args.chunks:

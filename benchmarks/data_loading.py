@@ -34,14 +34,30 @@ def _params(workdir: str, rows: int) -> dict:
             "label_col": {"name": "label", "dtype": "float"}}
 
 
-def prepare(workdir: str, rows: int) -> dict:
+def raw_rows(rows: int) -> int:
+    """Rows generated for ``rows`` training rows (train / valid / test = 80 / 10 / 10)."""
+    return rows * 5 // 4
+
+
+def generate_raw(workdir: str, rows: int) -> None:
+    """The raw synthetic Criteo-like files for ``rows`` training rows in ``<workdir>/raw``
+    (seed 7), generated unless there already."""
     from fuxictr_ext.data.synthetic import write
+    planted = os.path.join(workdir, "raw", "planted.json")
+    if os.path.isfile(planted):
+        with open(planted) as fd:
+            if json.load(fd)["rows"] == raw_rows(rows):
+                return
+    t = time.time()
+    write("criteo", raw_rows(rows), os.path.join(workdir, "raw"), seed=7)
+    print(f"generated {raw_rows(rows)} rows in {time.time() - t:.1f}s")
+
+
+def prepare(workdir: str, rows: int) -> dict:
     from fuxictr_ext.data import build_dataset, is_built
     params = _params(workdir, rows)
     if not is_built(params):
-        t = time.time()
-        write("criteo", int(rows / 0.8), os.path.join(workdir, "raw"), seed=7)
-        print(f"generated {int(rows / 0.8)} rows in {time.time() - t:.1f}s")
+        generate_raw(workdir, rows)
         t = time.time()
         build_dataset(params)
         print(f"built the dataset in {time.time() - t:.1f}s (in-process, no Ray)")
