@@ -3,12 +3,17 @@
     python -m benchmarks.data_loading --rows 1000000 --batch-size 4096
 
 Generates Criteo-like synthetic rows (cached under --workdir), builds the
-FuxiCTR dataset once, then in a fresh subprocess per measurement reports:
+FuxiCTR dataset once, then in a fresh subprocess per measurement (one torch
+thread) reports:
 
 * rows/s of one pass of fuxictr 2.3.10's ParquetDataLoader (Ray Data) and of
-  this project's TensorDataLoader, with the process's peak RSS;
+  this project's TensorDataLoader and MappedDataLoader;
 * rows/s of one DNN training epoch fed by each loader, and of the same DNN on
-  batches already in memory (the model's own ceiling).
+  batches already in memory (the model's own ceiling);
+
+each with the measuring process's own peak RSS (VmHWM). Measurements alternate
+over --repeats rounds; printed per measurement: median and min rows/s, median
+seconds and set-up seconds, max peak RSS.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -68,7 +73,8 @@ def measure(workdir: str, rows: int, loader: str, mode: str, batch_size: int) ->
     import torch
     from fuxictr.features import FeatureMap
     from fuxictr.pytorch.dataloaders import RankDataLoader
-    from fuxictr_ext.data import TensorDataLoader
+    from benchmarks.shared_loading import _proc_mb
+    from fuxictr_ext.data import MappedDataLoader, TensorDataLoader
     from model_zoo.DNN import DNN
 
     torch.set_num_threads(1)
@@ -79,7 +85,8 @@ def measure(workdir: str, rows: int, loader: str, mode: str, batch_size: int) ->
     train_path = os.path.join(data_dir, "train.parquet")
     t0 = time.time()
     gen, _ = RankDataLoader(fmap, stage="train", train_data=train_path, batch_size=batch_size, shuffle=True,
-                            data_format="parquet", data_loader=TensorDataLoader if loader == "memory" else None)
+                            data_format="parquet",
+                            data_loader={"memory": TensorDataLoader, "mapped": MappedDataLoader, "fuxictr": None}[loader])
     setup = time.time() - t0
     model = DNN(fmap, gpu=-1, verbose=0, model_root=os.path.join(workdir, "ckpt"), metrics=["AUC"], **DNN_ARGS)
     model.train()
@@ -98,9 +105,13 @@ def measure(workdir: str, rows: int, loader: str, mode: str, batch_size: int) ->
                 model.train_step(b)
             n += len(b["label"])
         seconds = time.time() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _proc_mb("/proc/self/status", "VmHWM")  # this process's own (ru_maxrss counts the parent's)
     return {"loader": loader, "mode": mode, "rows": n, "seconds": round(seconds, 2),
             "rows_per_s": round(n / seconds), "setup_s": round(setup, 2), "peak_rss_mb": round(peak_mb)}
+
+
+MEASUREMENTS = (("fuxictr", "load"), ("memory", "load"), ("mapped", "load"), ("fuxictr", "train"),
+                ("memory", "train"), ("memory", "model_only"))
 
 
 def main() -> None:
@@ -108,21 +119,32 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="training rows")
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--workdir", default="./bench_data")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds, measurements alternating in each")
+    parser.add_argument("--only", nargs="+", metavar="LOADER:MODE", help="measure only these (e.g. memory:load)")
     parser.add_argument("--measure", nargs=2, metavar=("LOADER", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.workdir, args.rows, *args.measure, args.batch_size)))
         return
     prepare(args.workdir, args.rows)
-    print(f"rows={args.rows} batch_size={args.batch_size} torch_threads=1")
-    print(f"{'loader':<8} {'mode':<10} {'rows/s':>10} {'seconds':>8} {'setup s':>8} {'peak RSS MB':>12}")
-    for loader, mode in [("fuxictr", "load"), ("memory", "load"), ("fuxictr", "train"),
-                         ("memory", "train"), ("memory", "model_only")]:
-        out = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--batch-size", str(args.batch_size),
-                              "--workdir", args.workdir, "--measure", loader, mode],
-                             capture_output=True, text=True, check=True)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{r['loader']:<8} {r['mode']:<10} {r['rows_per_s']:>10,} {r['seconds']:>8} {r['setup_s']:>8} {r['peak_rss_mb']:>12,}")
+    chosen = [tuple(m.split(":")) for m in args.only] if args.only else MEASUREMENTS
+    results = []
+    for _ in range(args.repeats):
+        for loader, mode in chosen:
+            out = subprocess.run([sys.executable, "-m", "benchmarks.data_loading", "--rows", str(args.rows),
+                                  "--batch-size", str(args.batch_size), "--workdir", args.workdir,
+                                  "--measure", loader, mode], capture_output=True, text=True, check=True)
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(json.dumps(results[-1]), flush=True)
+    print(f"rows={args.rows} batch_size={args.batch_size} torch_threads=1 repeats={args.repeats} "
+          f"load_1min={os.getloadavg()[0]:.2f}")
+    print(f"{'loader':<8} {'mode':<10} {'median rows/s':>14} {'min rows/s':>11} {'median s':>9} {'setup s':>8} "
+          f"{'peak RSS MB':>12}")
+    for loader, mode in chosen:
+        rs = [r for r in results if (r["loader"], r["mode"]) == (loader, mode)]
+        print(f"{loader:<8} {mode:<10} {statistics.median(r['rows_per_s'] for r in rs):>14,.0f} "
+              f"{min(r['rows_per_s'] for r in rs):>11,} {statistics.median(r['seconds'] for r in rs):>9.2f} "
+              f"{statistics.median(r['setup_s'] for r in rs):>8.2f} {max(r['peak_rss_mb'] for r in rs):>12,}")
 
 
 if __name__ == "__main__":

@@ -154,3 +154,24 @@ def test_eval_loader_keeps_row_order(built_demo):
     labels = torch.cat([b["label"] for b in loader]).numpy()
     expected = pd.read_parquet(paths["test"])["label"].to_numpy()
     np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_loader_batches_are_the_rows_of_the_split(built_demo, tmp_path, shuffle):
+    """Rows gathered from the row-major matrices keep every row's values together, across
+    row groups (the split rewritten with 300-row groups): unshuffled, the batches are the
+    split in order; shuffled, a permutation of its rows."""
+    import pyarrow.parquet as pq
+    fmap, paths = built_demo
+    path = str(tmp_path / "train.parquet")
+    pq.write_table(pq.read_table(paths["train"]), path, row_group_size=300)
+    assert pq.ParquetFile(path).num_row_groups == 3
+    loader = TensorDataLoader(fmap, path, split="train", batch_size=128, shuffle=shuffle, seed=3)
+    batches = list(loader)
+    got = pd.DataFrame({name: torch.cat([b[name] for b in batches]).numpy() for name in batches[0]})
+    expected = pd.read_parquet(path)[list(got.columns)].astype({c: got[c].dtype for c in got.columns})
+    if shuffle:
+        assert not got.equals(expected)
+        got, expected = (f.sort_values(list(f.columns)).reset_index(drop=True) for f in (got, expected))
+    pd.testing.assert_frame_equal(got, expected)
+
