@@ -84,9 +84,9 @@ def measure(workdir: str, rows: int, loader: str, mode: str, batch_size: int) ->
     fmap.load(os.path.join(data_dir, "feature_map.json"), {})
     train_path = os.path.join(data_dir, "train.parquet")
     t0 = time.time()
+    loaders = {"memory": TensorDataLoader, "mapped": MappedDataLoader, "fuxictr": None}
     gen, _ = RankDataLoader(fmap, stage="train", train_data=train_path, batch_size=batch_size, shuffle=True,
-                            data_format="parquet",
-                            data_loader={"memory": TensorDataLoader, "mapped": MappedDataLoader, "fuxictr": None}[loader])
+                            data_format="parquet", data_loader=loaders[loader])
     setup = time.time() - t0
     model = DNN(fmap, gpu=-1, verbose=0, model_root=os.path.join(workdir, "ckpt"), metrics=["AUC"], **DNN_ARGS)
     model.train()
@@ -110,6 +110,51 @@ def measure(workdir: str, rows: int, loader: str, mode: str, batch_size: int) ->
             "rows_per_s": round(n / seconds), "setup_s": round(setup, 2), "peak_rss_mb": round(peak_mb)}
 
 
+def gather_profile(rows: int, batch_size: int, repeats: int) -> None:
+    """Where a shuffled pass's time goes: rows/s of gathering batches of a Criteo-like split
+    (26 int64 and 14 float64 columns of ``rows`` rows, random permutation) four ways, at 1
+    and 2 torch threads, alternating, ``repeats`` rounds of 100 batches; prints the median
+    and min rows/s of each. Building the batch dict from the gathered parts is included."""
+    import numpy as np
+    import torch
+
+    ints = [torch.randint(0, 1000, (rows,)) for _ in range(26)]
+    floats = [torch.rand(rows, dtype=torch.float64) for _ in range(14)]
+    int_rows, float_rows = torch.stack(ints, 1), torch.stack(floats, 1)  # (rows, 26), (rows, 14)
+    columns = ints + floats
+    order = torch.randperm(rows)
+
+    def by_column_indexing(idx):
+        return {i: c[idx] for i, c in enumerate(columns)}
+
+    def by_column_index_select(idx):
+        return {i: c.index_select(0, idx) for i, c in enumerate(columns)}
+
+    def row_major_index_select(idx):
+        parts = [m.index_select(0, idx).t().contiguous() for m in (int_rows, float_rows)]
+        return dict(enumerate([*parts[0], *parts[1]]))
+
+    def row_major_numpy_take(idx):
+        parts = [np.ascontiguousarray(np.take(m, idx.numpy(), axis=0).T)
+                 for m in (int_rows.numpy(), float_rows.numpy())]
+        return dict(enumerate(torch.from_numpy(c) for part in parts for c in part))
+
+    ways = [by_column_indexing, by_column_index_select, row_major_index_select, row_major_numpy_take]
+    speeds = {(way.__name__, threads): [] for way in ways for threads in (1, 2)}
+    for _ in range(repeats):
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for way in ways:
+                t0 = time.perf_counter()
+                for start in range(0, 100 * batch_size, batch_size):
+                    way(order[start:start + batch_size])
+                speeds[(way.__name__, threads)].append(100 * batch_size / (time.perf_counter() - t0))
+    print(f"rows={rows} batch_size={batch_size} repeats={repeats} load_1min={os.getloadavg()[0]:.2f}")
+    print(f"{'gather':<24} {'threads':>7} {'median rows/s':>14} {'min rows/s':>11}")
+    for (name, threads), values in speeds.items():
+        print(f"{name:<24} {threads:>7} {statistics.median(values):>14,.0f} {min(values):>11,.0f}")
+
+
 MEASUREMENTS = (("fuxictr", "load"), ("memory", "load"), ("mapped", "load"), ("fuxictr", "train"),
                 ("memory", "train"), ("memory", "model_only"))
 
@@ -121,8 +166,13 @@ def main() -> None:
     parser.add_argument("--workdir", default="./bench_data")
     parser.add_argument("--repeats", type=int, default=2, help="rounds, measurements alternating in each")
     parser.add_argument("--only", nargs="+", metavar="LOADER:MODE", help="measure only these (e.g. memory:load)")
+    parser.add_argument("--gather-profile", action="store_true",
+                        help="only profile ways of gathering shuffled batches (no data files)")
     parser.add_argument("--measure", nargs=2, metavar=("LOADER", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.gather_profile:
+        gather_profile(args.rows, args.batch_size, args.repeats)
+        return
     if args.measure:
         print(json.dumps(measure(args.workdir, args.rows, *args.measure, args.batch_size)))
         return
