@@ -8,7 +8,8 @@ fields, label). Each stage runs in a fresh process with one torch thread and pri
 one JSON line with the machine's 1-minute load average at its end:
 
 1. ``generate``: the streamed synthetic generator - seconds, peak RSS (VmHWM), raw bytes;
-2. ``build``: ``build_dataset`` (default ``BUILD_CHUNK_ROWS``) - seconds, VmHWM, built bytes;
+2. ``build``: ``build_dataset`` (default ``BUILD_CHUNK_ROWS``) - seconds, VmHWM, each phase's
+   peak RSS (``benchmarks.build_memory.build_once``), built bytes;
 3. ``load``: ``benchmarks.shared_loading.compare`` over ``--configs`` (loader:processes,
    alternating, ``--repeats`` rounds): one shuffled pass at ``--batch-size`` per process,
    rows/s, VmHWM and PSS per process (see that script), then its summary table.
@@ -53,7 +54,7 @@ def build_stage(workdir: str, rows: int) -> dict:
     built = os.path.join(params["data_root"], params["dataset_id"])
     return {"stage": "build", "train_rows": rows, "chunk_rows": result["chunk_rows"],
             "seconds": round(result["seconds"], 1), "peak_rss_mb": round(result["peak_rss_mb"]),
-            "built_mb": round(_bytes(built) / 2 ** 20)}
+            "phase_peak_mb": result["phase_peak_mb"], "built_mb": round(_bytes(built) / 2 ** 20)}
 
 
 def _in_fresh_process(stage: str, workdir: str, rows: int) -> dict:
