@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -52,7 +52,7 @@ class Slot:
 
 
 def _layout(arrays: Dict[str, np.ndarray]) -> List[Slot]:
-    """Slots of the columns in ``arrays`` (one row group's), in their order."""
+    """Slots of the columns in ``arrays`` (their first rows), in their order."""
     slots, used = [], dict.fromkeys(MATRIX_DTYPES, 0)
     for name, values in arrays.items():
         dtype = "float64" if np.issubdtype(values.dtype, np.floating) else "int64"
@@ -77,38 +77,37 @@ def _open_split(path: str) -> pq.ParquetFile:
                         f"{rebuild_hint(os.path.dirname(os.path.abspath(path)))}") from err
 
 
-def _row_groups(path: str, columns: List[str] | None) -> Iterator[Dict[str, np.ndarray]]:
-    """The split's columns (all when ``columns`` is None), row group by row group, as numpy."""
-    source = _open_split(path)
-    for group in range(source.num_row_groups):
-        try:
-            table = source.read_row_group(group, columns=columns)
-        except (pa.ArrowException, OSError) as err:
-            raise DataError(f"{path}: the processed split cannot be read ({err}); "
-                            f"{rebuild_hint(os.path.dirname(os.path.abspath(path)))}") from err
-        yield {name: _column_array(table.column(name)) for name in (columns or table.column_names)}
+def _read_column(source: pq.ParquetFile, path: str, group: int, name: str) -> np.ndarray:
+    try:
+        table = source.read_row_group(group, columns=[name])
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: the processed split cannot be read ({err}); "
+                        f"{rebuild_hint(os.path.dirname(os.path.abspath(path)))}") from err
+    return _column_array(table.column(0))
 
 
 def fill_matrices(path: str, columns: List[str] | None,
                   allocate: Callable[[str, Tuple[int, int]], np.ndarray]) -> Tuple[List[Slot], Dict[str, np.ndarray]]:
-    """Copy a processed split into row-major matrices, one row group at a time (peak memory:
-    the matrices and one row group). ``allocate(dtype, shape)`` makes each matrix."""
-    rows = _open_split(path).metadata.num_rows
-    layout: List[Slot] = []
-    matrices: Dict[str, np.ndarray] = {}
+    """Copy ``columns`` of a processed split (all when None) into row-major matrices, one column
+    of one row group at a time (peak memory: the matrices and one column chunk).
+    ``allocate(dtype, shape)`` makes each matrix."""
+    source = _open_split(path)
+    names = source.schema_arrow.names if columns is None else list(columns)
+    missing = [name for name in names if name not in source.schema_arrow.names]
+    rows = source.metadata.num_rows
+    if missing or rows == 0:
+        problem = f"has no column(s) {missing}" if missing else "has no rows"
+        raise DataError(f"{path}: the processed split {problem}; "
+                        f"{rebuild_hint(os.path.dirname(os.path.abspath(path)))}")
+    layout = _layout({name: _read_column(source, path, 0, name)[:1].copy() for name in names})
+    matrices = {dtype: allocate(dtype, (rows, width)) for dtype, width in _matrix_widths(layout).items()}
     start = 0
-    for arrays in _row_groups(path, columns):
-        if not matrices:
-            layout = _layout(arrays)
-            matrices = {dtype: allocate(dtype, (rows, width)) for dtype, width in _matrix_widths(layout).items()}
-        n = len(next(iter(arrays.values())))
+    for group in range(source.num_row_groups):
+        n = source.metadata.row_group(group).num_rows
         for slot in layout:
             matrices[slot.dtype][start:start + n, slot.offset:slot.offset + slot.width] = \
-                arrays[slot.name].reshape(n, slot.width)
+                _read_column(source, path, group, slot.name).reshape(n, slot.width)
         start += n
-    if not matrices:
-        raise DataError(f"{path}: the processed split has no rows; "
-                        f"{rebuild_hint(os.path.dirname(os.path.abspath(path)))}")
     return layout, matrices
 
 
