@@ -80,7 +80,8 @@ class ZooFeatureProcessor(avazu.CustomizedFeatureProcessor, criteo.CustomizedFea
         """FuxiCTR's statistics pass, one feature column at a time. FuxiCTR collects the
         queries of all columns together (``pl.collect_all``), where polars' common-subplan
         elimination caches the whole preprocessed training split in memory: 6.9 GB peak RSS
-        at 16M Criteo-like rows against 0.6 GB without it (results/data_at_size.md)."""
+        at 16M Criteo-like rows, against 1.0 GB one column at a time (benchmarks/build_memory.py,
+        results/data_at_size.md)."""
         feature_cols = self.feature_cols
         stats = {}
         try:
