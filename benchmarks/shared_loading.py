@@ -80,6 +80,39 @@ def measure(workdir: str, rows: int, loader: str, processes: int, batch_size: in
             "max_peak_rss_mb": max(r["peak_rss_mb"] for r in reports)}
 
 
+def compare(workdir: str, rows: int, batch_size: int, repeats: int,
+            configs=tuple((loader, processes) for processes in (1, 2) for loader in LOADERS)) -> list:
+    """Measure every (loader, processes) of ``configs`` ``repeats`` times, alternating them
+    in each round, after a warm-up pass of ``mapped`` (which writes its files); prints each
+    measurement as a JSON line and returns them."""
+    measure(workdir, rows, "mapped", 1, batch_size)
+    results = []
+    for _ in range(repeats):
+        for loader, processes in configs:
+            results.append(measure(workdir, rows, loader, processes, batch_size))
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def summary(results: list) -> str:
+    """Per loader and process count: median rows/s, min rows/s, sum of PSS (smallest over
+    rounds) and its ratio to one process's, peak RSS (largest)."""
+    lines = [f"{'loader':<7} {'procs':>5} {'median rows/s':>14} {'min rows/s':>11} {'sum PSS MB':>11} "
+             f"{'2p/1p PSS':>9} {'peak RSS MB':>12}"]
+    for loader in LOADERS:
+        one = [r["sum_pss_mb"] for r in results if r["loader"] == loader and r["processes"] == 1]
+        for processes in (1, 2):
+            rs = [r for r in results if r["loader"] == loader and r["processes"] == processes]
+            if not rs:
+                continue
+            pss = min(r["sum_pss_mb"] for r in rs)
+            ratio = f"{pss / min(one):>9.2f}" if one else f"{'-':>9}"
+            lines.append(f"{loader:<7} {processes:>5} {statistics.median(r['median_rows_per_s'] for r in rs):>14,.0f} "
+                         f"{min(r['min_rows_per_s'] for r in rs):>11,.0f} {pss:>11,.0f} {ratio} "
+                         f"{max(r['max_peak_rss_mb'] for r in rs):>12,.0f}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=500_000, help="training rows")
@@ -89,25 +122,9 @@ def main() -> None:
     args = parser.parse_args()
     from benchmarks.data_loading import prepare
     prepare(args.workdir, args.rows)
-    measure(args.workdir, args.rows, "mapped", 1, args.batch_size)  # warm-up: writes the column files
-    results = []
-    for _ in range(args.repeats):
-        for processes in (1, 2):
-            for loader in LOADERS:
-                results.append(measure(args.workdir, args.rows, loader, processes, args.batch_size))
-                print(json.dumps(results[-1]), flush=True)
+    results = compare(args.workdir, args.rows, args.batch_size, args.repeats)
     print(f"rows={args.rows} batch_size={args.batch_size} torch_threads=1 repeats={args.repeats}")
-    print(f"{'loader':<7} {'procs':>5} {'median rows/s':>14} {'min rows/s':>11} {'sum PSS MB':>11} "
-          f"{'2p/1p PSS':>9} {'peak RSS MB':>12}")
-    for loader in LOADERS:
-        for processes in (1, 2):
-            rs = [r for r in results if r["loader"] == loader and r["processes"] == processes]
-            one = min(r["sum_pss_mb"] for r in results if r["loader"] == loader and r["processes"] == 1)
-            speeds = [r["median_rows_per_s"] for r in rs]
-            pss = min(r["sum_pss_mb"] for r in rs)
-            print(f"{loader:<7} {processes:>5} {statistics.median(speeds):>14,.0f} "
-                  f"{min(r['min_rows_per_s'] for r in rs):>11,.0f} {pss:>11,.0f} {pss / one:>9.2f} "
-                  f"{max(r['max_peak_rss_mb'] for r in rs):>12,.0f}")
+    print(summary(results))
 
 
 if __name__ == "__main__":

@@ -154,3 +154,46 @@ def test_eval_loader_keeps_row_order(built_demo):
     labels = torch.cat([b["label"] for b in loader]).numpy()
     expected = pd.read_parquet(paths["test"])["label"].to_numpy()
     np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_loader_batches_are_the_rows_of_the_split(built_demo, tmp_path, shuffle):
+    """Rows gathered from the row-major matrices keep every row's values together, across
+    row groups (the split rewritten with 300-row groups): unshuffled, the batches are the
+    split in order; shuffled, a permutation of its rows."""
+    import pyarrow.parquet as pq
+    fmap, paths = built_demo
+    path = str(tmp_path / "train.parquet")
+    pq.write_table(pq.read_table(paths["train"]), path, row_group_size=300)
+    assert pq.ParquetFile(path).num_row_groups == 3
+    loader = TensorDataLoader(fmap, path, split="train", batch_size=128, shuffle=shuffle, seed=3)
+    batches = list(loader)
+    got = pd.DataFrame({name: torch.cat([b[name] for b in batches]).numpy() for name in batches[0]})
+    expected = pd.read_parquet(path)[list(got.columns)].astype({c: got[c].dtype for c in got.columns})
+    if shuffle:
+        assert not got.equals(expected)
+        got, expected = (f.sort_values(list(f.columns)).reset_index(drop=True) for f in (got, expected))
+    pd.testing.assert_frame_equal(got, expected)
+
+
+
+def test_statistics_one_column_at_a_time_equal_fuxictrs(tmp_path):
+    """ZooFeatureProcessor collects FuxiCTR's statistics column by column (bounded memory):
+    the same value counts, max lengths and numeric statistics as FuxiCTR's all-at-once pass,
+    on TaobaoAd-like data (categorical, sequence and meta columns)."""
+    import yaml
+    from fuxictr.preprocess import FeatureProcessor
+    from pathlib import Path
+    write("taobao", 1500, str(tmp_path / "raw"), seed=3)
+    with open(Path(__file__).resolve().parents[1] / "config" / "dataset_config.yaml") as fd:
+        spec = yaml.safe_load(fd)["demo_taobao"]
+    processor = zoo_data.ZooFeatureProcessor(feature_cols=spec["feature_cols"], label_col=spec["label_col"],
+                                             dataset_id="stats", data_root=str(tmp_path / "data"))
+    train = processor.preprocess(processor.read_data(str(tmp_path / "raw" / "train.parquet"), data_format="parquet"))
+    meta = train.select([c["name"] for c in processor.feature_cols if c["type"] == "meta"])
+    feature_cols = list(processor.feature_cols)
+    ours = processor._collect_statistics(train, meta)
+    assert processor.feature_cols == feature_cols
+    assert ours == FeatureProcessor._collect_statistics(processor, train, meta)
+    kinds = {c["type"] for c in processor.feature_cols if c["name"] in ours}
+    assert {"categorical", "sequence"} <= kinds

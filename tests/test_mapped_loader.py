@@ -1,4 +1,4 @@
-"""MappedDataLoader: the same batches as TensorDataLoader from memory-mapped column files."""
+"""MappedDataLoader: the same batches as TensorDataLoader from memory-mapped matrix files."""
 
 import os
 from pathlib import Path
@@ -10,7 +10,7 @@ import yaml
 from fuxictr.features import FeatureMap
 
 from fuxictr_ext.data import MappedDataLoader, TensorDataLoader, build_dataset
-from fuxictr_ext.data.loader import mapped_columns
+from fuxictr_ext.data.loader import mapped_matrices
 from fuxictr_ext.data.synthetic import write
 
 
@@ -53,15 +53,17 @@ def test_mapped_batches_equal_in_memory_batches(built_taobao, kwargs):
     assert any(b[name].dim() == 2 for b in got[:1] for name in b)  # a sequence feature was mapped
 
 
-def test_column_files_are_written_once_and_mapped(built_taobao):
+def test_matrix_files_are_written_once_and_mapped(built_taobao):
     fmap, paths = built_taobao
     first = MappedDataLoader(fmap, paths["valid"], split="valid", batch_size=256)
-    folder = os.path.splitext(paths["valid"])[0] + ".columns"
+    folder = os.path.splitext(paths["valid"])[0] + ".rows"
     stamps = {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)}
+    assert sorted(stamps) == ["float64.npy", "int64.npy", "layout.json"]
     second = MappedDataLoader(fmap, paths["valid"], split="valid", batch_size=256)
     assert {f: os.stat(os.path.join(folder, f)).st_mtime_ns for f in os.listdir(folder)} == stamps
-    mapped = mapped_columns(paths["valid"], list(second.columns))
+    layout, mapped = mapped_matrices(paths["valid"])
     assert all(isinstance(v, np.memmap) for v in mapped.values())
+    assert {slot.name for slot in layout} >= set(second.columns)
     assert first.num_samples == second.num_samples
     assert not [e for e in os.listdir(os.path.dirname(folder)) if ".tmp-" in e]
 

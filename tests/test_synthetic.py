@@ -13,9 +13,11 @@ import torch
 import yaml
 from fuxictr.features import FeatureMap
 from fuxictr.metrics import evaluate_metrics, gAUC
+from sklearn.metrics import roc_auc_score
 
 from data_prep import synthetic as synthetic_cli
-from fuxictr_ext.data.synthetic import SCHEMAS, DiscriminatingSchema, generate, group_auc, write
+from fuxictr_ext.data.synthetic import (SCHEMAS, DiscriminatingSchema, PlantedModel, criteo_schema, generate,
+                                        group_auc, write)
 from fuxictr_ext.data import TensorDataLoader, build_dataset
 from fuxictr_ext.testing import unit_model_kwargs
 from model_zoo.DNN.DNN import DNN
@@ -87,6 +89,64 @@ def test_positive_rate_and_planted_interactions(schema):
     assert 0.5 < report["first_order_part_test_AUC"] < report["ceiling_test_AUC"] < 1.0
     assert report["planted"]["pairs"]
     assert report["planted"]["triples"] or schema == "discriminating"
+
+
+def _criteo_drawn_at_once(rows, seed):
+    """The criteo generator as it was before streaming: every column drawn for all rows at
+    once, the intercept set on all rows, then the labels (the slow reference)."""
+    schema = criteo_schema()
+    rng = np.random.default_rng(seed)
+    model = PlantedModel(schema, rng)
+    data, ids = {}, {}
+    for f in schema.numeric:
+        data[f] = np.clip(rng.beta(0.8, 2.5, rows), 0.0, 0.999)
+        ids[f] = np.minimum((data[f] * 10).astype(int), 9)
+    for f, vocab in schema.categorical.items():
+        probs = 1.0 / np.arange(1, vocab + 1) ** schema.zipf_exponent
+        ids[f] = rng.choice(vocab, size=rows, p=probs / probs.sum())
+        data[f] = np.char.add(f"{f.lower()}_", ids[f].astype(str))
+    model.calibrate(ids, schema.positive_rate)
+    prob = 1 / (1 + np.exp(-model.logit(ids)))
+    frame = pd.DataFrame({"label": (rng.random(rows) < prob).astype(np.int64), **data})
+    n_train, n_valid = int(rows * 0.8), int(rows * 0.1)
+    return {"train": frame.iloc[:n_train], "valid": frame.iloc[n_train:n_train + n_valid],
+            "test": frame.iloc[n_train + n_valid:]}, prob[n_train + n_valid:]
+
+
+def test_criteo_in_one_block_is_the_data_drawn_at_once():
+    """Data of at most BLOCK_ROWS rows (the 200k-row demo) are unchanged by streaming."""
+    frames, report = generate(SCHEMAS["criteo"](), 500, seed=5)
+    reference, test_prob = _criteo_drawn_at_once(500, seed=5)
+    for split in frames:
+        pd.testing.assert_frame_equal(frames[split], reference[split].reset_index(drop=True))
+    assert report["ceiling_test_AUC"] == roc_auc_score(reference["test"]["label"], test_prob)
+
+
+def test_criteo_written_block_by_block_equals_the_generated_frames(tmp_path):
+    """Blocks of 64 rows: every split file (parquet and csv) holds the generated frames' rows,
+    blocks straddle split boundaries, and the intercept is set on all blocks together."""
+    frames, report = generate(SCHEMAS["criteo"](), 1000, seed=4, block_rows=64)
+    for data_format in ("parquet", "csv"):
+        written = write("criteo", 1000, str(tmp_path / data_format), seed=4, data_format=data_format, block_rows=64)
+        assert written == report
+        for split, frame in frames.items():
+            path = tmp_path / data_format / f"{split}.{data_format}"
+            on_disk = pd.read_parquet(path) if data_format == "parquet" else pd.read_csv(path)
+            pd.testing.assert_frame_equal(on_disk, frame, check_dtype=data_format == "parquet")
+    assert [len(f) for f in frames.values()] == [800, 100, 100]
+    assert abs(pd.concat(frames.values())["label"].mean() - 0.25) < 0.04
+
+
+def test_criteo_blocks_are_drawn_from_the_seed_and_the_block_index():
+    """A block's features do not depend on how many rows follow it, and blocks differ."""
+    features = [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
+    short, _ = generate(SCHEMAS["criteo"](), 400, seed=4, block_rows=64)
+    long, _ = generate(SCHEMAS["criteo"](), 1000, seed=4, block_rows=64)
+    pd.testing.assert_frame_equal(short["train"][features].iloc[:320], long["train"][features].iloc[:320])
+    first, second = long["train"][features].iloc[:64], long["train"][features].iloc[64:128]
+    assert not np.array_equal(first[features[:13]].to_numpy(), second[features[:13]].to_numpy())
+    with pytest.raises(ValueError, match="block_rows=0"):
+        generate(SCHEMAS["criteo"](), 100, seed=4, block_rows=0)
 
 
 def test_discriminating_schema_is_an_fm_over_every_field_pair():

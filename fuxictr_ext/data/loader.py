@@ -1,20 +1,25 @@
-"""FuxiCTR data loaders that batch by indexing whole columns.
+"""FuxiCTR data loaders that batch by gathering rows of row-major matrices.
 
-:class:`TensorDataLoader` loads a processed parquet split into memory once and
-yields FuxiCTR batches (``dict[str, Tensor]`` of shape (B,) or (B, max_len)) by
-tensor indexing. :class:`MappedDataLoader` yields the same batches from
-memory-mapped column files written once beside the split, so the processes of a
-torchrun job on one machine share one copy of the data (the page cache) instead
-of holding one each. Pass either through FuxiCTR's hook:
+:class:`TensorDataLoader` loads a processed parquet split into memory once, as
+one row-major matrix per dtype (float64: numeric features and labels; int64:
+categorical ids and sequences), and yields FuxiCTR batches (``dict[str, Tensor]``
+of shape (B,) or (B, max_len)) by gathering B rows of each matrix. A row is one
+contiguous run of memory, so a shuffled batch costs a cache miss or two a row
+instead of one a field (one gather per column). :class:`MappedDataLoader` yields
+the same batches from memory-mapped matrix files written once beside the split,
+so the processes of a torchrun job on one machine share one copy of the data
+(the page cache) instead of holding one each. Pass either through FuxiCTR's hook:
 ``RankDataLoader(feature_map, ..., data_loader=TensorDataLoader)``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
-from typing import Dict, List
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +28,91 @@ import torch
 
 from .build import DataError, pid_alive, rebuild_hint, resolve_files
 
+MATRIX_DTYPES = {"float64": np.float64, "int64": np.int64}
+LAYOUT_FILE = "layout.json"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a column lives: columns ``offset:offset + width`` of the ``dtype`` matrix.
+
+    Args:
+        name: the column.
+        dtype: ``float64`` or ``int64``, the matrix that holds it.
+        offset: its first matrix column.
+        width: 1, or max_len for a sequence feature.
+        sequence: batches of it are (B, width), not (B,).
+    """
+
+    name: str
+    dtype: str
+    offset: int
+    width: int
+    sequence: bool
+
+
+def _layout(arrays: Dict[str, np.ndarray]) -> List[Slot]:
+    """Slots of the columns in ``arrays`` (their first rows), in their order."""
+    slots, used = [], dict.fromkeys(MATRIX_DTYPES, 0)
+    for name, values in arrays.items():
+        dtype = "float64" if np.issubdtype(values.dtype, np.floating) else "int64"
+        width = values.shape[1] if values.ndim == 2 else 1
+        slots.append(Slot(name, dtype, used[dtype], width, values.ndim == 2))
+        used[dtype] += width
+    return slots
+
+
+def _matrix_widths(layout: List[Slot]) -> Dict[str, int]:
+    widths = dict.fromkeys(MATRIX_DTYPES, 0)
+    for slot in layout:
+        widths[slot.dtype] = max(widths[slot.dtype], slot.offset + slot.width)
+    return {dtype: width for dtype, width in widths.items() if width}
+
+
+def _open_split(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: the processed split cannot be read ({err}); "
+                        f"{rebuild_hint(os.path.dirname(os.path.abspath(path)))}") from err
+
+
+def _read_column(source: pq.ParquetFile, path: str, group: int, name: str) -> np.ndarray:
+    try:
+        table = source.read_row_group(group, columns=[name])
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: the processed split cannot be read ({err}); "
+                        f"{rebuild_hint(os.path.dirname(os.path.abspath(path)))}") from err
+    return _column_array(table.column(0))
+
+
+def fill_matrices(path: str, columns: List[str] | None,
+                  allocate: Callable[[str, Tuple[int, int]], np.ndarray]) -> Tuple[List[Slot], Dict[str, np.ndarray]]:
+    """Copy ``columns`` of a processed split (all when None) into row-major matrices, one column
+    of one row group at a time (peak memory: the matrices and one column chunk).
+    ``allocate(dtype, shape)`` makes each matrix."""
+    source = _open_split(path)
+    names = source.schema_arrow.names if columns is None else list(columns)
+    missing = [name for name in names if name not in source.schema_arrow.names]
+    rows = source.metadata.num_rows
+    if missing or rows == 0:
+        problem = f"has no column(s) {missing}" if missing else "has no rows"
+        raise DataError(f"{path}: the processed split {problem}; "
+                        f"{rebuild_hint(os.path.dirname(os.path.abspath(path)))}")
+    layout = _layout({name: _read_column(source, path, 0, name)[:1].copy() for name in names})
+    matrices = {dtype: allocate(dtype, (rows, width)) for dtype, width in _matrix_widths(layout).items()}
+    start = 0
+    for group in range(source.num_row_groups):
+        n = source.metadata.row_group(group).num_rows
+        for slot in layout:
+            matrices[slot.dtype][start:start + n, slot.offset:slot.offset + slot.width] = \
+                _read_column(source, path, group, slot.name).reshape(n, slot.width)
+        start += n
+    return layout, matrices
+
 
 class TensorDataLoader:
-    """In-memory FuxiCTR data loader: the whole split as tensors, batches by indexing.
+    """In-memory FuxiCTR data loader: the whole split as row-major tensors, batches by gathering rows.
 
     Accepted by FuxiCTR through ``RankDataLoader(..., data_loader=TensorDataLoader)``.
     Each pass over a training loader draws a new permutation from a generator seeded
@@ -33,7 +120,8 @@ class TensorDataLoader:
     any other random state. With ``world_size > 1`` each rank gets a disjoint,
     equal-length shard of every pass's permutation (the tail that does not divide
     evenly is dropped from training passes; evaluation loaders are never sharded
-    here - distributed evaluation gathers instead).
+    here - distributed evaluation gathers instead). Batches hold float64 (numeric
+    features, labels) and int64 (ids) tensors, each contiguous.
 
     Args:
         feature_map: FuxiCTR FeatureMap of the processed dataset.
@@ -56,18 +144,20 @@ class TensorDataLoader:
         self.epoch = 0
         files = resolve_files(data_path, "parquet")
         self.num_blocks = len(files)
-        columns = list(feature_map.features.keys()) + list(feature_map.labels)
-        self.columns = self._load_columns(files, columns)
-        self.num_samples = len(next(iter(self.columns.values())))
+        self.columns = list(feature_map.features.keys()) + list(feature_map.labels)
+        self.layout, self.matrices = self._load_files(files, self.columns)  # dtype -> (rows, width)
+        self.num_samples = len(next(iter(self.matrices.values())))
         if self.world_size > 1 and self.split == "train" and self.num_samples < self.world_size:
             raise ValueError(f"world size {self.world_size} exceeds the {self.num_samples} training rows")
 
-    def _load_columns(self, files: List[str], columns: List[str]) -> Dict[str, torch.Tensor]:
-        table = pa.concat_tables([_read_split(f, columns) for f in files])
-        return {name: _column_tensor(table.column(name)) for name in columns}
+    def _load_files(self, files: List[str], columns: List[str]) -> Tuple[List[Slot], Dict[str, np.ndarray]]:
+        """The layout of ``columns`` and the matrices of all ``files`` (concatenated)."""
+        layouts, parts = zip(*(self._load(f, columns) for f in files))
+        return layouts[0], {dtype: parts[0][dtype] if len(parts) == 1 else np.concatenate([p[dtype] for p in parts])
+                            for dtype in parts[0]}
 
-    def _take(self, values, idx: torch.Tensor) -> torch.Tensor:
-        return values[idx]
+    def _load(self, path: str, columns: List[str]) -> Tuple[List[Slot], Dict[str, np.ndarray]]:
+        return fill_matrices(path, columns, lambda dtype, shape: np.empty(shape, dtype=MATRIX_DTYPES[dtype]))
 
     def _rows_per_rank(self) -> int:
         if self.world_size > 1 and self.split == "train":
@@ -76,6 +166,16 @@ class TensorDataLoader:
 
     def __len__(self) -> int:
         return int(np.ceil(self._rows_per_rank() / self.batch_size))
+
+    def _batch(self, idx: np.ndarray) -> Dict[str, torch.Tensor]:
+        """Numpy gathers one thread, whatever torch's thread count: on a 2-core machine shared
+        with other jobs, torch's 2-thread index_select ran 2.5x slower than its 1-thread one."""
+        rows = {dtype: np.take(matrix, idx, axis=0) for dtype, matrix in self.matrices.items()}  # (B, width)
+        columns = {dtype: np.ascontiguousarray(block.T) for dtype, block in rows.items()}         # (width, B)
+        return {slot.name: torch.from_numpy(
+                    np.ascontiguousarray(rows[slot.dtype][:, slot.offset:slot.offset + slot.width]) if slot.sequence
+                    else columns[slot.dtype][slot.offset])
+                for slot in self.layout}
 
     def __iter__(self):
         n = self.num_samples
@@ -88,49 +188,55 @@ class TensorDataLoader:
         if self.world_size > 1 and self.split == "train":
             per_rank = self._rows_per_rank()
             order = order[self.rank * per_rank:(self.rank + 1) * per_rank]
+        order = order.numpy()
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            yield {name: self._take(values, idx) for name, values in self.columns.items()}
+            yield self._batch(order[start:start + self.batch_size])
 
 
 class MappedDataLoader(TensorDataLoader):
-    """:class:`TensorDataLoader` over memory-mapped column files: the same batches, in the
+    """:class:`TensorDataLoader` over memory-mapped matrix files: the same batches, in the
     same order, and the processes on one machine share one copy of the split.
 
-    On first use each split ``<name>.parquet`` gets a folder ``<name>.columns/`` beside
-    it with one ``.npy`` file per column, written row group by row group (peak memory:
-    one row group) into a temporary folder renamed into place; concurrent first uses
-    each write their own and the first rename wins. A rebuild of the dataset replaces
-    the folder with the build. Batches are gathered from the mapped files, so a
+    On first use each split ``<name>.parquet`` gets a folder ``<name>.rows/`` beside it
+    with one row-major ``<dtype>.npy`` matrix of all its columns per dtype and
+    ``layout.json`` (which columns are where), written row group by row group (peak
+    memory: one row group) into a temporary folder renamed into place; concurrent first
+    uses each write their own and the first rename wins. A rebuild of the dataset
+    replaces the folder with the build. Batches are gathered from the mapped files, so a
     process's private memory is its batches, not the split.
     """
 
-    def _load_columns(self, files: List[str], columns: List[str]) -> Dict[str, torch.Tensor]:
-        parts = [mapped_columns(f, columns) for f in files]
-        if len(parts) > 1:
-            logging.warning(f"MappedDataLoader: {len(files)} parquet files are concatenated into this process's "
-                            "memory (one mapped copy is shared only for a split in one file, as build_dataset "
-                            "writes)")
-        merged = parts[0] if len(parts) == 1 else {n: np.concatenate([p[n] for p in parts]) for n in columns}
-        return {name: torch.from_numpy(values) for name, values in merged.items()}  # views of the mappings
+    def _load_files(self, files: List[str], columns: List[str]) -> Tuple[List[Slot], Dict[str, np.ndarray]]:
+        if len(files) > 1:
+            logging.warning(f"MappedDataLoader: {len(files)} parquet files are concatenated into this "
+                            "process's memory (one mapped copy is shared only for a split in one file, as "
+                            "build_dataset writes)")
+        return super()._load_files(files, columns)
 
-    def _take(self, values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return values[idx].to(torch.float64 if values.is_floating_point() else torch.int64)
-
-
-def mapped_columns(parquet_path: str, columns: List[str]) -> Dict[str, np.ndarray]:
-    """Memory maps of ``columns`` of a processed split, written on first use. Copy-on-write
-    maps (``mmap_mode="c"``): reads share the page cache across processes, and a write
-    (none is made) would stay private to its process."""
-    folder = os.path.splitext(parquet_path)[0] + ".columns"
-    if not all(os.path.isfile(os.path.join(folder, f"{name}.npy")) for name in columns):
-        _write_column_files(parquet_path, folder)
-    return {name: np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="c") for name in columns}
+    def _load(self, path: str, columns: List[str]) -> Tuple[List[Slot], Dict[str, np.ndarray]]:
+        layout, matrices = mapped_matrices(path)
+        slots = {slot.name: slot for slot in layout}
+        missing = [name for name in columns if name not in slots]
+        if missing:
+            raise DataError(f"{path}: the processed split has no column(s) {missing}; "
+                            f"{rebuild_hint(os.path.dirname(os.path.abspath(path)))}")
+        return [slots[name] for name in columns], matrices
 
 
-def _write_column_files(parquet_path: str, folder: str) -> None:
-    source = pq.ParquetFile(parquet_path)
-    rows = source.metadata.num_rows
+def mapped_matrices(parquet_path: str) -> Tuple[List[Slot], Dict[str, np.ndarray]]:
+    """The layout and the memory-mapped row-major matrices of a processed split (every
+    column), written on first use. Copy-on-write maps (``mmap_mode="c"``): reads share the
+    page cache across processes, and a write (none is made) would stay private."""
+    folder = os.path.splitext(parquet_path)[0] + ".rows"
+    if not os.path.isfile(os.path.join(folder, LAYOUT_FILE)):
+        _write_matrix_files(parquet_path, folder)
+    with open(os.path.join(folder, LAYOUT_FILE)) as fd:
+        layout = [Slot(**slot) for slot in json.load(fd)]
+    return layout, {dtype: np.load(os.path.join(folder, f"{dtype}.npy"), mmap_mode="c")
+                    for dtype in _matrix_widths(layout)}
+
+
+def _write_matrix_files(parquet_path: str, folder: str) -> None:
     prefix = f".{os.path.basename(folder)}.tmp-"
     for entry in os.listdir(os.path.dirname(folder)):  # left by writers that died
         if entry.startswith(prefix) and entry[len(prefix):].isdigit() and not pid_alive(int(entry[len(prefix):])):
@@ -139,20 +245,13 @@ def _write_column_files(parquet_path: str, folder: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        outputs: Dict[str, np.ndarray] = {}
-        start = 0
-        for group in range(source.num_row_groups):
-            table = source.read_row_group(group)
-            for name in table.column_names:
-                values = _column_array(table.column(name))
-                if name not in outputs:
-                    outputs[name] = np.lib.format.open_memmap(os.path.join(tmp, f"{name}.npy"), mode="w+",
-                                                              dtype=values.dtype, shape=(rows,) + values.shape[1:])
-                outputs[name][start:start + len(values)] = values
-            start += table.num_rows
-        for array in outputs.values():
-            array.flush()
-        outputs.clear()
+        layout, matrices = fill_matrices(parquet_path, None, lambda dtype, shape: np.lib.format.open_memmap(
+            os.path.join(tmp, f"{dtype}.npy"), mode="w+", dtype=MATRIX_DTYPES[dtype], shape=shape))
+        for matrix in matrices.values():
+            matrix.flush()
+        matrices.clear()
+        with open(os.path.join(tmp, LAYOUT_FILE), "w") as fd:
+            json.dump([asdict(slot) for slot in layout], fd)
         try:
             os.replace(tmp, folder)
         except OSError:
@@ -162,14 +261,6 @@ def _write_column_files(parquet_path: str, folder: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_split(path: str, columns: list) -> pa.Table:
-    try:
-        return pq.read_table(path, columns=columns)
-    except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{path}: the processed split cannot be read ({err}); "
-                        f"{rebuild_hint(os.path.dirname(os.path.abspath(path)))}") from err
-
-
 def _column_array(column: pa.ChunkedArray) -> np.ndarray:
     """A parquet column as numpy: (rows,) or, for sequence features, (rows, max_len)."""
     array = column.combine_chunks()
@@ -177,10 +268,3 @@ def _column_array(column: pa.ChunkedArray) -> np.ndarray:
         width = len(array[0]) if len(array) else 0
         return np.asarray(array.flatten().to_numpy(zero_copy_only=False)).reshape(len(array), width)
     return np.asarray(array.to_numpy(zero_copy_only=False))
-
-
-def _column_tensor(column: pa.ChunkedArray) -> torch.Tensor:
-    values = _column_array(column)
-    if np.issubdtype(values.dtype, np.floating):
-        return torch.from_numpy(np.array(values, dtype=np.float64))
-    return torch.from_numpy(np.array(values, dtype=np.int64))

@@ -26,6 +26,12 @@ dataset config entry):
 The planted model is drawn from the seed and never looked at by any model; it
 tests the plumbing, it is not a benchmark.
 
+``criteo`` rows are independent given the planted model, so that schema is
+streamed: drawn and written ``BLOCK_ROWS`` rows at a time with a generator per
+block (:class:`BlockStream`), in memory bounded by a block whatever the row
+count (Criteo_x1 has 45M rows). The other schemas draw all rows at once (their
+users, ads or requests tie rows together).
+
 Command line (``data_prep.synthetic``)::
 
     python -m data_prep.synthetic --schema criteo --rows 200000 --out ./data/raw/demo
@@ -34,16 +40,22 @@ Command line (``data_prep.synthetic``)::
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import shutil
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet as pq
 from sklearn.metrics import log_loss, roc_auc_score
+
+BLOCK_ROWS = 1_000_000  # rows a streamed schema draws at a time (part of what its output is)
 
 
 @dataclass
@@ -95,14 +107,18 @@ class SyntheticSchema:
     id_columns: List[str] = field(default_factory=list)
     label_position: int = 0
 
-    def sample(self, rows: int, rng: np.random.Generator) -> Sample:
-        model = PlantedModel(self, rng)
-        frame = _draw_features(self, rows, rng)
-        ids = model.ids(frame)
-        model.calibrate(ids, self.positive_rate)
-        prob = 1 / (1 + np.exp(-model.logit(ids)))
-        frame = frame.drop(columns=[c for c in frame.columns if c.startswith("__id_")])
-        return Sample(frame, prob, model.first_order_logit(ids), model.describe())
+    def draw(self, rows: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+        """Field values of ``rows`` rows: numeric floats in [0, 1), categorical ids in [0, vocabulary)."""
+        values = {f: np.clip(rng.beta(0.8, 2.5, rows), 0.0, 0.999).astype(np.float64) for f in self.numeric}
+        values.update({f: _zipf_ids(rng, rows, vocab, self.zipf_exponent) for f, vocab in self.categorical.items()})
+        return values
+
+    def columns(self, values: Dict[str, np.ndarray]) -> Dict[str, pa.Array]:
+        """The output columns (label excluded) of drawn values: numerics as they are,
+        categorical id i of field ``Cj`` as the token ``cj_i``."""
+        out = {f: pa.array(values[f]) for f in self.numeric}
+        out.update({f: _tokens(f, vocab).take(pa.array(values[f])) for f, vocab in self.categorical.items()})
+        return out
 
 
 def criteo_schema() -> SyntheticSchema:
@@ -180,9 +196,10 @@ class PlantedModel:
         self.fields = fields
         self.bias = 0.0
 
-    def ids(self, frame: pd.DataFrame) -> Dict[str, np.ndarray]:
-        out = {f: np.minimum((frame[f].to_numpy() * 10).astype(int), 9) for f in self.schema.numeric}
-        out.update({f: frame[f"__id_{f}"].to_numpy() for f in self.schema.categorical})
+    def ids(self, values: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Lookup ids of drawn values (``SyntheticSchema.draw``): numerics quantised into 10 buckets."""
+        out = {f: np.minimum((values[f] * 10).astype(int), 9) for f in self.schema.numeric}
+        out.update({f: values[f] for f in self.schema.categorical})
         return out
 
     def first_order_logit(self, ids: Dict[str, np.ndarray]) -> np.ndarray:
@@ -218,15 +235,10 @@ class PlantedModel:
         return out
 
 
-def _draw_features(schema: SyntheticSchema, rows: int, rng: np.random.Generator) -> pd.DataFrame:
-    data = {}
-    for f in schema.numeric:
-        data[f] = np.clip(rng.beta(0.8, 2.5, rows), 0.0, 0.999).astype(np.float64)
-    for f, vocab in schema.categorical.items():
-        ids = _zipf_ids(rng, rows, vocab, schema.zipf_exponent)
-        data[f"__id_{f}"] = ids
-        data[f] = np.char.add(f"{f.lower()}_", ids.astype(str))
-    return pd.DataFrame(data)
+@functools.lru_cache(maxsize=None)
+def _tokens(name: str, vocab: int) -> pa.Array:
+    """``<name lowercased>_<i>`` for i < vocab: the strings of a field's ids."""
+    return pa.array([f"{name.lower()}_{i}" for i in range(vocab)], type=pa.large_string())
 
 
 def _int_tokens(ids: np.ndarray, offset: int = 0) -> np.ndarray:
@@ -609,59 +621,209 @@ def group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> Opt
     return float((auc * stats["n"]).sum() / stats["n"].sum())
 
 
-def generate(schema, rows: int, seed: int = 2026,
-             split: Sequence[float] = (0.8, 0.1, 0.1)) -> Tuple[Dict[str, pd.DataFrame], dict]:
-    """Draw ``rows`` rows and split them; returns the frames and the planted-model report."""
+class BlockStream:
+    """The rows of a streamed schema (one with ``draw`` and ``columns``), drawn ``block_rows``
+    at a time so that memory holds one block, not the data set.
+
+    Block 0 continues the seed's generator after the planted model (so data of at most
+    ``block_rows`` rows are what drawing all rows at once gives); block k >= 1 has its own
+    generator, ``SeedSequence(seed, spawn_key=(k,))``. Two passes over the blocks: the
+    first draws them to set the planted model's intercept on every row's logit (8 bytes a
+    row held), the second draws them again and yields them with their labels. The output
+    depends on (schema, rows, seed, block_rows) only; ``BLOCK_ROWS`` fixes block_rows.
+
+    Args:
+        schema: the streamed schema.
+        rows: rows in all.
+        seed: seed of the planted model and the rows.
+        block_rows: rows per block.
+
+    Example:
+        >>> stream = BlockStream(criteo_schema(), rows=3_000_000, seed=7)
+        >>> for start, table, prob, first_order in stream:    # 3 blocks of 1M rows
+        ...     pass                                            # table: label + 39 columns
+    """
+
+    def __init__(self, schema: SyntheticSchema, rows: int, seed: int, block_rows: int = BLOCK_ROWS):
+        if block_rows < 1:
+            raise ValueError(f"block_rows={block_rows}: must be positive")
+        self.schema, self.rows, self.seed, self.block_rows = schema, rows, seed, block_rows
+        rng = np.random.default_rng(seed)
+        self.model = PlantedModel(schema, rng)
+        self._block0_state = rng.bit_generator.state
+        logits = np.empty(rows)
+        for start, n, block_rng in self._blocks():
+            logits[start:start + n] = self.model.logit(self.model.ids(schema.draw(n, block_rng)), bias=0.0)
+        self.model.bias = _calibrated_intercept(logits, schema.positive_rate)
+
+    def _blocks(self) -> Iterator[Tuple[int, int, np.random.Generator]]:
+        for k, start in enumerate(range(0, self.rows, self.block_rows)):
+            if k == 0:
+                rng = np.random.default_rng()
+                rng.bit_generator.state = self._block0_state
+            else:
+                rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(k,)))
+            yield start, min(self.block_rows, self.rows - start), rng
+
+    def __iter__(self) -> Iterator[Tuple[int, pa.Table, np.ndarray, np.ndarray]]:
+        """(first row, table with the label column, planted probability, first-order logit) per block."""
+        schema, model = self.schema, self.model
+        for start, n, rng in self._blocks():
+            values = schema.draw(n, rng)
+            ids = model.ids(values)
+            prob = 1 / (1 + np.exp(-model.logit(ids)))
+            columns = schema.columns(values)
+            names = list(columns)
+            names.insert(schema.label_position, schema.label)
+            columns[schema.label] = pa.array((rng.random(n) < prob).astype(np.int64))
+            yield start, pa.table([columns[c] for c in names], names=names), prob, model.first_order_logit(ids)
+
+
+def _split_bounds(rows: int, unit: int, split: Sequence[float]) -> Dict[str, Tuple[int, int]]:
+    units = rows // unit
+    n_train = int(units * split[0]) * unit
+    n_valid = int(units * split[1]) * unit
+    return {"train": (0, n_train), "valid": (n_train, n_train + n_valid), "test": (n_train + n_valid, rows)}
+
+
+def _report(schema, rows: int, seed: int, positive_rate: Dict[str, float], test_y: np.ndarray,
+            test_p: np.ndarray, test_first_order: np.ndarray, planted: dict) -> dict:
+    two_classes = len(set(test_y)) > 1
+    return {
+        "schema": schema.name, "rows": rows, "seed": seed,
+        "positive_rate": positive_rate,
+        "ceiling_test_AUC": float(roc_auc_score(test_y, test_p)) if two_classes else None,
+        "ceiling_test_logloss": float(log_loss(test_y, test_p, labels=[0, 1])),
+        "first_order_part_test_AUC": float(roc_auc_score(test_y, test_first_order)) if two_classes else None,
+        "planted": planted,
+    }
+
+
+def _check_rows(rows: int) -> None:
     if rows < 10:
         raise ValueError(f"rows={rows}: need at least 10 rows to make train/valid/test splits")
+
+
+def stream(schema, rows: int, seed: int, split: Sequence[float], write_table: Callable[[str, pa.Table], None],
+           block_rows: int = BLOCK_ROWS) -> dict:
+    """Draw the rows of a streamed schema block by block (:class:`BlockStream`), hand each
+    split's part of every block to ``write_table(split, table)`` in row order, and return
+    the planted-model report. Peak memory: one block, plus 8 bytes a row for the intercept
+    and 17 bytes a test row for the ceiling."""
+    _check_rows(rows)
+    blocks = BlockStream(schema, rows, seed, block_rows)
+    bounds = _split_bounds(rows, 1, split)
+    positives = dict.fromkeys(bounds, 0)
+    test = {"y": [], "p": [], "first": []}
+    for start, table, prob, first_order in blocks:
+        end = start + table.num_rows
+        for name, (lo, hi) in bounds.items():
+            a, b = max(lo, start), min(hi, end)
+            if a >= b:
+                continue
+            part = table.slice(a - start, b - a)
+            positives[name] += int(pa.compute.sum(part.column(schema.label)).as_py())
+            write_table(name, part)
+            if name == "test":
+                test["y"].append(part.column(schema.label).to_numpy())
+                test["p"].append(prob[a - start:b - start])
+                test["first"].append(first_order[a - start:b - start])
+    positive_rate = {name: positives[name] / (hi - lo) for name, (lo, hi) in bounds.items()}
+    test_arrays = {k: np.concatenate(v) for k, v in test.items()}
+    return _report(schema, rows, seed, positive_rate, test_arrays["y"], test_arrays["p"], test_arrays["first"],
+                   blocks.model.describe())
+
+
+def _streamed(schema) -> bool:
+    return hasattr(schema, "draw") and hasattr(schema, "columns")
+
+
+def generate(schema, rows: int, seed: int = 2026, split: Sequence[float] = (0.8, 0.1, 0.1),
+             block_rows: int = BLOCK_ROWS) -> Tuple[Dict[str, pd.DataFrame], dict]:
+    """Draw ``rows`` rows and split them; returns the frames and the planted-model report.
+    A streamed schema is drawn ``block_rows`` at a time (:func:`stream`); the frames hold all
+    rows, use :func:`write` to write large data with bounded memory."""
+    _check_rows(rows)
+    if _streamed(schema):
+        parts: Dict[str, List[pa.Table]] = {name: [] for name in ("train", "valid", "test")}
+        report = stream(schema, rows, seed, split, lambda name, table: parts[name].append(table), block_rows)
+        return {name: pa.concat_tables(tables).to_pandas() for name, tables in parts.items()}, report
     rng = np.random.default_rng(seed)
     sample = schema.sample(rows, rng)
     frame = sample.frame
     rows = len(frame)
     frame.insert(schema.label_position, schema.label, (rng.random(rows) < sample.prob).astype(np.int64))
-    units = rows // sample.unit
-    n_train = int(units * split[0]) * sample.unit
-    n_valid = int(units * split[1]) * sample.unit
-    bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid), "test": (n_train + n_valid, rows)}
+    bounds = _split_bounds(rows, sample.unit, split)
     frames = {k: frame.iloc[a:b].reset_index(drop=True) for k, (a, b) in bounds.items()}
     test_y = frames["test"][schema.label].to_numpy()
     test_p = sample.prob[bounds["test"][0]:]
-    two_classes = len(set(test_y)) > 1
-    report = {
-        "schema": schema.name, "rows": rows, "seed": seed,
-        "positive_rate": {k: float(v[schema.label].mean()) for k, v in frames.items()},
-        "ceiling_test_AUC": float(roc_auc_score(test_y, test_p)) if two_classes else None,
-        "ceiling_test_logloss": float(log_loss(test_y, test_p, labels=[0, 1])),
-        "first_order_part_test_AUC": (float(roc_auc_score(test_y, sample.first_order_logit[bounds["test"][0]:]))
-                                      if two_classes else None),
-        "planted": sample.planted,
-    }
+    report = _report(schema, rows, seed, {k: float(v[schema.label].mean()) for k, v in frames.items()},
+                     test_y, test_p, sample.first_order_logit[bounds["test"][0]:], sample.planted)
     if sample.group:
         report["group_column"] = sample.group
         report["ceiling_test_gAUC"] = group_auc(test_y, test_p, frames["test"][sample.group].to_numpy())
     return frames, report
 
 
-def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_format: str = "parquet") -> dict:
+class _SplitWriters:
+    """``{split}.<format>`` files in ``folder`` appended table by table (parquet: one row group each)."""
+
+    def __init__(self, folder: str, data_format: str):
+        self.folder, self.data_format = folder, data_format
+        self.parquet: Dict[str, pq.ParquetWriter] = {}
+        self.csv: Dict[str, object] = {}
+
+    def __call__(self, split: str, table: pa.Table) -> None:
+        path = os.path.join(self.folder, f"{split}.{self.data_format}")
+        if self.data_format == "parquet":
+            if split not in self.parquet:
+                self.parquet[split] = pq.ParquetWriter(path, table.schema)
+            self.parquet[split].write_table(table)
+        else:
+            first = split not in self.csv
+            if first:
+                self.csv[split] = open(path, "w", newline="")
+            table.to_pandas().to_csv(self.csv[split], header=first, index=False)
+
+    def close(self) -> None:
+        for handle in [*self.parquet.values(), *self.csv.values()]:
+            handle.close()
+
+
+def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_format: str = "parquet",
+          block_rows: int = BLOCK_ROWS) -> dict:
     """Generate and write ``{train,valid,test}.<format>`` and ``planted.json`` to ``out_dir``.
 
-    Files are written to a temporary sibling folder that replaces ``out_dir`` only
-    when complete, so an interrupted run leaves no partial data behind.
+    Streamed schemas (``criteo``) are written block by block (:func:`stream`), so the
+    memory holds one block of ``block_rows`` rows whatever ``rows`` is; the others are
+    drawn at once. Files are written to a temporary sibling folder that replaces
+    ``out_dir`` only when complete, so an interrupted run leaves no partial data behind.
     """
     if schema_name not in SCHEMAS:
         raise ValueError(f"schema={schema_name!r}; choose one of {sorted(SCHEMAS)}")
-    frames, report = generate(SCHEMAS[schema_name](), rows, seed)
+    if data_format not in ("parquet", "csv"):
+        raise ValueError(f"data_format={data_format!r}; choose parquet or csv")
+    schema = SCHEMAS[schema_name]()
+    _check_rows(rows)
     out_dir = os.path.abspath(out_dir)
     tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
     try:
-        for split, frame in frames.items():
-            path = os.path.join(tmp_dir, f"{split}.{data_format}")
-            if data_format == "parquet":
-                frame.to_parquet(path, index=False)
+        writers = _SplitWriters(tmp_dir, data_format)
+        try:
+            if _streamed(schema):
+                report = stream(schema, rows, seed, (0.8, 0.1, 0.1), writers, block_rows)
             else:
-                frame.to_csv(path, index=False)
+                frames, report = generate(schema, rows, seed)
+                for split, frame in frames.items():
+                    path = os.path.join(tmp_dir, f"{split}.{data_format}")
+                    if data_format == "parquet":
+                        frame.to_parquet(path, index=False)
+                    else:
+                        frame.to_csv(path, index=False)
+        finally:
+            writers.close()
         with open(os.path.join(tmp_dir, "planted.json"), "w") as fd:
             json.dump(report, fd, indent=2)
         if os.path.isdir(out_dir):
