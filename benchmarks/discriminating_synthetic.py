@@ -51,6 +51,10 @@ MODELS: Dict[str, tuple] = {
 
 # RoBlock variants for the diagnosis (model_zoo/RoBlock/README.md), added with --extra NAME.
 WIDE_INITIALIZER = "partial(nn.init.normal_, std=1e-2)"
+# Not the paper's prescription (its MLPs have three layers, its RU runs in training only): one linear
+# layer for f^(0), the decoupler and f^(l), the block reading LayerNorm(X^(l-1)), RU in evaluation too.
+LINEAR_FIELD_MLPS = {"reshape_hidden_units": [], "decoupler_hidden_units": [], "fusion_hidden_units": [],
+                     "block_norm": "layer_norm", "rank1_norm_at_inference": True}
 EXTRA: Dict[str, tuple] = {
     "RoBlock 2x, FM only": ("RoBlock_criteo_2x", {"embedding_dim": WIDTH // 2, "interaction_types": ["FM"]}),
     "RoBlock 2x, embeddings std 1e-2": ("RoBlock_criteo_2x", {"embedding_dim": WIDTH // 2,
@@ -59,6 +63,10 @@ EXTRA: Dict[str, tuple] = {
                                                                "block_norm": "layer_norm"}),
     "RoBlock 2x, fieldwise_dropout 0.1": ("RoBlock_criteo_2x", {"embedding_dim": WIDTH // 2,
                                                                "fieldwise_dropout": 0.1}),
+    "RoBlock 2x, linear field MLPs": ("RoBlock_criteo_2x", {"embedding_dim": WIDTH // 2, **LINEAR_FIELD_MLPS}),
+    "RoBlock 2x, linear field MLPs, FM only": ("RoBlock_criteo_2x", {"embedding_dim": WIDTH // 2,
+                                                                    "interaction_types": ["FM"],
+                                                                    **LINEAR_FIELD_MLPS}),
 }
 
 

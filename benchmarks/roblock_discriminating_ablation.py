@@ -11,7 +11,9 @@ Adam lr 1e-3, seed 2019), on the processed ``discriminating`` dataset under
 ``data/``; it trains with ``ZooModel.train_step`` (gradient norm clipped at 10, as
 ``fit`` does) and is evaluated on the test split, so the curve shows when (and
 whether) a variant leaves the first-order level (planted first-order AUC 0.586).
-Prints one line per evaluation and a final ``RESULT`` line.
+Prints one line per evaluation and a final ``RESULT`` line; ``--zeroed-blocks`` adds the
+test AUC of the trained model with every block's update zeroed (how much of what the
+head reads comes through the blocks).
 """
 
 from __future__ import annotations
@@ -48,6 +50,20 @@ def test_auc(model, loader) -> float:
     return float(roc_auc_score(np.concatenate(labels), np.concatenate(scores)))
 
 
+def zeroed_blocks_auc(model, loader) -> float:
+    """Test AUC with the update of every RoBlock block zeroed (X^(l) = X^(l-1)): what the head
+    reads through the residual stream alone."""
+    if not hasattr(model, "blocks"):
+        raise SystemExit(f"--zeroed-blocks needs a RoBlock model, --base builds {type(model).__name__}")
+    handles = [block.fusion.register_forward_hook(lambda module, args, output: torch.zeros_like(output))
+               for block in model.blocks]
+    try:
+        return test_auc(model, loader)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", required=True, help="committed experiment id the model starts from")
@@ -56,6 +72,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--eval-steps", type=int, default=313, help="training steps between evaluations")
     parser.add_argument("--tag", default="variant")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--zeroed-blocks", action="store_true",
+                        help="also report the test AUC with every block's update f^(l)(...) replaced by zeros")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.disable(logging.INFO)
@@ -88,6 +106,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 curve.append((step, round(float(np.mean(losses[-args.eval_steps:])), 4), round(test_auc(model, test), 4)))
                 print(args.tag, curve[-1], f"{time.time() - start:.0f}s", flush=True)
     print("RESULT", args.tag, curve, flush=True)
+    if args.zeroed_blocks:
+        print("ZEROED_BLOCKS", args.tag, round(zeroed_blocks_auc(model, test), 4), flush=True)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,22 @@ def test_identity_in_eval_mode():
     assert norm(X) is X
 
 
+def test_at_inference_applies_eq2_from_the_all_ones_start_in_eval_mode():
+    """rank1_norm_at_inference: eval applies eq. 2 from v^(0) = 1, the same output on every call;
+    training still draws a random start per sample."""
+    X = torch.randn(3, 5, 4, dtype=torch.float64)
+    norm = RankOneUpdateNorm(num_iterations=3, at_inference=True).eval()
+    out = norm(X)
+    torch.testing.assert_close(out, rank_one_update(X, torch.ones(3, 4, dtype=torch.float64), 3))
+    torch.testing.assert_close(norm(X), out, rtol=0, atol=0)
+    assert not torch.allclose(out, X)
+    norm.train()
+    torch.manual_seed(0)
+    trained = norm(X)
+    torch.manual_seed(0)
+    torch.testing.assert_close(trained, rank_one_update(X, torch.randn(3, 4, dtype=torch.float64), 3))
+
+
 def test_removes_top_direction():
     """X~ v = 0 for the final v: the estimated top direction is projected out of every row."""
     gen = torch.Generator().manual_seed(5)

@@ -272,6 +272,19 @@ def test_eval_is_deterministic_and_skips_rank1_normalization(feature_map, tmp_pa
     assert not torch.allclose(train_a, model(batch)["y_pred"])
 
 
+def test_rank1_norm_at_inference_applies_it_in_eval(feature_map, tmp_path):
+    """rank1_norm_at_inference=True: every block's RU also runs in eval, deterministically,
+    and the predictions differ from the training-only model with the same weights."""
+    model = build(feature_map, tmp_path, scale_factor=2, num_blocks=2, rank1_norm_at_inference=True).eval()
+    assert all(block.rank1_norm.at_inference for block in model.blocks)
+    batch = random_batch(feature_map, 8, seed=2)
+    first = model(batch)["y_pred"]
+    torch.testing.assert_close(model(batch)["y_pred"], first, rtol=0, atol=0)
+    training_only = build(feature_map, tmp_path, scale_factor=2, num_blocks=2).eval()
+    training_only.load_state_dict(model.state_dict())
+    assert not torch.allclose(training_only(batch)["y_pred"], first)
+
+
 def test_rank1_normalization_feeds_only_the_decoupler(feature_map, tmp_path):
     """Eqs. 2, 4, 5: the decoupler sees X~, the router and the residual see X^(l-1)."""
     model = build(feature_map, tmp_path, scale_factor=2).train()

@@ -19,7 +19,8 @@ sigma_1 = 1e4; the normalised one stays at unit length.
 
 Gradients flow through the whole computation, v included (the autograd of
 eq. 2 as written). The module is a training-time augmentation: in eval mode it
-returns its input unchanged, so inference pays nothing for it.
+returns its input unchanged, so inference pays nothing for it, unless it is
+built with ``at_inference=True`` (eval then applies eq. 2 from v^(0) = 1).
 
 Example:
     >>> norm = RankOneUpdateNorm(num_iterations=3)
@@ -68,28 +69,37 @@ def rank_one_update(X: torch.Tensor, v0: torch.Tensor, num_iterations: int) -> t
 
 
 class RankOneUpdateNorm(nn.Module):
-    """RoBlock's rank-1 update normalization (eq. 2): training only, identity in eval.
+    """RoBlock's rank-1 update normalization (eq. 2), by default training only (identity in eval).
 
-    Each sample of the batch gets its own random start vector v^(0) ~ N(0, I_d),
-    drawn from torch's global generator.
+    In training each sample of the batch gets its own random start vector
+    v^(0) ~ N(0, I_d), drawn from torch's global generator. The paper applies it in
+    training only ("omitted at inference"); ``at_inference=True`` applies eq. 2 in
+    eval mode too, from the fixed start v^(0) = 1 (all ones), so that evaluation
+    sees inputs of the kind training saw and stays deterministic.
 
     Args:
         num_iterations: t, the number of power iterations (the paper uses 3).
+        at_inference: also apply it in eval mode (from v^(0) = 1).
 
     Shapes: (B, n, d) -> (B, n, d); any leading dimensions are treated as batch.
     """
 
-    def __init__(self, num_iterations: int = 3):
+    def __init__(self, num_iterations: int = 3, at_inference: bool = False):
         super().__init__()
         if num_iterations < 1:
             raise ValueError(f"rank1_iterations must be >= 1, got {num_iterations}")
         self.num_iterations = num_iterations
+        self.at_inference = bool(at_inference)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        if not self.training:
+        shape = X.shape[:-2] + X.shape[-1:]                                             # (B, d)
+        if self.training:
+            v0 = torch.randn(shape, dtype=X.dtype, device=X.device)
+        elif self.at_inference:
+            v0 = torch.ones(shape, dtype=X.dtype, device=X.device)
+        else:
             return X
-        v0 = torch.randn(X.shape[:-2] + X.shape[-1:], dtype=X.dtype, device=X.device)  # (B, d)
         return rank_one_update(X, v0, self.num_iterations)
 
     def extra_repr(self) -> str:
-        return f"num_iterations={self.num_iterations}"
+        return f"num_iterations={self.num_iterations}, at_inference={self.at_inference}"

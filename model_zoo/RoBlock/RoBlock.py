@@ -61,6 +61,8 @@ class RoBlock(ZooModel):
         rank1_norm: apply rank-1 update normalization (eq. 2) before every decoupler
             (the "RU" of the ablations).
         rank1_iterations: t, its power iterations (3 in the paper).
+        rank1_norm_at_inference: also apply it in evaluation, from the fixed start v^(0) = 1;
+            ``False`` (the paper: "applied only during training and omitted at inference").
         hsic_weight: beta of eq. 6; 0 switches the HSIC term off (the "HSIC" ablation).
         interaction_types: the interaction functions to choose from, names out of
             {"FM", "CIN", "DNN", "DCNv2"} (DHEN's modules, ``fuxictr_ext.layers.interactions``);
@@ -113,6 +115,7 @@ class RoBlock(ZooModel):
                  residual_norm: str = "none",
                  rank1_norm: bool = True,
                  rank1_iterations: int = 3,
+                 rank1_norm_at_inference: bool = False,
                  hsic_weight: float = 1.0,
                  interaction_types: Sequence[str] = ("DCNv2",),
                  interaction_assignment: str = "cycle",
@@ -199,7 +202,8 @@ class RoBlock(ZooModel):
                             for name in block_types]
             blocks.append(RoBlockLayer(
                 norm=layer_norm(block_norm),
-                rank1_norm=RankOneUpdateNorm(rank1_iterations) if rank1_norm else nn.Identity(),
+                rank1_norm=(RankOneUpdateNorm(rank1_iterations, at_inference=rank1_norm_at_inference)
+                            if rank1_norm else nn.Identity()),
                 decoupler=ComponentMLP(self.num_components, model_dim, decoupler_hidden, embedding_dim,
                                        hidden_activations, fieldwise_dropout),
                 router=FieldwiseRouter(self.num_components, build_router_gate(
