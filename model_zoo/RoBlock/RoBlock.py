@@ -6,7 +6,7 @@ model width (the paper's d), M components (the paper's m), L blocks.
     E^(0)_i = Emb_i(x),  i = 1..M                            # (B, M, F, k)   M tables of size k
     X^(0)   = f^(0)([E^(0)_1, ..., E^(0)_M])                  # (B, F, D)      eq. 1, field-wise MLP
     for l = 1..L:                                             #                RoBlockLayer, eqs. 2-5
-        X~    = RU_t(X^(l-1))                                 # eq. 2, training only
+        X~    = RU_t(X^(l-1))                                 # eq. 2, training only (also eval: rank1_norm_at_inference)
         E     = decoupler(X~)                                 # (B, M, F, k)
         Z     = router(X^(l-1), E)                            # (B, M, F, k)   eq. 4
         X^(l) = X^(l-1) + f^(l)([I_1(Z_1), ..., I_M(Z_M)])    # (B, F, D)      eq. 5

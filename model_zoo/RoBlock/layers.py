@@ -228,7 +228,7 @@ class RoBlockLayer(nn.Module):
     """One RoBlock (eqs. 2-5): X^(l-1) (B, F, D) -> X^(l) (B, F, D), plus the decoupled components.
 
         N    = norm(X^(l-1))                                 # LayerNorm over D per field row, or identity
-        X~   = RU(N)                                         # eq. 2, training only (rank1_norm)
+        X~   = RU(N)                                         # eq. 2 (rank1_norm): training only, or also eval (at_inference)
         E    = decoupler(X~)                                 # (B, M, F, k), HSIC-regularised (eq. 3)
         Z    = router(N, E)                                  # eq. 4, (B, M, F, k)
         X^(l) = out_norm(X^(l-1) + f([I_1(Z_1), ..., I_M(Z_M)]))   # eq. 5, f field-wise to D
