@@ -47,7 +47,8 @@ from fuxictr.utils import load_model_config
 
 from fuxictr_ext.cost import model_cost
 from fuxictr_ext.registry import get_model_class
-from fuxictr_ext.runner import load_params, run_experiment
+from fuxictr_ext.config import load_params
+from fuxictr_ext.runner import run_experiment
 from fuxictr_ext.testing import random_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -38,8 +38,8 @@ from fuxictr_ext.serving.flops import (cross_layer0_macs, eq7_fm_savings,
                                           eq8_fm_savings_fraction, eq11_fc_savings, eq12_fm_fc_savings,
                                           eq15_cross_layer0_savings_fraction, fc_first_layer_macs, fm_macs,
                                           rdcn_cross_macs)
-from fuxictr_ext.serving.layers import (ContextTargetCrossNet, RankAwareCrossNetV2, RankAwareMLP,
-                                           RankSplitDense)
+from fuxictr_ext.layers.rank_aware import ContextTargetCrossNet, RankAwareMLP, RankSplitDense
+from fuxictr_ext.serving.layers import RankAwareCrossNetV2
 from fuxictr_ext.testing import make_feature_map, unit_model_kwargs
 from model_zoo.DLRM import DLRM
 

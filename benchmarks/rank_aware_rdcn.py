@@ -29,7 +29,8 @@ from fuxictr_ext.data import processed_paths
 from fuxictr_ext.serving import RequestBatch, build_scorer, resolve_partition
 from fuxictr_ext.cost import count_parameters, flops_by_module
 from fuxictr_ext.registry import get_model_class
-from fuxictr_ext.runner import load_params, make_loaders, run_experiment
+from fuxictr_ext.config import load_params
+from fuxictr_ext.runner import make_loaders, run_experiment
 
 EXPERIMENTS = {"DCNv2 + FC": "DCNv2_rDCN_shape_demo_request", "rDCN + FC": "rDCN_demo_request",
                "rDCN** + FC": "rDCNNoContextStream_demo_request"}

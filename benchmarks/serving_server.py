@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from fuxictr_ext.runner import load_params
+from fuxictr_ext.config import load_params
 from fuxictr_ext.serving import server
 from fuxictr_ext.serving.load import load_scorer
 

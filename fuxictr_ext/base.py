@@ -35,9 +35,10 @@ from torch import nn
 
 from . import distributed as zoo_dist
 from .atomic import torch_save_atomic
+from .config import ZooError
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(ZooError):
     """Training that left the range where its results mean anything (non-finite loss or
     predictions, or one prediction for every validation row); names learning_rate."""
 

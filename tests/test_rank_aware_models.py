@@ -6,7 +6,7 @@ import yaml
 
 from fuxictr_ext.config import unknown_model_keys
 from fuxictr_ext.layers.common import MultiHeadSelfAttention
-from fuxictr_ext.serving.layers import TwoStreamAttentionLayer
+from fuxictr_ext.layers.rank_aware import TwoStreamAttentionLayer
 from fuxictr_ext.testing.serving import perturb_parameters, train_steps
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs

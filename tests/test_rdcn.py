@@ -5,7 +5,7 @@ import torch
 from fuxictr.pytorch.layers import CrossNetV2
 
 from fuxictr_ext.serving import FieldPartition, build_scorer
-from fuxictr_ext.serving.layers import ContextTargetCrossNet
+from fuxictr_ext.layers.rank_aware import ContextTargetCrossNet
 from fuxictr_ext.testing.serving import perturb_parameters, random_requests, train_steps
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs

@@ -9,7 +9,7 @@ import yaml
 
 from fuxictr_ext.results import reproduce as repro
 from fuxictr_ext import results
-from fuxictr_ext.runner import ConfigError
+from fuxictr_ext.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ import torch
 from fuxictr.features import FeatureMap
 
 from ..registry import get_model_class
-from ..runner import ConfigError, load_params
+from ..config import ConfigError, load_params
 from .encoding import RawFeatureEncoder, RequestError, load_feature_processor
 from .scorers import PATHS, Scorer, cast_model
 

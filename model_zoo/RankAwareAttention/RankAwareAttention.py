@@ -16,13 +16,14 @@ from typing import Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from fuxictr_ext.serving.layers import RankAwareMLP, TwoStreamAttentionLayer
+from fuxictr_ext.layers.rank_aware import RankAwareMLP, TwoStreamAttentionLayer
 from fuxictr_ext.backbones.two_stream import TwoStreamModel
 from fuxictr_ext.registry import register_model
+from fuxictr_ext.serving import TwoStreamServable
 
 
 @register_model
-class RankAwareAttention(TwoStreamModel):
+class RankAwareAttention(TwoStreamModel, TwoStreamServable):
     """A context self-attention stream and a target stream attending to [context; targets].
 
     Args:

@@ -17,13 +17,14 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from fuxictr_ext.layers.common import AbsentBranch
-from fuxictr_ext.serving.layers import ContextTargetCrossNet, RankAwareMLP, RankSplitDense
+from fuxictr_ext.layers.rank_aware import ContextTargetCrossNet, RankAwareMLP, RankSplitDense
 from fuxictr_ext.backbones.two_stream import TwoStreamModel
 from fuxictr_ext.registry import register_model
+from fuxictr_ext.serving import TwoStreamServable
 
 
 @register_model
-class rDCN(TwoStreamModel):
+class rDCN(TwoStreamModel, TwoStreamServable):
     """Two-stream cross network + parallel DNN, every layer rank-aware.
 
     Args:
