@@ -75,6 +75,7 @@ def measure(workdir: str, rows: int, loader: str, mode: str, batch_size: int) ->
     from fuxictr.pytorch.dataloaders import RankDataLoader
     from benchmarks.shared_loading import _proc_mb
     from fuxictr_ext.data import MappedDataLoader, TensorDataLoader
+    from fuxictr_ext.training import Trainer
     from model_zoo.DNN import DNN
 
     torch.set_num_threads(1)
@@ -89,20 +90,20 @@ def measure(workdir: str, rows: int, loader: str, mode: str, batch_size: int) ->
                             data_format="parquet", data_loader=loaders[loader])
     setup = time.time() - t0
     model = DNN(fmap, gpu=-1, verbose=0, model_root=os.path.join(workdir, "ckpt"), metrics=["AUC"], **DNN_ARGS)
+    trainer = Trainer(model)
     model.train()
-    model._max_gradient_norm = 10.0
     if mode == "model_only":
         batches = [b for _, b in zip(range(20), gen)]
         t0 = time.time()
         for b in batches:
-            model.train_step(b)
+            trainer.train_step(b)
         seconds, n = time.time() - t0, sum(len(b["label"]) for b in batches)
     else:
         t0 = time.time()
         n = 0
         for b in gen:
             if mode == "train":
-                model.train_step(b)
+                trainer.train_step(b)
             n += len(b["label"])
         seconds = time.time() - t0
     peak_mb = _proc_mb("/proc/self/status", "VmHWM")  # this process's own (ru_maxrss counts the parent's)

@@ -30,6 +30,7 @@ from fuxictr_ext import distributed as zoo_dist
 from fuxictr_ext import get_model_class
 from fuxictr_ext.data import TensorDataLoader
 from fuxictr_ext.testing import make_feature_map, random_batch
+from fuxictr_ext.training import Trainer
 
 MODEL_ARGS = {"DNN": {"embedding_dim": 10, "hidden_units": [400, 400, 400]},
               "DCNv2": {"embedding_dim": 10}}
@@ -51,18 +52,16 @@ def _throughput_worker(rank, world, init_file, workdir, rows, model_name, batch_
     torch.manual_seed(0)
     model = get_model_class(model_name)(fmap, gpu=-1, verbose=0, model_root=os.path.join(workdir, "ckpt"),
                                         metrics=["AUC"], **MODEL_ARGS[model_name])
-    if context is not None:
-        model.enable_distributed(context)
+    trainer = Trainer(model, context=context)
     loader = TensorDataLoader(fmap, os.path.join(data_dir, "train.parquet"), split="train", batch_size=batch_size,
                               shuffle=True, rank=rank, world_size=world)
-    model._max_gradient_norm = 10.0
     model.train()
     if context is not None:
         dist.barrier()
     start = time.time()
     seen = 0
     for batch in loader:
-        model.train_step(batch)
+        trainer.train_step(batch)
         seen += len(batch["label"])
     seconds = time.time() - start
     if context is not None:
@@ -84,19 +83,18 @@ def _comm_worker(rank, world, init_file, vocab_total, out):
     torch.manual_seed(0)
     model = get_model_class("DNN")(fmap, gpu=-1, verbose=0, model_root=tempfile.gettempdir(), metrics=["AUC"],
                                    **MODEL_ARGS["DNN"])
-    model.enable_distributed(context)
+    trainer = Trainer(model, context=context)
     sent = []
 
     def counting_allreduce(state, bucket):
         sent.append(bucket.buffer().numel() * bucket.buffer().element_size())
         return dist.all_reduce(bucket.buffer().div_(world), async_op=True).get_future().then(lambda f: f.value()[0])
 
-    model.__dict__["_ddp"].register_comm_hook(None, counting_allreduce)
-    model._max_gradient_norm = 10.0
+    trainer.forward_module.register_comm_hook(None, counting_allreduce)
     model.train()
-    model.train_step(random_batch(fmap, batch_size=256, seed=rank))
+    trainer.train_step(random_batch(fmap, batch_size=256, seed=rank))
     sent.clear()
-    model.train_step(random_batch(fmap, batch_size=256, seed=10 + rank))
+    trainer.train_step(random_batch(fmap, batch_size=256, seed=10 + rank))
     if rank == 0:
         params = sum(p.numel() for p in model.parameters())
         with open(out, "w") as fd:

@@ -11,7 +11,7 @@ release hashes all 39 Criteo fields into one table each, so ours reads a Feature
 categorical fields with the release's ``hash_size`` rows each (``--vocab``); the script
 checks that both hold the same number of parameters.
 
-* train step, ours: ``ZooModel.train_step`` (zero_grad, forward, loss with regularizers,
+* train step, ours: ``Trainer.train_step`` (zero_grad, forward, loss with regularizers,
   backward, FuxiCTR's gradient clipping at its default max norm 10, Adam step);
   release: its trainer's loop body (zero_grad, forward, ``BCEWithLogitsLoss``, backward,
   Adam step).
@@ -40,6 +40,7 @@ from torch import nn
 
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch
+from fuxictr_ext.training import Trainer, TrainingConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_FIELDS = 39          # Criteo: 13 integer + 26 categorical fields, all hashed by the release
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     hash_size = feature_map.features["C1"]["vocab_size"]
     torch.manual_seed(0)
     ours = model_cls(feature_map, gpu=-1, verbose=0, learning_rate=learning_rate, optimizer="adam", **params)
-    ours._max_gradient_norm = MAX_GRADIENT_NORM
+    ours_trainer = Trainer(ours, TrainingConfig(max_gradient_norm=MAX_GRADIENT_NORM))
     theirs = release.MLCCModel(**release_kwargs(params, hash_size))
     counts = {"ours": sum(p.numel() for p in ours.parameters()), "release": sum(p.numel() for p in theirs.parameters())}
     if counts["ours"] != counts["release"]:
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
 
     def ours_train():
         ours.train()
-        ours.train_step(batch)
+        ours_trainer.train_step(batch)
 
     def release_train():
         theirs.train()

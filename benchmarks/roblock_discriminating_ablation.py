@@ -8,7 +8,7 @@ mean train loss every ``--eval-steps`` training steps, one variant per call.
 The model is built from a committed experiment id (``--base``) with ``--overrides``
 and the shared settings of ``benchmarks.discriminating_synthetic`` (batch 512,
 Adam lr 1e-3, seed 2019), on the processed ``discriminating`` dataset under
-``data/``; it trains with ``ZooModel.train_step`` (gradient norm clipped at 10, as
+``data/``; it trains with ``Trainer.train_step`` (gradient norm clipped at 10, as
 ``fit`` does) and is evaluated on the test split, so the curve shows when (and
 whether) a variant leaves the first-order level (planted first-order AUC 0.586).
 Prints one line per evaluation and a final ``RESULT`` line; ``--zeroed-blocks`` adds the
@@ -35,6 +35,7 @@ from benchmarks.discriminating_synthetic import DATASET, SHARED
 from benchmarks.mlcc_scaling import REPO
 from fuxictr_ext.data import TensorDataLoader
 from fuxictr_ext.registry import get_model_class
+from fuxictr_ext.training import Trainer
 
 SEED = 2019
 
@@ -95,12 +96,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     train = TensorDataLoader(feature_map, os.path.join(data_dir, "train.parquet"), split="train",
                              batch_size=SHARED["batch_size"], shuffle=True, seed=SEED)
     test = TensorDataLoader(feature_map, os.path.join(data_dir, "test.parquet"), split="test", batch_size=4096)
-    model._max_gradient_norm = 10.0
+    trainer = Trainer(model)
     start, step, losses, curve = time.time(), 0, [], []
     for _ in range(args.epochs):
         model.train()
         for batch in train:
-            losses.append(float(model.train_step(batch).detach()))
+            losses.append(float(trainer.train_step(batch)[0]))
             step += 1
             if step % args.eval_steps == 0:
                 curve.append((step, round(float(np.mean(losses[-args.eval_steps:])), 4), round(test_auc(model, test), 4)))

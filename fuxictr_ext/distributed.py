@@ -2,9 +2,9 @@
 
 ``run_expid.py`` reads the torchrun environment (WORLD_SIZE, RANK, LOCAL_RANK);
 with WORLD_SIZE > 1 it calls :func:`init_from_env` and hands the context to the
-model (``ZooModel.enable_distributed``), which then
+trainer (``fuxictr_ext.training.Trainer(..., context=)``), which then
 
-* wraps itself in ``DistributedDataParallel`` for the training forward only
+* wraps the model in ``DistributedDataParallel`` for the training forward only
   (models stay plain FuxiCTR models, checkpoints keep their plain keys);
 * trains on this rank's shard of every epoch's seeded permutation
   (``TensorDataLoader(rank=, world_size=)``: equal-length shards, so no rank
@@ -16,7 +16,7 @@ model (``ZooModel.enable_distributed``), which then
   broadcasts them; only rank 0 writes checkpoints, logs and result lines;
 * after each epoch writes ``<checkpoint>.resume`` (weights, optimizer, early-stop
   state and every rank's RNG state, tagged with this job's :func:`job_id` and the
-  config's fingerprint); a worker restarted by torchrun's agent goes on from it
+  config's fingerprint; :mod:`fuxictr_ext.training.resume`); a worker restarted by torchrun's agent goes on from it
   bit-exactly, and a resume file of another job or config is never loaded;
 * lets the other ranks wait for rank 0's dataset build in a barrier of its own
   with a long timeout (:func:`wait_for_main`), so a build that outlasts

@@ -33,6 +33,7 @@ from .data import DataError, MappedDataLoader, TensorDataLoader, build_dataset, 
 from .data.build import rebuild_hint
 from .data.synthetic import write as write_synthetic
 from .registry import get_model_class
+from .training import Trainer, TrainingConfig
 
 DATA_LOADERS = {"memory": TensorDataLoader, "mapped": MappedDataLoader, "fuxictr": None}
 
@@ -164,14 +165,14 @@ def prepare_data(params: dict, context: Optional[zoo_dist.DistContext]):
     return feature_map, ceiling
 
 
-def evaluate_splits(model, loaders: dict) -> tuple:
+def evaluate_splits(trainer: Trainer, loaders: dict) -> tuple:
     """Step 5: (valid metrics, test metrics or {} without a test split)."""
     logging.info("****** Validation evaluation ******")
-    valid_result = model.evaluate(loaders["valid"])
+    valid_result = trainer.evaluate(loaders["valid"])
     test_result: Dict[str, float] = {}
     if "test" in loaders:
         logging.info("******** Test evaluation ********")
-        test_result = model.evaluate(loaders["test"])
+        test_result = trainer.evaluate(loaders["test"])
     return valid_result, test_result
 
 
@@ -215,8 +216,6 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1,
     feature_map, ceiling = prepare_data(params, context)
 
     model = model_cls(feature_map, **params)
-    if context is not None:
-        model.enable_distributed(context)
     train_gen, valid_gen = make_loaders(feature_map, params, "train", context)
     model.count_parameters()  # FuxiCTR's own "Total number of parameters: N." line, which scripts parse
     cost = model_cost(model, next(iter(valid_gen)))
@@ -225,13 +224,14 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1,
     loaders = {"train": train_gen, "valid": valid_gen}
     if params.get("test_data"):
         loaders["test"] = make_loaders(feature_map, params, "test")
-    model.callbacks = build_spectrum_callbacks(params.get("spectrum_callbacks"), loaders, model.model_dir, expid)
+    callbacks = build_spectrum_callbacks(params.get("spectrum_callbacks"), loaders, model.model_dir, expid)
+    trainer = Trainer(model, TrainingConfig.from_params(params), callbacks, context)
 
     start = time.time()
-    model.fit(train_gen, validation_data=valid_gen, **params)
+    trainer.fit(train_gen, valid_gen)
     train_seconds = time.time() - start
 
-    valid_result, test_result = evaluate_splits(model, loaders)
+    valid_result, test_result = evaluate_splits(trainer, loaders)
     if ceiling:
         logging.info(f"Planted model (the ceiling) on the synthetic test split: "
                      f"AUC {ceiling['ceiling_test_AUC']:.6f} - logloss {ceiling['ceiling_test_logloss']:.6f}")
