@@ -120,9 +120,9 @@ def test_trains_batch_of_one_and_saves(name, feature_map, tmp_path):
 
 
 def test_invalid_configurations(feature_map, tmp_path):
-    with pytest.raises(ValueError, match="attention_layers must be >= 1"):
+    with pytest.raises(ValueError, match="attention_layers=0 must be a whole number >= 1"):
         build("AutoInt", feature_map, tmp_path, attention_layers=0)
-    with pytest.raises(ValueError, match="attention_layers must be >= 1"):
+    with pytest.raises(ValueError, match="attention_layers=0 must be a whole number >= 1"):
         build("RankAwareAttention", feature_map, tmp_path, attention_layers=0)
     with pytest.raises(ValueError, match="at least 2 fields"):
         build("DLRM", make_feature_map(num_numeric=0, num_categorical=1, sources=["user"]), tmp_path)
