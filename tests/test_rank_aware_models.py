@@ -53,7 +53,7 @@ def test_self_attention_matches_reference(input_dim, use_residual, use_scale, la
                                    layer_norm=layer_norm)
     x = torch.randn(3, 5, input_dim)
     assert torch.allclose(layer(x), reference_attention(layer, x), atol=1e-5)
-    with pytest.raises(ValueError, match="not divisible"):
+    with pytest.raises(ValueError, match="num_heads=4 must be a divisor of attention_dim=6"):
         MultiHeadSelfAttention(4, 6, num_heads=4)
 
 
