@@ -284,8 +284,7 @@ class MultiEmbeddingInteraction(nn.Module):
     def replicate(cls, factory: Callable[[], nn.Module], num_copies: int,
                   vectorize: bool = True) -> "MultiEmbeddingInteraction":
         """``num_copies`` independent modules from ``factory()``, built in order."""
-        if num_copies < 1:
-            raise ValueError(f"num_embeddings must be >= 1, got {num_copies}")
+        check_positive_int("num_embeddings", num_copies)
         return cls([factory() for _ in range(num_copies)], vectorize=vectorize)
 
     def __len__(self) -> int:
