@@ -47,7 +47,8 @@ from torch import nn
 from benchmarks.timing import call_seconds
 from fuxictr_ext.cost import count_parameters
 from fuxictr_ext.layers.token_mixing import (BlockTransposeMixing, FullMixing, PerTokenFFN, PerTokenGLU,
-                                             config_choice, FFN_ACTIVATIONS)
+                                             FFN_ACTIVATIONS)
+from fuxictr_ext.config import check_choice
 from fuxictr_ext.testing import make_feature_map, random_batch
 from model_zoo.RankElastor import RankElastor
 from model_zoo.RankMixer import RankMixer
@@ -100,7 +101,7 @@ class TokenLoop(nn.Module):
 def loop_token_network(token_dim: int, hidden_units: Sequence[int], activation: str, expansion_rate: float,
                        inner_norm: bool, dropout: float) -> nn.Sequential:
     """One token's FFN in the order of the release's ``Token_Interaction._build_mlp``."""
-    activation = config_choice(activation, FFN_ACTIVATIONS, "ffn_activation")
+    activation = check_choice("ffn_activation", activation, FFN_ACTIVATIONS)
     layers: List[nn.Module] = []
     width = token_dim
     for out_width in hidden_units:
@@ -164,7 +165,7 @@ def released_configs(names: Sequence[str]) -> Dict[str, dict]:
 
 def ffn_key(params: dict) -> Tuple:
     return (params["num_tokens"], params["token_dim"], tuple(params["ffn_hidden_units"]),
-            config_choice(params["ffn_activation"], FFN_ACTIVATIONS, "ffn_activation"),
+            check_choice("ffn_activation", params["ffn_activation"], FFN_ACTIVATIONS),
             float(params["expansion_rate"]), bool(params["ffn_inner_norm"]), float(params["ffn_dropout"]))
 
 
@@ -177,7 +178,7 @@ def mixing_key(params: dict) -> Tuple:
 
 def glu_keys(params: dict) -> List[Tuple]:
     """(T, d, r) of every GLU layer of the config's P-FFN (its input widths)."""
-    if config_choice(params["ffn_activation"], FFN_ACTIVATIONS, "ffn_activation") != "GLU":
+    if check_choice("ffn_activation", params["ffn_activation"], FFN_ACTIVATIONS) != "GLU":
         return []
     widths = [params["token_dim"]] + list(params["ffn_hidden_units"])[:-1]
     return [(params["num_tokens"], width, float(params["expansion_rate"])) for width in widths]

@@ -110,6 +110,75 @@ def _monitor_mode(value) -> Optional[str]:
     return None if value in MONITOR_MODES else f"one of {list(MONITOR_MODES)}"
 
 
+def _non_negative(value) -> Optional[str]:
+    return None if _is_real(value) and value >= 0 else "a number >= 0"
+
+
+# ---------------------------------------------------------------- model constructor arguments
+# The one way models and shared layers check their constructor arguments: every check returns
+# the (canonical) value or raises ConfigError naming the key, the value and what it must be.
+#
+#     num_heads = check_positive_int("num_heads", num_heads)
+#     router = check_choice("router", router, ROUTERS)
+#     check_arg(embedding_dim % num_heads == 0, "num_heads", num_heads, f"a divisor of embedding_dim={embedding_dim}")
+
+def check_arg(ok: bool, key: str, value, expected: str):
+    """Return ``value`` if ``ok``, else raise ``ConfigError("{key}={value!r} must be {expected}")``.
+
+    The general form, for conditions that tie one key to another."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} must be {expected}")
+    return value
+
+
+def _check_rule(key: str, value, rule: Callable, optional: bool):
+    if optional and value is None:
+        return value
+    expected = rule(value)
+    return check_arg(expected is None, key, value, f"{expected} or null" if expected and optional else expected)
+
+
+def check_positive_int(key: str, value, optional: bool = False):
+    """A whole number >= 1 (or None when ``optional``)."""
+    return _check_rule(key, value, _positive_int, optional)
+
+
+def check_non_negative_int(key: str, value):
+    """A whole number >= 0."""
+    return _check_rule(key, value, _non_negative_int, False)
+
+
+def check_non_negative(key: str, value):
+    """A finite number >= 0."""
+    return _check_rule(key, value, _non_negative, False)
+
+
+def check_probability(key: str, value):
+    """A dropout-like rate in [0, 1)."""
+    return _check_rule(key, value, _probability, False)
+
+
+def check_positive_ints(key: str, values, min_length: int = 0) -> List[int]:
+    """A list of at least ``min_length`` whole numbers >= 1 (layer widths); returned as a list."""
+    ok = (isinstance(values, Sequence) and not isinstance(values, (str, bytes)) and len(values) >= min_length
+          and all(_is_int(v) and v >= 1 for v in values))
+    at_least = f"at least {min_length} " if min_length else ""
+    check_arg(ok, key, values, f"a list of {at_least}whole numbers >= 1, e.g. [400, 400]")
+    return list(values)
+
+
+def check_choice(key: str, value, choices: Sequence[str]) -> str:
+    """One of ``choices``, matched without regard to case (null matches ``"none"``); returns the
+    choice as spelled in ``choices``. The error names the nearest choices."""
+    text = "none" if value is None else str(value)
+    for choice in choices:
+        if text.lower() == str(choice).lower():
+            return choice
+    near = difflib.get_close_matches(text.lower(), [str(c).lower() for c in choices], n=1, cutoff=0.6)
+    hint = "".join(f"; did you mean {c!r}?" for c in choices if near and str(c).lower() == near[0])
+    raise ConfigError(f"{key}={value!r} must be one of {list(choices)}{hint}")
+
+
 PARAM_RULES: Dict[str, Callable] = {
     "epochs": _positive_int, "batch_size": _positive_int, "embedding_dim": _positive_int,
     "early_stop_patience": _non_negative_int, "seed": _integer, "learning_rate": _positive_real,

@@ -128,7 +128,7 @@ def test_needs_context_and_target_fields(tmp_path):
     only_items = make_feature_map(num_numeric=0, num_categorical=3, sources=["item"] * 3)
     with pytest.raises(ValueError, match="K=0, M=3"):
         build("rDCN", only_items, tmp_path)
-    with pytest.raises(ValueError, match="num_cross_layers must be >= 1"):
+    with pytest.raises(ValueError, match="num_cross_layers=0 must be a whole number >= 1"):
         build("rDCN", make_feature_map(num_numeric=0, num_categorical=2, sources=["user", "item"]), tmp_path,
               num_cross_layers=0)
     model = build("rDCN", make_feature_map(num_numeric=0, num_categorical=2, sources=["", "item"]), tmp_path,
