@@ -20,7 +20,6 @@ from typing import Dict, List, Optional
 
 import torch
 import yaml
-from fuxictr.features import FeatureMap
 from fuxictr.pytorch.dataloaders import RankDataLoader
 from fuxictr.pytorch.torch_utils import seed_everything
 from fuxictr.utils import load_dataset_config, load_model_config, print_to_json, set_logger
@@ -32,7 +31,7 @@ from .config import (ConfigError, check_run_params, config_fingerprint, warn_unk
                      warn_unknown_model_keys)
 from .cost import model_cost
 from .data import DataError, MappedDataLoader, TensorDataLoader, build_dataset, is_built, processed_paths
-from .data.build import rebuild_hint
+from .data import load_feature_map
 from .data.synthetic import write as write_synthetic
 from .registry import get_model_class
 
@@ -231,13 +230,7 @@ def prepare_data(params: dict, context: Optional[zoo_dist.DistContext]):
     ceiling = _ceiling(params)
     paths = processed_paths(params)
     params["train_data"], params["valid_data"], params["test_data"] = paths["train"], paths["valid"], paths["test"]
-    data_dir = os.path.join(params["data_root"], params["dataset_id"])
-    feature_map = FeatureMap(params["dataset_id"], data_dir)
-    json_file = os.path.join(data_dir, "feature_map.json")
-    try:
-        feature_map.load(json_file, params)
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{json_file}: cannot be read ({err!r}); {rebuild_hint(data_dir)}") from err
+    feature_map = load_feature_map(params)
     logging.info("Feature specs: " + print_to_json(feature_map.features))
     return feature_map, ceiling
 
