@@ -40,16 +40,13 @@ def _join(rank: int, world: int, init_file: str) -> zoo_dist.DistContext:
     return zoo_dist.DistContext(rank=rank, world_size=world, local_rank=rank, backend="gloo", gpu=-1)
 
 
-def _throughput_worker(rank, world, init_file, workdir, rows, model_name, batch_size, threads, out):
-    from fuxictr.features import FeatureMap
+def _throughput_worker(rank, world, init_file, work_dir, rows, model_name, batch_size, threads, out):
     torch.set_num_threads(threads)
     context = _join(rank, world, init_file) if world > 1 else None
-    params = _params(workdir, rows)
-    data_dir = os.path.join(params["data_root"], params["dataset_id"])
-    fmap = FeatureMap(params["dataset_id"], data_dir)
-    fmap.load(os.path.join(data_dir, "feature_map.json"), {})
+    params = criteo_like_params(work_dir, rows)
+    fmap = load_feature_map(params)
     torch.manual_seed(0)
-    model = get_model_class(model_name)(fmap, gpu=-1, verbose=0, model_root=os.path.join(workdir, "ckpt"),
+    model = get_model_class(model_name)(fmap, gpu=-1, verbose=0, model_root=os.path.join(work_dir, "ckpt"),
                                         metrics=["AUC"], **MODEL_ARGS[model_name])
     if context is not None:
         model.enable_distributed(context)
@@ -60,11 +57,11 @@ def _throughput_worker(rank, world, init_file, workdir, rows, model_name, batch_
     if context is not None:
         dist.barrier()
     seen = 0
-    with clock() as t:
+    with clock() as timing:
         for batch in loader:
             model.train_step(batch)
             seen += len(batch["label"])
-    seconds = t.wall_s
+    seconds = timing.wall_s
     if context is not None:
         totals = zoo_dist.gather_objects((seen, seconds))
         seen, seconds = sum(t[0] for t in totals), max(t[1] for t in totals)

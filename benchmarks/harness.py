@@ -24,7 +24,8 @@ Clock: :meth:`Harness.clock` (or :func:`clock`) reads wall time (``time.perf_cou
 this process's CPU seconds (``time.process_time``: all its threads, not its children) around
 a block, synchronising CUDA on both ends when given a device. On a machine shared with other
 jobs the CPU seconds of a one-thread run are the steadier figure; a run over several threads
-or processes reports wall time. :func:`time_calls` times repeated calls with the same clock.
+or processes reports wall time. :func:`time_calls` times repeated calls with the same clock
+(:func:`call_seconds`, :func:`mean_seconds`, :func:`median_seconds`: one of its two figures).
 
 Memory: :func:`peak_rss_mb` is the peak resident set size of the calling process, read from
 ``VmHWM`` in ``/proc/self/status`` (Linux). ``getrusage``'s ``ru_maxrss`` is not used: Linux
@@ -48,6 +49,7 @@ import platform
 import random
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,7 +70,8 @@ class Timing:
     cpu_s: float = math.nan
 
 
-def _synchronize(device) -> None:
+def synchronize(device) -> None:
+    """Wait for the work queued on ``device`` (a ``torch.device``; no-op on CPU and for None)."""
     if device is not None and getattr(device, "type", device) == "cuda":
         import torch
         torch.cuda.synchronize(device)
@@ -88,10 +91,10 @@ def clock(device=None) -> Iterator[Timing]:
         True
     """
     timing = Timing()
-    _synchronize(device)
+    synchronize(device)
     wall, cpu = time.perf_counter(), time.process_time()
     yield timing
-    _synchronize(device)
+    synchronize(device)
     timing.wall_s, timing.cpu_s = time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -105,6 +108,23 @@ def time_calls(fn: Callable[[], object], iters: int, warmup: int = 1, device=Non
             fn()
         timings.append(timing)
     return timings
+
+
+def call_seconds(fn: Callable[[], object], iters: int, warmup: int = 1, device=None,
+                 cpu: bool = False) -> List[float]:
+    """Seconds of each of ``iters`` calls of ``fn`` after ``warmup`` untimed calls: wall time, or
+    with ``cpu`` this process's CPU seconds (the steadier figure for one thread on a shared machine)."""
+    return [t.cpu_s if cpu else t.wall_s for t in time_calls(fn, iters, warmup, device)]
+
+
+def mean_seconds(fn: Callable[[], object], iters: int, warmup: int = 1, device=None, cpu: bool = False) -> float:
+    """Mean of :func:`call_seconds`."""
+    return statistics.fmean(call_seconds(fn, iters, warmup, device, cpu))
+
+
+def median_seconds(fn: Callable[[], object], iters: int, warmup: int = 1, device=None, cpu: bool = False) -> float:
+    """Median of :func:`call_seconds`."""
+    return statistics.median(call_seconds(fn, iters, warmup, device, cpu))
 
 
 def _proc_status_mb(path: str, key: str) -> float:
