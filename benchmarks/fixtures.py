@@ -117,10 +117,10 @@ _BASE_KEYS = ("model_root", "num_workers", "verbose", "early_stop_patience", "pi
               "feature_specs", "feature_config")
 
 
-def write_config_dir(points: List[Point], epochs: int, work_dir: str, datasets: Iterable[str] = ("demo",),
+def write_config_dir(points: List[Point], epochs: Optional[int], work_dir: str, datasets: Iterable[str] = ("demo",),
                      rows: Optional[int] = None, extra: Optional[dict] = None) -> str:
     """Copy ``config/`` into ``<work_dir>/benchmark_config`` (replacing an earlier copy) and add
-    the points as experiment ids (epochs ``epochs``, checkpoints under ``<work_dir>/checkpoints``,
+    the points as experiment ids (epochs ``epochs`` unless None, checkpoints under ``<work_dir>/checkpoints``,
     spectrum callbacks dropped, then ``extra`` keys set on every point).
 
     Args:
@@ -157,7 +157,8 @@ def write_config_dir(points: List[Point], epochs: int, work_dir: str, datasets: 
         params.pop("spectrum_callbacks", None)
         params.update(point.overrides)
         params.update(extra or {})
-        params["epochs"] = epochs
+        if epochs is not None:
+            params["epochs"] = epochs
         params["model_root"] = model_root
         generated[point.expid] = params
     base = dict(load_model_config(os.path.join(REPO, "config"), "MLCC_synthetic"))
