@@ -140,12 +140,7 @@ def write_config_dir(points: List[Point], epochs: Optional[int], work_dir: str, 
     with open(dataset_file) as fd:
         content = yaml.safe_load(fd)
     for dataset_id in datasets:
-        entry = content[dataset_id]
-        root = REPO if rows is None else os.path.join(work_dir, "tiny_data")
-        for key in ("data_root", "train_data", "valid_data", "test_data"):
-            entry[key] = os.path.normpath(os.path.join(root, entry[key])) + ("/" if key == "data_root" else "")
-        if rows is not None:
-            entry["synthetic"] = dict(entry["synthetic"], rows=rows)
+        _locate(content[dataset_id], work_dir, rows)
     with open(dataset_file, "w") as fd:
         yaml.safe_dump(content, fd, sort_keys=False)
 
@@ -167,6 +162,29 @@ def write_config_dir(points: List[Point], epochs: Optional[int], work_dir: str, 
     with open(os.path.join(config_dir, "model_config", GENERATED_CONFIG), "w") as fd:
         yaml.safe_dump(content, fd, sort_keys=False)
     return config_dir
+
+
+def _locate(entry: dict, work_dir: str, rows: Optional[int]) -> dict:
+    """Make a dataset config entry's paths absolute: the repository's, or with ``rows`` a synthetic
+    copy of that many rows under ``<work_dir>/tiny_data``."""
+    root = REPO if rows is None else os.path.join(work_dir, "tiny_data")
+    for key in ("data_root", "train_data", "valid_data", "test_data"):
+        entry[key] = os.path.normpath(os.path.join(root, entry[key])) + ("/" if key == "data_root" else "")
+    if rows is not None:
+        entry["synthetic"] = dict(entry["synthetic"], rows=rows)
+    return entry
+
+
+def configured_dataset(dataset_id: str, work_dir: str, rows: Optional[int] = None) -> tuple:
+    """(params, FeatureMap) of a dataset of ``config/dataset_config.yaml``, generated (synthetic
+    data) and built when missing: in the repository's ``data/``, or with ``rows`` a synthetic copy
+    of that many rows in the work dir."""
+    from fuxictr.utils import load_dataset_config
+
+    from fuxictr_ext.runner import prepare_data
+    params = _locate(dict(load_dataset_config(os.path.join(REPO, "config"), dataset_id)), work_dir, rows)
+    feature_map, _ = prepare_data(params, None)
+    return params, feature_map
 
 
 def run_point(config_dir: str, point: Point) -> dict:

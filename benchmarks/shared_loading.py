@@ -16,6 +16,7 @@ one process's, and the largest peak RSS. --threads torch threads per process.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import statistics
 
