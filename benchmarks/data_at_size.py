@@ -83,7 +83,7 @@ def main(argv=None) -> None:
         print(json.dumps(dict(stage(args.work_dir, args.rows), load_1min=os.getloadavg()[0])))
         return
     if args.tiny:
-        args.rows, args.batch_size, args.repeats, args.configs = 2000, 256, 1, ["memory:1", "mapped:1"]
+        args.rows, args.batch_size, args.repeats, args.configs = 2000, 256, 1, ["memory:1"]
     lines = [f"train_rows={args.rows} batch_size={args.batch_size} torch_threads={args.threads} "
              f"load_1min={os.getloadavg()[0]:.2f}", ""]
     records = []

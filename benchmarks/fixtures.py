@@ -22,13 +22,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional
 
 import yaml
 
-from benchmarks.harness import REPO, clock
+from benchmarks.harness import REPO, clock, now
 
 TINY_ROWS = 3000
 """Synthetic rows of a ``--tiny`` run's datasets."""
@@ -206,10 +205,10 @@ def run_within_budget(config_dir: str, points: List[Point], budget_s: Optional[f
     """Run ``points`` in order, calling ``on_row(point, row, seconds)`` after each; a new point
     starts only if the time spent plus the longest point so far fits ``budget_s`` (None: no
     limit). Returns how many points ran."""
-    start = time.perf_counter()
+    start = now()
     longest = 0.0
     for index, point in enumerate(points):
-        elapsed = time.perf_counter() - start
+        elapsed = now() - start
         if budget_s is not None and elapsed + longest > budget_s:
             skipped = ", ".join(p.expid for p in points[index:])
             print(f"[{tag}] budget: {elapsed / 60:.1f} min spent, longest point {longest / 60:.1f} min; "
@@ -219,7 +218,7 @@ def run_within_budget(config_dir: str, points: List[Point], budget_s: Optional[f
             row = run_point(config_dir, point)
         longest = max(longest, t.wall_s)
         on_row(point, row, t.wall_s)
-        print(f"[{tag}] elapsed {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+        print(f"[{tag}] elapsed {(now() - start) / 60:.1f} min", flush=True)
     return len(points)
 
 

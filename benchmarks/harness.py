@@ -77,6 +77,13 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def now(cpu: bool = False) -> float:
+    """The clock's current reading: wall seconds (``time.perf_counter``), or with ``cpu`` this
+    process's CPU seconds (``time.process_time``). For timestamps inside a timed step; a block
+    is timed with :func:`clock`."""
+    return time.process_time() if cpu else time.perf_counter()
+
+
 @contextlib.contextmanager
 def clock(device=None) -> Iterator[Timing]:
     """Time the block: yields a :class:`Timing` whose fields are set when the block ends.
@@ -92,10 +99,10 @@ def clock(device=None) -> Iterator[Timing]:
     """
     timing = Timing()
     synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = now(), now(cpu=True)
     yield timing
     synchronize(device)
-    timing.wall_s, timing.cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+    timing.wall_s, timing.cpu_s = now() - wall, now(cpu=True) - cpu
 
 
 def time_calls(fn: Callable[[], object], iters: int, warmup: int = 1, device=None) -> List[Timing]:

@@ -42,7 +42,7 @@ from typing import Dict, List
 
 import torch
 
-from benchmarks.harness import Harness, clock
+from benchmarks.harness import Harness, clock, now
 from fuxictr_ext.serving import FieldPartition, RequestBatch, build_scorer, export_scorer
 from fuxictr_ext.cost import flops_by_module
 from fuxictr_ext.testing.serving import random_requests
@@ -73,9 +73,9 @@ def build_point(K: int, M: int, args, workdir: str):
 
 def cpu_seconds_of_window(measure_from: float, stop_at: float) -> float:
     """CPU seconds this process spends between two ``perf_counter`` instants (called from the main thread)."""
-    time.sleep(max(0.0, measure_from - time.perf_counter()))
+    time.sleep(max(0.0, measure_from - now()))
     with clock() as window:
-        time.sleep(max(0.0, stop_at - time.perf_counter()))
+        time.sleep(max(0.0, stop_at - now()))
     return window.cpu_s
 
 
@@ -94,7 +94,7 @@ def summarize(latencies: List[float], duration: float, cpu_seconds: float) -> Di
 def closed_loop(scorer, pool, concurrency: int, duration: float, warmup: float) -> Dict[str, float]:
     """Requests/s and latency percentiles of ``concurrency`` clients in a closed loop."""
     latencies: List[List[float]] = [[] for _ in range(concurrency)]
-    start = time.perf_counter()
+    start = now()
     measure_from, stop_at = start + warmup, start + warmup + duration
 
     def client(slot: int):
@@ -102,11 +102,11 @@ def closed_loop(scorer, pool, concurrency: int, duration: float, warmup: float) 
         with torch.no_grad():
             while True:
                 request = pool[i % len(pool)]
-                sent = time.perf_counter()
+                sent = now()
                 if sent >= stop_at:
                     return
                 scorer(request.context, request.candidates, request.request_index)
-                done = time.perf_counter()
+                done = now()
                 if sent >= measure_from and done <= stop_at:
                     latencies[slot].append(done - sent)
                 i += concurrency
@@ -131,14 +131,14 @@ def batching_loop(scorer, pool, concurrency: int, duration: float, warmup: float
     ready = threading.Condition()
     answers = [threading.Event() for _ in range(concurrency)]
     latencies: List[float] = []
-    start = time.perf_counter()
+    start = now()
     measure_from, stop_at = start + warmup, start + warmup + duration
     stopped = threading.Event()
 
     def client(slot: int):
         i = slot
         while True:
-            sent = time.perf_counter()
+            sent = now()
             if sent >= stop_at:
                 return
             with ready:
@@ -146,7 +146,7 @@ def batching_loop(scorer, pool, concurrency: int, duration: float, warmup: float
                 ready.notify()
             answers[slot].wait()
             answers[slot].clear()
-            done = time.perf_counter()
+            done = now()
             if sent >= measure_from and done <= stop_at:
                 latencies.append(done - sent)
             i += concurrency

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from benchmarks.fixtures import TINY_ROWS, Point, write_config_dir
-from benchmarks.harness import Harness, clock
+from benchmarks.harness import Harness, clock, now
 from fuxictr_ext.runner import load_params, run_experiment
 from fuxictr_ext.serving import server
 from fuxictr_ext.serving.load import load_scorer
@@ -61,7 +61,7 @@ def health(port: int, path: str) -> dict:
 
 def closed_loop(port: int, path: str, bodies, expected, concurrency: int, warmup: float, duration: float):
     """(requests/s, latencies in s, replica CPU s per request) of one measured window."""
-    start = time.perf_counter()
+    start = now()
     measure_from, stop_at = start + warmup, start + warmup + duration
     latencies = [[] for _ in range(concurrency)]
     errors = []
@@ -70,14 +70,14 @@ def closed_loop(port: int, path: str, bodies, expected, concurrency: int, warmup
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         i = c
         while True:
-            sent = time.perf_counter()
+            sent = now()
             if sent >= stop_at:
                 return
             connection.request("POST", f"/{path}/score", bodies[i % len(bodies)],
                                headers={"Content-Type": "application/json"})
             answer = connection.getresponse()
             payload = json.loads(answer.read())
-            done = time.perf_counter()
+            done = now()
             if answer.status != 200 or np.abs(np.array(payload["scores"]) - expected[i % len(bodies)]).max() > 1e-5:
                 errors.append((answer.status, payload))
                 return
@@ -88,9 +88,9 @@ def closed_loop(port: int, path: str, bodies, expected, concurrency: int, warmup
     threads = [threading.Thread(target=client, args=(c,)) for c in range(concurrency)]
     for thread in threads:
         thread.start()
-    time.sleep(max(0.0, measure_from - time.perf_counter()))
+    time.sleep(max(0.0, measure_from - now()))
     cpu_before = health(port, path)["cpu_seconds"]
-    time.sleep(max(0.0, stop_at - time.perf_counter()))
+    time.sleep(max(0.0, stop_at - now()))
     cpu_after = health(port, path)["cpu_seconds"]
     for thread in threads:
         thread.join()

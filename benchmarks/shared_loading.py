@@ -105,7 +105,7 @@ def main(argv=None) -> None:
     if args.tiny:
         args.rows, args.batch_size, args.repeats = 2000, 256, 1
     prepare_criteo_like(args.work_dir, args.rows)
-    configs = (("memory", 1), ("mapped", 1)) if args.tiny else \
+    configs = (("memory", 1),) if args.tiny else \
         tuple((loader, processes) for processes in (1, 2) for loader in LOADERS)
     results = compare(args.work_dir, args.rows, args.batch_size, args.repeats, configs, args.threads)
     h.write(f"rows={args.rows} batch_size={args.batch_size} torch_threads={args.threads} repeats={args.repeats}\n\n"
