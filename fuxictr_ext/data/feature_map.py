@@ -19,7 +19,8 @@ def load_feature_map(params: dict) -> FeatureMap:
         params: a run's parameters; ``data_root`` and ``dataset_id`` name the build.
 
     Raises:
-        DataError: ``feature_map.json`` is missing or unreadable (the message names it).
+        DataError: ``feature_map.json`` is missing, unreadable or another dataset's (the message
+            names it).
 
     Example:
         >>> feature_map = load_feature_map({"data_root": "data/", "dataset_id": "demo"})  # doctest: +SKIP
@@ -33,6 +34,6 @@ def load_feature_map(params: dict) -> FeatureMap:
     feature_map = FeatureMap(params["dataset_id"], data_dir)
     try:
         feature_map.load(json_file, params)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # RuntimeError: another dataset's file
         raise DataError(f"{json_file}: cannot be read ({err!r}); {rebuild_hint(data_dir)}") from err
     return feature_map
