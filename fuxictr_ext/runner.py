@@ -18,7 +18,6 @@ import time
 from typing import Dict, List, Optional
 
 import torch
-from fuxictr.features import FeatureMap
 from fuxictr.pytorch.dataloaders import RankDataLoader
 from fuxictr.pytorch.torch_utils import seed_everything
 from fuxictr.utils import load_dataset_config, print_to_json, set_logger
@@ -30,7 +29,7 @@ from .config import (ConfigError, apply_overrides, check_run_params, config_fing
                      warn_unknown_dataset_keys, warn_unknown_model_keys)
 from .cost import model_cost
 from .data import DataError, MappedDataLoader, TensorDataLoader, build_dataset, is_built, processed_paths
-from .data.build import rebuild_hint
+from .data import load_feature_map
 from .data.synthetic import write as write_synthetic
 from .registry import get_model_class
 from .training import Trainer, TrainingConfig
@@ -154,13 +153,7 @@ def prepare_data(params: dict, context: Optional[zoo_dist.DistContext]):
     ceiling = _ceiling(params)
     paths = processed_paths(params)
     params["train_data"], params["valid_data"], params["test_data"] = paths["train"], paths["valid"], paths["test"]
-    data_dir = os.path.join(params["data_root"], params["dataset_id"])
-    feature_map = FeatureMap(params["dataset_id"], data_dir)
-    json_file = os.path.join(data_dir, "feature_map.json")
-    try:
-        feature_map.load(json_file, params)
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{json_file}: cannot be read ({err!r}); {rebuild_hint(data_dir)}") from err
+    feature_map = load_feature_map(params)
     logging.info("Feature specs: " + print_to_json(feature_map.features))
     return feature_map, ceiling
 
