@@ -3,9 +3,11 @@ benchmark command still parses.
 
 The benchmarks are the modules of ``benchmarks/`` other than the harness and the fixtures, so a
 new benchmark is covered without editing this file. Each runs in its own process (as a user
-runs it), with ``--tiny``, its output and work folders under the test's tmp folder.
+runs it), with ``--tiny``, its output and work folders under the test's tmp folder; the selected
+benchmarks run two at a time (each with one torch thread), started together on first use.
 """
 
+import concurrent.futures
 import importlib
 import json
 import os
@@ -26,13 +28,29 @@ RESULTS = sorted((REPO / "results").glob("*.md"))
 COMMAND = re.compile(r"python -m ([\w.]+)")
 
 
-@pytest.mark.parametrize("module", BENCHMARKS)
-def test_benchmark_runs_tiny_and_writes_its_results(module, tmp_path):
-    out, work = tmp_path / "out", tmp_path / "work"
+def _run_tiny(module: str, root: Path) -> tuple:
+    out, work = root / module / "out", root / module / "work"
     argv = ["--tiny", "--out", str(out), "--work-dir", str(work)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *argv], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
+    return done, out, argv
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(request, tmp_path_factory):
+    """module -> future of (finished process, out folder, argv), for the benchmarks this session runs."""
+    selected = [item.callspec.params["module"] for item in request.session.items
+                if getattr(item, "originalname", None) == "test_benchmark_runs_tiny_and_writes_its_results"]
+    root = tmp_path_factory.mktemp("benchmarks")
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    yield {module: pool.submit(_run_tiny, module, root) for module in selected}
+    pool.shutdown(wait=True, cancel_futures=True)  # after a failure (-x), the benchmarks not started are not run
+
+
+@pytest.mark.parametrize("module", BENCHMARKS)
+def test_benchmark_runs_tiny_and_writes_its_results(module, tiny_runs):
+    done, out, argv = tiny_runs[module].result()
     assert done.returncode == 0, f"benchmarks.{module} --tiny failed:\n{done.stderr[-4000:]}"
     command = shlex.join(["python", "-m", f"benchmarks.{module}", *argv])
     markdown = (out / f"{module}.md").read_text()
