@@ -34,7 +34,7 @@ from fuxictr.pytorch.torch_utils import get_initializer
 from torch import nn
 
 from . import distributed as zoo_dist
-from .atomic import torch_save_atomic
+from .atomic import load_weights, torch_save_atomic
 
 
 class TrainingDiverged(ValueError):
@@ -352,6 +352,6 @@ class ZooModel(BaseModel):
         torch_save_atomic(self.state_dict(), checkpoint)
 
     def load_weights(self, checkpoint):
+        """Load the weights at ``checkpoint``; a CheckpointError names a file that does not load."""
         self.to(self.device)
-        state_dict = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        self.load_state_dict(state_dict)
+        load_weights(self, checkpoint)

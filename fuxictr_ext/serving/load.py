@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 from fuxictr.features import FeatureMap
 
+from ..atomic import CheckpointError
 from ..registry import get_model_class
 from ..runner import ConfigError, load_params
 from .encoding import RawFeatureEncoder, RequestError, load_feature_processor
@@ -49,6 +50,7 @@ def load_model(config_dir: str, expid: str, checkpoint: Optional[str] = None, gp
     Raises:
         ConfigError: an unknown experiment id or dataset id.
         FileNotFoundError: the processed dataset or the checkpoint is missing.
+        CheckpointError: the checkpoint is empty, truncated, not a checkpoint or made for another model.
     """
     params, _ = load_params(config_dir, expid)
     model_cls = get_model_class(params["model"]) if "model" in params else None
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
             requests = json.load(fd)
         for scores in scorer.score(requests):
             print(json.dumps(scores))
-    except (ConfigError, RequestError, FileNotFoundError, json.JSONDecodeError) as err:
+    except (ConfigError, RequestError, CheckpointError, FileNotFoundError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
