@@ -32,9 +32,9 @@ def _count_builds(monkeypatch):
     calls = []
     original = zoo_data._build
 
-    def counting(params, final_dir):
+    def counting(params, final_dir, *args):
         calls.append(final_dir)
-        return original(params, final_dir)
+        return original(params, final_dir, *args)
 
     monkeypatch.setattr(zoo_data, "_build", counting)
     return calls
@@ -252,3 +252,45 @@ def test_chunked_encoding_equals_one_chunk(tmp_path, monkeypatch):
     chunked_path = build_dataset(dict(params, rebuild_dataset=True))["train"]
     assert pq.ParquetFile(chunked_path).num_row_groups == int(np.ceil(200 / 37))
     pd.testing.assert_frame_equal(pd.read_parquet(chunked_path), whole)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_same_size_label_flip_with_restored_mtime_rebuilds(tmp_path, fmt, caplog):
+    """A raw file whose bytes change but whose size and modification time do not (what
+    ``touch -r``, ``cp -p``, ``rsync -a`` or unpacking an archive leave) is rebuilt."""
+    _write_splits(tmp_path, fmt)
+    params = _params(tmp_path, fmt)
+    paths = build_dataset(params)
+    raw = tmp_path / f"test.{fmt}"
+    stat = os.stat(raw)
+    frame = _frame(200, seed=2)
+    frame["label"] = 1 - frame["label"]
+    frame.to_csv(raw, index=False) if fmt == "csv" else frame.to_parquet(raw, index=False)
+    os.utime(raw, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.path.getsize(raw) == stat.st_size
+    with caplog.at_level(logging.WARNING):
+        build_dataset(params)
+    assert "raw test file(s) changed" in caplog.text
+    assert (pd.read_parquet(paths["test"])["label"].to_numpy() == frame["label"].to_numpy()).all()
+
+
+def test_build_record_of_the_size_and_time_version_is_rebuilt_once(tmp_path, monkeypatch, caplog):
+    _write_splits(tmp_path)
+    params = _params(tmp_path)
+    build_dataset(params)
+    record_path = os.path.join(params["data_root"], "small", zoo_data.BUILD_RECORD)
+    with open(record_path) as fd:
+        record = json.load(fd)
+    record["version"] = 1
+    for files in record["raw_files"].values():
+        for entry in files:
+            entry.pop("blake2b")
+            entry["mtime_ns"] = os.stat(entry["path"]).st_mtime_ns
+    with open(record_path, "w") as fd:
+        json.dump(record, fd)
+    builds = _count_builds(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        build_dataset(params)
+        build_dataset(params)
+    assert len(builds) == 1
+    assert "compared raw files by size and modification time" in caplog.text

@@ -8,7 +8,7 @@ Two pieces FuxiCTR users can take separately:
   into place only when every file is written. An interrupted build leaves no
   folder that a later run would trust. The built folder records what it was
   made from (``build_record.json``: the dataset config's build keys, the raw
-  files' sizes and modification times); a build that no longer matches its
+  files' sizes and content digests); a build that no longer matches its
   config or raw files is rebuilt, as is any build when ``rebuild_dataset:
   true``. Builds of one dataset id are serialised by a lock file, and every
   raw split's labels and numeric columns are checked before anything is
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from fuxictr.datasets import avazu, criteo
 
 SPLITS = ("train", "valid", "test")
 BUILD_RECORD = "build_record.json"
-BUILD_RECORD_VERSION = 1
+BUILD_RECORD_VERSION = 2  # 1: raw files compared by size and modification time; 2: by content
 # Dataset config keys that change what a build contains (group_id does not: FeatureMap.load
 # takes it from the run's params, and model configs set it per experiment).
 BUILD_KEYS = ("data_format", "sep", "feature_cols", "label_col", "min_categr_count", "num_buckets",
@@ -229,9 +230,31 @@ def processed_paths(params: dict) -> Dict[str, Optional[str]]:
             for split in SPLITS}
 
 
+def content_digest(path: str, chunk_bytes: int = 1 << 20) -> str:
+    """The blake2b digest (128 bits, hex) of the bytes of ``path``, read ``chunk_bytes`` at a time.
+
+    The raw files' fingerprint in a build record: any change of content changes it, whatever
+    the file's size and modification time say (``touch -r``, ``cp -p``, ``rsync -a`` and
+    unpacking an archive restore the time). Parquet footers' row-group statistics would be
+    cheaper to read but miss a label flip inside a row group that holds both classes.
+    Cost: data_prep/README.md (benchmarks/raw_fingerprint.py).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    buffer = bytearray(chunk_bytes)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            n = handle.readinto(buffer)
+            if not n:
+                break
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
 def build_record(params: dict) -> dict:
     """What a build of ``params`` is made from: the dataset config's build keys and,
-    for every raw split file present, its absolute path, size and modification time."""
+    for every raw split file present, its absolute path, size and content digest
+    (:func:`content_digest`)."""
     data_format = params.get("data_format", "csv")
     raw_files: Dict[str, List[dict]] = {}
     for split in SPLITS:
@@ -243,17 +266,18 @@ def build_record(params: dict) -> dict:
         except DataError:
             continue
         raw_files[split] = [{"path": os.path.abspath(f), "bytes": os.stat(f).st_size,
-                             "mtime_ns": os.stat(f).st_mtime_ns} for f in files]
+                             "blake2b": content_digest(f)} for f in files]
     config = json.loads(json.dumps({k: params.get(k) for k in BUILD_KEYS}, default=str))
     return {"version": BUILD_RECORD_VERSION, "config": config, "raw_files": raw_files}
 
 
-def stale_reason(params: dict) -> Optional[str]:
+def stale_reason(params: dict, now: Optional[dict] = None) -> Optional[str]:
     """Why the processed folder of ``params`` cannot be used as it is (None: it can).
 
     A build is usable when feature_map.json and every configured split are there and
-    its build record matches the config and the raw files. A raw split whose files
-    are gone is not compared (a build outlives the raw files it was made from).
+    its build record matches the config and the raw files (``now``: their
+    :func:`build_record`, computed when not given). A raw split whose files are gone is
+    not compared (a build outlives the raw files it was made from).
     """
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
     wanted = [p for p in processed_paths(params).values() if p]
@@ -274,7 +298,10 @@ def stale_reason(params: dict) -> Optional[str]:
         return f"it has no {BUILD_RECORD} (built by an older version)"
     except (OSError, ValueError) as err:
         return f"{record_path} is unreadable ({err})"
-    now = build_record(params)
+    now = build_record(params) if now is None else now
+    if built.get("version") == 1:
+        return ("its build record (version 1) compared raw files by size and modification time; "
+                "builds are now keyed by the raw files' content, so it is rebuilt once")
     if built.get("version") != now["version"]:
         return f"built with build record version {built.get('version')}, now {now['version']}"
     changed = [k for k in BUILD_KEYS if built["config"].get(k) != now["config"].get(k)]
@@ -408,18 +435,20 @@ def build_dataset(params: dict) -> Dict[str, Optional[str]]:
     final_dir = os.path.join(params["data_root"], params["dataset_id"])
     with build_lock(params["data_root"], params["dataset_id"]):
         remove_orphaned_work_folders(params["data_root"], params["dataset_id"])
-        reason = "rebuild_dataset is true" if params.get("rebuild_dataset") is True else stale_reason(params)
+        record = build_record(params)
+        reason = ("rebuild_dataset is true" if params.get("rebuild_dataset") is True
+                  else stale_reason(params, record))
         if reason is None:
             logging.info(f"Processed dataset found: {final_dir}")
             return paths
         if os.path.isdir(final_dir):
             logging.warning(f"Rebuilding {final_dir}: {reason}")
-        _build(params, final_dir)
+        _build(params, final_dir, record)
     logging.info(f"Processed dataset written to {final_dir}")
     return paths
 
 
-def _build(params: dict, final_dir: str) -> None:
+def _build(params: dict, final_dir: str, record: dict) -> None:
     data_format = params.get("data_format", "csv")
     for split in SPLITS:
         raw = params.get(f"{split}_data")
@@ -428,7 +457,6 @@ def _build(params: dict, final_dir: str) -> None:
         if raw:
             validate_raw_split(raw, params, data_format)
 
-    record = build_record(params)
     tmp_root = os.path.join(params["data_root"], f".building-{params['dataset_id']}-{os.getpid()}")
     old_dir = os.path.join(params["data_root"], f".replaced-{params['dataset_id']}-{os.getpid()}")
     try:
