@@ -32,7 +32,7 @@ from .config import (ConfigError, check_run_params, config_fingerprint, warn_unk
                      warn_unknown_model_keys)
 from .cost import model_cost
 from .data import DataError, MappedDataLoader, TensorDataLoader, build_dataset, is_built, processed_paths
-from .data.build import rebuild_hint
+from .data.build import build_lock, rebuild_hint
 from .data.synthetic import write as write_synthetic
 from .registry import get_model_class
 
@@ -100,24 +100,23 @@ def resolve_device(gpu: int) -> int:
 
 
 def ensure_raw_data(params: dict) -> None:
-    """Generate configured synthetic data when missing; otherwise name the missing file."""
-    if is_built(params):
-        return
-    missing = [params[f"{s}_data"] for s in ("train", "valid", "test")
-               if params.get(f"{s}_data") and not glob.glob(params[f"{s}_data"])]
-    if not missing:
-        return
-    spec = params.get("synthetic")
-    if spec:
+    """Generate configured synthetic data when missing; otherwise name the missing file.
+    Under the dataset's build lock, so that concurrent first runs generate it once."""
+    with build_lock(params["data_root"], params["dataset_id"]):
+        missing = [params[f"{s}_data"] for s in ("train", "valid", "test")
+                   if params.get(f"{s}_data") and not glob.glob(params[f"{s}_data"])]
+        if not missing or is_built(params):
+            return
+        spec = params.get("synthetic")
+        if not spec:
+            raise DataError(f"data file not found: {missing[0]}. Prepare dataset {params['dataset_id']} with: "
+                            f"python -m data_prep.prepare {params['dataset_id']} --src <the downloaded release: "
+                            "its folder, .zip or .tar.gz>")
         out_dir = os.path.dirname(params["train_data"])
         logging.info(f"Raw data for {params['dataset_id']} not found: generating synthetic "
                      f"{spec['schema']}-like data ({spec['rows']} rows, seed {spec['seed']}) in {out_dir}")
         write_synthetic(spec["schema"], int(spec["rows"]), out_dir, seed=int(spec["seed"]),
-              data_format=params.get("data_format", "parquet"))
-        return
-    raise DataError(f"data file not found: {missing[0]}. Prepare dataset {params['dataset_id']} with: "
-                    f"python -m data_prep.prepare {params['dataset_id']} --src <the downloaded release: its folder, "
-                    f".zip or .tar.gz>")
+                        data_format=params.get("data_format", "parquet"))
 
 
 def _ceiling(params: dict) -> Optional[dict]:
@@ -221,8 +220,9 @@ def prepare_data(params: dict, context: Optional[zoo_dist.DistContext]):
     Returns (the loaded FeatureMap, the planted model's report for synthetic data or None).
     """
     def build() -> None:
-        ensure_raw_data(params)
-        build_dataset(params)
+        with build_lock(params["data_root"], params["dataset_id"]):
+            ensure_raw_data(params)
+            build_dataset(params)
 
     if context is None:
         build()

@@ -248,6 +248,40 @@ def test_write_replaces_the_folder_atomically_and_rejects_bad_arguments(tmp_path
     assert not (tmp_path / "x").exists()
 
 
+def _dead_pid():
+    """The id of a process that has exited."""
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_work_folders_of_dead_generators_are_removed(tmp_path):
+    """``<out>.tmp-<pid>`` folders of a generator that was killed are removed by the next
+    generation into ``<out>``; a living process's folder is left alone."""
+    out = tmp_path / "raw"
+    dead = tmp_path / f"raw.tmp-{_dead_pid()}"
+    alive = tmp_path / f"raw.tmp-{os.getppid()}"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "train.parquet").write_bytes(b"partial")
+    write("criteo", 100, str(out), seed=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["raw", alive.name])
+
+
+def test_failed_generation_leaves_no_work_folder(tmp_path, monkeypatch):
+    from fuxictr_ext.data import synthetic
+
+    def failing(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(synthetic, "_report", failing)
+    with pytest.raises(OSError, match="No space left"):
+        write("criteo", 100, str(tmp_path / "raw"), seed=1)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_command_line_prints_the_ceiling(tmp_path, capsys):
     synthetic_cli.main(["--schema", "taobao", "--rows", "300", "--out", str(tmp_path / "t"), "--seed", "3"])
     printed = json.loads(capsys.readouterr().out)

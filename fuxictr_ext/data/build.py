@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -399,22 +400,32 @@ def remove_orphaned_work_folders(data_root: str, dataset_id: str) -> List[str]:
     return removed
 
 
+_HELD_LOCKS = threading.local()  # the lock files this thread holds (build_lock is re-entrant)
+
+
 @contextlib.contextmanager
 def build_lock(data_root: str, dataset_id: str) -> Iterator[None]:
-    """Hold ``<data_root>/.<dataset_id>.lock`` exclusively (fcntl.flock): one build or
-    build check of a dataset id at a time, across processes on this machine (and on
-    file systems where flock works across machines)."""
+    """Hold ``<data_root>/.<dataset_id>.lock`` exclusively (fcntl.flock): one generation,
+    build or build check of a dataset id at a time, across processes on this machine (and
+    on file systems where flock works across machines). Re-entrant within a thread, so
+    that a caller can hold it around the raw data's generation and the build together."""
     os.makedirs(data_root, exist_ok=True)
-    path = os.path.join(data_root, f".{dataset_id}.lock")
+    path = os.path.abspath(os.path.join(data_root, f".{dataset_id}.lock"))
+    held = _HELD_LOCKS.__dict__.setdefault("paths", set())
+    if path in held:
+        yield
+        return
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             logging.info(f"Waiting for another process's build of {dataset_id} ({path})")
             fcntl.flock(handle, fcntl.LOCK_EX)
+        held.add(path)
         try:
             yield
         finally:
+            held.discard(path)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

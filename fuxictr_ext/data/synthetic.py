@@ -42,7 +42,9 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import logging
 import os
+import re
 import shutil
 import zlib
 from dataclasses import dataclass, field
@@ -54,6 +56,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 from sklearn.metrics import log_loss, roc_auc_score
+
+from .build import pid_alive
 
 BLOCK_ROWS = 1_000_000  # rows a streamed schema draws at a time (part of what its output is)
 
@@ -790,14 +794,32 @@ class _SplitWriters:
             handle.close()
 
 
+def remove_dead_work_folders(out_dir: str) -> List[str]:
+    """Delete ``<out_dir>.tmp-<pid>`` / ``<out_dir>.replaced-<pid>`` folders whose generator
+    process is gone (killed before it could clean up). Returns the removed paths."""
+    parent, name = os.path.split(os.path.abspath(out_dir))
+    pattern = re.compile(rf"^{re.escape(name)}\.(tmp|replaced)-(\d+)$")
+    removed = []
+    for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        match = pattern.match(entry)
+        if match and not pid_alive(int(match.group(2))):
+            path = os.path.join(parent, entry)
+            logging.warning(f"Removing {path}, left by a synthetic data generation that did not finish")
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_format: str = "parquet",
           block_rows: int = BLOCK_ROWS) -> dict:
     """Generate and write ``{train,valid,test}.<format>`` and ``planted.json`` to ``out_dir``.
 
     Streamed schemas (``criteo``) are written block by block (:func:`stream`), so the
     memory holds one block of ``block_rows`` rows whatever ``rows`` is; the others are
-    drawn at once. Files are written to a temporary sibling folder that replaces
-    ``out_dir`` only when complete, so an interrupted run leaves no partial data behind.
+    drawn at once. Files are written to a temporary sibling folder (``<out_dir>.tmp-<pid>``,
+    removed if anything fails) that replaces ``out_dir`` only when complete, so an
+    interrupted run leaves no partial data behind; the work folders of generators that
+    were killed are removed first.
     """
     if schema_name not in SCHEMAS:
         raise ValueError(f"schema={schema_name!r}; choose one of {sorted(SCHEMAS)}")
@@ -806,7 +828,9 @@ def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_form
     schema = SCHEMAS[schema_name]()
     _check_rows(rows)
     out_dir = os.path.abspath(out_dir)
+    remove_dead_work_folders(out_dir)
     tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
+    old_dir = f"{out_dir}.replaced-{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
     try:
@@ -827,8 +851,9 @@ def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_form
         with open(os.path.join(tmp_dir, "planted.json"), "w") as fd:
             json.dump(report, fd, indent=2)
         if os.path.isdir(out_dir):
-            shutil.rmtree(out_dir)
+            os.replace(out_dir, old_dir)
         os.replace(tmp_dir, out_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(old_dir, ignore_errors=True)
     return report
