@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import glob
-import json
 import logging
 import os
 import sys
@@ -32,8 +31,8 @@ from .config import (ConfigError, check_run_params, config_fingerprint, warn_unk
                      warn_unknown_model_keys)
 from .cost import model_cost
 from .data import DataError, MappedDataLoader, TensorDataLoader, build_dataset, is_built, processed_paths
-from .data.build import build_lock, rebuild_hint
-from .data.synthetic import write as write_synthetic
+from .data.build import build_lock, read_build_record, rebuild_hint
+from .data.synthetic import planted_report, write as write_synthetic
 from .registry import get_model_class
 
 DATA_LOADERS = {"memory": TensorDataLoader, "mapped": MappedDataLoader, "fuxictr": None}
@@ -120,11 +119,11 @@ def ensure_raw_data(params: dict) -> None:
 
 
 def _ceiling(params: dict) -> Optional[dict]:
-    planted = os.path.join(os.path.dirname(params.get("train_data", "")), "planted.json")
-    if params.get("synthetic") and os.path.isfile(planted):
-        with open(planted) as fd:
-            return json.load(fd)
-    return None
+    """The planted model's report of synthetic data, when it describes the test split that was built."""
+    if not params.get("synthetic"):
+        return None
+    record = read_build_record(params) or {}
+    return planted_report(os.path.dirname(params.get("train_data", "")), record.get("raw_files", {}).get("test"))
 
 
 def make_loaders(feature_map, params: dict, stage: str, context: Optional[zoo_dist.DistContext] = None):

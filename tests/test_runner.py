@@ -133,23 +133,51 @@ def _wait_for(condition, seconds=120):
         time.sleep(0.05)
 
 
+def _fresh_synthetic_config(workspace, tmp_path, expids, rows=2000):
+    """A config whose synthetic dataset ``demo_fresh`` (the demo's schema, ``rows`` rows) is
+    not generated yet, and one-epoch DNN experiments ``expids`` on it (the second and later
+    with another learning rate). Returns the config folder and the raw data folder."""
+    config = _custom_config(workspace, tmp_path, expids[0], {"epochs": 1, "hidden_units": [16],
+                                                             "dataset_id": "demo_fresh"})
+    with open(config / "model_config" / "m.yaml") as fd:
+        blocks = yaml.safe_load(fd)
+    for expid in expids[1:]:
+        blocks[expid] = dict(blocks[expids[0]], learning_rate=1.0e-4)
+    (config / "model_config" / "m.yaml").write_text(yaml.safe_dump(blocks))
+    with open(config / "dataset_config.yaml") as fd:
+        demo = yaml.safe_load(fd)["demo"]
+    raw = tmp_path / "data" / "raw" / "demo_fresh"
+    demo.update({"data_root": str(tmp_path / "data"), "synthetic": dict(demo["synthetic"], rows=rows)})
+    demo.update({f"{split}_data": str(raw / f"{split}.parquet") for split in ("train", "valid", "test")})
+    (config / "dataset_config.yaml").write_text(yaml.safe_dump({"demo_fresh": demo}))
+    return config, raw
+
+
+def test_ceiling_line_is_not_printed_for_test_labels_other_than_the_planted_ones(in_workspace, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from fuxictr_ext.runner import summary_lines
+    config, raw = _fresh_synthetic_config(in_workspace, tmp_path, ["X_ceiling"])
+    planted = run_experiment(str(config), "X_ceiling")
+    assert "planted-model ceiling" in "\n".join(summary_lines(planted))
+    test = pq.read_table(raw / "test.parquet")
+    flipped = test.set_column(0, "label", pa.compute.subtract(1, test.column("label")))
+    assert test.schema.names[0] == "label"
+    pq.write_table(flipped, raw / "test.parquet")
+    result = run_experiment(str(config), "X_ceiling")
+    assert result["test"]["AUC"] == pytest.approx(1 - planted["test"]["AUC"], abs=1e-6)
+    assert result["ceiling"] is None
+    assert not [line for line in summary_lines(result) if "planted-model ceiling" in line]
+    log = (in_workspace / "checkpoints" / "demo_fresh" / "X_ceiling.log").read_text()
+    assert "planted.json does not describe the current test split" in log.split("Test evaluation")[-2]
+
+
 def test_two_concurrent_first_runs_generate_and_build_the_data_once(in_workspace, tmp_path):
     """The second of two first runs of a synthetic dataset waits for the first one's
     generation and build and uses them: neither replaces the data the other reads."""
     import subprocess
     import sys
-    config = _custom_config(in_workspace, tmp_path, "X_first", {"epochs": 1, "hidden_units": [16],
-                                                                "dataset_id": "demo_fresh"})
-    with open(config / "model_config" / "m.yaml") as fd:
-        blocks = yaml.safe_load(fd)
-    blocks["X_second"] = dict(blocks["X_first"], learning_rate=1.0e-4)
-    (config / "model_config" / "m.yaml").write_text(yaml.safe_dump(blocks))
-    with open(config / "dataset_config.yaml") as fd:
-        demo = yaml.safe_load(fd)["demo"]
-    raw = tmp_path / "data" / "raw" / "demo_fresh"
-    demo.update({"data_root": str(tmp_path / "data"), "synthetic": dict(demo["synthetic"], rows=2000)})
-    demo.update({f"{split}_data": str(raw / f"{split}.parquet") for split in ("train", "valid", "test")})
-    (config / "dataset_config.yaml").write_text(yaml.safe_dump({"demo_fresh": demo}))
+    config, raw = _fresh_synthetic_config(in_workspace, tmp_path, ["X_first", "X_second"])
     env = dict(os.environ, PYTHONPATH=str(REPO), RELEASE=str(tmp_path / "release"))
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
 

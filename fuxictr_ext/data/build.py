@@ -272,6 +272,16 @@ def build_record(params: dict) -> dict:
     return {"version": BUILD_RECORD_VERSION, "config": config, "raw_files": raw_files}
 
 
+def read_build_record(params: dict) -> Optional[dict]:
+    """The build record of the processed folder of ``params`` (None: missing or unreadable)."""
+    try:
+        with open(os.path.join(params["data_root"], params["dataset_id"], BUILD_RECORD)) as fd:
+            record = json.load(fd)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def stale_reason(params: dict, now: Optional[dict] = None) -> Optional[str]:
     """Why the processed folder of ``params`` cannot be used as it is (None: it can).
 
@@ -292,13 +302,11 @@ def stale_reason(params: dict, now: Optional[dict] = None) -> Optional[str]:
     if unreadable:
         return unreadable
     record_path = os.path.join(data_dir, BUILD_RECORD)
-    try:
-        with open(record_path) as fd:
-            built = json.load(fd)
-    except FileNotFoundError:
+    if not os.path.isfile(record_path):
         return f"it has no {BUILD_RECORD} (built by an older version)"
-    except (OSError, ValueError) as err:
-        return f"{record_path} is unreadable ({err})"
+    built = read_build_record(params)
+    if built is None:
+        return f"{record_path} is unreadable"
     now = build_record(params) if now is None else now
     if built.get("version") == 1:
         return ("its build record (version 1) compared raw files by size and modification time; "

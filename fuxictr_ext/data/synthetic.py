@@ -57,7 +57,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 from sklearn.metrics import log_loss, roc_auc_score
 
-from .build import pid_alive
+from .build import content_digest, pid_alive
 
 BLOCK_ROWS = 1_000_000  # rows a streamed schema draws at a time (part of what its output is)
 
@@ -794,6 +794,42 @@ class _SplitWriters:
             handle.close()
 
 
+PLANTED_TEST_FILE = "test_file"  # planted.json's record of the test split its ceiling was computed on
+
+
+def planted_report(raw_dir: str, built_test_files: Optional[List[dict]]) -> Optional[dict]:
+    """The planted-model report (``<raw_dir>/planted.json``) if it describes the test split
+    that was built, else None with a warning saying why: its ceiling is the planted model's
+    AUC on the labels that were drawn, and means nothing on labels changed since.
+
+    Args:
+        raw_dir: the folder :func:`write` wrote.
+        built_test_files: the build record's entries of the raw test split
+            (``[{"path", "bytes", "blake2b"}]``), None when unknown.
+    """
+    path = os.path.join(raw_dir, "planted.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as fd:
+            report = json.load(fd)
+    except (OSError, ValueError) as err:
+        logging.warning(f"{path} is unreadable ({err}); the planted-model ceiling is not reported")
+        return None
+    planted = report.get(PLANTED_TEST_FILE) if isinstance(report, dict) else None
+    if not planted:
+        logging.warning(f"{path} does not record which test file it was computed on (written by an older "
+                        f"version); the planted-model ceiling is not reported. Delete {raw_dir} to generate "
+                        "the data again")
+        return None
+    built = [(os.path.basename(f["path"]), f.get("blake2b")) for f in built_test_files or []]
+    if built != [(planted["name"], planted["blake2b"])]:
+        logging.warning(f"{path} does not describe the current test split (its file changed since it was "
+                        "generated); the planted-model ceiling is not reported")
+        return None
+    return report
+
+
 def remove_dead_work_folders(out_dir: str) -> List[str]:
     """Delete ``<out_dir>.tmp-<pid>`` / ``<out_dir>.replaced-<pid>`` folders whose generator
     process is gone (killed before it could clean up). Returns the removed paths."""
@@ -848,6 +884,8 @@ def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_form
                         frame.to_csv(path, index=False)
         finally:
             writers.close()
+        test_file = f"test.{data_format}"
+        report[PLANTED_TEST_FILE] = {"name": test_file, "blake2b": content_digest(os.path.join(tmp_dir, test_file))}
         with open(os.path.join(tmp_dir, "planted.json"), "w") as fd:
             json.dump(report, fd, indent=2)
         if os.path.isdir(out_dir):
