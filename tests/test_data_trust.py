@@ -18,7 +18,7 @@ from fuxictr.features import FeatureMap
 from fuxictr_ext.data import build as zoo_data
 from fuxictr_ext.data import DataError, TensorDataLoader, build_dataset, is_built
 
-from test_data import _frame, _params, _write_splits
+from test_data import _frame, _leftovers, _params, _write_splits
 
 
 def _feature_map(params):
@@ -294,3 +294,52 @@ def test_build_record_of_the_size_and_time_version_is_rebuilt_once(tmp_path, mon
         build_dataset(params)
     assert len(builds) == 1
     assert "compared raw files by size and modification time" in caplog.text
+
+
+def test_numeric_column_stored_as_text_in_one_split_is_refused_at_build(tmp_path):
+    """Before: the build passed, kept a test split whose I1 column held text, and every
+    run crashed in the loader."""
+    _write_splits(tmp_path, "parquet")
+    frame = _frame(200, seed=2)
+    frame["I1"] = frame["I1"].astype(str)
+    frame.to_parquet(tmp_path / "test.parquet", index=False)
+    params = _params(tmp_path, "parquet")
+    with pytest.raises(DataError, match=r"test.parquet: column 'I1' is stored as (large_)?string, but the dataset config "
+                                        r"declares it numeric \(dtype: float\)"):
+        build_dataset(params)
+    assert _leftovers(params["data_root"]) == []
+
+
+def test_categorical_column_stored_as_another_type_in_one_split_is_refused(tmp_path):
+    """Tokens are the values' text: 7.0 in one split would never match '7' in another."""
+    _write_splits(tmp_path, "parquet")
+    frame = _frame(200, seed=1)
+    frame["C1"] = np.arange(200, dtype=float)
+    frame.to_parquet(tmp_path / "valid.parquet", index=False)
+    with pytest.raises(DataError, match=r"valid.parquet: column 'C1' is stored as double, but as (large_)?string in "
+                                        r".*train.parquet"):
+        build_dataset(_params(tmp_path, "parquet"))
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_single_class_evaluation_split_is_refused_at_build(tmp_path, split, fmt):
+    """Before: the build passed and sklearn failed on the split's AUC after the whole training."""
+    _write_splits(tmp_path, fmt)
+    frame = _frame(200, seed=3).assign(label=0)
+    frame.to_csv(tmp_path / f"{split}.csv", index=False) if fmt == "csv" else \
+        frame.to_parquet(tmp_path / f"{split}.parquet", index=False)
+    params = _params(tmp_path, fmt)
+    with pytest.raises(DataError, match=rf"{split}.{fmt}: label column 'label' is 0 on all 200 rows"):
+        build_dataset(params)
+    assert _leftovers(params["data_root"]) == []
+
+
+def test_duplicate_csv_column_names_are_refused(tmp_path):
+    """Before: polars renamed the second C2 to C2_duplicated_0 and the first one won silently."""
+    _write_splits(tmp_path)
+    frame = _frame(200).assign(extra="w")
+    frame.columns = [*frame.columns[:-1], "C2"]
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train.csv: column name\(s\) \['C2'\] appear more than once"):
+        build_dataset(_params(tmp_path))

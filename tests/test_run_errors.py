@@ -112,6 +112,33 @@ def test_bad_data_is_named_before_training(in_workspace, tmp_path, capsys, split
     assert not _results_lines(in_workspace)
 
 
+def _single_class_valid(frames):
+    frames["valid"]["label"] = 0
+
+
+def _duplicate_train_column(frames):
+    frames["train"]["C2_again"] = "w"
+    frames["train"].columns = [*frames["train"].columns[:-1], "C2"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_single_class_valid, r"valid.csv: label column 'label' is 0 on all 300 rows; the validation split needs "
+                          r"both classes"),
+    (_duplicate_train_column, r"train.csv: column name\(s\) \['C2'\] appear more than once"),
+], ids=["single_class_valid", "duplicate_column"])
+def test_bad_split_is_refused_before_training(in_workspace, tmp_path, capsys, damage, message):
+    frames = {s: _frame(300, seed=i) for i, s in enumerate(("train", "valid", "test"))}
+    damage(frames)
+    entry = _csv_dataset(tmp_path, frames)
+    config = _config(in_workspace, tmp_path, {"dataset_id": "tiny_csv"},
+                     dataset_yaml=yaml.safe_dump({"tiny_csv": entry}))
+    rc, err = _run(config, capsys)
+    assert rc == 2 and "Traceback" not in err
+    assert re.search(message, err), err
+    assert not _results_lines(in_workspace)
+    assert not (tmp_path / "data" / "tiny_csv").exists()
+
+
 def test_typo_in_dataset_config_entry_is_warned(in_workspace, tmp_path, capsys):
     frames = {s: _frame(300, seed=i) for i, s in enumerate(("train", "valid", "test"))}
     entry = _csv_dataset(tmp_path, frames)

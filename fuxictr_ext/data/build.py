@@ -23,6 +23,7 @@ Two pieces FuxiCTR users can take separately:
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import glob
 import hashlib
@@ -143,39 +144,100 @@ def _expected_columns(params: dict) -> Tuple[List[str], List[str]]:
     return feature_names, [lab["name"] for lab in labels]
 
 
-def validate_raw_split(path: str, params: dict, data_format: str) -> int:
-    """Check one raw split file: present, non-empty, every configured column there,
-    a numeric binary-compatible label. Returns its row count; raises DataError."""
+def validate_raw_split(path: str, params: dict, data_format: str, split: str = "train",
+                       stored_as: Optional[Dict[str, tuple]] = None) -> int:
+    """Check one raw split: present, non-empty, every configured column there once and
+    stored as its config declares, labels 0 or 1 (binary task) with both classes in a
+    validation or test split (the metrics need both), numeric features finite.
+
+    Args:
+        path: the split's ``<split>_data`` (a file, a folder or a pattern).
+        params: the dataset config.
+        data_format: ``csv`` or ``parquet``.
+        split: ``train``, ``valid`` or ``test``.
+        stored_as: parquet column types seen in earlier splits (column -> (type, kind, file));
+            pass one dict to the calls of one dataset, so that a column stored as text in
+            one split and as numbers in another is refused (tokens are the values' text).
+
+    Returns the split's row count; raises DataError naming the file, column and value.
+    """
     files = resolve_files(path, data_format)
     features, labels = _expected_columns(params)
-    rows = 0
+    binary = params.get("task", "binary_classification") == "binary_classification"
+    stored_as = {} if stored_as is None else stored_as
+    rows, positives = 0, dict.fromkeys(labels, 0)
     for f in files:
         try:
             if data_format == "parquet":
                 schema = pq.read_schema(f)
                 columns = schema.names
                 n = pq.ParquetFile(f).metadata.num_rows
-                label_types = {lab: schema.field(lab).type for lab in labels if lab in columns}
-                non_numeric = [lab for lab, t in label_types.items()
-                               if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t))]
             else:
+                with open(f, newline="") as handle:
+                    columns = next(csv.reader(handle, delimiter=params.get("sep", ",")), [])
                 head = pl.read_csv(f, separator=params.get("sep", ","), n_rows=1000, infer_schema_length=1000)
-                columns = head.columns
                 n = 0 if head.height == 0 else sum(1 for _ in open(f, "rb")) - 1
-                non_numeric = [lab for lab in labels if lab in columns and not head[lab].dtype.is_numeric()]
-        except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as err:
+        except (pl.exceptions.PolarsError, pa.ArrowException, OSError, csv.Error, UnicodeDecodeError) as err:
             raise DataError(f"{f}: cannot be read as {data_format}: {err}") from err
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise DataError(f"{f}: column name(s) {repeated} appear more than once in its header; "
+                            "rename or drop the repeated columns")
         missing = [c for c in features + labels if c not in columns]
         if missing:
             raise DataError(f"{f}: missing column(s) {missing}; the dataset config expects "
                             f"{len(features)} features and label(s) {labels}")
         if n == 0:
             raise DataError(f"{f}: the file has no rows")
-        if non_numeric:
-            raise DataError(f"{f}: label column(s) {non_numeric} are not numeric")
-        _check_values(f, params, data_format, labels, [c for c in _numeric_columns(params) if c in columns])
+        if data_format == "parquet":
+            _check_stored_types(f, schema, params, stored_as)
+        elif not all(head[lab].dtype.is_numeric() for lab in labels):
+            raise DataError(f"{f}: label column(s) {[lab for lab in labels if not head[lab].dtype.is_numeric()]} "
+                            "are not numeric")
+        counts = _check_values(f, params, data_format, labels, [c for c in _numeric_columns(params) if c in columns])
+        positives = {lab: positives[lab] + counts.get(lab, 0) for lab in labels}
         rows += n
+    if binary and split in ("valid", "test"):
+        for label, count in positives.items():
+            if count in (0, rows):
+                raise DataError(f"{path}: label column {label!r} is {int(count == rows)} on all {rows} rows; the "
+                                f"{'validation' if split == 'valid' else 'test'} split needs both classes "
+                                "(AUC and logloss are undefined on one)")
     return rows
+
+
+def _stored_kind(arrow_type: pa.DataType) -> str:
+    """How a parquet column's values reach FuxiCTR: numbers, text or nulls (else the type's name)."""
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type) \
+            or pa.types.is_decimal(arrow_type):
+        return "number"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_string_view(arrow_type):
+        return "text"
+    if pa.types.is_null(arrow_type):
+        return "null"
+    return str(arrow_type)
+
+
+def _check_stored_types(path: str, schema: pa.Schema, params: dict, stored_as: Dict[str, tuple]) -> None:
+    """Numeric features and labels stored as numbers; every other configured column stored
+    as in the splits checked before (``stored_as``: column -> (arrow type, kind, file), updated here)."""
+    features, labels = _expected_columns(params)
+    numeric = set(_numeric_columns(params)) | set(labels)
+    declared = {name: col.get("dtype") for col in params.get("feature_cols", [])
+                for name in (col["name"] if isinstance(col["name"], list) else [col["name"]])}
+    for name in features + labels:
+        arrow_type = schema.field(name).type
+        kind = _stored_kind(arrow_type)
+        if name in numeric and kind not in ("number", "null"):
+            what = "a label" if name in labels else f"numeric (dtype: {declared.get(name)})"
+            raise DataError(f"{path}: column {name!r} is stored as {arrow_type}, but the dataset config "
+                            f"declares it {what}; store it as numbers")
+        if kind == "null":
+            continue
+        first = stored_as.setdefault(name, (str(arrow_type), kind, path))
+        if first[1] != kind:
+            raise DataError(f"{path}: column {name!r} is stored as {arrow_type}, but as {first[0]} in "
+                            f"{first[2]}; store it as one type in every split")
 
 
 def _numeric_columns(params: dict) -> List[str]:
@@ -190,11 +252,12 @@ def _describe(values: list) -> str:
     return ", ".join("empty" if v is None else "NaN" if v != v else repr(v) for v in values)
 
 
-def _check_values(path: str, params: dict, data_format: str, labels: List[str], numeric: List[str]) -> None:
+def _check_values(path: str, params: dict, data_format: str, labels: List[str],
+                  numeric: List[str]) -> Dict[str, int]:
     """One pass over the label and numeric columns of ``path``: binary labels (for
     ``task: binary_classification``) must be 0 or 1 on every row - no empty, NaN or
     other value, which FuxiCTR would silently turn into 0 or score as 1 - and numeric
-    features must be finite."""
+    features must be finite. Returns the count of 1s of every binary label."""
     columns = labels + numeric
     if data_format == "csv":
         frame = pl.scan_csv(path, separator=params.get("sep", ","), infer_schema=False,
@@ -206,11 +269,11 @@ def _check_values(path: str, params: dict, data_format: str, labels: List[str], 
     for label in labels if binary else []:
         value = pl.col(label).cast(pl.Float64)
         bad = (value.is_null() | value.is_nan() | ~value.is_in([0.0, 1.0])).fill_null(True)
-        exprs += [bad.sum().alias(f"bad:{label}"),
+        exprs += [bad.sum().alias(f"bad:{label}"), (value == 1.0).sum().alias(f"ones:{label}"),
                   value.filter(bad).unique(maintain_order=True).head(5).implode().alias(f"found:{label}")]
     exprs += [pl.col(c).cast(pl.Float64).is_infinite().sum().alias(f"inf:{c}") for c in numeric]
     if not exprs:
-        return
+        return {}
     try:
         stats = frame.select(pl.len().alias("rows"), *exprs).collect().row(0, named=True)
     except pl.exceptions.PolarsError as err:
@@ -223,6 +286,7 @@ def _check_values(path: str, params: dict, data_format: str, labels: List[str], 
     infinite = {c: stats[f"inf:{c}"] for c in numeric if stats[f"inf:{c}"]}
     if infinite:
         raise DataError(f"{path}: numeric column(s) hold infinite values (column: rows) {infinite}")
+    return {label: int(stats[f"ones:{label}"]) for label in (labels if binary else [])}
 
 
 def processed_paths(params: dict) -> Dict[str, Optional[str]]:
@@ -469,12 +533,13 @@ def build_dataset(params: dict) -> Dict[str, Optional[str]]:
 
 def _build(params: dict, final_dir: str, record: dict) -> None:
     data_format = params.get("data_format", "csv")
+    stored_as: Dict[str, tuple] = {}
     for split in SPLITS:
         raw = params.get(f"{split}_data")
         if split == "train" and not raw:
             raise DataError(f"dataset {params['dataset_id']!r} has no train_data in its config")
         if raw:
-            validate_raw_split(raw, params, data_format)
+            validate_raw_split(raw, params, data_format, split, stored_as)
 
     tmp_root = os.path.join(params["data_root"], f".building-{params['dataset_id']}-{os.getpid()}")
     old_dir = os.path.join(params["data_root"], f".replaced-{params['dataset_id']}-{os.getpid()}")
