@@ -96,11 +96,11 @@ def load_weights(model: nn.Module, path: str) -> None:
     """
     state_dict = read_checkpoint(path)
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"checkpoint {path} holds a {type(state_dict).__name__}, not a state dict "
-                              f"of {type(model).__name__}'s weights")
+        raise CheckpointError(f"checkpoint {path} holds a {state_dict.__class__.__name__}, not a state dict "
+                              f"of {model.__class__.__name__}'s weights")
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as err:
         problems = "; ".join(line.strip() for line in str(err).splitlines()[1:] if line.strip()) or str(err)
-        raise CheckpointError(f"checkpoint {path} does not fit this {type(model).__name__} (trained with other "
+        raise CheckpointError(f"checkpoint {path} does not fit this {model.__class__.__name__} (trained with other "
                               f"settings, another dataset or another model?): {problems}") from err

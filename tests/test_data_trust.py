@@ -284,7 +284,7 @@ def test_build_record_of_the_size_and_time_version_is_rebuilt_once(tmp_path, mon
     record["version"] = 1
     for files in record["raw_files"].values():
         for entry in files:
-            entry.pop("blake2b")
+            entry.pop(zoo_data.DIGEST_KEY)
             entry["mtime_ns"] = os.stat(entry["path"]).st_mtime_ns
     with open(record_path, "w") as fd:
         json.dump(record, fd)

@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 import threading
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import polars as pl
@@ -295,16 +295,25 @@ def processed_paths(params: dict) -> Dict[str, Optional[str]]:
             for split in SPLITS}
 
 
-def content_digest(path: str, chunk_bytes: int = 1 << 20) -> str:
-    """The blake2b digest (128 bits, hex) of the bytes of ``path``, read ``chunk_bytes`` at a time.
+def content_digest(path: str) -> str:
+    """The SHA-256 digest (hex) of the bytes of ``path``: the raw files' fingerprint in a build record.
 
-    The raw files' fingerprint in a build record: any change of content changes it, whatever
-    the file's size and modification time say (``touch -r``, ``cp -p``, ``rsync -a`` and
-    unpacking an archive restore the time). Parquet footers' row-group statistics would be
-    cheaper to read but miss a label flip inside a row group that holds both classes.
-    Cost: data_prep/README.md (benchmarks/raw_fingerprint.py).
+    Any change of content changes it, whatever the file's size and modification time say
+    (``touch -r``, ``cp -p``, ``rsync -a`` and unpacking an archive restore the time).
+    Parquet footers' row-group statistics are cheaper to read but miss a label flip inside a
+    row group that holds both classes. SHA-256 rather than BLAKE2b: faster where the CPU has
+    SHA instructions, as measured in data_prep/README.md (benchmarks/raw_fingerprint.py).
     """
-    digest = hashlib.blake2b(digest_size=16)
+    return file_digest(path, hashlib.sha256)
+
+
+DIGEST_KEY = "sha256"  # the name of content_digest's value in build records and planted.json
+
+
+def file_digest(path: str, new_digest: Callable[[], "hashlib._Hash"], chunk_bytes: int = 1 << 20) -> str:
+    """``new_digest()`` (a hashlib-like object) updated with the bytes of ``path``, read
+    ``chunk_bytes`` at a time; returns its hex digest."""
+    digest = new_digest()
     buffer = bytearray(chunk_bytes)
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:
@@ -331,7 +340,7 @@ def build_record(params: dict) -> dict:
         except DataError:
             continue
         raw_files[split] = [{"path": os.path.abspath(f), "bytes": os.stat(f).st_size,
-                             "blake2b": content_digest(f)} for f in files]
+                             DIGEST_KEY: content_digest(f)} for f in files]
     config = json.loads(json.dumps({k: params.get(k) for k in BUILD_KEYS}, default=str))
     return {"version": BUILD_RECORD_VERSION, "config": config, "raw_files": raw_files}
 

@@ -57,7 +57,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 from sklearn.metrics import log_loss, roc_auc_score
 
-from .build import content_digest, pid_alive
+from .build import DIGEST_KEY, content_digest, pid_alive
 
 BLOCK_ROWS = 1_000_000  # rows a streamed schema draws at a time (part of what its output is)
 
@@ -805,7 +805,7 @@ def planted_report(raw_dir: str, built_test_files: Optional[List[dict]]) -> Opti
     Args:
         raw_dir: the folder :func:`write` wrote.
         built_test_files: the build record's entries of the raw test split
-            (``[{"path", "bytes", "blake2b"}]``), None when unknown.
+            (``[{"path", "bytes", "sha256"}]``), None when unknown.
     """
     path = os.path.join(raw_dir, "planted.json")
     if not os.path.isfile(path):
@@ -822,8 +822,8 @@ def planted_report(raw_dir: str, built_test_files: Optional[List[dict]]) -> Opti
                         f"version); the planted-model ceiling is not reported. Delete {raw_dir} to generate "
                         "the data again")
         return None
-    built = [(os.path.basename(f["path"]), f.get("blake2b")) for f in built_test_files or []]
-    if built != [(planted["name"], planted["blake2b"])]:
+    built = [(os.path.basename(f["path"]), f.get(DIGEST_KEY)) for f in built_test_files or []]
+    if built != [(planted.get("name"), planted.get(DIGEST_KEY))]:
         logging.warning(f"{path} does not describe the current test split (its file changed since it was "
                         "generated); the planted-model ceiling is not reported")
         return None
@@ -885,7 +885,7 @@ def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_form
         finally:
             writers.close()
         test_file = f"test.{data_format}"
-        report[PLANTED_TEST_FILE] = {"name": test_file, "blake2b": content_digest(os.path.join(tmp_dir, test_file))}
+        report[PLANTED_TEST_FILE] = {"name": test_file, DIGEST_KEY: content_digest(os.path.join(tmp_dir, test_file))}
         with open(os.path.join(tmp_dir, "planted.json"), "w") as fd:
             json.dump(report, fd, indent=2)
         if os.path.isdir(out_dir):
