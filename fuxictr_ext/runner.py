@@ -100,22 +100,28 @@ def resolve_device(gpu: int) -> int:
 
 def ensure_raw_data(params: dict) -> None:
     """Generate configured synthetic data when missing; otherwise name the missing file.
-    Under the dataset's build lock, so that concurrent first runs generate it once."""
+    Under the dataset's build lock and the raw folder's own (tuner ids share raw folders),
+    so that concurrent first runs generate it once."""
+    def missing() -> List[str]:
+        return [params[f"{s}_data"] for s in ("train", "valid", "test")
+                if params.get(f"{s}_data") and not glob.glob(params[f"{s}_data"])]
+
     with build_lock(params["data_root"], params["dataset_id"]):
-        missing = [params[f"{s}_data"] for s in ("train", "valid", "test")
-                   if params.get(f"{s}_data") and not glob.glob(params[f"{s}_data"])]
-        if not missing or is_built(params):
+        if not missing() or is_built(params):
             return
         spec = params.get("synthetic")
         if not spec:
-            raise DataError(f"data file not found: {missing[0]}. Prepare dataset {params['dataset_id']} with: "
+            raise DataError(f"data file not found: {missing()[0]}. Prepare dataset {params['dataset_id']} with: "
                             f"python -m data_prep.prepare {params['dataset_id']} --src <the downloaded release: "
                             "its folder, .zip or .tar.gz>")
-        out_dir = os.path.dirname(params["train_data"])
-        logging.info(f"Raw data for {params['dataset_id']} not found: generating synthetic "
-                     f"{spec['schema']}-like data ({spec['rows']} rows, seed {spec['seed']}) in {out_dir}")
-        write_synthetic(spec["schema"], int(spec["rows"]), out_dir, seed=int(spec["seed"]),
-                        data_format=params.get("data_format", "parquet"))
+        out_dir = os.path.abspath(os.path.dirname(params["train_data"]))
+        with build_lock(os.path.dirname(out_dir), os.path.basename(out_dir)):
+            if not missing():
+                return
+            logging.info(f"Raw data for {params['dataset_id']} not found: generating synthetic "
+                         f"{spec['schema']}-like data ({spec['rows']} rows, seed {spec['seed']}) in {out_dir}")
+            write_synthetic(spec["schema"], int(spec["rows"]), out_dir, seed=int(spec["seed"]),
+                            data_format=params.get("data_format", "parquet"))
 
 
 def _ceiling(params: dict) -> Optional[dict]:

@@ -172,12 +172,21 @@ def test_ceiling_line_is_not_printed_for_test_labels_other_than_the_planted_ones
     assert "planted.json does not describe the current test split" in log.split("Test evaluation")[-2]
 
 
-def test_two_concurrent_first_runs_generate_and_build_the_data_once(in_workspace, tmp_path):
+@pytest.mark.parametrize("dataset_ids", [1, 2], ids=["one_dataset_id", "two_ids_one_raw_folder"])
+def test_two_concurrent_first_runs_generate_and_build_the_data_once(in_workspace, tmp_path, dataset_ids):
     """The second of two first runs of a synthetic dataset waits for the first one's
-    generation and build and uses them: neither replaces the data the other reads."""
+    generation (and build) and uses them: neither replaces the data the other reads. With
+    two dataset ids on one raw folder (the tuner's renamed ids) the data are generated once."""
     import subprocess
     import sys
     config, raw = _fresh_synthetic_config(in_workspace, tmp_path, ["X_first", "X_second"])
+    if dataset_ids == 2:
+        datasets = yaml.safe_load((config / "dataset_config.yaml").read_text())
+        datasets["demo_fresh_b"] = datasets["demo_fresh"]
+        (config / "dataset_config.yaml").write_text(yaml.safe_dump(datasets))
+        blocks = yaml.safe_load((config / "model_config" / "m.yaml").read_text())
+        blocks["X_second"]["dataset_id"] = "demo_fresh_b"
+        (config / "model_config" / "m.yaml").write_text(yaml.safe_dump(blocks))
     env = dict(os.environ, PYTHONPATH=str(REPO), RELEASE=str(tmp_path / "release"))
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
 
@@ -197,5 +206,5 @@ def test_two_concurrent_first_runs_generate_and_build_the_data_once(in_workspace
     output = "".join(log.read_text() for log in logs)
     assert codes == [0, 0], output
     assert output.count("generating synthetic") == 1, output
-    assert output.count("Processed dataset written") == 1, output
+    assert output.count("Processed dataset written") == dataset_ids, output
     assert not glob.glob(f"{raw}.*-*")

@@ -16,9 +16,10 @@ from fuxictr.metrics import evaluate_metrics, gAUC
 from sklearn.metrics import roc_auc_score
 
 from data_prep import synthetic as synthetic_cli
-from fuxictr_ext.data.synthetic import (SCHEMAS, DiscriminatingSchema, PlantedModel, criteo_schema, generate,
-                                        group_auc, write)
+from fuxictr_ext.data.synthetic import (PLANTED_TEST_FILE, SCHEMAS, DiscriminatingSchema, PlantedModel, criteo_schema,
+                                        generate, group_auc, write)
 from fuxictr_ext.data import TensorDataLoader, build_dataset
+from fuxictr_ext.data.build import DIGEST_KEY, content_digest
 from fuxictr_ext.testing import unit_model_kwargs
 from model_zoo.DNN.DNN import DNN
 
@@ -65,7 +66,10 @@ def test_written_files_have_the_configured_columns(tmp_path, dataset_id):
         assert _raw_columns(dataset_id) <= set(frame.columns)
         assert set(frame[spec["label_col"]["name"]].unique()) <= {0, 1}
     with open(tmp_path / "raw" / "planted.json") as fd:
-        assert json.load(fd) == report
+        planted = json.load(fd)
+    test_file = str(tmp_path / "raw" / "test.parquet")
+    assert planted.pop(PLANTED_TEST_FILE) == {"name": "test.parquet", DIGEST_KEY: content_digest(test_file)}
+    assert planted == report
     assert {"ceiling_test_AUC", "ceiling_test_logloss", "first_order_part_test_AUC", "planted"} <= set(report)
 
 

@@ -848,7 +848,8 @@ def remove_dead_work_folders(out_dir: str) -> List[str]:
 
 def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_format: str = "parquet",
           block_rows: int = BLOCK_ROWS) -> dict:
-    """Generate and write ``{train,valid,test}.<format>`` and ``planted.json`` to ``out_dir``.
+    """Generate and write ``{train,valid,test}.<format>`` and ``planted.json`` (the report,
+    plus the test file's digest under ``PLANTED_TEST_FILE``) to ``out_dir``; returns the report.
 
     Streamed schemas (``criteo``) are written block by block (:func:`stream`), so the
     memory holds one block of ``block_rows`` rows whatever ``rows`` is; the others are
@@ -885,9 +886,9 @@ def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_form
         finally:
             writers.close()
         test_file = f"test.{data_format}"
-        report[PLANTED_TEST_FILE] = {"name": test_file, DIGEST_KEY: content_digest(os.path.join(tmp_dir, test_file))}
+        test_digest = {"name": test_file, DIGEST_KEY: content_digest(os.path.join(tmp_dir, test_file))}
         with open(os.path.join(tmp_dir, "planted.json"), "w") as fd:
-            json.dump(report, fd, indent=2)
+            json.dump({**report, PLANTED_TEST_FILE: test_digest}, fd, indent=2)
         if os.path.isdir(out_dir):
             os.replace(out_dir, old_dir)
         os.replace(tmp_dir, out_dir)
