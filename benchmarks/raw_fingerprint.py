@@ -4,8 +4,9 @@ against the size-and-mtime record it replaced and against parquet footers.
 A build is reused only when the raw files it was made from are unchanged
 (``fuxictr_ext.data.build.build_record``), and every run checks that. This script times one
 such check of every raw file of a folder (``{train,valid,test}.parquet`` as
-``python -m data_prep.synthetic`` writes them), the contenders alternated pass by pass
-after a warm-up pass (so the files are in the page cache, as they are after the first run):
+``python -m data_prep.synthetic`` writes them; generated in the work dir when ``--raw-dir``
+is not given), the contenders alternated pass by pass after a warm-up pass (so the files are
+in the page cache, as they are after the first run):
 
 * ``stat``: size and modification time (build record version 1; misses a same-size
   change whose time was restored);
@@ -18,26 +19,26 @@ after a warm-up pass (so the files are in the page cache, as they are after the 
 Example (the numbers in data_prep/README.md)::
 
     python -m data_prep.synthetic --schema criteo --rows 20000000 --out /tmp/raw20m
-    python -m benchmarks.raw_fingerprint --raw-dir /tmp/raw20m --repeats 3 --out results/raw_fingerprint.md
+    python -m benchmarks.raw_fingerprint --raw-dir /tmp/raw20m --repeats 3
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import hashlib
-import json
 import os
 import statistics
 import sys
-import time
 import zlib
 from typing import Callable, Dict, List
 
 import pyarrow.parquet as pq
 
+from benchmarks.harness import Harness
 from fuxictr_ext.data.build import file_digest
+from fuxictr_ext.data.synthetic import write
 
+TINY_ROWS = 2000
 
 
 def stat_record(path: str) -> tuple:
@@ -79,7 +80,7 @@ CONTENDERS: Dict[str, Callable[[str], object]] = {
 }
 
 
-def measure(files: List[str], repeats: int) -> Dict[str, Dict[str, List[float]]]:
+def measure(h: Harness, files: List[str], repeats: int) -> Dict[str, Dict[str, List[float]]]:
     """Wall and CPU seconds of fingerprinting all ``files`` once, per contender: one warm-up
     pass, then ``repeats`` passes with the contenders alternated."""
     for fingerprint in CONTENDERS.values():
@@ -88,56 +89,48 @@ def measure(files: List[str], repeats: int) -> Dict[str, Dict[str, List[float]]]
     times = {name: {"wall_s": [], "cpu_s": []} for name in CONTENDERS}
     for _ in range(repeats):
         for name, fingerprint in CONTENDERS.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            for path in files:
-                fingerprint(path)
-            times[name]["wall_s"].append(time.perf_counter() - wall)
-            times[name]["cpu_s"].append(time.process_time() - cpu)
+            with h.clock() as t:
+                for path in files:
+                    fingerprint(path)
+            times[name]["wall_s"].append(t.wall_s)
+            times[name]["cpu_s"].append(t.cpu_s)
     return times
 
 
-def load_1min() -> float:
-    return os.getloadavg()[0]
-
-
-def report(files: List[str], times: Dict[str, Dict[str, List[float]]], command: str, load: List[float]) -> str:
+def main(argv=None) -> int:
+    h = Harness("raw_fingerprint", "Raw-file fingerprints: the cost of one build check")
+    h.parser.add_argument("--raw-dir", default=None,
+                          help="folder of {train,valid,test}.parquet (default: --rows generated in the work dir)")
+    h.parser.add_argument("--rows", type=int, default=20_000_000, help="rows to generate without --raw-dir")
+    h.parser.add_argument("--repeats", type=int, default=3)
+    args = h.parse(argv)
+    raw_dir = args.raw_dir
+    if raw_dir is None:
+        rows = TINY_ROWS if args.tiny else args.rows
+        raw_dir = os.path.join(args.work_dir, f"raw_{rows}")
+        if not glob.glob(os.path.join(raw_dir, "*.parquet")):
+            write("criteo", rows, raw_dir, seed=args.seeds[0])
+    files = sorted(glob.glob(os.path.join(raw_dir, "*.parquet")))
+    if not files:
+        print(f"error: no parquet files in {raw_dir}", file=sys.stderr)
+        return 2
+    load = [os.getloadavg()[0]]
+    times = measure(h, files, 1 if args.tiny else args.repeats)
+    load.append(os.getloadavg()[0])
     total_mb = sum(os.path.getsize(f) for f in files) / 1e6
     rows = sum(pq.read_metadata(f).num_rows for f in files)
-    lines = [f"# Raw-file fingerprints: the cost of one build check at {rows:,} rows", "",
-             f"Command: `{command}`", "",
-             f"Files: {', '.join(os.path.basename(f) for f in files)} ({total_mb:,.0f} MB, {rows:,} rows), "
-             f"in the page cache (one warm-up pass). One thread; load average (1 min) "
-             f"{min(load):.1f}-{max(load):.1f} on {os.cpu_count()} cores, so wall seconds include waiting for "
-             "a core; CPU seconds are this process's.", "",
+    lines = [f"Files: {', '.join(os.path.basename(f) for f in files)} ({total_mb:,.0f} MB, {rows:,} rows), in "
+             f"the page cache (one warm-up pass). Load average (1 min) {min(load):.1f}-{max(load):.1f}, so wall "
+             "seconds include waiting for a core; CPU seconds are this process's.", "",
              "| fingerprint | wall s (median) | wall s (min) | CPU s (median) | MB per CPU s |",
              "|---|---|---|---|---|"]
+    records = []
     for name, t in times.items():
         cpu = statistics.median(t["cpu_s"])
         lines.append(f"| {name} | {statistics.median(t['wall_s']):.3f} | {min(t['wall_s']):.3f} | {cpu:.3f} | "
                      f"{total_mb / cpu if cpu > 0 else float('inf'):,.0f} |")
-    return "\n".join(lines) + "\n"
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--raw-dir", required=True, help="folder of {train,valid,test}.parquet")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=None, help="markdown file to write (default: print only)")
-    args = parser.parse_args(argv)
-    files = sorted(glob.glob(os.path.join(args.raw_dir, "*.parquet")))
-    if not files:
-        print(f"error: no parquet files in {args.raw_dir}", file=sys.stderr)
-        return 2
-    load = [load_1min()]
-    times = measure(files, args.repeats)
-    load.append(load_1min())
-    text = report(files, times, "python -m benchmarks.raw_fingerprint " + " ".join(argv or sys.argv[1:]), load)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fd:
-            fd.write(text)
-        with open(os.path.splitext(args.out)[0] + ".json", "w") as fd:
-            json.dump({"files": files, "times": times, "load_1min": load}, fd, indent=2)
+        records.append({"fingerprint": name, "rows": rows, "mb": total_mb, **t})
+    h.write("\n".join(lines), {"files": files, "load_1min": load, "fingerprints": records})
     return 0
 
 

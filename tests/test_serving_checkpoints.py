@@ -129,7 +129,7 @@ BAD_CHECKPOINT_MESSAGES = {"empty": "is empty", "truncated": "is truncated",
 
 @pytest.mark.parametrize("case", sorted(BAD_CHECKPOINT_MESSAGES))
 def test_a_bad_checkpoint_is_named(feature_map, tmp_path, case):
-    from fuxictr_ext.atomic import CheckpointError
+    from fuxictr_ext.training import CheckpointError
     model = zoo_autoint(feature_map, tmp_path)
     path = _bad_checkpoints(model, tmp_path)[case]
     with pytest.raises(CheckpointError, match=BAD_CHECKPOINT_MESSAGES[case]) as err:

@@ -41,6 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fuxictr.datasets import avazu, criteo
 
+from ..config import ZooError
+
 SPLITS = ("train", "valid", "test")
 BUILD_RECORD = "build_record.json"
 BUILD_RECORD_VERSION = 2  # 1: raw files compared by size and modification time; 2: by content
@@ -52,7 +54,7 @@ BUILD_CHUNK_ROWS = 1_000_000  # rows encoded at a time (one parquet row group)
 _WORK_FOLDER = re.compile(r"^\.(building|replaced)-(.+)-(\d+)$")
 
 
-class DataError(ValueError):
+class DataError(ZooError):
     """Input data that cannot be used; the message names the file and the problem."""
 
 

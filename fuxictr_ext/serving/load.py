@@ -24,11 +24,10 @@ import sys
 from typing import Optional
 
 import torch
-from fuxictr.features import FeatureMap
 
-from ..atomic import CheckpointError
+from ..data import load_feature_map
 from ..registry import get_model_class
-from ..runner import ConfigError, load_params
+from ..config import ConfigError, ZooError, load_params
 from .encoding import RawFeatureEncoder, RequestError, load_feature_processor
 from .scorers import PATHS, Scorer, cast_model
 
@@ -50,7 +49,8 @@ def load_model(config_dir: str, expid: str, checkpoint: Optional[str] = None, gp
     Raises:
         ConfigError: an unknown experiment id or dataset id.
         FileNotFoundError: the processed dataset or the checkpoint is missing.
-        CheckpointError: the checkpoint is empty, truncated, not a checkpoint or made for another model.
+        CheckpointError: the checkpoint is empty, truncated, not a checkpoint or made for another model
+            (:func:`fuxictr_ext.training.load_weights`).
     """
     params, _ = load_params(config_dir, expid)
     model_cls = get_model_class(params["model"]) if "model" in params else None
@@ -61,8 +61,7 @@ def load_model(config_dir: str, expid: str, checkpoint: Optional[str] = None, gp
     if not os.path.isfile(feature_map_file):
         raise FileNotFoundError(f"{feature_map_file}: the processed dataset of {expid} is not built; "
                                 f"train it first with python run_expid.py --expid {expid}")
-    feature_map = FeatureMap(params["dataset_id"], data_dir)
-    feature_map.load(feature_map_file, params)
+    feature_map = load_feature_map(params)
     params["gpu"] = gpu
     params["verbose"] = 0
     model = model_cls(feature_map, **params)
@@ -116,7 +115,7 @@ def main(argv=None) -> int:
             requests = json.load(fd)
         for scores in scorer.score(requests):
             print(json.dumps(scores))
-    except (ConfigError, RequestError, CheckpointError, FileNotFoundError, json.JSONDecodeError) as err:
+    except (ZooError, FileNotFoundError, json.JSONDecodeError) as err:  # ConfigError, RequestError, CheckpointError
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
