@@ -10,7 +10,6 @@ record to ``<config dir name>.jsonl`` beside it (:mod:`fuxictr_ext.results`).
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 import sys
@@ -30,7 +29,8 @@ from .config import (ConfigError, apply_overrides, check_run_params, config_fing
 from .cost import model_cost
 from .data import DataError, MappedDataLoader, TensorDataLoader, build_dataset, is_built, processed_paths
 from .data import load_feature_map
-from .data.synthetic import write as write_synthetic
+from .data.build import build_lock, read_build_record
+from .data.synthetic import planted_report, write as write_synthetic
 from .registry import get_model_class
 from .training import Trainer, TrainingConfig
 
@@ -50,32 +50,37 @@ def resolve_device(gpu: int) -> int:
 
 
 def ensure_raw_data(params: dict) -> None:
-    """Generate configured synthetic data when missing; otherwise name the missing file."""
-    if is_built(params):
-        return
-    missing = [params[f"{s}_data"] for s in ("train", "valid", "test")
-               if params.get(f"{s}_data") and not glob.glob(params[f"{s}_data"])]
-    if not missing:
-        return
-    spec = params.get("synthetic")
-    if spec:
-        out_dir = os.path.dirname(params["train_data"])
-        logging.info(f"Raw data for {params['dataset_id']} not found: generating synthetic "
-                     f"{spec['schema']}-like data ({spec['rows']} rows, seed {spec['seed']}) in {out_dir}")
-        write_synthetic(spec["schema"], int(spec["rows"]), out_dir, seed=int(spec["seed"]),
-              data_format=params.get("data_format", "parquet"))
-        return
-    raise DataError(f"data file not found: {missing[0]}. Prepare dataset {params['dataset_id']} with: "
-                    f"python -m data_prep.prepare {params['dataset_id']} --src <the downloaded release: its folder, "
-                    f".zip or .tar.gz>")
+    """Generate configured synthetic data when missing; otherwise name the missing file.
+    Under the dataset's build lock and the raw folder's own (tuner ids share raw folders),
+    so that concurrent first runs generate it once."""
+    def missing() -> List[str]:
+        return [params[f"{s}_data"] for s in ("train", "valid", "test")
+                if params.get(f"{s}_data") and not glob.glob(params[f"{s}_data"])]
+
+    with build_lock(params["data_root"], params["dataset_id"]):
+        if not missing() or is_built(params):
+            return
+        spec = params.get("synthetic")
+        if not spec:
+            raise DataError(f"data file not found: {missing()[0]}. Prepare dataset {params['dataset_id']} with: "
+                            f"python -m data_prep.prepare {params['dataset_id']} --src <the downloaded release: "
+                            "its folder, .zip or .tar.gz>")
+        out_dir = os.path.abspath(os.path.dirname(params["train_data"]))
+        with build_lock(os.path.dirname(out_dir), os.path.basename(out_dir)):
+            if not missing():
+                return
+            logging.info(f"Raw data for {params['dataset_id']} not found: generating synthetic "
+                         f"{spec['schema']}-like data ({spec['rows']} rows, seed {spec['seed']}) in {out_dir}")
+            write_synthetic(spec["schema"], int(spec["rows"]), out_dir, seed=int(spec["seed"]),
+                            data_format=params.get("data_format", "parquet"))
 
 
 def _ceiling(params: dict) -> Optional[dict]:
-    planted = os.path.join(os.path.dirname(params.get("train_data", "")), "planted.json")
-    if params.get("synthetic") and os.path.isfile(planted):
-        with open(planted) as fd:
-            return json.load(fd)
-    return None
+    """The planted model's report of synthetic data, when it describes the test split that was built."""
+    if not params.get("synthetic"):
+        return None
+    record = read_build_record(params) or {}
+    return planted_report(os.path.dirname(params.get("train_data", "")), record.get("raw_files", {}).get("test"))
 
 
 def make_loaders(feature_map, params: dict, stage: str, context: Optional[zoo_dist.DistContext] = None):
@@ -143,8 +148,9 @@ def prepare_data(params: dict, context: Optional[zoo_dist.DistContext]):
     Returns (the loaded FeatureMap, the planted model's report for synthetic data or None).
     """
     def build() -> None:
-        ensure_raw_data(params)
-        build_dataset(params)
+        with build_lock(params["data_root"], params["dataset_id"]):
+            ensure_raw_data(params)
+            build_dataset(params)
 
     if context is None:
         build()

@@ -18,7 +18,7 @@ from fuxictr.features import FeatureMap
 from fuxictr_ext.data import build as zoo_data
 from fuxictr_ext.data import DataError, TensorDataLoader, build_dataset, is_built
 
-from test_data import _frame, _params, _write_splits
+from test_data import _frame, _leftovers, _params, _write_splits
 
 
 def _feature_map(params):
@@ -32,9 +32,9 @@ def _count_builds(monkeypatch):
     calls = []
     original = zoo_data._build
 
-    def counting(params, final_dir):
+    def counting(params, final_dir, *args):
         calls.append(final_dir)
-        return original(params, final_dir)
+        return original(params, final_dir, *args)
 
     monkeypatch.setattr(zoo_data, "_build", counting)
     return calls
@@ -252,3 +252,94 @@ def test_chunked_encoding_equals_one_chunk(tmp_path, monkeypatch):
     chunked_path = build_dataset(dict(params, rebuild_dataset=True))["train"]
     assert pq.ParquetFile(chunked_path).num_row_groups == int(np.ceil(200 / 37))
     pd.testing.assert_frame_equal(pd.read_parquet(chunked_path), whole)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_same_size_label_flip_with_restored_mtime_rebuilds(tmp_path, fmt, caplog):
+    """A raw file whose bytes change but whose size and modification time do not (what
+    ``touch -r``, ``cp -p``, ``rsync -a`` or unpacking an archive leave) is rebuilt."""
+    _write_splits(tmp_path, fmt)
+    params = _params(tmp_path, fmt)
+    paths = build_dataset(params)
+    raw = tmp_path / f"test.{fmt}"
+    stat = os.stat(raw)
+    frame = _frame(200, seed=2)
+    frame["label"] = 1 - frame["label"]
+    frame.to_csv(raw, index=False) if fmt == "csv" else frame.to_parquet(raw, index=False)
+    os.utime(raw, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.path.getsize(raw) == stat.st_size
+    with caplog.at_level(logging.WARNING):
+        build_dataset(params)
+    assert "raw test file(s) changed" in caplog.text
+    assert (pd.read_parquet(paths["test"])["label"].to_numpy() == frame["label"].to_numpy()).all()
+
+
+def test_build_record_of_the_size_and_time_version_is_rebuilt_once(tmp_path, monkeypatch, caplog):
+    _write_splits(tmp_path)
+    params = _params(tmp_path)
+    build_dataset(params)
+    record_path = os.path.join(params["data_root"], "small", zoo_data.BUILD_RECORD)
+    with open(record_path) as fd:
+        record = json.load(fd)
+    record["version"] = 1
+    for files in record["raw_files"].values():
+        for entry in files:
+            entry.pop(zoo_data.DIGEST_KEY)
+            entry["mtime_ns"] = os.stat(entry["path"]).st_mtime_ns
+    with open(record_path, "w") as fd:
+        json.dump(record, fd)
+    builds = _count_builds(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        build_dataset(params)
+        build_dataset(params)
+    assert len(builds) == 1
+    assert "compared raw files by size and modification time" in caplog.text
+
+
+def test_numeric_column_stored_as_text_in_one_split_is_refused_at_build(tmp_path):
+    """Before: the build passed, kept a test split whose I1 column held text, and every
+    run crashed in the loader."""
+    _write_splits(tmp_path, "parquet")
+    frame = _frame(200, seed=2)
+    frame["I1"] = frame["I1"].astype(str)
+    frame.to_parquet(tmp_path / "test.parquet", index=False)
+    params = _params(tmp_path, "parquet")
+    with pytest.raises(DataError, match=r"test.parquet: column 'I1' is stored as (large_)?string, but the dataset config "
+                                        r"declares it numeric \(dtype: float\)"):
+        build_dataset(params)
+    assert _leftovers(params["data_root"]) == []
+
+
+def test_categorical_column_stored_as_another_type_in_one_split_is_refused(tmp_path):
+    """Tokens are the values' text: 7.0 in one split would never match '7' in another."""
+    _write_splits(tmp_path, "parquet")
+    frame = _frame(200, seed=1)
+    frame["C1"] = np.arange(200, dtype=float)
+    frame.to_parquet(tmp_path / "valid.parquet", index=False)
+    with pytest.raises(DataError, match=r"valid.parquet: column 'C1' is stored as double, but as (large_)?string in "
+                                        r".*train.parquet"):
+        build_dataset(_params(tmp_path, "parquet"))
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_single_class_evaluation_split_is_refused_at_build(tmp_path, split, fmt):
+    """Before: the build passed and sklearn failed on the split's AUC after the whole training."""
+    _write_splits(tmp_path, fmt)
+    frame = _frame(200, seed=3).assign(label=0)
+    frame.to_csv(tmp_path / f"{split}.csv", index=False) if fmt == "csv" else \
+        frame.to_parquet(tmp_path / f"{split}.parquet", index=False)
+    params = _params(tmp_path, fmt)
+    with pytest.raises(DataError, match=rf"{split}.{fmt}: label column 'label' is 0 on all 200 rows"):
+        build_dataset(params)
+    assert _leftovers(params["data_root"]) == []
+
+
+def test_duplicate_csv_column_names_are_refused(tmp_path):
+    """Before: polars renamed the second C2 to C2_duplicated_0 and the first one won silently."""
+    _write_splits(tmp_path)
+    frame = _frame(200).assign(extra="w")
+    frame.columns = [*frame.columns[:-1], "C2"]
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train.csv: column name\(s\) \['C2'\] appear more than once"):
+        build_dataset(_params(tmp_path))

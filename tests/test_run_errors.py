@@ -95,14 +95,32 @@ def _csv_dataset(tmp_path, frame_by_split):
     return entry
 
 
-@pytest.mark.parametrize("split, column, value, message", [
-    ("test", "label", 2, r"test.csv: label column 'label' is not 0 or 1 on 5 of 300 rows \(found: 2.0\)"),
-    ("valid", "I1", np.inf, r"valid.csv: numeric column\(s\) hold infinite values .*'I1': 5"),
-])
-def test_bad_data_is_named_before_training(in_workspace, tmp_path, capsys, split, column, value, message):
+def _five_rows(split, column, value):
+    def damage(frames):
+        frames[split] = frames[split].astype({column: float})
+        frames[split].loc[:4, column] = value
+    return damage
+
+
+def _single_class_valid(frames):
+    frames["valid"]["label"] = 0
+
+
+def _duplicate_train_column(frames):
+    frames["train"]["C2_again"] = "w"
+    frames["train"].columns = [*frames["train"].columns[:-1], "C2"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_five_rows("test", "label", 2), r"test.csv: label column 'label' is not 0 or 1 on 5 of 300 rows \(found: 2.0\)"),
+    (_five_rows("valid", "I1", np.inf), r"valid.csv: numeric column\(s\) hold infinite values .*'I1': 5"),
+    (_single_class_valid, r"valid.csv: label column 'label' is 0 on all 300 rows; the validation split needs "
+                          r"both classes"),
+    (_duplicate_train_column, r"train.csv: column name\(s\) \['C2'\] appear more than once"),
+], ids=["label_2", "infinite_numeric", "single_class_valid", "duplicate_column"])
+def test_bad_data_is_named_before_training(in_workspace, tmp_path, capsys, damage, message):
     frames = {s: _frame(300, seed=i) for i, s in enumerate(("train", "valid", "test"))}
-    frames[split] = frames[split].astype({column: float})
-    frames[split].loc[:4, column] = value
+    damage(frames)
     entry = _csv_dataset(tmp_path, frames)
     config = _config(in_workspace, tmp_path, {"dataset_id": "tiny_csv"},
                      dataset_yaml=yaml.safe_dump({"tiny_csv": entry}))
@@ -110,6 +128,7 @@ def test_bad_data_is_named_before_training(in_workspace, tmp_path, capsys, split
     assert rc == 2 and "Traceback" not in err
     assert re.search(message, err), err
     assert not _results_lines(in_workspace)
+    assert not (tmp_path / "data" / "tiny_csv").exists()
 
 
 def test_typo_in_dataset_config_entry_is_warned(in_workspace, tmp_path, capsys):

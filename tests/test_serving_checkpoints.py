@@ -97,3 +97,41 @@ def test_checkpoints_with_the_former_residual_name_load(feature_map, tmp_path):
     renamed = {k.replace("W_res.weight", "residual.weight"): v for k, v in attention.state_dict().items()}
     assert any(k.endswith("residual.weight") for k in renamed)
     attention.load_state_dict(renamed)                               # strict: every key found
+
+
+def _bad_checkpoints(model, folder):
+    """Checkpoint files a user can end up with: empty, cut short, random bytes, another
+    model's shapes, a file that holds something else than a state dict."""
+    good = folder / "good.model"
+    torch.save(model.state_dict(), good)
+    data = good.read_bytes()
+    files = {"empty": b"", "truncated": data[:len(data) // 2],
+             "random": torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
+                                     dtype=torch.uint8).numpy().tobytes()}
+    paths = {}
+    for name, content in files.items():
+        paths[name] = folder / f"{name}.model"
+        paths[name].write_bytes(content)
+    wrong = dict(model.state_dict())
+    name = next(iter(wrong))
+    wrong[name] = torch.zeros(*(s + 1 for s in wrong[name].shape))
+    paths["wrong_shape"] = folder / "wrong_shape.model"
+    torch.save(wrong, paths["wrong_shape"])
+    paths["not_a_state_dict"] = folder / "list.model"
+    torch.save([1, 2, 3], paths["not_a_state_dict"])
+    return paths
+
+
+BAD_CHECKPOINT_MESSAGES = {"empty": "is empty", "truncated": "is truncated",
+                           "random": "not a checkpoint written by torch.save", "wrong_shape": "size mismatch",
+                           "not_a_state_dict": "not a state dict"}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CHECKPOINT_MESSAGES))
+def test_a_bad_checkpoint_is_named(feature_map, tmp_path, case):
+    from fuxictr_ext.training import CheckpointError
+    model = zoo_autoint(feature_map, tmp_path)
+    path = _bad_checkpoints(model, tmp_path)[case]
+    with pytest.raises(CheckpointError, match=BAD_CHECKPOINT_MESSAGES[case]) as err:
+        model.load_weights(str(path))
+    assert str(path) in str(err.value)

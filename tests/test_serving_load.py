@@ -91,6 +91,19 @@ def test_command_prints_one_line_of_scores_per_request(trained, scorers, zoo_wor
         load_scorer(trained["config"], "DLRM_demo_reqest")
 
 
+@pytest.mark.parametrize("case", ["empty", "truncated", "random", "wrong_shape"])
+def test_command_names_a_bad_checkpoint(trained, scorers, zoo_workspace, tmp_path, capsys, monkeypatch, case):
+    from test_serving_checkpoints import BAD_CHECKPOINT_MESSAGES, _bad_checkpoints
+    monkeypatch.chdir(zoo_workspace)
+    checkpoint = _bad_checkpoints(scorers["vanilla"].model, tmp_path)[case]
+    requests = tmp_path / "requests.json"
+    requests.write_text("[]")
+    assert main(["--config", trained["config"], "--expid", EXPID, "--checkpoint", str(checkpoint),
+                 "--requests", str(requests)]) == 2
+    err = capsys.readouterr().err
+    assert str(checkpoint) in err and BAD_CHECKPOINT_MESSAGES[case] in err and "Traceback" not in err
+
+
 def test_unknown_values_get_the_oov_id(scorers):
     encoder = scorers["rank_aware"].encoder
     context = {c: "never-seen" for c in encoder.context_columns}

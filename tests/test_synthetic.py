@@ -16,9 +16,10 @@ from fuxictr.metrics import evaluate_metrics, gAUC
 from sklearn.metrics import roc_auc_score
 
 from data_prep import synthetic as synthetic_cli
-from fuxictr_ext.data.synthetic import (SCHEMAS, DiscriminatingSchema, PlantedModel, criteo_schema, generate,
-                                        group_auc, write)
+from fuxictr_ext.data.synthetic import (PLANTED_TEST_FILE, SCHEMAS, DiscriminatingSchema, PlantedModel, criteo_schema,
+                                        generate, group_auc, write)
 from fuxictr_ext.data import TensorDataLoader, build_dataset
+from fuxictr_ext.data.build import DIGEST_KEY, content_digest
 from fuxictr_ext.testing import unit_model_kwargs
 from model_zoo.DNN.DNN import DNN
 
@@ -65,7 +66,10 @@ def test_written_files_have_the_configured_columns(tmp_path, dataset_id):
         assert _raw_columns(dataset_id) <= set(frame.columns)
         assert set(frame[spec["label_col"]["name"]].unique()) <= {0, 1}
     with open(tmp_path / "raw" / "planted.json") as fd:
-        assert json.load(fd) == report
+        planted = json.load(fd)
+    test_file = str(tmp_path / "raw" / "test.parquet")
+    assert planted.pop(PLANTED_TEST_FILE) == {"name": "test.parquet", DIGEST_KEY: content_digest(test_file)}
+    assert planted == report
     assert {"ceiling_test_AUC", "ceiling_test_logloss", "first_order_part_test_AUC", "planted"} <= set(report)
 
 
@@ -246,6 +250,40 @@ def test_write_replaces_the_folder_atomically_and_rejects_bad_arguments(tmp_path
     with pytest.raises(ValueError, match="at least 10 rows"):
         write("criteo", 5, str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
+
+
+def _dead_pid():
+    """The id of a process that has exited."""
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_work_folders_of_dead_generators_are_removed(tmp_path):
+    """``<out>.tmp-<pid>`` folders of a generator that was killed are removed by the next
+    generation into ``<out>``; a living process's folder is left alone."""
+    out = tmp_path / "raw"
+    dead = tmp_path / f"raw.tmp-{_dead_pid()}"
+    alive = tmp_path / f"raw.tmp-{os.getppid()}"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "train.parquet").write_bytes(b"partial")
+    write("criteo", 100, str(out), seed=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["raw", alive.name])
+
+
+def test_failed_generation_leaves_no_work_folder(tmp_path, monkeypatch):
+    from fuxictr_ext.data import synthetic
+
+    def failing(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(synthetic, "_report", failing)
+    with pytest.raises(OSError, match="No space left"):
+        write("criteo", 100, str(tmp_path / "raw"), seed=1)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_command_line_prints_the_ceiling(tmp_path, capsys):

@@ -8,7 +8,7 @@ Two pieces FuxiCTR users can take separately:
   into place only when every file is written. An interrupted build leaves no
   folder that a later run would trust. The built folder records what it was
   made from (``build_record.json``: the dataset config's build keys, the raw
-  files' sizes and modification times); a build that no longer matches its
+  files' sizes and content digests); a build that no longer matches its
   config or raw files is rebuilt, as is any build when ``rebuild_dataset:
   true``. Builds of one dataset id are serialised by a lock file, and every
   raw split's labels and numeric columns are checked before anything is
@@ -23,14 +23,17 @@ Two pieces FuxiCTR users can take separately:
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import glob
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-from typing import Dict, Iterator, List, Optional, Tuple
+import threading
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import polars as pl
@@ -42,7 +45,7 @@ from ..config import ZooError
 
 SPLITS = ("train", "valid", "test")
 BUILD_RECORD = "build_record.json"
-BUILD_RECORD_VERSION = 1
+BUILD_RECORD_VERSION = 2  # 1: raw files compared by size and modification time; 2: by content
 # Dataset config keys that change what a build contains (group_id does not: FeatureMap.load
 # takes it from the run's params, and model configs set it per experiment).
 BUILD_KEYS = ("data_format", "sep", "feature_cols", "label_col", "min_categr_count", "num_buckets",
@@ -143,39 +146,100 @@ def _expected_columns(params: dict) -> Tuple[List[str], List[str]]:
     return feature_names, [lab["name"] for lab in labels]
 
 
-def validate_raw_split(path: str, params: dict, data_format: str) -> int:
-    """Check one raw split file: present, non-empty, every configured column there,
-    a numeric binary-compatible label. Returns its row count; raises DataError."""
+def validate_raw_split(path: str, params: dict, data_format: str, split: str = "train",
+                       stored_as: Optional[Dict[str, tuple]] = None) -> int:
+    """Check one raw split: present, non-empty, every configured column there once and
+    stored as its config declares, labels 0 or 1 (binary task) with both classes in a
+    validation or test split (the metrics need both), numeric features finite.
+
+    Args:
+        path: the split's ``<split>_data`` (a file, a folder or a pattern).
+        params: the dataset config.
+        data_format: ``csv`` or ``parquet``.
+        split: ``train``, ``valid`` or ``test``.
+        stored_as: parquet column types seen in earlier splits (column -> (type, kind, file));
+            pass one dict to the calls of one dataset, so that a column stored as text in
+            one split and as numbers in another is refused (tokens are the values' text).
+
+    Returns the split's row count; raises DataError naming the file, column and value.
+    """
     files = resolve_files(path, data_format)
     features, labels = _expected_columns(params)
-    rows = 0
+    binary = params.get("task", "binary_classification") == "binary_classification"
+    stored_as = {} if stored_as is None else stored_as
+    rows, positives = 0, dict.fromkeys(labels, 0)
     for f in files:
         try:
             if data_format == "parquet":
                 schema = pq.read_schema(f)
                 columns = schema.names
                 n = pq.ParquetFile(f).metadata.num_rows
-                label_types = {lab: schema.field(lab).type for lab in labels if lab in columns}
-                non_numeric = [lab for lab, t in label_types.items()
-                               if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t))]
             else:
+                with open(f, newline="") as handle:
+                    columns = next(csv.reader(handle, delimiter=params.get("sep", ",")), [])
                 head = pl.read_csv(f, separator=params.get("sep", ","), n_rows=1000, infer_schema_length=1000)
-                columns = head.columns
                 n = 0 if head.height == 0 else sum(1 for _ in open(f, "rb")) - 1
-                non_numeric = [lab for lab in labels if lab in columns and not head[lab].dtype.is_numeric()]
-        except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as err:
+        except (pl.exceptions.PolarsError, pa.ArrowException, OSError, csv.Error, UnicodeDecodeError) as err:
             raise DataError(f"{f}: cannot be read as {data_format}: {err}") from err
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise DataError(f"{f}: column name(s) {repeated} appear more than once in its header; "
+                            "rename or drop the repeated columns")
         missing = [c for c in features + labels if c not in columns]
         if missing:
             raise DataError(f"{f}: missing column(s) {missing}; the dataset config expects "
                             f"{len(features)} features and label(s) {labels}")
         if n == 0:
             raise DataError(f"{f}: the file has no rows")
-        if non_numeric:
-            raise DataError(f"{f}: label column(s) {non_numeric} are not numeric")
-        _check_values(f, params, data_format, labels, [c for c in _numeric_columns(params) if c in columns])
+        if data_format == "parquet":
+            _check_stored_types(f, schema, params, stored_as)
+        elif not all(head[lab].dtype.is_numeric() for lab in labels):
+            raise DataError(f"{f}: label column(s) {[lab for lab in labels if not head[lab].dtype.is_numeric()]} "
+                            "are not numeric")
+        counts = _check_values(f, params, data_format, labels, [c for c in _numeric_columns(params) if c in columns])
+        positives = {lab: positives[lab] + counts.get(lab, 0) for lab in labels}
         rows += n
+    if binary and split in ("valid", "test"):
+        for label, count in positives.items():
+            if count in (0, rows):
+                raise DataError(f"{path}: label column {label!r} is {int(count == rows)} on all {rows} rows; the "
+                                f"{'validation' if split == 'valid' else 'test'} split needs both classes "
+                                "(AUC and logloss are undefined on one)")
     return rows
+
+
+def _stored_kind(arrow_type: pa.DataType) -> str:
+    """How a parquet column's values reach FuxiCTR: numbers, text or nulls (else the type's name)."""
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type) \
+            or pa.types.is_decimal(arrow_type):
+        return "number"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_string_view(arrow_type):
+        return "text"
+    if pa.types.is_null(arrow_type):
+        return "null"
+    return str(arrow_type)
+
+
+def _check_stored_types(path: str, schema: pa.Schema, params: dict, stored_as: Dict[str, tuple]) -> None:
+    """Numeric features and labels stored as numbers; every other configured column stored
+    as in the splits checked before (``stored_as``: column -> (arrow type, kind, file), updated here)."""
+    features, labels = _expected_columns(params)
+    numeric = set(_numeric_columns(params)) | set(labels)
+    declared = {name: col.get("dtype") for col in params.get("feature_cols", [])
+                for name in (col["name"] if isinstance(col["name"], list) else [col["name"]])}
+    for name in features + labels:
+        arrow_type = schema.field(name).type
+        kind = _stored_kind(arrow_type)
+        if name in numeric and kind not in ("number", "null"):
+            what = "a label" if name in labels else f"numeric (dtype: {declared.get(name)})"
+            raise DataError(f"{path}: column {name!r} is stored as {arrow_type}, but the dataset config "
+                            f"declares it {what}; store it as numbers")
+        if kind == "null":
+            continue
+        first = stored_as.setdefault(name, (str(arrow_type), kind, path))
+        if first[1] != kind:
+            raise DataError(f"{path}: column {name!r} is stored as {arrow_type}, but as {first[0]} in "
+                            f"{first[2]}; store it as one type in every split")
 
 
 def _numeric_columns(params: dict) -> List[str]:
@@ -190,11 +254,12 @@ def _describe(values: list) -> str:
     return ", ".join("empty" if v is None else "NaN" if v != v else repr(v) for v in values)
 
 
-def _check_values(path: str, params: dict, data_format: str, labels: List[str], numeric: List[str]) -> None:
+def _check_values(path: str, params: dict, data_format: str, labels: List[str],
+                  numeric: List[str]) -> Dict[str, int]:
     """One pass over the label and numeric columns of ``path``: binary labels (for
     ``task: binary_classification``) must be 0 or 1 on every row - no empty, NaN or
     other value, which FuxiCTR would silently turn into 0 or score as 1 - and numeric
-    features must be finite."""
+    features must be finite. Returns the count of 1s of every binary label."""
     columns = labels + numeric
     if data_format == "csv":
         frame = pl.scan_csv(path, separator=params.get("sep", ","), infer_schema=False,
@@ -206,11 +271,11 @@ def _check_values(path: str, params: dict, data_format: str, labels: List[str], 
     for label in labels if binary else []:
         value = pl.col(label).cast(pl.Float64)
         bad = (value.is_null() | value.is_nan() | ~value.is_in([0.0, 1.0])).fill_null(True)
-        exprs += [bad.sum().alias(f"bad:{label}"),
+        exprs += [bad.sum().alias(f"bad:{label}"), (value == 1.0).sum().alias(f"ones:{label}"),
                   value.filter(bad).unique(maintain_order=True).head(5).implode().alias(f"found:{label}")]
     exprs += [pl.col(c).cast(pl.Float64).is_infinite().sum().alias(f"inf:{c}") for c in numeric]
     if not exprs:
-        return
+        return {}
     try:
         stats = frame.select(pl.len().alias("rows"), *exprs).collect().row(0, named=True)
     except pl.exceptions.PolarsError as err:
@@ -223,6 +288,7 @@ def _check_values(path: str, params: dict, data_format: str, labels: List[str], 
     infinite = {c: stats[f"inf:{c}"] for c in numeric if stats[f"inf:{c}"]}
     if infinite:
         raise DataError(f"{path}: numeric column(s) hold infinite values (column: rows) {infinite}")
+    return {label: int(stats[f"ones:{label}"]) for label in (labels if binary else [])}
 
 
 def processed_paths(params: dict) -> Dict[str, Optional[str]]:
@@ -231,9 +297,40 @@ def processed_paths(params: dict) -> Dict[str, Optional[str]]:
             for split in SPLITS}
 
 
+def content_digest(path: str) -> str:
+    """The SHA-256 digest (hex) of the bytes of ``path``: the raw files' fingerprint in a build record.
+
+    Any change of content changes it, whatever the file's size and modification time say
+    (``touch -r``, ``cp -p``, ``rsync -a`` and unpacking an archive restore the time).
+    Parquet footers' row-group statistics are cheaper to read but miss a label flip inside a
+    row group that holds both classes. SHA-256 rather than BLAKE2b: faster where the CPU has
+    SHA instructions, as measured in data_prep/README.md (benchmarks/raw_fingerprint.py).
+    """
+    return file_digest(path, hashlib.sha256)
+
+
+DIGEST_KEY = "sha256"  # the name of content_digest's value in build records and planted.json
+
+
+def file_digest(path: str, new_digest: Callable[[], "hashlib._Hash"], chunk_bytes: int = 1 << 20) -> str:
+    """``new_digest()`` (a hashlib-like object) updated with the bytes of ``path``, read
+    ``chunk_bytes`` at a time; returns its hex digest."""
+    digest = new_digest()
+    buffer = bytearray(chunk_bytes)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            n = handle.readinto(buffer)
+            if not n:
+                break
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
 def build_record(params: dict) -> dict:
     """What a build of ``params`` is made from: the dataset config's build keys and,
-    for every raw split file present, its absolute path, size and modification time."""
+    for every raw split file present, its absolute path, size and content digest
+    (:func:`content_digest`)."""
     data_format = params.get("data_format", "csv")
     raw_files: Dict[str, List[dict]] = {}
     for split in SPLITS:
@@ -245,17 +342,28 @@ def build_record(params: dict) -> dict:
         except DataError:
             continue
         raw_files[split] = [{"path": os.path.abspath(f), "bytes": os.stat(f).st_size,
-                             "mtime_ns": os.stat(f).st_mtime_ns} for f in files]
+                             DIGEST_KEY: content_digest(f)} for f in files]
     config = json.loads(json.dumps({k: params.get(k) for k in BUILD_KEYS}, default=str))
     return {"version": BUILD_RECORD_VERSION, "config": config, "raw_files": raw_files}
 
 
-def stale_reason(params: dict) -> Optional[str]:
+def read_build_record(params: dict) -> Optional[dict]:
+    """The build record of the processed folder of ``params`` (None: missing or unreadable)."""
+    try:
+        with open(os.path.join(params["data_root"], params["dataset_id"], BUILD_RECORD)) as fd:
+            record = json.load(fd)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def stale_reason(params: dict, now: Optional[dict] = None) -> Optional[str]:
     """Why the processed folder of ``params`` cannot be used as it is (None: it can).
 
     A build is usable when feature_map.json and every configured split are there and
-    its build record matches the config and the raw files. A raw split whose files
-    are gone is not compared (a build outlives the raw files it was made from).
+    its build record matches the config and the raw files (``now``: their
+    :func:`build_record`, computed when not given). A raw split whose files are gone is
+    not compared (a build outlives the raw files it was made from).
     """
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
     wanted = [p for p in processed_paths(params).values() if p]
@@ -269,14 +377,15 @@ def stale_reason(params: dict) -> Optional[str]:
     if unreadable:
         return unreadable
     record_path = os.path.join(data_dir, BUILD_RECORD)
-    try:
-        with open(record_path) as fd:
-            built = json.load(fd)
-    except FileNotFoundError:
+    if not os.path.isfile(record_path):
         return f"it has no {BUILD_RECORD} (built by an older version)"
-    except (OSError, ValueError) as err:
-        return f"{record_path} is unreadable ({err})"
-    now = build_record(params)
+    built = read_build_record(params)
+    if built is None:
+        return f"{record_path} is unreadable"
+    now = build_record(params) if now is None else now
+    if built.get("version") == 1:
+        return ("its build record (version 1) compared raw files by size and modification time; "
+                "builds are now keyed by the raw files' content, so it is rebuilt once")
     if built.get("version") != now["version"]:
         return f"built with build record version {built.get('version')}, now {now['version']}"
     changed = [k for k in BUILD_KEYS if built["config"].get(k) != now["config"].get(k)]
@@ -374,22 +483,32 @@ def remove_orphaned_work_folders(data_root: str, dataset_id: str) -> List[str]:
     return removed
 
 
+_HELD_LOCKS = threading.local()  # the lock files this thread holds (build_lock is re-entrant)
+
+
 @contextlib.contextmanager
 def build_lock(data_root: str, dataset_id: str) -> Iterator[None]:
-    """Hold ``<data_root>/.<dataset_id>.lock`` exclusively (fcntl.flock): one build or
-    build check of a dataset id at a time, across processes on this machine (and on
-    file systems where flock works across machines)."""
+    """Hold ``<data_root>/.<dataset_id>.lock`` exclusively (fcntl.flock): one generation,
+    build or build check of a dataset id at a time, across processes on this machine (and
+    on file systems where flock works across machines). Re-entrant within a thread, so
+    that a caller can hold it around the raw data's generation and the build together."""
     os.makedirs(data_root, exist_ok=True)
-    path = os.path.join(data_root, f".{dataset_id}.lock")
+    path = os.path.abspath(os.path.join(data_root, f".{dataset_id}.lock"))
+    held = _HELD_LOCKS.__dict__.setdefault("paths", set())
+    if path in held:
+        yield
+        return
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             logging.info(f"Waiting for another process's build of {dataset_id} ({path})")
             fcntl.flock(handle, fcntl.LOCK_EX)
+        held.add(path)
         try:
             yield
         finally:
+            held.discard(path)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -410,27 +529,29 @@ def build_dataset(params: dict) -> Dict[str, Optional[str]]:
     final_dir = os.path.join(params["data_root"], params["dataset_id"])
     with build_lock(params["data_root"], params["dataset_id"]):
         remove_orphaned_work_folders(params["data_root"], params["dataset_id"])
-        reason = "rebuild_dataset is true" if params.get("rebuild_dataset") is True else stale_reason(params)
+        record = build_record(params)
+        reason = ("rebuild_dataset is true" if params.get("rebuild_dataset") is True
+                  else stale_reason(params, record))
         if reason is None:
             logging.info(f"Processed dataset found: {final_dir}")
             return paths
         if os.path.isdir(final_dir):
             logging.warning(f"Rebuilding {final_dir}: {reason}")
-        _build(params, final_dir)
+        _build(params, final_dir, record)
     logging.info(f"Processed dataset written to {final_dir}")
     return paths
 
 
-def _build(params: dict, final_dir: str) -> None:
+def _build(params: dict, final_dir: str, record: dict) -> None:
     data_format = params.get("data_format", "csv")
+    stored_as: Dict[str, tuple] = {}
     for split in SPLITS:
         raw = params.get(f"{split}_data")
         if split == "train" and not raw:
             raise DataError(f"dataset {params['dataset_id']!r} has no train_data in its config")
         if raw:
-            validate_raw_split(raw, params, data_format)
+            validate_raw_split(raw, params, data_format, split, stored_as)
 
-    record = build_record(params)
     tmp_root = os.path.join(params["data_root"], f".building-{params['dataset_id']}-{os.getpid()}")
     old_dir = os.path.join(params["data_root"], f".replaced-{params['dataset_id']}-{os.getpid()}")
     try:

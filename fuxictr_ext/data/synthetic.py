@@ -43,7 +43,9 @@ import argparse
 import datetime
 import functools
 import json
+import logging
 import os
+import re
 import shutil
 import zlib
 from dataclasses import dataclass, field
@@ -55,6 +57,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 from sklearn.metrics import log_loss, roc_auc_score
+
+from .build import DIGEST_KEY, content_digest, pid_alive
 
 BLOCK_ROWS = 1_000_000  # rows a streamed schema draws at a time (part of what its output is)
 
@@ -791,14 +795,69 @@ class _SplitWriters:
             handle.close()
 
 
+PLANTED_TEST_FILE = "test_file"  # planted.json's record of the test split its ceiling was computed on
+
+
+def planted_report(raw_dir: str, built_test_files: Optional[List[dict]]) -> Optional[dict]:
+    """The planted-model report (``<raw_dir>/planted.json``) if it describes the test split
+    that was built, else None with a warning saying why: its ceiling is the planted model's
+    AUC on the labels that were drawn, and means nothing on labels changed since.
+
+    Args:
+        raw_dir: the folder :func:`write` wrote.
+        built_test_files: the build record's entries of the raw test split
+            (``[{"path", "bytes", "sha256"}]``), None when unknown.
+    """
+    path = os.path.join(raw_dir, "planted.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as fd:
+            report = json.load(fd)
+    except (OSError, ValueError) as err:
+        logging.warning(f"{path} is unreadable ({err}); the planted-model ceiling is not reported")
+        return None
+    planted = report.get(PLANTED_TEST_FILE) if isinstance(report, dict) else None
+    if not planted:
+        logging.warning(f"{path} does not record which test file it was computed on (written by an older "
+                        f"version); the planted-model ceiling is not reported. Delete {raw_dir} to generate "
+                        "the data again")
+        return None
+    built = [(os.path.basename(f["path"]), f.get(DIGEST_KEY)) for f in built_test_files or []]
+    if built != [(planted.get("name"), planted.get(DIGEST_KEY))]:
+        logging.warning(f"{path} does not describe the current test split (its file changed since it was "
+                        "generated); the planted-model ceiling is not reported")
+        return None
+    return report
+
+
+def remove_dead_work_folders(out_dir: str) -> List[str]:
+    """Delete ``<out_dir>.tmp-<pid>`` / ``<out_dir>.replaced-<pid>`` folders whose generator
+    process is gone (killed before it could clean up). Returns the removed paths."""
+    parent, name = os.path.split(os.path.abspath(out_dir))
+    pattern = re.compile(rf"^{re.escape(name)}\.(tmp|replaced)-(\d+)$")
+    removed = []
+    for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        match = pattern.match(entry)
+        if match and not pid_alive(int(match.group(2))):
+            path = os.path.join(parent, entry)
+            logging.warning(f"Removing {path}, left by a synthetic data generation that did not finish")
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_format: str = "parquet",
           block_rows: int = BLOCK_ROWS) -> dict:
-    """Generate and write ``{train,valid,test}.<format>`` and ``planted.json`` to ``out_dir``.
+    """Generate and write ``{train,valid,test}.<format>`` and ``planted.json`` (the report,
+    plus the test file's digest under ``PLANTED_TEST_FILE``) to ``out_dir``; returns the report.
 
     Streamed schemas (``criteo``) are written block by block (:func:`stream`), so the
     memory holds one block of ``block_rows`` rows whatever ``rows`` is; the others are
-    drawn at once. Files are written to a temporary sibling folder that replaces
-    ``out_dir`` only when complete, so an interrupted run leaves no partial data behind.
+    drawn at once. Files are written to a temporary sibling folder (``<out_dir>.tmp-<pid>``,
+    removed if anything fails) that replaces ``out_dir`` only when complete, so an
+    interrupted run leaves no partial data behind; the work folders of generators that
+    were killed are removed first.
     """
     if schema_name not in SCHEMAS:
         raise ValueError(f"schema={schema_name!r}; choose one of {sorted(SCHEMAS)}")
@@ -807,7 +866,9 @@ def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_form
     schema = SCHEMAS[schema_name]()
     _check_rows(rows)
     out_dir = os.path.abspath(out_dir)
+    remove_dead_work_folders(out_dir)
     tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
+    old_dir = f"{out_dir}.replaced-{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
     try:
@@ -825,13 +886,16 @@ def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_form
                         frame.to_csv(path, index=False)
         finally:
             writers.close()
+        test_file = f"test.{data_format}"
+        test_digest = {"name": test_file, DIGEST_KEY: content_digest(os.path.join(tmp_dir, test_file))}
         with open(os.path.join(tmp_dir, "planted.json"), "w") as fd:
-            json.dump(report, fd, indent=2)
+            json.dump({**report, PLANTED_TEST_FILE: test_digest}, fd, indent=2)
         if os.path.isdir(out_dir):
-            shutil.rmtree(out_dir)
+            os.replace(out_dir, old_dir)
         os.replace(tmp_dir, out_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(old_dir, ignore_errors=True)
     return report
 
 

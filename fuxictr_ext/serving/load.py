@@ -27,7 +27,7 @@ import torch
 
 from ..data import load_feature_map
 from ..registry import get_model_class
-from ..config import ConfigError, load_params
+from ..config import ConfigError, ZooError, load_params
 from .encoding import RawFeatureEncoder, RequestError, load_feature_processor
 from .scorers import PATHS, Scorer, cast_model
 
@@ -49,6 +49,8 @@ def load_model(config_dir: str, expid: str, checkpoint: Optional[str] = None, gp
     Raises:
         ConfigError: an unknown experiment id or dataset id.
         FileNotFoundError: the processed dataset or the checkpoint is missing.
+        CheckpointError: the checkpoint is empty, truncated, not a checkpoint or made for another model
+            (:func:`fuxictr_ext.training.load_weights`).
     """
     params, _ = load_params(config_dir, expid)
     model_cls = get_model_class(params["model"]) if "model" in params else None
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
             requests = json.load(fd)
         for scores in scorer.score(requests):
             print(json.dumps(scores))
-    except (ConfigError, RequestError, FileNotFoundError, json.JSONDecodeError) as err:
+    except (ZooError, FileNotFoundError, json.JSONDecodeError) as err:  # ConfigError, RequestError, CheckpointError
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -10,9 +10,9 @@ Example:
 """
 
 from .callbacks import Callback, DivergenceCheck, TrainingDiverged
-from .checkpoint import load_weights, save_weights
+from .checkpoint import CheckpointError, load_weights, read_checkpoint, save_weights
 from .resume import ResumeState
 from .trainer import Trainer, TrainingConfig, TrainState
 
-__all__ = ["Callback", "DivergenceCheck", "ResumeState", "Trainer", "TrainingConfig", "TrainState",
-           "TrainingDiverged", "load_weights", "save_weights"]
+__all__ = ["Callback", "CheckpointError", "DivergenceCheck", "ResumeState", "Trainer", "TrainingConfig", "TrainState",
+           "TrainingDiverged", "load_weights", "read_checkpoint", "save_weights"]

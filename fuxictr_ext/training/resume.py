@@ -20,6 +20,7 @@ import torch
 from .. import distributed as zoo_dist
 from ..atomic import torch_save_atomic
 from .callbacks import Callback
+from .checkpoint import read_checkpoint
 
 
 def rng_state(device: torch.device) -> dict:
@@ -79,7 +80,7 @@ class ResumeState(Callback):
         if not os.path.isfile(self.path):
             return
         model = trainer.model
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        state = read_checkpoint(self.path, weights_only=False)
         reason = self._foreign(state, model)
         if reason is not None or zoo_dist.restart_count() == 0:
             logging.warning(f"Not resuming from {self.path}: "
