@@ -71,7 +71,9 @@ def _test_line(process):
 
 
 def test_two_concurrent_runs_each_report_their_own_result(in_workspace):
-    settings = (["epochs=1"], ["epochs=1", "learning_rate=1.0e-4"])
+    """Run A barely moves (learning rate 1e-12): its best is epoch 1 and it restores it after
+    epoch 3; run B (learning rate 1e-3) writes better checkpoints meanwhile."""
+    settings = (["epochs=3", "early_stop_patience=5", "learning_rate=1.0e-12"], ["epochs=3", "early_stop_patience=5"])
     solo = [_test_line(_zoo_run(in_workspace, overrides)) for overrides in settings]
     assert solo[0] != solo[1]
     processes = [_zoo_run(in_workspace, overrides) for overrides in settings]
