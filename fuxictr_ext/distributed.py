@@ -39,11 +39,13 @@ from typing import Callable, List
 import torch
 import torch.distributed as dist
 
+from .config import ZooError
+
 ENV_KEYS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 BUILD_WAIT_S = 7 * 24 * 3600.0  # how long the other ranks wait for rank 0's dataset build
 
 
-class DistributedSetupError(ValueError):
+class DistributedSetupError(ZooError):
     """A distributed setting that cannot work on this machine; names the setting."""
 
 
@@ -154,7 +156,7 @@ def wait_for_main(context: DistContext, work: Callable[[], None], timeout_s: flo
     The wait is a broadcast in a gloo group of its own whose timeout is ``timeout_s``
     (not the job's ``dist_timeout_s``, which is for collectives that should be
     quick). Rank 0's error is raised on every rank - as itself when it is a
-    ValueError (the family of the zoo's clear errors: DataError, ConfigError), else
+    ValueError (the family of the zoo's clear errors, :class:`~fuxictr_ext.config.ZooError`), else
     as a RuntimeError quoting it - so all ranks stop with its message.
     """
     group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))

@@ -20,8 +20,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..config import ZooError
 
-class TrainingDiverged(ValueError):
+
+class TrainingDiverged(ZooError):
     """Training that left the range where its results mean anything (non-finite loss or
     predictions, or one prediction for every validation row); names learning_rate."""
 

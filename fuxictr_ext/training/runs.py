@@ -30,12 +30,14 @@ from typing import List, Optional
 
 from .. import distributed as zoo_dist
 from ..atomic import write_text_atomic
+from ..config import ZooError
 
 COMPLETED = "completed.json"
 
 
-class RunNotFound(FileNotFoundError):
-    """No completed run to load: none was trained, or the only ones are partial (named)."""
+class RunNotFound(ZooError, FileNotFoundError):
+    """No completed run to load: none was trained, or the only ones are partial (named). A zoo
+    user error (one line, exit status 2) and a FileNotFoundError (what a missing checkpoint is)."""
 
 
 def new_run_id(context: Optional[zoo_dist.DistContext] = None) -> str:
