@@ -256,3 +256,11 @@ def test_fit_ends_with_its_own_best_weights_whatever_the_file_holds(feature_map,
     best_epoch = max(i for i, best in enumerate(seen.best) if best)
     for name, value in seen.weights[best_epoch].items():
         assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_a_fit_without_validation_is_a_config_error(feature_map, tmp_path):
+    from fuxictr_ext.config import ConfigError
+    train, valid = _data(feature_map, batches=2)
+    trainer = Trainer(_dnn(feature_map, tmp_path), TrainingConfig(epochs=1, eval_steps=5, verbose=0))
+    with pytest.raises(ConfigError, match="eval_steps=5: no validation ran in this fit's 2 training steps"):
+        trainer.fit(train, valid)

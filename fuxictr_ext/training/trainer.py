@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import distributed as zoo_dist
+from ..config import ConfigError
 from .callbacks import DivergenceCheck
 from ..atomic import torch_save_atomic
 from .resume import ResumeState
@@ -280,8 +281,8 @@ class Trainer:
         """Load the weights :meth:`keep_weights` kept last: this fit's own, from memory, whatever
         another process may have written to any file since."""
         if self.best_weights is None:
-            raise ValueError(f"no validation ran in this fit (eval_steps={self.config.eval_steps}, "
-                             f"{self.state.total_steps} training steps): there are no best weights to restore")
+            raise ConfigError(f"eval_steps={self.config.eval_steps}: no validation ran in this fit's "
+                              f"{self.state.total_steps} training steps, so it has no best weights to restore")
         logging.info(f"Load best model: {self.checkpoint}")
         self.model.load_state_dict(self.best_weights)
 
