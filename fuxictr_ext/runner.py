@@ -32,7 +32,8 @@ from .data import load_feature_map
 from .data.build import build_lock, read_build_record
 from .data.synthetic import planted_report, write as write_synthetic
 from .registry import get_model_class
-from .training import Trainer, TrainingConfig
+from .training import Trainer, TrainingConfig, TrainingDiverged
+from .training.runs import RunDir, new_run_id
 
 DATA_LOADERS = {"memory": TensorDataLoader, "mapped": MappedDataLoader, "fuxictr": None}
 
@@ -223,11 +224,18 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1,
     loaders = {"train": train_gen, "valid": valid_gen}
     if params.get("test_data"):
         loaders["test"] = make_loaders(feature_map, params, "test")
-    callbacks = build_spectrum_callbacks(params.get("spectrum_callbacks"), loaders, model.model_dir, expid)
-    trainer = Trainer(model, TrainingConfig.from_params(params), callbacks, context)
+    run = RunDir.of(params.get("model_root", "./checkpoints/"), params["dataset_id"], expid,
+                    params["config_fingerprint"], new_run_id(context))
+    callbacks = build_spectrum_callbacks(params.get("spectrum_callbacks"), loaders, run.path, expid)
+    trainer = Trainer(model, TrainingConfig.from_params(params), callbacks, context, checkpoint=run.checkpoint)
 
     start = time.time()
-    trainer.fit(train_gen, valid_gen)
+    try:
+        trainer.fit(train_gen, valid_gen)
+    except TrainingDiverged:
+        if is_main:
+            run.discard_checkpoint()
+        raise
     train_seconds = time.time() - start
 
     valid_result, test_result = evaluate_splits(trainer, loaders)
@@ -235,10 +243,12 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1,
         logging.info(f"Planted model (the ceiling) on the synthetic test split: "
                      f"AUC {ceiling['ceiling_test_AUC']:.6f} - logloss {ceiling['ceiling_test_logloss']:.6f}")
     result = {"expid": expid, "valid": valid_result, "test": test_result, "cost": cost,
-              "train_seconds": train_seconds, "ceiling": ceiling, "checkpoint": model.checkpoint,
+              "train_seconds": train_seconds, "ceiling": ceiling, "checkpoint": run.checkpoint,
               "world_size": 1 if context is None else context.world_size, "is_main": is_main}
     if is_main:
         append_results_line(config_dir, params, model_params, result)
+        run.complete({"expid": expid, "checkpoint": run.checkpoint, "finished_at": time.time(),
+                      "valid": valid_result, "test": test_result, "params": params})
         for line in summary_lines(result):
             logging.info(line)
     return result

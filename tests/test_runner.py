@@ -29,7 +29,8 @@ def test_dnn_demo_trains_evaluates_and_writes_results(in_workspace, capsys):
     assert "planted-model ceiling" in out
     lines = (in_workspace / "config.csv").read_text().strip().splitlines()
     assert "[exp_id] DNN_demo" in lines[-1] and "[test] logloss" in lines[-1] and "flops/sample" in lines[-1]
-    assert (in_workspace / "checkpoints" / "demo" / "DNN_demo.model").is_file()
+    runs = glob.glob(str(in_workspace / "checkpoints" / "demo" / "DNN_demo" / "*" / "completed.json"))
+    assert runs and all(os.path.isfile(os.path.join(os.path.dirname(run), "DNN_demo.model")) for run in runs)
 
 
 def test_same_seed_gives_same_result(in_workspace):

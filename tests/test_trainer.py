@@ -232,3 +232,35 @@ def test_stock_fit_uses_the_models_fuxictr_settings(feature_map, tmp_path):
     trainer.fit(*_data(feature_map, batches=3))
     assert events == [2, 4, 6]
     assert np.isfinite(trainer.state.best_metric)
+
+
+class OverwriteCheckpointFile(Callback):
+    """Another process writing the same path: the file holds other weights at the end of each epoch."""
+
+    def __init__(self, other_weights):
+        self.other_weights = other_weights
+
+    def on_epoch_end(self, trainer, epoch):
+        torch.save(self.other_weights, trainer.checkpoint)
+
+
+def test_fit_ends_with_its_own_best_weights_whatever_the_file_holds(feature_map, tmp_path):
+    other = _dnn(feature_map, tmp_path / "other", seed=5).state_dict()
+    model = _dnn(feature_map, tmp_path, learning_rate=0.05)
+    train, _ = _data(feature_map)
+    valid = [dict(batch, clk=1 - batch["clk"]) for batch in train]
+    seen = WeightsAtValidation()
+    trainer = Trainer(model, TrainingConfig(epochs=3, early_stop_patience=10, verbose=0),
+                      [seen, OverwriteCheckpointFile(other)])
+    trainer.fit(train, valid)
+    best_epoch = max(i for i, best in enumerate(seen.best) if best)
+    for name, value in seen.weights[best_epoch].items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_a_fit_without_validation_is_a_config_error(feature_map, tmp_path):
+    from fuxictr_ext.config import ConfigError
+    train, valid = _data(feature_map, batches=2)
+    trainer = Trainer(_dnn(feature_map, tmp_path), TrainingConfig(epochs=1, eval_steps=5, verbose=0))
+    with pytest.raises(ConfigError, match="eval_steps=5: no validation ran in this fit's 2 training steps"):
+        trainer.fit(train, valid)

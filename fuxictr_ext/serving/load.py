@@ -28,6 +28,7 @@ import torch
 from ..data import load_feature_map
 from ..registry import get_model_class
 from ..config import ConfigError, ZooError, load_params
+from ..training.runs import latest_completed_run
 from .encoding import RawFeatureEncoder, RequestError, load_feature_processor
 from .scorers import PATHS, Scorer, cast_model
 
@@ -41,18 +42,25 @@ def load_model(config_dir: str, expid: str, checkpoint: Optional[str] = None, gp
     Args:
         config_dir: the config folder ``run_expid.py`` trained with.
         expid: the experiment id.
-        checkpoint: the weights; default the checkpoint ``run_expid.py`` wrote
-            (``<model_root>/<dataset_id>/<expid>.model``).
+        checkpoint: the weights, built with the config's settings; default the checkpoint of
+            the newest completed run of ``expid`` (``<model_root>/<dataset_id>/<expid>/<run>/``,
+            :func:`fuxictr_ext.training.runs.latest_completed_run`), built with that run's
+            settings (overrides included).
         gpu: device index, -1 for CPU.
         dtype: cast the model (:func:`~fuxictr_ext.serving.scorers.cast_model`); default as trained.
 
     Raises:
         ConfigError: an unknown experiment id or dataset id.
-        FileNotFoundError: the processed dataset or the checkpoint is missing.
+        FileNotFoundError: the processed dataset or the checkpoint is missing;
+            :class:`~fuxictr_ext.training.runs.RunNotFound` (a FileNotFoundError) when no run
+            of ``expid`` completed (naming the partial runs' folders).
         CheckpointError: the checkpoint is empty, truncated, not a checkpoint or made for another model
             (:func:`fuxictr_ext.training.load_weights`).
     """
     params, _ = load_params(config_dir, expid)
+    if checkpoint is None:
+        run = latest_completed_run(params.get("model_root", "./checkpoints/"), params["dataset_id"], expid)
+        checkpoint, params = run.checkpoint, run.read_marker()["params"]
     model_cls = get_model_class(params["model"]) if "model" in params else None
     if model_cls is None:
         raise ConfigError(f"experiment {expid}: no `model:` key in its config")
@@ -65,7 +73,6 @@ def load_model(config_dir: str, expid: str, checkpoint: Optional[str] = None, gp
     params["gpu"] = gpu
     params["verbose"] = 0
     model = model_cls(feature_map, **params)
-    checkpoint = checkpoint or model.checkpoint
     if not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"checkpoint {checkpoint} not found (train with python run_expid.py --expid "
                                 f"{expid}, or pass the checkpoint's path)")
@@ -97,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fuxictr_ext.serving.load", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="./config/", help="the config folder the model was trained with")
     parser.add_argument("--expid", required=True, help="the experiment id")
-    parser.add_argument("--checkpoint", default=None, help="the weights (default: the one run_expid.py wrote)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="the weights (default: those of the newest completed run of --expid)")
     parser.add_argument("--path", choices=PATHS, default="rank_aware")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None)
     parser.add_argument("--gpu", type=int, default=-1)

@@ -4,7 +4,7 @@ A model names its monitored stages with ``x = self.tap("name", x)`` in
 ``forward`` (:class:`fuxictr_ext.base.ZooModel`). A callback runs
 ``model.collect_stages(batch)`` on a few batches of one split, measures every
 stage with the metrics of :mod:`fuxictr_ext.spectrum`, and writes, beside the
-checkpoint:
+checkpoint (in the run's folder, see :mod:`fuxictr_ext.training.runs`):
 
 * ``<run>.spectrum.csv`` - one row per (split, epoch, stage, metric) with
   columns ``run, split, epoch, stage, stage_index, metric, stack_batch, mean,
@@ -17,7 +17,7 @@ checkpoint:
 
 Every file is rewritten atomically after each recording. ``epoch`` is 1-based as
 in FuxiCTR's logs; the record taken at train end (after ``fit`` has reloaded the
-best checkpoint) has epoch ``"end"``.
+best weights) has epoch ``"end"``.
 
 YAML::
 

@@ -1,7 +1,8 @@
 """Training zoo models: :class:`Trainer` (fit, evaluation, early stopping, checkpoints,
 data parallelism), its settings (:class:`TrainingConfig`), the callback protocol
-(:mod:`.callbacks`: the divergence check, spectrum monitoring) and the resume state of
-data-parallel jobs (:mod:`.resume`).
+(:mod:`.callbacks`: the divergence check, spectrum monitoring), the resume state of
+data-parallel jobs (:mod:`.resume`) and the run folders that keep runs apart
+(:mod:`.runs`: checkpoint, resume state and completed-run marker of each run).
 
 Example:
     >>> trainer = Trainer(model, TrainingConfig.from_params(params))

@@ -1,8 +1,8 @@
 """The per-epoch resume state of data-parallel training: a worker that torchrun's agent
 restarts goes on from the job's last finished epoch, bit-exactly.
 
-After every epoch rank 0 writes ``<checkpoint>.resume`` (weights, optimizer, early-stop
-state and every rank's RNG state, tagged with the job's id, the config's fingerprint and
+After every epoch rank 0 writes ``<checkpoint>.resume`` (weights, the best weights so far,
+optimizer, early-stop state and every rank's RNG state, tagged with the job's id, the config's fingerprint and
 the world size); a restarted worker loads it, and a resume file of another job, another
 config or another world size is never loaded. The file is removed when the fit ends.
 """
@@ -87,6 +87,7 @@ class ResumeState(Callback):
                             f"{reason or 'this is the first attempt of this job'}; starting at epoch 1")
             return
         model.load_state_dict(state["model"])
+        trainer.best_weights = state["best_weights"]
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.state.best_metric = state["best_metric"]
         trainer.state.stopping_steps = state["stopping_steps"]
@@ -108,6 +109,7 @@ class ResumeState(Callback):
             return
         state = {"job_id": self.job_id, "config_fingerprint": self._fingerprint(model),
                  "world_size": self.context.world_size, "next_epoch": epoch + 1, "model": model.state_dict(),
+                 "best_weights": trainer.best_weights,
                  "optimizer": trainer.optimizer.state_dict(), "best_metric": float(trainer.state.best_metric),
                  "stopping_steps": trainer.state.stopping_steps, "total_steps": trainer.state.total_steps,
                  "rng": rng_states}

@@ -23,8 +23,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import distributed as zoo_dist
+from ..config import ConfigError
 from .callbacks import DivergenceCheck
-from .checkpoint import load_weights, save_weights
+from ..atomic import torch_save_atomic
 from .resume import ResumeState
 
 
@@ -98,8 +99,10 @@ class Trainer:
             ``DistributedDataParallel``, evaluation is gathered across ranks, rank 0 takes
             and broadcasts the checkpoint, early-stop and learning-rate decisions, and a
             per-epoch resume state is written (:mod:`fuxictr_ext.training.resume`).
-        checkpoint: where the best weights go; default ``model.checkpoint``
-            (``<model_root>/<dataset_id>/<model_id>.model``).
+        checkpoint: where the best weights are written; default ``model.checkpoint``
+            (``<model_root>/<dataset_id>/<model_id>.model``); the runner gives each run a
+            path of its own (:mod:`fuxictr_ext.training.runs`). The fit ends with the best
+            weights it kept in memory, not with what the file holds then.
 
     Example:
         >>> trainer = Trainer(model, TrainingConfig.from_params(params), callbacks=spectrum_callbacks)
@@ -123,6 +126,7 @@ class Trainer:
             self.forward_module = DistributedDataParallel(model, device_ids=[context.gpu] if context.gpu >= 0 else None)
             self.callbacks.append(ResumeState(context, self.resume_path, self.config.config_fingerprint))
         self.valid_loader: Optional[Iterable] = None
+        self.best_weights: Optional[Dict[str, torch.Tensor]] = None
         self._loss_part_sums: Dict[str, float] = {}
         self._loss_part_count = 0
 
@@ -191,6 +195,7 @@ class Trainer:
         """Train up to ``epochs`` epochs with early stopping, then restore the best weights."""
         self.valid_loader = valid_loader
         self.state = TrainState(best_metric=self._worst())
+        self.best_weights = None
         self._call("on_fit_start", train_loader)
         logging.info(f"Start training: {len(train_loader)} batches/epoch")
         for epoch in range(self.state.start_epoch, self.config.epochs):
@@ -223,7 +228,7 @@ class Trainer:
         """FuxiCTR's decision on the monitored value: a better one is kept (checkpoint), a
         worse one counts towards early stopping and (``reduce_lr_on_plateau``) divides the
         learning rate by 10. Distributed: rank 0 decides and every rank takes its decision."""
-        state = self.state
+        state, keep = self.state, False
         if self.is_main:
             value = self.monitor.get_value(logs)
             mode = self.config.monitor_mode
@@ -238,19 +243,22 @@ class Trainer:
                 state.best_metric = value
                 if self.config.save_best_only:
                     logging.info(f"Save best model: monitor({mode})={value:.6f}")
-                    save_weights(self.model, self.checkpoint)
+                    keep = True
             if state.stopping_steps >= self.config.early_stop_patience:
                 state.stop = True
                 logging.info(f"********* Epoch={state.epoch + 1} early stop *********")
             if not self.config.save_best_only:
-                save_weights(self.model, self.checkpoint)
+                keep = True
         if self.context is not None:
             decision = zoo_dist.broadcast_object({
-                "stop": state.stop, "best": state.best_metric, "steps": state.stopping_steps,
+                "stop": state.stop, "best": state.best_metric, "steps": state.stopping_steps, "keep": keep,
                 "lr": [group["lr"] for group in self.optimizer.param_groups]})
             state.stop, state.best_metric, state.stopping_steps = decision["stop"], decision["best"], decision["steps"]
+            keep = decision["keep"]
             for group, lr in zip(self.optimizer.param_groups, decision["lr"]):
                 group["lr"] = lr
+        if keep:
+            self.keep_weights()
 
     def decay_learning_rate(self, factor: float = 0.1, min_lr: float = 1e-6) -> float:
         """Multiply every parameter group's learning rate by ``factor``, not below ``min_lr``
@@ -261,10 +269,22 @@ class Trainer:
             group["lr"] = reduced
         return reduced
 
+    def keep_weights(self) -> None:
+        """Keep the model's current weights as this fit's result: a copy in memory on every
+        rank, and the checkpoint file (written atomically by rank 0)."""
+        self.best_weights = {name: value.detach().to("cpu", copy=True)
+                             for name, value in self.model.state_dict().items()}
+        if self.is_main:
+            torch_save_atomic(self.best_weights, self.checkpoint)
+
     def restore_best(self) -> None:
-        """Load the best weights this fit wrote."""
+        """Load the weights :meth:`keep_weights` kept last: this fit's own, from memory, whatever
+        another process may have written to any file since."""
+        if self.best_weights is None:
+            raise ConfigError(f"eval_steps={self.config.eval_steps}: no validation ran in this fit's "
+                              f"{self.state.total_steps} training steps, so it has no best weights to restore")
         logging.info(f"Load best model: {self.checkpoint}")
-        load_weights(self.model, self.checkpoint)
+        self.model.load_state_dict(self.best_weights)
 
     # -------------------------------------------------------------- evaluation
     @torch.no_grad()
