@@ -4,7 +4,7 @@
     python -m benchmarks.real_data                  # every model, seeds 2019 2020 2021, 1 thread
 
 Every model runs its ``<Model>_ml100k`` experiment id (``MODELS``: the ``_criteo``
-architecture with the dataset's embedding size 16 and batch size 4096, lr 1e-3, at most
+architecture with the dataset's embedding size 16 and batch size 1024, lr 1e-3, at most
 30 epochs, early-stop patience 2) through :func:`fuxictr_ext.runner.run_experiment`, one
 run at a time in this process, with only ``seed`` changed. Each finished run's record
 (:mod:`fuxictr_ext.results`: test metrics, epochs trained, train seconds, the settings'
@@ -183,7 +183,7 @@ def report_markdown(rows: Sequence[dict], command: str, split: Optional[Mapping]
                   + " / ".join(f"{split['positive_rate'][s]:.4f}" for s in ("train", "valid", "test")) + ".", ""]
     lines += ["Each model runs its `<Model>_ml100k` experiment id (config/model_config/: the `_criteo` "
               "architecture (`_avazu`'s for RankMixer and RankElastor, `_demo_request`'s for AutoInt: see the "
-              "comments there), embedding 16, batch 4096, Adam lr 1e-3, at most 30 epochs, early stop after 2 "
+              "comments there), embedding 16, batch 1024, Adam lr 1e-3, at most 30 epochs, early stop after 2 "
               "epochs without a better validation AUC, the best checkpoint restored) with only `seed` changed; "
               f"CPU, {threads} torch thread(s), torch {torch.__version__}, one run at a time.",
               "Test AUC and logloss: mean +- sample std (n - 1) over the seeds, (min - max). Epochs: trained "
@@ -248,8 +248,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if unknown:
         parser.error(f"--models / --rerun: unknown {unknown}; choose from {list(MODELS)}")
     torch.set_num_threads(args.threads)
-    command = "python -m benchmarks.real_data" + ("" if not (argv if argv is not None else sys.argv[1:]) else
-                                                  " " + shlex.join(argv if argv is not None else sys.argv[1:]))
+    given = [arg for arg in (sys.argv[1:] if argv is None else argv) if arg != "--report-only"]
+    command = " ".join(["python -m benchmarks.real_data", *([shlex.join(given)] if given else [])])
     record_path = os.path.join(args.out, NAME + ".jsonl")
     try:
         runs = plan(args.config, args.models, args.seeds)
