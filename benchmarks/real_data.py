@@ -19,8 +19,11 @@ recorded as failed and reported; the others go on.
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import logging
 import os
+import shutil
 import shlex
 import statistics
 import sys
@@ -30,8 +33,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence
 
+import polars as pl
 import torch
+import yaml
 
+from data_prep.movielens import SPLIT_FILE
+from data_prep.prepare import prepare
 from fuxictr_ext import results
 from fuxictr_ext.atomic import write_text_atomic
 from fuxictr_ext.config import config_fingerprint
@@ -55,6 +62,8 @@ MODELS: "OrderedDict[str, str]" = OrderedDict([
 ])
 HEADLINE = [name for name in MODELS if name != "RoBlock 2x"]  # the default; "RoBlock 2x" with --models
 SEEDS = (2019, 2020, 2021)
+TINY_ROWS = {"train": 3000, "valid": 500, "test": 500}
+TINY_OVERRIDES = {"epochs": 1}
 
 
 @dataclass(frozen=True)
@@ -67,14 +76,15 @@ class PlannedRun:
     fingerprint: str
 
 
-def plan(config_dir: str, models: Sequence[str], seeds: Sequence[int]) -> List[PlannedRun]:
+def plan(config_dir: str, models: Sequence[str], seeds: Sequence[int],
+         overrides: Optional[Mapping] = None) -> List[PlannedRun]:
     """Every (seed, model), the models alternating within each seed, with the settings
-    fingerprint the runner will compute for it (the merged params with ``seed``)."""
+    fingerprint the runner will compute for it (the merged params with ``overrides`` and ``seed``)."""
+    merged = {name: load_params(config_dir, MODELS[name])[0] for name in models}
     runs = []
     for seed in seeds:
         for name in models:
-            params, _ = load_params(config_dir, MODELS[name])
-            apply_overrides(params, {"seed": seed})
+            params = apply_overrides(copy.deepcopy(merged[name]), {**(overrides or {}), "seed": seed})
             runs.append(PlannedRun(name, MODELS[name], seed, config_fingerprint(params)))
     return runs
 
@@ -106,9 +116,10 @@ def failed_records(runs: Sequence[PlannedRun], records: Sequence[Mapping]) -> Di
 
 
 def run_pending(config_dir: str, runs: Sequence[PlannedRun], record_path: str, rerun: Sequence[str],
-                budget_s: Optional[float]) -> dict:
-    """Run every planned run without a matching record (and those of ``rerun``), appending
-    each record to ``record_path``; no new run starts once ``budget_s`` is spent.
+                budget_s: Optional[float], overrides: Optional[Mapping] = None) -> dict:
+    """Run every planned run without a matching record (and those of ``rerun``) with
+    ``overrides`` (those of :func:`plan`), appending each record to ``record_path``; no new
+    run starts once ``budget_s`` is spent.
     Returns ``{"ran", "skipped", "failed", "not_started", "wall_s"}``."""
     done = matching_records(runs, results.read_records(record_path))
     todo = [run for run in runs if run not in done or run.name in rerun]
@@ -122,7 +133,7 @@ def run_pending(config_dir: str, runs: Sequence[PlannedRun], record_path: str, r
         print(f"[{NAME}] {index + 1}/{len(todo)}: {run.expid} seed {run.seed}", flush=True)
         run_start = time.time()
         try:
-            record = run_experiment(config_dir, run.expid, -1, {"seed": run.seed})["record"]
+            record = run_experiment(config_dir, run.expid, -1, {**(overrides or {}), "seed": run.seed})["record"]
             counts["ran"] += 1
         except Exception as err:  # a failed run is recorded and reported; the others go on
             logging.error(f"[{NAME}] {run.expid} seed {run.seed} failed:\n{traceback.format_exc()}")
@@ -221,16 +232,56 @@ def _all_seeds(rows: Sequence[dict]) -> List[int]:
     return sorted({seed for row in rows for seed in row["seeds"]} | {s for row in rows for s in row["missing"]})
 
 
-def read_split(config_dir: str) -> Optional[dict]:
-    """``split.json`` the preparer wrote beside the train file (None if absent)."""
-    import json
+def _split_path(entry: Mapping) -> str:
+    return os.path.join(os.path.dirname(entry["train_data"]), SPLIT_FILE)
 
-    params, _ = load_params(config_dir, MODELS["DNN"])
-    path = os.path.join(os.path.dirname(params["train_data"]), "split.json")
-    if not os.path.isfile(path):
+
+def dataset_entry(config_dir: str) -> dict:
+    """The MovieLens-100K entry of ``config_dir``'s dataset_config.yaml."""
+    with open(os.path.join(config_dir, "dataset_config.yaml")) as handle:
+        return yaml.safe_load(handle)[DATASET]
+
+
+def read_split(entry: Mapping) -> Optional[dict]:
+    """``split.json`` the preparer wrote beside the entry's train file (None if absent)."""
+    if not os.path.isfile(_split_path(entry)):
         return None
-    with open(path) as handle:
+    with open(_split_path(entry)) as handle:
         return json.load(handle)
+
+
+def tiny_config_dir(config_dir: str, work_dir: str) -> str:
+    """A copy of ``config_dir`` in ``work_dir`` whose MovieLens-100K entry holds the first
+    :data:`TINY_ROWS` rows of each split (the prepared files, or, where there are none, the
+    preparer's output in ``work_dir``: it fetches the RecBole wheel), built under ``work_dir``."""
+    tiny = os.path.join(work_dir, "config")
+    shutil.rmtree(tiny, ignore_errors=True)
+    shutil.copytree(config_dir, tiny)
+    source = dataset_entry(config_dir)
+    if read_split(source) is None:
+        source = _write_entry(tiny, source, os.path.join(work_dir, "prepared"))
+        prepare(DATASET, None, tiny)
+    split = read_split(source)
+    entry = _write_entry(tiny, source, os.path.join(work_dir, "raw"))
+    for name, rows in TINY_ROWS.items():
+        part = pl.read_parquet(source[f"{name}_data"], n_rows=rows)
+        part.write_parquet(entry[f"{name}_data"])
+        split["rows"][name], split["positive_rate"][name] = part.height, round(float(part["label"].mean()), 6)
+    write_text_atomic(_split_path(entry), json.dumps(split, indent=2))
+    return tiny
+
+
+def _write_entry(config_dir: str, entry: Mapping, folder: str) -> dict:
+    """Point ``config_dir``'s MovieLens-100K entry (a copy of ``entry``) at ``folder`` for
+    its raw files and at ``folder``/../data for the build."""
+    path = os.path.join(config_dir, "dataset_config.yaml")
+    with open(path) as handle:
+        datasets = yaml.safe_load(handle)
+    os.makedirs(folder, exist_ok=True)
+    datasets[DATASET] = dict(entry, data_root=os.path.join(os.path.dirname(folder), "data") + "/",
+                             **{f"{name}_data": os.path.join(folder, f"{name}.parquet") for name in TINY_ROWS})
+    write_text_atomic(path, yaml.safe_dump(datasets, sort_keys=False))
+    return datasets[DATASET]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -253,7 +304,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     record_path = os.path.join(args.out, NAME + ".jsonl")
     try:
         runs = plan(args.config, args.models, args.seeds)
-        split = read_split(args.config)
+        split = read_split(dataset_entry(args.config))
         if split is None and not args.report_only:
             raise ConfigError(f"no prepared {DATASET} data: run python -m data_prep.prepare {DATASET} first")
         counts = None if args.report_only else run_pending(args.config, runs, record_path, args.rerun, args.budget_s)
