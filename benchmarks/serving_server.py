@@ -20,18 +20,20 @@ same ratio for the scorers alone in this process (``score_batch`` on encoded req
         --concurrency 1 4 16 --candidates 128 --duration 5 --repeats 3
 """
 
-import argparse
 import http.client
 import json
+import os
 import statistics
 import threading
 import time
 
 import numpy as np
 import polars as pl
-import torch
 
-from fuxictr_ext.runner import load_params
+from benchmarks.fixtures import TINY_ROWS, Point, write_config_dir
+from benchmarks.harness import Harness, clock, now
+from fuxictr_ext.config import load_params
+from fuxictr_ext.runner import run_experiment
 from fuxictr_ext.serving import server
 from fuxictr_ext.serving.load import load_scorer
 
@@ -60,7 +62,7 @@ def health(port: int, path: str) -> dict:
 
 def closed_loop(port: int, path: str, bodies, expected, concurrency: int, warmup: float, duration: float):
     """(requests/s, latencies in s, replica CPU s per request) of one measured window."""
-    start = time.perf_counter()
+    start = now()
     measure_from, stop_at = start + warmup, start + warmup + duration
     latencies = [[] for _ in range(concurrency)]
     errors = []
@@ -69,14 +71,14 @@ def closed_loop(port: int, path: str, bodies, expected, concurrency: int, warmup
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         i = c
         while True:
-            sent = time.perf_counter()
+            sent = now()
             if sent >= stop_at:
                 return
             connection.request("POST", f"/{path}/score", bodies[i % len(bodies)],
                                headers={"Content-Type": "application/json"})
             answer = connection.getresponse()
             payload = json.loads(answer.read())
-            done = time.perf_counter()
+            done = now()
             if answer.status != 200 or np.abs(np.array(payload["scores"]) - expected[i % len(bodies)]).max() > 1e-5:
                 errors.append((answer.status, payload))
                 return
@@ -87,9 +89,9 @@ def closed_loop(port: int, path: str, bodies, expected, concurrency: int, warmup
     threads = [threading.Thread(target=client, args=(c,)) for c in range(concurrency)]
     for thread in threads:
         thread.start()
-    time.sleep(max(0.0, measure_from - time.perf_counter()))
+    time.sleep(max(0.0, measure_from - now()))
     cpu_before = health(port, path)["cpu_seconds"]
-    time.sleep(max(0.0, stop_at - time.perf_counter()))
+    time.sleep(max(0.0, stop_at - now()))
     cpu_after = health(port, path)["cpu_seconds"]
     for thread in threads:
         thread.join()
@@ -104,31 +106,43 @@ def in_process_cpu(scorers, batches, rounds: int):
     times = {path: [] for path in scorers}
     for _ in range(rounds + 1):                       # the first round is the warm-up
         for path, scorer in scorers.items():
-            start = time.process_time()
-            for batch in batches:
-                scorer.score_batch(batch)
-            times[path].append((time.process_time() - start) / len(batches) * 1e3)
+            with clock() as t:
+                for batch in batches:
+                    scorer.score_batch(batch)
+            times[path].append(t.cpu_s / len(batches) * 1e3)
     return {path: statistics.median(values[1:]) for path, values in times.items()}
 
 
+def tiny_experiment(args) -> None:
+    """Train ``--expid`` for one epoch on a tiny copy of its dataset in the work dir; point
+    ``args.config`` and ``args.expid`` at it."""
+    params, _ = load_params(args.config, args.expid)
+    point = Point(f"tiny_{args.expid}", params["model"], args.expid)
+    args.config = write_config_dir([point], 1, args.work_dir, datasets=(params["dataset_id"],), rows=TINY_ROWS)
+    os.chdir(args.work_dir)  # the runner's results lines go to the work dir
+    run_experiment(args.config, point.expid, gpu=-1)
+    args.expid = point.expid
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="./config/")
-    parser.add_argument("--expid", default="DLRM_demo_request")
-    parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--candidates", type=int, default=128)
-    parser.add_argument("--pool", type=int, default=64, help="distinct requests cycled by the clients")
-    parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per replica")
-    parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--batch-wait-ms", type=float, default=2.0)
-    parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
-    parser.add_argument("--port", type=int, default=8765)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    h = Harness("serving_server", __doc__.split("\n")[0])
+    h.parser.add_argument("--config", default="./config/")
+    h.parser.add_argument("--expid", default="DLRM_demo_request")
+    h.parser.add_argument("--checkpoint", default=None)
+    h.parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    h.parser.add_argument("--candidates", type=int, default=128)
+    h.parser.add_argument("--pool", type=int, default=64, help="distinct requests cycled by the clients")
+    h.parser.add_argument("--duration", type=float, default=5.0)
+    h.parser.add_argument("--warmup", type=float, default=1.0)
+    h.parser.add_argument("--repeats", type=int, default=3)
+    h.parser.add_argument("--max-batch-size", type=int, default=32)
+    h.parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    h.parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
+    h.parser.add_argument("--port", type=int, default=8765)
+    args = h.parse(argv)  # --threads: torch intra-op threads per replica
+    if args.tiny:
+        args.candidates, args.pool, args.repeats = 8, 4, 1
+        tiny_experiment(args)
 
     params, _ = load_params(args.config, args.expid)
     offline = load_scorer(args.config, args.expid, args.checkpoint, path="vanilla")
@@ -139,29 +153,34 @@ def main(argv=None):
 
     in_process = {path: load_scorer(args.config, args.expid, args.checkpoint, path=path) for path in PATHS}
     model_cpu = in_process_cpu(in_process, [in_process["vanilla"].encode([r]) for r in requests], args.repeats)
-    start = time.process_time()
-    for _ in range(5):
-        for r in requests:
-            offline.encode([r])
-    encode_ms = (time.process_time() - start) / (5 * len(requests)) * 1e3
-
+    with clock() as t:
+        for _ in range(5):
+            for r in requests:
+                offline.encode([r])
+    encode_ms = t.cpu_s / (5 * len(requests)) * 1e3
+    lines = [f"{args.expid}: N = {args.candidates} candidates per request, {args.threads} torch thread(s) per replica, "
+             f"max batch {args.max_batch_size}, batch wait {args.batch_wait_ms} ms, {args.repeats} x {args.duration} s "
+             f"per path and concurrency, local Ray with {args.num_cpus} CPUs (this machine is shared: wall-clock "
+             "figures are noisy)", "",
+             "in process, score_batch alone: " + ", ".join(f"{path} {ms:.3f} ms/request" for path, ms in model_cpu.items())
+             + f"; rank-aware speed-up x{model_cpu['vanilla'] / model_cpu['rank_aware']:.2f}; raw-value encoding "
+             f"{encode_ms:.3f} ms/request"]
+    records = {"in_process_cpu_ms": model_cpu, "encode_ms": encode_ms, "server": []}
+    if args.tiny:
+        h.write("\n".join(lines + ["", "(--tiny: the server part is not run)"]), records)
+        return
     for path in PATHS:
         server.start(server.scoring_app(args.config, args.expid, args.checkpoint, path, max_candidates=args.candidates,
                                         max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
                                         torch_threads=args.threads),
                      port=args.port, num_cpus=args.num_cpus, name=path, route_prefix=f"/{path}")
-    print(f"{args.expid}: N = {args.candidates} candidates per request, {args.threads} torch thread(s) per replica, "
-          f"max batch {args.max_batch_size}, batch wait {args.batch_wait_ms} ms, {args.repeats} x {args.duration} s "
-          f"per path and concurrency, local Ray with {args.num_cpus} CPUs (this machine is shared: wall-clock "
-          "figures are noisy)")
-    print("in process, score_batch alone: " + ", ".join(f"{path} {ms:.3f} ms/request" for path, ms in model_cpu.items())
-          + f"; rank-aware speed-up x{model_cpu['vanilla'] / model_cpu['rank_aware']:.2f}; raw-value encoding "
-          f"{encode_ms:.3f} ms/request", flush=True)
+    print("\n".join(lines), flush=True)
     before = health(args.port, "vanilla")["cpu_seconds"]
     for _ in range(100):
         health(args.port, "vanilla")
-    print(f"replica CPU of one GET /health (Ray Serve's per-request work, no model): "
-          f"{(health(args.port, 'vanilla')['cpu_seconds'] - before) / 101 * 1e3:.3f} ms", flush=True)
+    lines += ["", f"replica CPU of one GET /health (Ray Serve's per-request work, no model): "
+                  f"{(health(args.port, 'vanilla')['cpu_seconds'] - before) / 101 * 1e3:.3f} ms"]
+    print(lines[-1], flush=True)
     rows = []
     try:
         for concurrency in args.concurrency:
@@ -189,18 +208,20 @@ def main(argv=None):
                   flush=True)
         for path in PATHS:
             state = health(args.port, path)
-            print(f"{path}: {state['requests']} requests in {state['batches']} batches, largest batch "
-                  f"{state['largest_batch']} requests", flush=True)
+            lines += ["", f"{path}: {state['requests']} requests in {state['batches']} batches, largest batch "
+                          f"{state['largest_batch']} requests"]
     finally:
         server.stop()
-    print("\n| concurrency | path | requests/s (median, min) | p50 ms | p99 ms | replica CPU ms / request |")
-    print("|---|---|---|---|---|---|")
+    lines += ["", "| concurrency | path | requests/s (median, min) | p50 ms | p99 ms | replica CPU ms / request |",
+              "|---|---|---|---|---|---|"]
     for concurrency, summary, ratio in rows:
         for path in PATHS:
             s = summary[path]
-            print(f"| {concurrency} | {path} | {s['rps']:.1f} ({s['rps_min']:.1f}) | {s['p50']:.2f} | {s['p99']:.2f} | "
-                  f"{s['cpu']:.3f} |")
-        print(f"| {concurrency} | CPU-time speed-up | | | | x{ratio:.2f} |")
+            lines.append(f"| {concurrency} | {path} | {s['rps']:.1f} ({s['rps_min']:.1f}) | {s['p50']:.2f} | "
+                         f"{s['p99']:.2f} | {s['cpu']:.3f} |")
+        lines.append(f"| {concurrency} | CPU-time speed-up | | | | x{ratio:.2f} |")
+        records["server"].append({"concurrency": concurrency, "summary": summary, "cpu_speedup": ratio})
+    h.write("\n".join(lines), records)
 
 
 if __name__ == "__main__":

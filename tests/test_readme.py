@@ -38,7 +38,8 @@ SHELL_SKIPS = [
     (r"movielens_100k|_ml100k\b", "fetches MovieLens-100K from the package registry and trains on all of it: "
                                   "tests/test_movielens.py fetches it and trains a small run"),
     (r"--expid \.\.\.", "a placeholder, not a command"),
-    (r"fuxictr_ext\.serving\.server\b.*&(\s|$)|^curl ", "a server left running and requests to it: tests/test_serving_server.py "
+    (r"(fuxictr_ext\.serving\.server|fuxictr-zoo serve)\b.*&(\s|$)|^curl ", "a server left running and requests to it: "
+                                                 "tests/test_serving_server.py "
                                                  "starts the server on 127.0.0.1 and sends these requests"),
 ]
 

@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from typing import List, Optional
@@ -168,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """``fuxictr-zoo serve`` (``python -m fuxictr_ext.serving.server``): serve until SIGTERM or Ctrl-C."""
     args = build_parser().parse_args(argv)
     start(scoring_app(args.config, args.expid, args.checkpoint, args.path, args.dtype, args.max_candidates,
                       args.max_batch_size, args.batch_wait_ms, args.threads, args.replicas),
@@ -183,7 +185,8 @@ def main(argv=None) -> None:
         pass
     finally:
         stop()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
