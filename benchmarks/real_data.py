@@ -18,25 +18,23 @@ recorded as failed and reported; the others go on.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
+import math
 import os
 import shutil
-import shlex
 import statistics
 import sys
-import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import polars as pl
-import torch
 import yaml
 
+from benchmarks.harness import Harness, now
 from data_prep.movielens import SPLIT_FILE
 from data_prep.prepare import prepare
 from fuxictr_ext import results
@@ -116,22 +114,21 @@ def failed_records(runs: Sequence[PlannedRun], records: Sequence[Mapping]) -> Di
 
 
 def run_pending(config_dir: str, runs: Sequence[PlannedRun], record_path: str, rerun: Sequence[str],
-                budget_s: Optional[float], overrides: Optional[Mapping] = None) -> dict:
+                time_left_s: Callable[[], float] = lambda: math.inf, overrides: Optional[Mapping] = None) -> dict:
     """Run every planned run without a matching record (and those of ``rerun``) with
     ``overrides`` (those of :func:`plan`), appending each record to ``record_path``; no new
-    run starts once ``budget_s`` is spent.
-    Returns ``{"ran", "skipped", "failed", "not_started", "wall_s"}``."""
+    run starts once ``time_left_s()`` (the harness's ``--budget-s`` left) is not positive.
+    Returns ``{"ran", "skipped", "failed", "not_started"}``."""
     done = matching_records(runs, results.read_records(record_path))
     todo = [run for run in runs if run not in done or run.name in rerun]
     counts = {"ran": 0, "skipped": len(runs) - len(todo), "failed": 0, "not_started": 0}
-    start = time.time()
     for index, run in enumerate(todo):
-        if budget_s is not None and time.time() - start > budget_s:
+        if time_left_s() <= 0:
             counts["not_started"] = len(todo) - index
-            print(f"[{NAME}] budget of {budget_s:.0f} s spent; {counts['not_started']} run(s) not started", flush=True)
+            print(f"[{NAME}] --budget-s spent; {counts['not_started']} run(s) not started", flush=True)
             break
         print(f"[{NAME}] {index + 1}/{len(todo)}: {run.expid} seed {run.seed}", flush=True)
-        run_start = time.time()
+        run_start = now()
         try:
             record = run_experiment(config_dir, run.expid, -1, {**(overrides or {}), "seed": run.seed})["record"]
             counts["ran"] += 1
@@ -142,8 +139,7 @@ def run_pending(config_dir: str, runs: Sequence[PlannedRun], record_path: str, r
             counts["failed"] += 1
         results.append_record(record_path, record)
         print(f"[{NAME}] {run.expid} seed {run.seed}: {record.get('status')} "
-              f"test {record.get('test', record.get('error'))} in {time.time() - run_start:.0f} s", flush=True)
-    counts["wall_s"] = round(time.time() - start, 1)
+              f"test {record.get('test', record.get('error'))} in {now() - run_start:.0f} s", flush=True)
     return counts
 
 
@@ -180,12 +176,13 @@ def _spread(summary) -> str:
     return f"{summary.text(4)} ({low:.4f} - {high:.4f})"
 
 
-def report_markdown(rows: Sequence[dict], command: str, split: Optional[Mapping], counts: Optional[Mapping],
-                    threads: int) -> str:
-    """The report: the table (sorted by mean test AUC), per-seed values, what ran."""
+def report_markdown(rows: Sequence[dict], split: Optional[Mapping], counts: Optional[Mapping],
+                    record_path: str) -> str:
+    """The report's body: the table (sorted by mean test AUC), per-seed values, what ran."""
     ranked = sorted(rows, key=lambda r: -(r["auc"].mean if r["auc"].n else -1.0))
-    lines = [f"# The headline models on MovieLens-100K ({len(ranked)} models)", "",
-             f"Command: `{command}` (after `python -m data_prep.prepare {DATASET}`).", ""]
+    lines = [f"Data: `python -m data_prep.prepare {DATASET}` first. Records: `{os.path.basename(record_path)}` "
+             "beside this file, one per run (each names its command and revision); the command above runs "
+             "only the runs without a record of the same config and rewrites this file from all of them.", ""]
     if split:
         lines += [f"Data: {split.get('source')}, label {split.get('label')}, {split.get('split')} 8:1:1 split "
                   f"(seed {split.get('seed')}): train / valid / test "
@@ -196,7 +193,7 @@ def report_markdown(rows: Sequence[dict], command: str, split: Optional[Mapping]
               "architecture (`_avazu`'s for RankMixer and RankElastor, `_demo_request`'s for AutoInt: see the "
               "comments there), embedding 16, batch 1024, Adam lr 1e-3, at most 30 epochs, early stop after 2 "
               "epochs without a better validation AUC, the best checkpoint restored) with only `seed` changed; "
-              f"CPU, {threads} torch thread(s), torch {torch.__version__}, one run at a time.",
+              "CPU, one run at a time.",
               "Test AUC and logloss: mean +- sample std (n - 1) over the seeds, (min - max). Epochs: trained "
               "per seed (the early stop included). Seconds per epoch: train seconds (with each epoch's "
               "validation) / epochs, median over the seeds, on a shared 2-core machine: compare them "
@@ -285,36 +282,45 @@ def _write_entry(config_dir: str, entry: Mapping, folder: str) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=HEADLINE, help=f"names out of {list(MODELS)}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--rerun", nargs="*", default=[], help="models to run again whatever their records say")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--budget-s", type=float, default=None, help="start no new run after this many seconds")
-    parser.add_argument("--out", default="results", help="folder of real_data.md and real_data.jsonl")
-    parser.add_argument("--config", default="./config", help="config directory")
-    parser.add_argument("--report-only", action="store_true", help="write the report from the records, run nothing")
-    args = parser.parse_args(argv)
-    unknown = [m for m in [*args.models, *args.rerun] if m not in MODELS]
+    h = Harness(NAME, "The headline models on MovieLens-100K: test AUC and logloss over seeds, epochs, "
+                      "seconds per epoch")
+    h.parser.set_defaults(seeds=list(SEEDS))
+    h.parser.add_argument("--models", nargs="+", default=None,
+                          help=f"names out of {list(MODELS)} (default: all but 'RoBlock 2x'; DNN with --tiny)")
+    h.parser.add_argument("--rerun", nargs="*", default=[], help="models to run again whatever their records say")
+    h.parser.add_argument("--config", default="./config", help="config directory (run from the repository root)")
+    h.parser.add_argument("--report-only", action="store_true", help="write the report from the records, run nothing")
+    args = h.parse(argv)
+    models = args.models or (["DNN"] if args.tiny else HEADLINE)
+    unknown = [m for m in [*models, *args.rerun] if m not in MODELS]
     if unknown:
-        parser.error(f"--models / --rerun: unknown {unknown}; choose from {list(MODELS)}")
-    torch.set_num_threads(args.threads)
-    given = [arg for arg in (sys.argv[1:] if argv is None else argv) if arg != "--report-only"]
-    command = " ".join(["python -m benchmarks.real_data", *([shlex.join(given)] if given else [])])
-    record_path = os.path.join(args.out, NAME + ".jsonl")
+        h.parser.error(f"--models / --rerun: unknown {unknown}; choose from {list(MODELS)}")
+    seeds = args.seeds[:1] if args.tiny else args.seeds
+    record_path = h.output_path(NAME + ".jsonl")
     try:
-        runs = plan(args.config, args.models, args.seeds)
-        split = read_split(dataset_entry(args.config))
+        config_dir, overrides = args.config, {}
+        if args.tiny:
+            config_dir = tiny_config_dir(args.config, args.work_dir)
+            overrides = dict(TINY_OVERRIDES, model_root=os.path.join(args.work_dir, "checkpoints") + "/")
+        split = read_split(dataset_entry(config_dir))
         if split is None and not args.report_only:
             raise ConfigError(f"no prepared {DATASET} data: run python -m data_prep.prepare {DATASET} first")
-        counts = None if args.report_only else run_pending(args.config, runs, record_path, args.rerun, args.budget_s)
-        text = report_markdown(model_rows(runs, results.read_records(record_path)), command, split, counts,
-                               args.threads)
+        runs = plan(config_dir, models, seeds, overrides)
+        counts = None
+        if not args.report_only:
+            with h.clock() as wall:
+                counts = run_pending(config_dir, runs, record_path, args.rerun, h.budget_left_s, overrides)
+            counts["wall_s"] = wall.wall_s
     except (ConfigError, ValueError) as err:
         print(f"{NAME}: error: {err}", file=sys.stderr)
         return 2
-    write_text_atomic(os.path.join(args.out, NAME + ".md"), text)
-    print(f"[{NAME}] wrote {os.path.join(args.out, NAME + '.md')} from {record_path}", flush=True)
+    records = results.read_records(record_path)
+    rows = model_rows(runs, records)
+    tiny_note = (f"--tiny: the first {' / '.join(f'{n:,}' for n in TINY_ROWS.values())} rows of the train / valid / "
+                 f"test files and {TINY_OVERRIDES['epochs']} epoch: a smoke test of the benchmark, not a measurement.\n\n"
+                 if args.tiny else "")
+    h.write(tiny_note + report_markdown(rows, split, counts, record_path),
+            [record for row in rows for record in row["records"]])
     return 1 if counts and counts["failed"] else 0
 
 

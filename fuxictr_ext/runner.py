@@ -230,7 +230,7 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1,
         logging.info(f"Planted model (the ceiling) on the synthetic test split: "
                      f"AUC {ceiling['ceiling_test_AUC']:.6f} - logloss {ceiling['ceiling_test_logloss']:.6f}")
     result = {"expid": expid, "valid": valid_result, "test": test_result, "cost": cost,
-              "train_seconds": train_seconds, "epochs": model.trained_epochs, "ceiling": ceiling,
+              "train_seconds": train_seconds, "epochs": trainer.state.epochs_done, "ceiling": ceiling,
               "checkpoint": model.checkpoint, "world_size": 1 if context is None else context.world_size,
               "is_main": is_main, "record": None}
     if is_main:
