@@ -11,7 +11,9 @@ Adam lr 1e-3, seed 2019), on the processed ``discriminating`` dataset under
 ``data/``; it trains with ``ZooModel.train_step`` (gradient norm clipped at 10, as
 ``fit`` does) and is evaluated on the test split, so the curve shows when (and
 whether) a variant leaves the first-order level (planted first-order AUC 0.586).
-Prints one line per evaluation and a final ``RESULT`` line; ``--zeroed-blocks`` adds the
+Every evaluation line holds (step, mean train loss, test AUC, test logloss, mean task
+loss, mean HSIC term) over the steps since the last one, so a regulariser that outgrows
+the task loss shows. Prints one line per evaluation and a final ``RESULT`` line; ``--zeroed-blocks`` adds the
 test AUC of the trained model with every block's update zeroed (how much of what the
 head reads comes through the blocks).
 """
@@ -23,13 +25,13 @@ import json
 import logging
 import os
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 from fuxictr.features import FeatureMap
 from fuxictr.utils import load_model_config
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 
 from benchmarks.discriminating_synthetic import DATASET, SHARED
 from benchmarks.mlcc_scaling import REPO
@@ -39,7 +41,8 @@ from fuxictr_ext.registry import get_model_class
 SEED = 2019
 
 
-def test_auc(model, loader) -> float:
+def test_metrics(model, loader) -> Tuple[float, float]:
+    """(AUC, logloss) of the model on every batch of the loader."""
     model.eval()
     labels, scores = [], []
     with torch.no_grad():
@@ -47,7 +50,12 @@ def test_auc(model, loader) -> float:
             scores.append(model(batch)["y_pred"].squeeze(-1).numpy())
             labels.append(model.get_labels(batch).squeeze(-1).numpy())
     model.train()
-    return float(roc_auc_score(np.concatenate(labels), np.concatenate(scores)))
+    y_true, y_pred = np.concatenate(labels), np.concatenate(scores)
+    return float(roc_auc_score(y_true, y_pred)), float(log_loss(y_true, np.clip(y_pred, 1e-7, 1 - 1e-7)))
+
+
+def test_auc(model, loader) -> float:
+    return test_metrics(model, loader)[0]
 
 
 def zeroed_blocks_auc(model, loader) -> float:
@@ -103,7 +111,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             losses.append(float(model.train_step(batch).detach()))
             step += 1
             if step % args.eval_steps == 0:
-                curve.append((step, round(float(np.mean(losses[-args.eval_steps:])), 4), round(test_auc(model, test), 4)))
+                parts = {name: total / max(model._loss_count, 1) for name, total in model._loss_sums.items()}
+                model._loss_sums, model._loss_count = {}, 0
+                auc, logloss = test_metrics(model, test)
+                curve.append((step, round(float(np.mean(losses[-args.eval_steps:])), 4), round(auc, 4),
+                              round(logloss, 4), round(parts.get("task", float("nan")), 4),
+                              round(parts.get("hsic", 0.0), 4)))
                 print(args.tag, curve[-1], f"{time.time() - start:.0f}s", flush=True)
     print("RESULT", args.tag, curve, flush=True)
     if args.zeroed_blocks:
