@@ -21,6 +21,10 @@ beside the targets and removed afterwards. The raw Criteo display-advertising fi
 columns) is not Criteo_x1, whose release is already encoded by BARS: ``criteo_x1``
 refuses it with a message naming ``criteo_raw``, the preparer of that format
 (:func:`prepare_raw_criteo`). A failed run also removes the folders it created.
+
+``movielens_100k`` and ``movielens_1m`` are made from the GroupLens MovieLens archives
+or the RecBole files (``movielens_100k`` fetches the RecBole wheel when ``--src`` is
+not given) by :mod:`data_prep.movielens`, with the same checks-first, all-or-nothing writing.
 """
 
 from __future__ import annotations
@@ -516,28 +520,44 @@ def prepare_raw_criteo(params: dict, src: str, seed: int = RAW_CRITEO_SPLIT_SEED
     return rows
 
 
-def prepare(dataset_id: str, src: str, config_dir: str = "./config/", release: Optional[str] = None,
-            split_seed: int = RAW_CRITEO_SPLIT_SEED) -> dict:
+MOVIELENS_IDS = ("movielens_100k", "movielens_1m")
+RELEASE_IDS = [*sorted(RELEASES), RAW_CRITEO_ID, *MOVIELENS_IDS]
+
+
+def prepare(dataset_id: str, src: Optional[str], config_dir: str = "./config/", release: Optional[str] = None,
+            split_seed: int = RAW_CRITEO_SPLIT_SEED, split: str = "random", cache_dir: Optional[str] = None) -> dict:
     """Check the release in ``src`` and write the raw files of ``dataset_id``'s config.
 
     Args:
         dataset_id: an id of the dataset config.
         src: folder of the downloaded release (its CSV files as the release names them),
             or the release archive (.zip, .tar.gz, .tgz, .tar); for ``criteo_raw`` also
-            the raw ``train.txt`` itself.
+            the raw ``train.txt`` itself; for MovieLens (:mod:`data_prep.movielens`) the
+            GroupLens archive or folder, the RecBole files or wheel, or None to fetch
+            the RecBole wheel (MovieLens-100K).
         config_dir: folder holding dataset_config.yaml.
-        release: which release ``src`` holds (a key of RELEASES, or ``criteo_raw``);
-            defaults to ``dataset_id``.
-        split_seed: seed of the raw Criteo train/valid/test split.
+        release: which release ``src`` holds (a key of RELEASES, ``criteo_raw``,
+            ``movielens_100k`` or ``movielens_1m``); defaults to ``dataset_id``.
+        split_seed: seed of the raw Criteo and MovieLens random train/valid/test splits.
+        split: MovieLens only: ``random`` (8:1:1 seeded) or ``time`` (8:1:1 by timestamp).
+        cache_dir: MovieLens only: folder of the fetched RecBole wheel.
 
     Returns:
         target path -> rows written (None for copied pretrained-embedding files).
     """
     release_id = release or dataset_id
-    if release_id not in RELEASES and release_id != RAW_CRITEO_ID:
-        raise ValueError(f"no preparer for {release_id!r}; releases: {', '.join(sorted(RELEASES))}, "
-                         f"{RAW_CRITEO_ID} (pass --release for another dataset id built from one of them)")
+    if release_id not in RELEASES and release_id not in (RAW_CRITEO_ID, *MOVIELENS_IDS):
+        raise ValueError(f"no preparer for {release_id!r}; releases: {', '.join(RELEASE_IDS)} "
+                         f"(pass --release for another dataset id built from one of them)")
     params = load_dataset_params(config_dir, dataset_id)
+    if release_id in MOVIELENS_IDS:
+        from data_prep.movielens import DATASET_SIZES, prepare_movielens
+
+        written = prepare_movielens(params, DATASET_SIZES[release_id], src, split, split_seed, cache_dir)
+        _warn_processed(params, dataset_id)
+        return written
+    if src is None:
+        raise ValueError(f"--src is required for {release_id} (the downloaded release: its folder or archive)")
     scratch_near = params.get("train_data") or params.get("data_root", "./data/")
     wanted = RAW_CRITEO_FILE if release_id == RAW_CRITEO_ID else RELEASES[release_id].files["train"]
     if release_id == RAW_CRITEO_ID and os.path.isfile(src) and not src.lower().endswith(ARCHIVE_SUFFIXES):
@@ -548,10 +568,14 @@ def prepare(dataset_id: str, src: str, config_dir: str = "./config/", release: O
                 written = prepare_raw_criteo(params, os.path.join(folder, RAW_CRITEO_FILE), split_seed)
             else:
                 written = _prepare_release(params, RELEASES[release_id], folder)
+    _warn_processed(params, dataset_id)
+    return written
+
+
+def _warn_processed(params: dict, dataset_id: str) -> None:
     processed = os.path.join(params.get("data_root", "./data/"), dataset_id)
     if os.path.isdir(processed):
         logging.warning(f"{processed} was built from earlier raw files; the next run rebuilds it")
-    return written
 
 
 def _prepare_release(params: dict, spec: Release, src: str) -> Dict[str, Optional[int]]:
@@ -583,19 +607,27 @@ def _prepare_release(params: dict, spec: Release, src: str) -> Dict[str, Optiona
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("dataset_id", help=f"dataset config id ({', '.join([*sorted(RELEASES), RAW_CRITEO_ID])})")
-    parser.add_argument("--src", required=True,
+    parser.add_argument("dataset_id", help=f"dataset config id ({', '.join(RELEASE_IDS)})")
+    parser.add_argument("--src", default=None,
                         help="the downloaded release: its folder or archive (.zip, .tar.gz, .tgz, .tar); "
-                             f"for {RAW_CRITEO_ID} also the raw train.txt")
+                             f"for {RAW_CRITEO_ID} also the raw train.txt; for MovieLens also the RecBole files "
+                             "or wheel, and optional for movielens_100k (without it the RecBole wheel is "
+                             "fetched with pip)")
     parser.add_argument("--config", default="./config/", help="folder holding dataset_config.yaml")
     parser.add_argument("--split-seed", type=int, default=RAW_CRITEO_SPLIT_SEED,
-                        help=f"seed of the {RAW_CRITEO_ID} train/valid/test split")
-    parser.add_argument("--release", choices=[*sorted(RELEASES), RAW_CRITEO_ID], default=None,
+                        help=f"seed of the {RAW_CRITEO_ID} and MovieLens random train/valid/test splits")
+    parser.add_argument("--split", choices=["random", "time"], default="random",
+                        help="MovieLens: 8:1:1 at random (seeded) or by time (oldest ratings train)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="MovieLens: folder of the fetched RecBole wheel (default $FUXICTR_ZOO_CACHE, "
+                             "else ~/.cache/fuxictr-zoo)")
+    parser.add_argument("--release", choices=RELEASE_IDS, default=None,
                         help="the release in --src when the dataset id is not a release id")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        written = prepare(args.dataset_id, args.src, args.config, args.release, args.split_seed)
+        written = prepare(args.dataset_id, args.src, args.config, args.release, args.split_seed, args.split,
+                          args.cache_dir)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -208,11 +208,13 @@ class ZooModel(BaseModel):
         self._batch_index = 0
         self._eval_steps = self._eval_steps or self._steps_per_epoch
         start_epoch = self._load_resume_state(data_generator)
+        self.trained_epochs = start_epoch
         logging.info(f"Start training: {self._steps_per_epoch} batches/epoch")
         for epoch in range(start_epoch, epochs):
             self._epoch_index = epoch
             logging.info(f"************ Epoch={epoch + 1} start ************")
             self.train_epoch(data_generator)
+            self.trained_epochs = epoch + 1
             if self._stop_training:
                 break
             logging.info(f"************ Epoch={epoch + 1} end ************")

@@ -2,6 +2,7 @@
 
     fuxictr-zoo run --expid DNN_demo [--config DIR] [--gpu N] [--override KEY=VALUE ...]
     fuxictr-zoo prepare criteo_x1 --src Criteo_x1.zip [--config DIR]
+    fuxictr-zoo prepare movielens_100k              # fetched through pip (data_prep/movielens.py)
 
 Configs: ``--config DIR`` when given; otherwise ``./config`` when the working
 directory has one (a clone, or a copy a user edits); otherwise the configs that
@@ -57,7 +58,8 @@ def load_target(target: str) -> Callable[[List[str]], int]:
 
 SUBCOMMANDS: Dict[str, Subcommand] = {
     "run": Subcommand("train and evaluate one experiment id (as run_expid.py)", "fuxictr_ext.cli:run_main"),
-    "prepare": Subcommand("write a dataset id's raw files from a downloaded release (data_prep.prepare)",
+    "prepare": Subcommand("write a dataset id's raw files from a downloaded release, or MovieLens-100K "
+                          "from the package registry (data_prep.prepare)",
                           "fuxictr_ext.cli:prepare_main"),
     "reproduce": Subcommand("run a paper table's cells for every seed, beside the paper's numbers",
                             "fuxictr_ext.results.reproduce:main"),

@@ -253,9 +253,9 @@ def evaluate_splits(model, loaders: dict) -> tuple:
     return valid_result, test_result
 
 
-def append_results_line(config_dir: str, params: dict, model_params: dict, result: dict) -> None:
+def append_results_line(config_dir: str, params: dict, model_params: dict, result: dict) -> dict:
     """Step 6: FuxiCTR's results line appended to ``<config dir name>.csv`` and the run's
-    JSON record to ``<config dir name>.jsonl`` (see :mod:`fuxictr_ext.results`)."""
+    JSON record to ``<config dir name>.jsonl`` (see :mod:`fuxictr_ext.results`); returns the record."""
     paths = results.record_paths(config_dir)
     command = " ".join(sys.argv)
     line = results.fuxictr_csv_line(command, result["expid"], params["dataset_id"], result["train_seconds"],
@@ -266,6 +266,7 @@ def append_results_line(config_dir: str, params: dict, model_params: dict, resul
     record = results.run_record(result["expid"], params, model_params, results.base_block(config_dir), result,
                                 command="python " + command)
     results.append_record(paths["jsonl"], record)
+    return record
 
 
 def summary_lines(result: dict) -> List[str]:
@@ -314,10 +315,11 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1,
         logging.info(f"Planted model (the ceiling) on the synthetic test split: "
                      f"AUC {ceiling['ceiling_test_AUC']:.6f} - logloss {ceiling['ceiling_test_logloss']:.6f}")
     result = {"expid": expid, "valid": valid_result, "test": test_result, "cost": cost,
-              "train_seconds": train_seconds, "ceiling": ceiling, "checkpoint": model.checkpoint,
-              "world_size": 1 if context is None else context.world_size, "is_main": is_main}
+              "train_seconds": train_seconds, "epochs": model.trained_epochs, "ceiling": ceiling,
+              "checkpoint": model.checkpoint, "world_size": 1 if context is None else context.world_size,
+              "is_main": is_main, "record": None}
     if is_main:
-        append_results_line(config_dir, params, model_params, result)
+        result["record"] = append_results_line(config_dir, params, model_params, result)
         for line in summary_lines(result):
             logging.info(line)
     return result

@@ -35,6 +35,8 @@ SHELL_SKIPS = [
     (r"/path/to/", "needs a downloaded BARS release (tests/test_prepare_sources.py prepares stand-in files)"),
     (r"--gpu 0|--expid DNN_criteo|--expid \w+_criteo\b", "needs a downloaded Criteo release (and a GPU)"),
     (r"--nnodes|HOST:", "needs several machines"),
+    (r"movielens_100k|_ml100k\b", "fetches MovieLens-100K from the package registry and trains on all of it: "
+                                  "tests/test_movielens.py fetches it and trains a small run"),
     (r"--expid \.\.\.", "a placeholder, not a command"),
     (r"fuxictr_ext\.serving\.server\b.*&(\s|$)|^curl ", "a server left running and requests to it: tests/test_serving_server.py "
                                                  "starts the server on 127.0.0.1 and sends these requests"),

@@ -15,6 +15,7 @@ directory, both named after the config directory (FuxiCTR's convention):
      "dataset_id": "demo", "model": "DNN", "seed": 2019,
      "config": {...every model-config value that differs from the Base block...},
      "valid": {"logloss": 0.48, "AUC": 0.75}, "test": {...},
+     "config_fingerprint": "3f2a...", "epochs": 3,
      "params": {"total": 123456, "embedding": 120000, "dense": 3456},
      "flops_per_sample": 8192.0, "train_seconds": 12.3, "processes": 1,
      "git_revision": "a1eb035...", "command": "python run_expid.py --expid DNN_demo"}
@@ -141,12 +142,18 @@ def run_record(expid: str, params: Mapping, model_params: Mapping, base: Mapping
         model_params: the model config of ``expid`` as FuxiCTR merged it (Base + its block).
         base: the Base block (:func:`base_block`).
         result: :func:`fuxictr_ext.runner.run_experiment`'s result (valid, test, cost,
-            train_seconds, world_size).
+            train_seconds, epochs, world_size).
+
+    ``config_fingerprint`` is the run's settings hash (:func:`fuxictr_ext.config.config_fingerprint`
+    of the merged params, seed included): a record with the same fingerprint ran the same
+    config, which lets a benchmark skip runs it already has. ``epochs`` is how many epochs
+    trained (early stopping included).
     """
     cost = result["cost"]
     return {"record": RECORD_VERSION, "status": "ok", "time": datetime.now().isoformat(timespec="seconds"),
             "expid": expid, "dataset_id": params["dataset_id"], "model": params.get("model"),
             "seed": params.get("seed", 2019), "config": config_diff(model_params, base),
+            "config_fingerprint": params.get("config_fingerprint"), "epochs": result.get("epochs"),
             "valid": dict(result["valid"]), "test": dict(result["test"]),
             "params": {"total": cost.total_params, "embedding": cost.embedding_params, "dense": cost.dense_params},
             "flops_per_sample": cost.flops_per_sample, "train_seconds": round(float(result["train_seconds"]), 3),

