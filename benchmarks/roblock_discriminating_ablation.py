@@ -15,7 +15,10 @@ Every evaluation line holds (step, mean train loss, test AUC, test logloss, mean
 loss, mean HSIC term) over the steps since the last one, so a regulariser that outgrows
 the task loss shows. Prints one line per evaluation and a final ``RESULT`` line; ``--zeroed-blocks`` adds the
 test AUC of the trained model with every block's update zeroed (how much of what the
-head reads comes through the blocks).
+head reads comes through the blocks). ``--init-gradients`` prints, for the first training
+batch at initialisation, the task loss, the HSIC term and the gradient norm each of them
+sends to every part of the model (embedding, f^(0), each block's modules, f*), before
+training.
 """
 
 from __future__ import annotations
@@ -72,6 +75,31 @@ def zeroed_blocks_auc(model, loader) -> float:
             handle.remove()
 
 
+def parameter_group(name: str) -> str:
+    """``blocks.<l>.<module>`` for a block's parameters, else the top-level module's name."""
+    parts = name.split(".")
+    return ".".join(parts[:3]) if parts[0] == "blocks" else parts[0]
+
+
+def init_gradients(model, batch) -> dict:
+    """Task loss, HSIC term and the gradient norm of each per parameter group, in training mode."""
+    model.train()
+    out = model(batch)
+    losses = {"task": model.add_loss(out, model.get_labels(batch))}
+    losses.update(out.get("aux_losses", {}))
+    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    report = {}
+    for part, loss in losses.items():
+        grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+        squares: dict = {}
+        for name, grad in zip(names, grads):
+            if grad is not None:
+                squares[parameter_group(name)] = squares.get(parameter_group(name), 0.0) + float(grad.square().sum())
+        report[part] = {"loss": round(float(loss.detach()), 4),
+                        "grad_norm": {group: float(f"{value ** 0.5:.3g}") for group, value in squares.items()}}
+    return report
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", required=True, help="committed experiment id the model starts from")
@@ -80,6 +108,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--eval-steps", type=int, default=313, help="training steps between evaluations")
     parser.add_argument("--tag", default="variant")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--init-gradients", action="store_true",
+                        help="print the loss parts and their gradient norms per module at initialisation")
     parser.add_argument("--zeroed-blocks", action="store_true",
                         help="also report the test AUC with every block's update f^(l)(...) replaced by zeros")
     args = parser.parse_args(argv)
@@ -104,6 +134,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                              batch_size=SHARED["batch_size"], shuffle=True, seed=SEED)
     test = TensorDataLoader(feature_map, os.path.join(data_dir, "test.parquet"), split="test", batch_size=4096)
     model._max_gradient_norm = 10.0
+    if args.init_gradients:
+        print("INIT_GRADIENTS", args.tag, json.dumps(init_gradients(model, next(iter(train)))), flush=True)
     start, step, losses, curve = time.time(), 0, [], []
     for _ in range(args.epochs):
         model.train()
