@@ -17,7 +17,7 @@ Order: the most informative cells first (``CELL_ORDER``: L = 1, 2, 3 at width 1,
 width 2, then L = 5 and width 4), seeds and models alternating within a cell. A point is
 not started once the time spent plus the longest point so far would pass ``--budget-min``.
 Resumable: every finished run appends its record (``fuxictr_ext.results``) to
-``<work dir>/roblock_scaling_config.jsonl``; a rerun with the same ``--work-dir`` skips the
+``<work dir>/mlcc_scaling_config.jsonl`` (named after the generated config folder); a rerun with the same ``--work-dir`` skips the
 points that have one and rewrites the report from all records. The report
 (``--out``.md) names the command, which cells ran and which did not, mean and spread per
 cell, a plot of test AUC against depth and width per model (``--out``.png), and the
@@ -33,6 +33,7 @@ import glob
 import json
 import os
 import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -228,8 +229,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     os.makedirs(work_dir, exist_ok=True)
     config_dir = os.path.join(work_dir, CONFIG_NAME)
     if os.path.isdir(config_dir):
-        import shutil
-        shutil.rmtree(config_dir)
+        shutil.rmtree(config_dir)                      # regenerated from this call's points
     config_dir = write_configs(points, args.epochs, work_dir)
     records_path = os.path.join(work_dir, CONFIG_NAME + ".jsonl")
     header = (f"# RoBlock, WuKong ME and DHEN ME over depth and width\n\n"
