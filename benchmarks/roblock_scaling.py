@@ -17,8 +17,8 @@ Order: the most informative cells first (``CELL_ORDER``: L = 1, 2, 3 at width 1,
 width 2, then L = 5 and width 4), seeds and models alternating within a cell. A point is
 not started once the time spent plus the longest point so far would pass ``--budget-min``.
 Resumable: every finished run appends its record (``fuxictr_ext.results``) to
-``<work dir>/mlcc_scaling_config.jsonl`` (named after the generated config folder); a rerun with the same ``--work-dir`` skips the
-points that have one and rewrites the report from all records. The report
+``<work dir>/mlcc_scaling_config.jsonl`` (named after the generated config folder); a rerun with the same ``--work-dir`` and
+``--epochs`` skips the points that have one and rewrites the report from all records. The report
 (``--out``.md) names the command, which cells ran and which did not, mean and spread per
 cell, a plot of test AUC against depth and width per model (``--out``.png), and the
 information abundance of every layer input (the paper's Figures 1 and 5) for the L = 3
@@ -60,11 +60,13 @@ SPECTRUM = [{"metric": ["IA"], "layers": "auto", "every": "epoch", "split": "val
 CONFIG_NAME = "mlcc_scaling_config"     # the folder write_config_dir creates; names the records file
 
 
-def expid(model: str, depth: int, width: int, seed: int) -> str:
-    return f"scaling_{model.replace(' ', '_')}_L{depth}_s{width}_seed{seed}"
+def expid(model: str, depth: int, width: int, seed: int, epochs: int) -> str:
+    """The point's run id; the epoch limit is part of it, so records of another limit are not reused."""
+    return f"scaling_{model.replace(' ', '_')}_L{depth}_s{width}_seed{seed}_e{epochs}"
 
 
-def sweep_points(models: List[str], depths: List[int], widths: List[int], seeds: List[int]) -> List[Point]:
+def sweep_points(models: List[str], depths: List[int], widths: List[int], seeds: List[int],
+                 epochs: int) -> List[Point]:
     """The points of the requested cells, most informative cells first."""
     cells = [cell for cell in CELL_ORDER if cell[0] in depths and cell[1] in widths]
     cells += [(d, w) for w in widths for d in depths if (d, w) not in cells]
@@ -74,7 +76,7 @@ def sweep_points(models: List[str], depths: List[int], widths: List[int], seeds:
             for model in models:
                 base, sizes = MODELS[model]
                 overrides = {"embedding_dim": K, **sizes(depth, width), **SHARED, "seed": seed}
-                points.append(Point(expid(model, depth, width, seed), model, base, overrides, dim=depth,
+                points.append(Point(expid(model, depth, width, seed, epochs), model, base, overrides, dim=depth,
                                     channels=width))
     return points
 
@@ -224,7 +226,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     torch.set_num_threads(args.threads)
     command = "python -m benchmarks.roblock_scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
-    points = sweep_points(args.models, args.depths, args.widths, args.seeds)
+    points = sweep_points(args.models, args.depths, args.widths, args.seeds, args.epochs)
     work_dir = os.path.abspath(args.work_dir)
     os.makedirs(work_dir, exist_ok=True)
     config_dir = os.path.join(work_dir, CONFIG_NAME)

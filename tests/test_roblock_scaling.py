@@ -4,7 +4,7 @@ from benchmarks import roblock_scaling as scaling
 
 
 def test_most_informative_cells_first_and_sizes_per_model():
-    points = scaling.sweep_points(list(scaling.MODELS), [1, 2, 3, 5], [1, 2, 4], [2019, 2020])
+    points = scaling.sweep_points(list(scaling.MODELS), [1, 2, 3, 5], [1, 2, 4], [2019, 2020], 4)
     assert len(points) == 4 * 3 * 3 * 2
     assert [(p.dim, p.channels) for p in points[:18:6]] == [(1, 1), (2, 1), (3, 1)]
     first = points[:6]
@@ -16,10 +16,12 @@ def test_most_informative_cells_first_and_sizes_per_model():
     assert by_family["DHEN ME"]["num_embeddings"] == 4 and by_family["DHEN ME"]["num_layers"] == 3
     assert all(p.overrides["embedding_dim"] == scaling.K for p in points)
     assert len({p.expid for p in points}) == len(points)
+    assert not {p.expid for p in points} & {p.expid for p in scaling.sweep_points(
+        list(scaling.MODELS), [1, 2, 3, 5], [1, 2, 4], [2019, 2020], 1)}       # another epoch limit: new points
 
 
 def test_report_has_mean_spread_and_names_the_cells_not_run(tmp_path):
-    points = scaling.sweep_points(["RoBlock", "DHEN ME"], [1, 2], [1], [2019, 2020])
+    points = scaling.sweep_points(["RoBlock", "DHEN ME"], [1, 2], [1], [2019, 2020], 1)
     records = [{"expid": p.expid, "status": "ok", "test": {"AUC": auc, "logloss": 0.5},
                 "params": {"dense": 1000}, "train_seconds": 10.0}
                for p, auc in zip(points[:3], (0.80, 0.70, 0.84))]
