@@ -103,3 +103,81 @@ def test_differentiable():
 def test_bad_shapes(shape):
     with pytest.raises(ValueError):
         hsic_loss(torch.randn(*shape))
+
+
+# ------------------------------------------------------------------ scale-free readings
+def reference_normalised_loss(components: torch.Tensor, normalization: str) -> torch.Tensor:
+    """Eq. 3 with a loop over samples and pairs, each pair divided by the product of the two
+    components' total variances tr(K H)/(n-1) ("variance") or by sqrt(HSIC(p,p) HSIC(q,q)) ("cka")."""
+    B, m, n = components.shape[:3]
+    H = torch.eye(n, dtype=components.dtype) - torch.ones(n, n, dtype=components.dtype) / n
+    per_sample = []
+    for b in range(B):
+        total = 0.0
+        for p, q in itertools.combinations(range(m), 2):
+            E_p, E_q = components[b, p], components[b, q]
+            if normalization == "variance":
+                scale = (torch.trace(E_p @ E_p.T @ H) / (n - 1)) * (torch.trace(E_q @ E_q.T @ H) / (n - 1))
+            else:
+                scale = (trace_form_hsic(E_p, E_p) * trace_form_hsic(E_q, E_q)).sqrt()
+            total = total + trace_form_hsic(E_p, E_q) / scale
+        per_sample.append(2.0 / (m * m - m) * total)
+    return torch.stack(per_sample).mean()
+
+
+@pytest.mark.parametrize("normalization", ["variance", "cka"])
+@pytest.mark.parametrize("B,m,n,k", [(3, 2, 5, 4), (2, 4, 39, 10), (4, 5, 7, 12)])
+def test_normalised_readings_equal_their_trace_forms(normalization, B, m, n, k):
+    gen = torch.Generator().manual_seed(B + m + n + k)
+    components = torch.randn(B, m, n, k, generator=gen, dtype=torch.float64) * 3 + 1
+    torch.testing.assert_close(hsic_loss(components, normalization),
+                               reference_normalised_loss(components, normalization), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("normalization", ["variance", "cka"])
+def test_normalised_readings_are_scale_free_and_bounded(normalization):
+    """Eq. 3 as printed grows with the fourth power of the components' scale; the normalised
+    readings do not move with any per-component scale and stay in [0, 1]."""
+    gen = torch.Generator().manual_seed(5)
+    components = torch.randn(6, 3, 10, 8, generator=gen, dtype=torch.float64)
+    components[:, 1] += 0.7 * components[:, 0]                                   # a dependent pair
+    scales = torch.tensor([1e-3, 10.0, 300.0], dtype=torch.float64)[None, :, None, None]
+    raw, scaled = hsic_loss(components), hsic_loss(components * scales)
+    assert not torch.isclose(raw, scaled)
+    torch.testing.assert_close(hsic_loss(components * 1e-3), raw * 1e-12)          # a^4 scaling of eq. 3
+    torch.testing.assert_close(hsic_loss(components * scales, normalization), hsic_loss(components, normalization))
+    pairwise = pairwise_linear_hsic(components * scales, normalization)
+    assert (pairwise >= 0).all() and (pairwise <= 1 + 1e-12).all()
+
+
+def test_variance_reading_limits():
+    """1 for two copies of a rank-1 component, 0 for orthogonal centred ones, about 1/(n-1)
+    for independent random ones (the sampling-noise floor)."""
+    gen = torch.Generator().manual_seed(6)
+    n, k = 400, 4
+    rank_one = torch.randn(1, 1, n, 1, generator=gen, dtype=torch.float64) * torch.randn(1, 1, 1, k, generator=gen,
+                                                                                           dtype=torch.float64)
+    assert hsic_loss(torch.cat([rank_one, 5 * rank_one], dim=1), "variance").item() == pytest.approx(1.0)
+    basis, _ = torch.linalg.qr(torch.randn(n, 2 * k, generator=gen, dtype=torch.float64)
+                               - torch.randn(n, 2 * k, generator=gen, dtype=torch.float64).mean(dim=0))
+    basis = basis - basis.mean(dim=0)
+    basis, _ = torch.linalg.qr(basis)
+    orthogonal = basis.T.reshape(2, k, n).transpose(1, 2)[None]                       # (1, 2, n, k)
+    assert hsic_loss(orthogonal, "variance").item() < 1e-20
+    independent = torch.randn(32, 2, n, k, generator=gen, dtype=torch.float64)
+    assert hsic_loss(independent, "variance").item() == pytest.approx(1 / (n - 1), rel=0.3)
+
+
+@pytest.mark.parametrize("normalization", ["variance", "cka"])
+def test_normalised_readings_are_differentiable_and_finite_at_zero(normalization):
+    components = torch.randn(2, 3, 5, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda c: hsic_loss(c, normalization), (components,))
+    constant = torch.ones(2, 3, 5, 2, dtype=torch.float64, requires_grad=True)       # zero after centring
+    loss = hsic_loss(constant, normalization)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(constant.grad).all()
+
+
+def test_unknown_normalization_names_the_key():
+    with pytest.raises(ValueError, match="hsic_normalization"):
+        hsic_loss(torch.randn(2, 3, 5, 2), "frobenius")

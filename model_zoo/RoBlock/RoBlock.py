@@ -25,7 +25,7 @@ from fuxictr.pytorch.layers import MLP_Block
 from fuxictr_ext.base import ZooModel
 from fuxictr_ext.config import (check_arg, check_choice, check_non_negative, check_non_negative_int,
                                 check_positive_int, check_positive_ints, check_probability)
-from fuxictr_ext.layers.hsic import hsic_loss
+from fuxictr_ext.layers.hsic import HSIC_NORMALIZATIONS, hsic_loss
 from fuxictr_ext.layers.interactions import build_interaction
 from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbedding
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
@@ -61,6 +61,10 @@ class RoBlock(ZooModel):
         rank1_norm_at_inference: also apply it in evaluation, from the fixed start v^(0) = 1;
             ``False`` (the paper: "applied only during training and omitted at inference").
         hsic_weight: beta of eq. 6; 0 switches the HSIC term off (the "HSIC" ablation).
+        hsic_normalization: ``"none"``: eq. 3 as printed (linear kernel, grows with the fourth
+            power of the components' scale); ``"variance"``: every pair divided by the two
+            components' total variances (eq. 3 on unit-variance components, in [0, 1]);
+            ``"cka"``: linear CKA (``fuxictr_ext.layers.hsic``; README: which is the default and why).
         interaction_types: the interaction functions to choose from, names out of
             {"FM", "CIN", "DNN", "DCNv2"} (DHEN's modules, ``fuxictr_ext.layers.interactions``);
             one name makes every block homogeneous.
@@ -114,6 +118,7 @@ class RoBlock(ZooModel):
                  rank1_iterations: int = 3,
                  rank1_norm_at_inference: bool = False,
                  hsic_weight: float = 1.0,
+                 hsic_normalization: str = "none",
                  interaction_types: Sequence[str] = ("DCNv2",),
                  interaction_assignment: str = "cycle",
                  seed: int = 2019,
@@ -138,6 +143,7 @@ class RoBlock(ZooModel):
         check_non_negative_int("extra_components", extra_components)
         check_positive_int("num_blocks", num_blocks)
         check_non_negative("hsic_weight", hsic_weight)
+        hsic_normalization = check_choice("hsic_normalization", hsic_normalization, HSIC_NORMALIZATIONS)
         check_probability("net_dropout", net_dropout)
         check_probability("fieldwise_dropout", fieldwise_dropout)
         check_positive_int("num_cross_layers", num_cross_layers)
@@ -164,6 +170,7 @@ class RoBlock(ZooModel):
         self.num_components = base_components + extra_components                    # M
         self.model_dim = model_dim
         self.hsic_weight = float(hsic_weight)
+        self.hsic_normalization = hsic_normalization
         self.uses_hsic = self.hsic_weight > 0 and self.num_components >= 2
         self.interaction_plan = assign_interactions(list(interaction_types), num_blocks, self.num_components,
                                                     interaction_assignment,
@@ -224,6 +231,7 @@ class RoBlock(ZooModel):
         pooled = torch.stack(block_outputs).mean(dim=0)                              # (B, F, D)     eq. 6
         return_dict = {"y_pred": self.projection(pooled.flatten(start_dim=1))}       # (B, 1)
         if self.training and self.uses_hsic:
-            hsic = torch.stack([hsic_loss(components) for components in block_components]).sum()
+            hsic = torch.stack([hsic_loss(components, self.hsic_normalization)
+                                 for components in block_components]).sum()
             return_dict["aux_losses"] = {"hsic": self.hsic_weight * hsic}
         return return_dict

@@ -1,0 +1,269 @@
+"""RoBlock, WuKong ME and DHEN ME over depth and width on the ``discriminating`` synthetic data
+(RoBlock paper, Table 3 and Figures 1, 5 and 6: gains that grow with depth and width).
+
+    python -m benchmarks.roblock_scaling --budget-min 60
+
+Cells: depth L in ``--depths`` (1, 2, 3, 5) x width scale s in ``--widths`` (1, 2, 4), every
+model, every seed of ``--seeds`` (2019, 2020). Every model starts from its committed
+experiment id with the shared settings of ``benchmarks.discriminating_synthetic`` (batch 512,
+Adam 1e-3, early stopping with patience 1) and base size k = ``K`` = 8:
+
+* RoBlock: ``RoBlock_criteo_2x`` (the default formulation, heterogeneous interactions) with
+  ``scale_factor`` s (D = s k, M = s + 1) and ``num_blocks`` L;
+* WuKong ME: ``WuKong_ME_criteo`` with s tables of size k (``num_embeddings``) and ``num_layers`` L;
+* DHEN ME: ``DHEN_ME_criteo`` with s tables of size k and ``num_layers`` L.
+
+Order: the most informative cells first (``CELL_ORDER``: L = 1, 2, 3 at width 1, then
+width 2, then L = 5 and width 4), seeds and models alternating within a cell. A point is
+not started once the time spent plus the longest point so far would pass ``--budget-min``.
+Resumable: every finished run appends its record (``fuxictr_ext.results``) to
+``<work dir>/mlcc_scaling_config.jsonl`` (named after the generated config folder); a rerun with the same ``--work-dir`` and
+``--epochs`` skips the points that have one and rewrites the report from all records. The report
+(``--out``.md) names the command, which cells ran and which did not, mean and spread per
+cell, a plot of test AUC against depth and width per model (``--out``.png), and the
+information abundance of every layer input (the paper's Figures 1 and 5) for the L = 3
+runs that finished (the models' ``spectrum_callbacks``, on 5 validation batches, after
+the best checkpoint is reloaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import yaml
+
+from benchmarks.discriminating_synthetic import DATASET, SHARED, absolute_dataset_paths
+from benchmarks.mlcc_scaling import REPO, Point, write_config_dir
+from fuxictr_ext.results import read_records
+from fuxictr_ext.runner import run_experiment
+
+K = 8
+MODELS: Dict[str, Tuple[str, callable]] = {
+    "RoBlock": ("RoBlock_criteo_2x", lambda depth, width: {"scale_factor": width, "num_blocks": depth}),
+    "WuKong ME": ("WuKong_ME_criteo", lambda depth, width: {"num_embeddings": width, "num_layers": depth}),
+    "DHEN ME": ("DHEN_ME_criteo", lambda depth, width: {"num_embeddings": width, "num_layers": depth}),
+}
+COLOURS = {"RoBlock": "tab:red", "WuKong ME": "tab:purple", "DHEN ME": "tab:blue"}
+CELL_ORDER = [(1, 1), (2, 1), (3, 1), (1, 2), (2, 2), (3, 2), (5, 1), (5, 2), (1, 4), (2, 4), (3, 4), (5, 4)]
+IA_DEPTH = 3
+SPECTRUM = [{"metric": ["IA"], "layers": "auto", "every": "epoch", "split": "valid", "max_batches": 5}]
+CONFIG_NAME = "mlcc_scaling_config"     # the folder write_config_dir creates; names the records file
+
+
+def expid(model: str, depth: int, width: int, seed: int, epochs: int) -> str:
+    """The point's run id; the epoch limit is part of it, so records of another limit are not reused."""
+    return f"scaling_{model.replace(' ', '_')}_L{depth}_s{width}_seed{seed}_e{epochs}"
+
+
+def sweep_points(models: List[str], depths: List[int], widths: List[int], seeds: List[int],
+                 epochs: int) -> List[Point]:
+    """The points of the requested cells, most informative cells first."""
+    cells = [cell for cell in CELL_ORDER if cell[0] in depths and cell[1] in widths]
+    cells += [(d, w) for w in widths for d in depths if (d, w) not in cells]
+    points = []
+    for depth, width in cells:
+        for seed in seeds:
+            for model in models:
+                base, sizes = MODELS[model]
+                overrides = {"embedding_dim": K, **sizes(depth, width), **SHARED, "seed": seed}
+                points.append(Point(expid(model, depth, width, seed, epochs), model, base, overrides, dim=depth,
+                                    channels=width))
+    return points
+
+
+def write_configs(points: List[Point], epochs: int, work_dir: str) -> str:
+    """The generated config folder (``write_config_dir``), with the discriminating data's
+    absolute paths and the IA callbacks on the L = ``IA_DEPTH`` points."""
+    config_dir = write_config_dir(points, epochs, work_dir)
+    absolute_dataset_paths(config_dir)
+    path = os.path.join(config_dir, "model_config", "zz_mlcc_scaling.yaml")
+    with open(path) as fd:
+        content = yaml.safe_load(fd)
+    for point in points:
+        if point.dim == IA_DEPTH:
+            content[point.expid]["spectrum_callbacks"] = SPECTRUM
+    with open(path, "w") as fd:
+        yaml.safe_dump(content, fd, sort_keys=False)
+    return config_dir
+
+
+def finished(records: List[dict]) -> Dict[str, dict]:
+    """The last successful record of every experiment id."""
+    return {record["expid"]: record for record in records if record.get("status") == "ok"}
+
+
+def ia_per_layer(work_dir: str, run: str) -> Optional[List[float]]:
+    """IA of every tapped layer input (stage order) of the run's end-of-training record."""
+    paths = glob.glob(os.path.join(work_dir, "checkpoints", "**", f"{run}.spectrum.json"), recursive=True)
+    if not paths:
+        return None
+    with open(paths[0]) as fd:
+        records = json.load(fd)["records"]
+    end = [r for r in records if r["epoch"] == "end" and r["metric"] == "IA"]
+    return [r["mean"] for r in sorted(end, key=lambda r: r["stage_index"])] or None
+
+
+def spread(values: List[float]) -> str:
+    return f"{statistics.mean(values):.4f} | {max(values) - min(values):.4f}"
+
+
+def markdown(points: List[Point], done: Dict[str, dict], work_dir: str, command: str, header: str) -> str:
+    models = list(dict.fromkeys(p.family for p in points))
+    cells = list(dict.fromkeys((p.dim, p.channels) for p in points))
+    lines = [header, "", f"Command: `{command}`", ""]
+    lines += ["Test AUC per cell: mean over the seeds that ran, spread = max - min, (n) seeds run; "
+              "`-` not run.", "",
+              "| L | s | " + " | ".join(f"{m} mean | {m} spread" for m in models) + " | seeds run |",
+              "|---|---|" + "---|---|" * len(models) + "---|"]
+    not_run = []
+    for depth, width in cells:
+        row, seeds_run = [], []
+        for model in models:
+            cell_points = [p for p in points if (p.dim, p.channels, p.family) == (depth, width, model)]
+            aucs = [done[p.expid]["test"]["AUC"] for p in cell_points if p.expid in done]
+            not_run += [p.expid for p in cell_points if p.expid not in done]
+            row.append(spread(aucs) + f" ({len(aucs)})" if aucs else "- | -")
+            seeds_run.append(str(len(aucs)))
+        lines.append(f"| {depth} | {width} | " + " | ".join(row) + f" | {'/'.join(seeds_run)} |")
+    lines += ["", "Every run (test AUC, test logloss, dense parameters, epochs' train seconds):", "",
+              "| run | model | L | s | seed | test AUC | test logloss | dense params | train s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for p in points:
+        if p.expid in done:
+            r = done[p.expid]
+            lines.append(f"| {p.expid} | {p.family} | {p.dim} | {p.channels} | {p.overrides['seed']} | "
+                         f"{r['test']['AUC']:.4f} | {r['test']['logloss']:.4f} | {r['params']['dense']:,} | "
+                         f"{r['train_seconds']:.0f} |")
+    ia_rows = [(p, ia_per_layer(work_dir, p.expid)) for p in points if p.dim == IA_DEPTH and p.expid in done]
+    ia_rows = [(p, ia) for p, ia in ia_rows if ia]
+    if ia_rows:
+        lines += ["", f"Information abundance of every layer input at L = {IA_DEPTH} (paper Figures 1 and 5; "
+                  "5 validation batches, best checkpoint; layer 0 is the first layer's input):", "",
+                  "| run | " + " | ".join(f"layer {i}" for i in range(max(len(ia) for _, ia in ia_rows))) + " |",
+                  "|---|" + "---|" * max(len(ia) for _, ia in ia_rows)]
+        for p, ia in ia_rows:
+            lines.append(f"| {p.expid} | " + " | ".join(f"{v:.3f}" for v in ia) + " |")
+    lines += ["", "Not run (budget): " + (", ".join(f"`{e}`" for e in not_run) if not_run else "none") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: List[Point], done: Dict[str, dict], work_dir: str, path: str) -> None:
+    """Three panels: test AUC vs depth (one line per model and width), vs width (one line per
+    model and depth), IA per layer input at L = IA_DEPTH."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    models = list(dict.fromkeys(p.family for p in points))
+    styles = ["-", "--", ":", "-."]
+
+    def mean_auc(model, depth, width):
+        aucs = [done[p.expid]["test"]["AUC"] for p in points
+                if (p.family, p.dim, p.channels) == (model, depth, width) and p.expid in done]
+        return statistics.mean(aucs) if aucs else None
+
+    for model in models:
+        widths = sorted({p.channels for p in points if p.family == model})
+        depths = sorted({p.dim for p in points if p.family == model})
+        for i, width in enumerate(widths):
+            xy = [(d, mean_auc(model, d, width)) for d in depths]
+            xy = [(x, y) for x, y in xy if y is not None]
+            if xy:
+                axes[0].plot(*zip(*xy), styles[i % 4], marker="o", color=COLOURS[model], label=f"{model}, s={width}")
+        for i, depth in enumerate(depths):
+            xy = [(w, mean_auc(model, depth, w)) for w in widths]
+            xy = [(x, y) for x, y in xy if y is not None]
+            if xy:
+                axes[1].plot(*zip(*xy), styles[i % 4], marker="o", color=COLOURS[model], label=f"{model}, L={depth}")
+        for i, p in enumerate(p for p in points if p.family == model and p.dim == IA_DEPTH and p.expid in done):
+            ia = ia_per_layer(work_dir, p.expid)
+            if ia:
+                axes[2].plot(range(len(ia)), ia, styles[i % 4], marker="o", color=COLOURS[model],
+                             label=f"{model}, s={p.channels}, seed {p.overrides['seed']}")
+    for ax, xlabel, title in ((axes[0], "depth L", "test AUC vs depth"), (axes[1], "width scale s", "test AUC vs width"),
+                              (axes[2], "layer input", f"information abundance, L = {IA_DEPTH}")):
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel("test AUC (mean over seeds)")
+    axes[2].set_ylabel("IA")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 5])
+    parser.add_argument("--widths", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help=f"names out of {list(MODELS)}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2019, 2020])
+    parser.add_argument("--epochs", type=int, default=4, help="at most this many epochs per point")
+    parser.add_argument("--budget-min", type=float, default=60.0, help="wall-clock budget of this call")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--out", default=os.path.join(REPO, "results", "roblock_scaling"),
+                        help="output path without extension (.md and .png are written)")
+    parser.add_argument("--work-dir", default=os.path.join(REPO, "checkpoints", "roblock_scaling"),
+                        help="folder of the generated config, checkpoints and records; reuse it to resume")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
+    if args.epochs < 1 or min(args.depths) < 1 or min(args.widths) < 1:
+        parser.error("--epochs, --depths and --widths must be >= 1")
+
+    torch.set_num_threads(args.threads)
+    command = "python -m benchmarks.roblock_scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
+    points = sweep_points(args.models, args.depths, args.widths, args.seeds, args.epochs)
+    work_dir = os.path.abspath(args.work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    config_dir = os.path.join(work_dir, CONFIG_NAME)
+    if os.path.isdir(config_dir):
+        shutil.rmtree(config_dir)                      # regenerated from this call's points
+    config_dir = write_configs(points, args.epochs, work_dir)
+    records_path = os.path.join(work_dir, CONFIG_NAME + ".jsonl")
+    header = (f"# RoBlock, WuKong ME and DHEN ME over depth and width\n\n"
+              f"Generated by benchmarks/roblock_scaling.py: dataset `{DATASET}` "
+              f"(fuxictr_ext.data.synthetic.DiscriminatingSchema, 200k rows; planted first-order part alone "
+              f"AUC 0.586, planted model 0.8785), base size k = {K}, at most {args.epochs} epoch(s) per point, "
+              f"shared settings {SHARED}, CPU, {args.threads} torch thread(s), torch {torch.__version__}.")
+    os.chdir(work_dir)
+
+    def report() -> None:
+        done = finished(read_records(records_path))
+        with open(args.out + ".md", "w") as fd:
+            fd.write(markdown(points, done, work_dir, command, header))
+        plot(points, done, work_dir, args.out + ".png")
+
+    start, longest = time.time(), 0.0
+    for point in points:
+        if point.expid in finished(read_records(records_path)):
+            continue
+        elapsed = time.time() - start
+        if elapsed + longest > args.budget_min * 60:
+            print(f"[roblock_scaling] budget: {elapsed / 60:.1f} min spent, longest point {longest / 60:.1f} min; "
+                  "stopping", flush=True)
+            break
+        point_start = time.time()
+        result = run_experiment(config_dir, point.expid, gpu=-1)
+        longest = max(longest, time.time() - point_start)
+        print(f"[roblock_scaling] {point.expid}: test AUC {result['test']['AUC']:.4f}, "
+              f"{time.time() - point_start:.0f} s", flush=True)
+        report()
+    report()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""benchmarks/roblock_scaling.py: the cells it plans and the report it writes from records."""
+
+from benchmarks import roblock_scaling as scaling
+
+
+def test_most_informative_cells_first_and_sizes_per_model():
+    points = scaling.sweep_points(list(scaling.MODELS), [1, 2, 3, 5], [1, 2, 4], [2019, 2020], 4)
+    assert len(points) == 4 * 3 * 3 * 2
+    assert [(p.dim, p.channels) for p in points[:18:6]] == [(1, 1), (2, 1), (3, 1)]
+    first = points[:6]
+    assert [(p.family, p.overrides["seed"]) for p in first] == [
+        (m, s) for s in (2019, 2020) for m in scaling.MODELS]
+    by_family = {p.family: p.overrides for p in points if (p.dim, p.channels) == (3, 4)}
+    assert by_family["RoBlock"]["scale_factor"] == 4 and by_family["RoBlock"]["num_blocks"] == 3
+    assert by_family["WuKong ME"]["num_embeddings"] == 4 and by_family["WuKong ME"]["num_layers"] == 3
+    assert by_family["DHEN ME"]["num_embeddings"] == 4 and by_family["DHEN ME"]["num_layers"] == 3
+    assert all(p.overrides["embedding_dim"] == scaling.K for p in points)
+    assert len({p.expid for p in points}) == len(points)
+    assert not {p.expid for p in points} & {p.expid for p in scaling.sweep_points(
+        list(scaling.MODELS), [1, 2, 3, 5], [1, 2, 4], [2019, 2020], 1)}       # another epoch limit: new points
+
+
+def test_report_has_mean_spread_and_names_the_cells_not_run(tmp_path):
+    points = scaling.sweep_points(["RoBlock", "DHEN ME"], [1, 2], [1], [2019, 2020], 1)
+    records = [{"expid": p.expid, "status": "ok", "test": {"AUC": auc, "logloss": 0.5},
+                "params": {"dense": 1000}, "train_seconds": 10.0}
+               for p, auc in zip(points[:3], (0.80, 0.70, 0.84))]
+    records.append({"expid": points[3].expid, "status": "failed"})
+    done = scaling.finished(records)
+    text = scaling.markdown(points, done, str(tmp_path), "python -m benchmarks.roblock_scaling", "# header")
+    assert "| 1 | 1 | 0.8200 | 0.0400 (2) | 0.7000 | 0.0000 (1) | 2/1 |" in text
+    assert "| 2 | 1 | - | - | - | - | 0/0 |" in text
+    assert points[3].expid in text.split("Not run")[1] and points[0].expid not in text.split("Not run")[1]
+    scaling.plot(points, done, str(tmp_path), str(tmp_path / "plot.png"))
+    assert (tmp_path / "plot.png").stat().st_size > 0
