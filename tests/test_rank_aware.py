@@ -9,7 +9,7 @@ from fuxictr.pytorch.layers import (CrossNetV2, FactorizationMachine, FeatureEmb
 from torch import nn
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.serving import (DeepFMScorer, FieldPartition, RankAwareUnsupportedError, RequestBatch, build_scorer,
+from fuxictr_ext.serving import (DeepFMScorer, FieldPartition, RankAwareUnsupportedError, RequestBatch, Scorer, build_scorer,
                                     export_scorer, rank_aware_models, register_scorer, score_difference,
                                  score_requests)
 from fuxictr_ext.layers.common import FMPairs, MultiHeadSelfAttention
@@ -370,3 +370,13 @@ def test_export_refuses_bad_arguments(feature_map, partition, tmp_path):
         export_scorer(scorer, random_requests(feature_map, partition, [2, 3]), method="torchscript")
     with pytest.raises(ValueError, match="R >= 2 requests and C >= 2"):
         export_scorer(scorer, random_requests(feature_map, partition, [3]))
+
+
+def test_export_takes_the_scorer_that_load_scorer_returns(feature_map, partition, tmp_path):
+    model = build("DLRM", feature_map, tmp_path)
+    held = Scorer(model, path="rank_aware")                        # what load_scorer returns
+    program = export_scorer(held, random_requests(feature_map, partition, [2, 3], seed=1)).module()
+    batch = random_requests(feature_map, partition, [4, 1, 3], seed=5)
+    with torch.no_grad():
+        scores = program(batch.context, batch.candidates, batch.request_index)
+    assert (scores - held.score_batch(batch)).abs().max() <= TOL

@@ -333,7 +333,7 @@ def score_difference(model: nn.Module, batch: RequestBatch, rank_aware_fc: bool 
 EXPORT_METHODS = ("torch.export",)
 
 
-def export_scorer(scorer: MultiTargetScorer, example: RequestBatch, method: str = "torch.export"):
+def export_scorer(scorer, example: RequestBatch, method: str = "torch.export"):
     """An ``ExportedProgram`` of ``scorer`` (``torch.export``), dynamic in R, C and the ragged N.
 
     Run it as ``program.module()(context, candidates, request_index) -> (C,)``; save and
@@ -341,7 +341,8 @@ def export_scorer(scorer: MultiTargetScorer, example: RequestBatch, method: str 
     offered: ``torch.jit.trace`` / ``script`` are deprecated in torch 2.13.)
 
     Args:
-        scorer: a scorer from :func:`build_scorer`.
+        scorer: a :class:`Scorer` (what :func:`~fuxictr_ext.serving.load.load_scorer` returns) or a
+            scorer module from :func:`build_scorer`.
         example: a request batch to trace with, R >= 2 requests and C >= 2 candidates
             (torch.export specialises sizes of 1); later calls may differ in R, C and N
             (R = 1 and C = 1 included), not in the fields.
@@ -354,6 +355,8 @@ def export_scorer(scorer: MultiTargetScorer, example: RequestBatch, method: str 
     """
     if method not in EXPORT_METHODS:
         raise ValueError(f"method must be one of {EXPORT_METHODS}, got {method!r}")
+    if isinstance(scorer, Scorer):
+        scorer = scorer.module
     if not scorer.partition.context_fields:
         raise ValueError("export_scorer needs at least one context field: with none, the number of requests is "
                          "not the size of any input; score such a model with the Scorer itself")
