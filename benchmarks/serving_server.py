@@ -49,6 +49,8 @@ import polars as pl
 import torch
 import yaml
 
+from fuxictr_ext.serving import RequestBatch, export_scorer
+
 PATHS = ("vanilla", "rank_aware")
 EXPID = "DLRM_serving_bench"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -220,9 +222,9 @@ def closed_loop(port: int, bodies: Sequence[bytes], expected: Sequence[np.ndarra
             if answer.status != 200:
                 errors.append(f"status {answer.status}: {payload[:300]!r}")
                 return
-            scores = np.array(json.loads(payload)["scores"])
-            if scores.shape != expected[i % len(bodies)].shape or np.abs(scores - expected[i % len(bodies)]).max() > 1e-5:
-                errors.append(f"scores differ from in-process scoring by {np.abs(scores - expected[i % len(bodies)]).max()}")
+            scores, offline = np.array(json.loads(payload)["scores"]), expected[i % len(bodies)]
+            if scores.shape != offline.shape or np.abs(scores - offline).max() > 1e-5:
+                errors.append(f"scores differ from in-process scoring: {scores[:4]} against {offline[:4]}")
                 return
             if sent >= measure_from:
                 latencies[c].append(done - sent)
@@ -260,6 +262,42 @@ def in_process_loop(scorer, bodies: Sequence[bytes], warmup: float, duration: fl
         i += 1
     return Window(len(latencies) / duration, latencies, (time.process_time() - cpu_before) / max(len(latencies), 1),
                   os.getloadavg()[0])
+
+
+def aot_comparison(scorers, requests: Sequence[dict], rounds: int, package_dir: str) -> dict:
+    """Per path: the scorer eager, its ``torch.export`` program, and that program compiled ahead of
+    time by AOTInductor (``torch._inductor.aoti_compile_and_package``), on one encoded request at a
+    time: compile seconds, max |score - eager| over the requests, CPU ms per call (median, min over
+    ``rounds`` rounds, the three alternated)."""
+    results = {}
+    for path, scorer in scorers.items():
+        batches = [scorer.encode([r]) for r in requests]
+        program = export_scorer(scorer, RequestBatch.concat(batches[:2]))
+        compile_start = time.perf_counter()
+        package = torch._inductor.aoti_compile_and_package(
+            program, package_path=os.path.join(package_dir, f"scorer_{path}.pt2"))
+        compile_s = time.perf_counter() - compile_start
+        runners = {"eager": lambda b: scorer.score_batch(b),
+                   "torch.export": program.module(),
+                   "AOTInductor": torch._inductor.aoti_load_package(package)}
+        calls = {"eager": runners["eager"],
+                 "torch.export": lambda b: runners["torch.export"](b.context, b.candidates, b.request_index),
+                 "AOTInductor": lambda b: runners["AOTInductor"](b.context, b.candidates, b.request_index)}
+        difference = {}
+        with torch.no_grad():
+            for name, call in calls.items():
+                difference[name] = max(float((call(b) - scorer.score_batch(b)).abs().max()) for b in batches)
+            times = {name: [] for name in calls}
+            for _ in range(rounds + 1):                  # the first round is the warm-up
+                for name, call in calls.items():
+                    start = time.process_time()
+                    for b in batches:
+                        call(b)
+                    times[name].append(1e3 * (time.process_time() - start) / len(batches))
+        results[path] = {"compile_s": compile_s, "max_abs_difference": difference,
+                         "cpu_ms": {n: statistics.median(v[1:]) for n, v in times.items()},
+                         "cpu_ms_min": {n: min(v[1:]) for n, v in times.items()}}
+    return results
 
 
 def summarise(windows: List[Window]) -> dict:
@@ -411,7 +449,8 @@ def contenders(args, config_dir: str) -> List[Contender]:
             command = [sys.executable, "-m", "benchmarks.serving_server", "--serve", engine, "--port", str(p),
                        "--serve-workers", str(workers), "--max-batch-size", str(args.max_batch_size),
                        "--batch-wait-ms", str(args.batch_wait_ms), "--max-queued", str(args.max_queued)]
-            reference.append(Contender(f"{engine}_rank_aware_{workers}w", engine, "rank_aware", workers, p, command, env))
+            reference.append(Contender(f"{engine}_rank_aware_{workers}w", engine, "rank_aware", workers, p, command,
+                                       env))
     return chosen + reference
 
 
@@ -436,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overload-clients", type=int, default=256)
     parser.add_argument("--overload-requests", type=int, default=4)
     parser.add_argument("--start-timeout-s", type=float, default=300)
+    parser.add_argument("--aot-rounds", type=int, default=5, help="rounds of the AOTInductor comparison (0: skip it)")
     parser.add_argument("--port", type=int, default=18900)
     parser.add_argument("--out", default="results/serving.md")
     parser.add_argument("--serve", choices=["fastapi", "rayserve"], default=None, help=argparse.SUPPRESS)
@@ -471,6 +511,8 @@ def main(argv=None) -> None:
     bodies = [json.dumps(r).encode() for r in requests]
     expected = [np.array(s) for s in scorers["vanilla"].score(requests)]
 
+    aot = aot_comparison(scorers, requests[:16], args.aot_rounds, args.work_dir) if args.aot_rounds else {}
+    print(f"AOTInductor: {aot}", flush=True)
     servers = contenders(args, config_dir)
     log_dir = os.path.join(args.work_dir, "logs")
     os.makedirs(log_dir, exist_ok=True)
@@ -502,10 +544,10 @@ def main(argv=None) -> None:
     finally:
         for server in servers:
             server.stop()
-    write_results(args, argv, servers, windows, started, overload_result)
+    write_results(args, argv, servers, windows, started, overload_result, aot)
 
 
-def write_results(args, argv, servers, windows, started, overload_result) -> None:
+def write_results(args, argv, servers, windows, started, overload_result, aot) -> None:
     summary = {key: summarise(value) for key, value in windows.items()}
     in_process = {path: summary[("in process", path, 1, args.concurrency[0])] for path in PATHS}
     engines = {s.name: s for s in servers}
@@ -546,6 +588,18 @@ def write_results(args, argv, servers, windows, started, overload_result) -> Non
             "| status | count | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|",
             *[f"| {status} | {v['count']} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} |"
               for status, v in overload_result["statuses"].items()]]
+    if aot:
+        body += ["", "In process, the model call alone on one encoded request at a time: eager, its `torch.export` "
+                 "program, and that program compiled by AOTInductor (`torch._inductor.aoti_compile_and_package`); "
+                 "CPU ms per call (median, min), max |score - eager|, compile seconds:", "",
+                 "| path | eager | torch.export | AOTInductor | eager / AOTInductor | max diff export, AOT | "
+                 "compile s |", "|---|---|---|---|---|---|---|"]
+        for path, r in aot.items():
+            ms, low, diff = r["cpu_ms"], r["cpu_ms_min"], r["max_abs_difference"]
+            body.append(f"| {path} | {ms['eager']:.3f} ({low['eager']:.3f}) | {ms['torch.export']:.3f} "
+                        f"({low['torch.export']:.3f}) | {ms['AOTInductor']:.3f} ({low['AOTInductor']:.3f}) | "
+                        f"x{ms['eager'] / ms['AOTInductor']:.2f} | {diff['torch.export']:.1e}, "
+                        f"{diff['AOTInductor']:.1e} | {r['compile_s']:.0f} |")
     text = "\n".join(body) + "\n"
     print(text)
     with open(args.out, "w") as fd:

@@ -9,8 +9,8 @@ from fuxictr.pytorch.layers import (CrossNetV2, FactorizationMachine, FeatureEmb
 from torch import nn
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.serving import (DeepFMScorer, FieldPartition, RankAwareUnsupportedError, RequestBatch, Scorer, build_scorer,
-                                    export_scorer, rank_aware_models, register_scorer, score_difference,
+from fuxictr_ext.serving import (DeepFMScorer, FieldPartition, RankAwareUnsupportedError, RequestBatch, Scorer,
+                                 build_scorer, export_scorer, rank_aware_models, register_scorer, score_difference,
                                  score_requests)
 from fuxictr_ext.layers.common import FMPairs, MultiHeadSelfAttention
 from fuxictr_ext.serving.layers import (RankAwareCrossNetV2, RankAwareFMPairs,

@@ -90,6 +90,16 @@ def test_command_prints_one_line_of_scores_per_request(trained, scorers, zoo_wor
         load_scorer(trained["config"], "DLRM_demo_reqest")
 
 
+def test_a_lone_surrogate_is_a_request_error_naming_the_field(scorers):
+    encoder = scorers["rank_aware"].encoder
+    context = {c: "1" for c in encoder.context_columns}
+    candidates = {c: ["1", "2"] for c in encoder.target_columns}
+    with pytest.raises(RequestError, match=r"context\['user_id'\]"):
+        encoder.request_batch([{"context": dict(context, user_id="\ud800"), "candidates": candidates}])
+    with pytest.raises(RequestError, match=r"candidates\['item_id'\]"):
+        encoder.request_batch([{"context": context, "candidates": dict(candidates, item_id=["1", "\udfff"])}])
+
+
 def test_unknown_values_get_the_oov_id(scorers):
     encoder = scorers["rank_aware"].encoder
     context = {c: "never-seen" for c in encoder.context_columns}
