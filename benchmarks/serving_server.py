@@ -470,8 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
-    parser.add_argument("--max-queued", type=int, default=64)
-    parser.add_argument("--timeout-s", type=float, default=2.0)
+    parser.add_argument("--max-queued", type=int, default=32)
+    parser.add_argument("--timeout-s", type=float, default=1.0)
     parser.add_argument("--overload-clients", type=int, default=256)
     parser.add_argument("--overload-requests", type=int, default=4)
     parser.add_argument("--start-timeout-s", type=float, default=300)
@@ -539,7 +539,8 @@ def main(argv=None) -> None:
                           f"{1e3 * window.cpu_per_request:.2f} CPU ms/request, load {window.load:.1f}", flush=True)
         chosen = next(s for s in servers if s.engine == "litserve" and s.path == "rank_aware"
                       and s.workers == max(args.workers))
-        overload_result = overload(chosen.port, bodies, args.overload_clients, args.overload_requests)
+        overload_result = dict(overload(chosen.port, bodies, args.overload_clients, args.overload_requests),
+                               server=chosen.name)
         print(f"overload: {overload_result}", flush=True)
     finally:
         for server in servers:
@@ -550,7 +551,6 @@ def main(argv=None) -> None:
 def write_results(args, argv, servers, windows, started, overload_result, aot) -> None:
     summary = {key: summarise(value) for key, value in windows.items()}
     in_process = {path: summary[("in process", path, 1, args.concurrency[0])] for path in PATHS}
-    engines = {s.name: s for s in servers}
     lines = ["| contender | path | workers | concurrency | requests/s (median, min) | p50 ms | p99 ms | "
              "CPU ms / request, all server processes (median, min) | throughput / in-process | load average |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -581,9 +581,9 @@ def write_results(args, argv, servers, windows, started, overload_result, aot) -
             "Rank-aware against vanilla, CPU per request (vanilla / rank-aware):", "",
             "| server | concurrency | served | in process | served / in process |", "|---|---|---|---|---|",
             *ratio_lines, "",
-            f"Overload: {args.overload_clients} clients at once x {args.overload_requests} requests against "
-            f"`{next(s for s in engines if s.startswith('litserve_rank_aware'))}`-style server with "
-            f"--max-queued {args.max_queued} --timeout-s {args.timeout_s} "
+            f"Overload: {args.overload_clients} clients at once (threads of this process) x {args.overload_requests} "
+            f"requests against `{overload_result['server']}` (--max-queued {args.max_queued} --timeout-s "
+            f"{args.timeout_s}) "
             f"(wall {overload_result['wall_s']:.1f} s, load {overload_result['load']:.1f}):", "",
             "| status | count | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|",
             *[f"| {status} | {v['count']} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} |"

@@ -186,7 +186,7 @@ async def http_error(request, err: HTTPException) -> Response:
     """Every HTTP error as ``{"error": ...}``; a body FastAPI could not parse names the cause
     (not UTF-8, nested too deep)."""
     cause = err.__cause__ or err.__context__
-    detail = f"{err.detail}: {type(cause).__name__}: {cause}" if err.status_code == 400 and cause else str(err.detail)
+    detail = f"{err.detail}: {cause!r}" if err.status_code == 400 and cause else str(err.detail)
     return error_response(err.status_code, detail, getattr(err, "headers", None))
 
 
@@ -198,8 +198,8 @@ async def body_error(request, err: RequestValidationError) -> Response:
 
 def scoring_server(config_dir: str, expid: str, checkpoint: Optional[str] = None, path: str = "rank_aware",
                    dtype: Optional[str] = None, max_candidates: int = 1024, max_batch_size: int = 32,
-                   batch_wait_ms: float = 2.0, torch_threads: int = 1, workers: int = 1, max_queued: int = 64,
-                   timeout_s: float = 2.0, max_body_bytes: int = 8 << 20,
+                   batch_wait_ms: float = 2.0, torch_threads: int = 1, workers: int = 1, max_queued: int = 32,
+                   timeout_s: float = 1.0, max_body_bytes: int = 8 << 20,
                    workdir: Optional[str] = None) -> litserve.LitServer:
     """The LitServe server of :class:`ScoringAPI` (``scoring_server(...).run(host=, port=)``).
 
@@ -255,9 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-candidates", type=int, default=1024)
     parser.add_argument("--max-batch-size", type=int, default=32, help="HTTP requests scored in one call")
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
-    parser.add_argument("--max-queued", type=int, default=64,
+    parser.add_argument("--max-queued", type=int, default=32,
                         help="requests in flight per API server beyond which a request gets 503")
-    parser.add_argument("--timeout-s", type=float, default=2.0, help="a request queued longer gets 504")
+    parser.add_argument("--timeout-s", type=float, default=1.0, help="a request queued longer gets 504")
     parser.add_argument("--max-body-mb", type=float, default=8.0, help="larger bodies get 413")
     return parser
 
