@@ -6,7 +6,8 @@ served by each contender, all started at once on 127.0.0.1 and measured in turn,
 after contender, round after round (alternated), after a warm-up:
 
 * ``litserve``  - the project's server (``python -m fuxictr_ext.serving.server``), LitServe
-  with dynamic batching, 1 and 2 inference workers, rank-aware and vanilla paths;
+  with dynamic batching, 1 and 2 inference workers, rank-aware and vanilla paths, and the
+  rank-aware scorer compiled ahead of time (``--compile``, AOTInductor);
 * ``fastapi``   - the reference: a plain FastAPI/uvicorn app around the same scorer, one
   request per call, 1 and 2 uvicorn workers (``--serve fastapi``, below);
 * ``rayserve``  - Ray Serve tuned as its documentation allows (``--serve rayserve``):
@@ -435,6 +436,11 @@ def contenders(args, config_dir: str) -> List[Contender]:
             p = next(port)
             chosen.append(Contender(f"litserve_{path}_{workers}w", "litserve", path, workers, p,
                                     base + ["--path", path, "--workers", str(workers), "--port", str(p)]))
+    if args.compiled:
+        p, workers = next(port), max(args.workers)
+        chosen.append(Contender(f"litserve_rank_aware_{workers}w_compiled", "litserve", "rank_aware", workers, p,
+                                base + ["--path", "rank_aware", "--workers", str(workers), "--port", str(p),
+                                        "--compile"]))
     reference = []
     for engine in args.engines:
         for workers in args.workers:
@@ -475,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overload-clients", type=int, default=256)
     parser.add_argument("--overload-requests", type=int, default=4)
     parser.add_argument("--start-timeout-s", type=float, default=300)
+    parser.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=True,
+                        help="also serve the rank-aware scorer compiled by AOTInductor (--compile)")
     parser.add_argument("--aot-rounds", type=int, default=5, help="rounds of the AOTInductor comparison (0: skip it)")
     parser.add_argument("--port", type=int, default=18900)
     parser.add_argument("--out", default="results/serving.md")

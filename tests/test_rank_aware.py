@@ -380,3 +380,19 @@ def test_export_takes_the_scorer_that_load_scorer_returns(feature_map, partition
     with torch.no_grad():
         scores = program(batch.context, batch.candidates, batch.request_index)
     assert (scores - held.score_batch(batch)).abs().max() <= TOL
+
+
+def test_a_scorer_compiled_ahead_of_time_gives_its_scores_and_refuses_other_weights(feature_map, partition,
+                                                                                   tmp_path):
+    model = build("DLRM", feature_map, tmp_path)
+    held = Scorer(model, path="rank_aware")
+    example = random_requests(feature_map, partition, [2, 3], seed=1)
+    package = held.compile(example, str(tmp_path / "scorer.pt2"))            # AOTInductor, dynamic R and C
+    compiled = Scorer(model, path="rank_aware")
+    compiled.use_compiled(package, example)
+    for num_candidates in ([4, 1, 6, 2], [1], [9, 1]):
+        batch = random_requests(feature_map, partition, num_candidates, seed=9)
+        assert (compiled.score_batch(batch) - held.score_batch(batch)).abs().max() <= TOL
+    other = build("DLRM", feature_map, tmp_path, seed=3)
+    with pytest.raises(ValueError, match="compiled from other weights"):
+        Scorer(other, path="rank_aware").use_compiled(package, example)

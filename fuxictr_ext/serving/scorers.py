@@ -305,10 +305,39 @@ class Scorer:
         self.module = build_scorer(model, path, partition, rank_aware_fc, **partition_options)
         self.partition = self.module.partition
         self.encoder = encoder
+        self.compiled = None
 
     def score_batch(self, batch: RequestBatch) -> torch.Tensor:
-        """(C,) scores of an encoded RequestBatch."""
-        return self.module.score(batch)
+        """(C,) scores of an encoded RequestBatch (by the compiled program after :meth:`use_compiled`)."""
+        if self.compiled is None:
+            return self.module.score(batch)
+        batch.validate(self.partition)
+        return self.compiled(batch.context, batch.candidates, batch.request_index)
+
+    def compile(self, example: RequestBatch, package_path: str) -> str:
+        """Compile the scorer module ahead of time: its :func:`export_scorer` program through
+        AOTInductor (``torch._inductor.aoti_compile_and_package``) into ``package_path``; returns the path.
+
+        Load it with :meth:`use_compiled` (in this process or another one holding the same weights).
+        """
+        program = export_scorer(self.module, example)
+        return torch._inductor.aoti_compile_and_package(program, package_path=package_path)
+
+    def use_compiled(self, package_path: str, example: RequestBatch, tolerance: float = 1e-5) -> None:
+        """Score with the AOTInductor package ``package_path`` from now on, after checking that it
+        gives this scorer's scores on ``example`` within ``tolerance``.
+
+        Raises:
+            ValueError: the package's scores differ (a package of other weights or another model).
+        """
+        compiled = torch._inductor.aoti_load_package(package_path)
+        expected = self.module.score(example)
+        scores = compiled(example.context, example.candidates, example.request_index)
+        difference = float((scores - expected).abs().max())
+        if not difference <= tolerance:
+            raise ValueError(f"{package_path}: its scores differ from the model's by {difference:.3g} "
+                             f"(> {tolerance}); it was compiled from other weights or another model")
+        self.compiled = compiled
 
     def encode(self, requests: Sequence[Mapping]) -> RequestBatch:
         """Raw requests to one RequestBatch (RequestError on a bad request)."""

@@ -33,8 +33,10 @@ Command::
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -108,15 +110,19 @@ class ScoringAPI(litserve.LitAPI):
 
     def __init__(self, workdir: str, config_dir: str, expid: str, checkpoint: Optional[str] = None,
                  path: str = "rank_aware", dtype: Optional[str] = None, max_candidates: int = 1024,
-                 max_batch_size: int = 32, batch_wait_ms: float = 2.0, torch_threads: int = 1):
+                 max_batch_size: int = 32, batch_wait_ms: float = 2.0, torch_threads: int = 1,
+                 package: Optional[str] = None):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_wait_ms / 1000.0, api_path=SCORE_PATH)
         self.options = dict(workdir=workdir, config_dir=config_dir, expid=expid, checkpoint=checkpoint, path=path,
                             dtype=dtype, max_candidates=max_candidates, torch_threads=torch_threads)
+        self.package = package
         self.scorer: Optional[Scorer] = None
 
     def setup(self, device) -> None:
         torch.set_num_threads(self.options["torch_threads"])
         self.scorer = load_experiment_scorer(**self.options)
+        if self.package is not None:
+            self.scorer.use_compiled(self.package, null_example(self.scorer))
 
     def decode_request(self, request: dict) -> dict:
         return request        # FastAPI parsed the body into an object (else 400); the encoder checks the rest
@@ -140,6 +146,15 @@ def load_experiment_scorer(workdir: str, config_dir: str, expid: str, checkpoint
     """:func:`load_scorer` with paths relative to ``workdir`` (what each worker and the start check run)."""
     os.chdir(workdir)
     return load_scorer(config_dir, expid, checkpoint, path, dtype=DTYPES.get(dtype), max_candidates=max_candidates)
+
+
+def null_example(scorer: Scorer) -> RequestBatch:
+    """Two requests of two candidates, every value missing: the shapes to export and check a compiled scorer with."""
+    request = {"context": {c: None for c in scorer.encoder.context_columns},
+               "candidates": {c: [None, None] for c in scorer.encoder.target_columns}}
+    if not scorer.encoder.target_columns:
+        request["num_candidates"] = 2
+    return scorer.encode([request, request])
 
 
 class AdmissionControl:
@@ -199,7 +214,7 @@ async def body_error(request, err: RequestValidationError) -> Response:
 def scoring_server(config_dir: str, expid: str, checkpoint: Optional[str] = None, path: str = "rank_aware",
                    dtype: Optional[str] = None, max_candidates: int = 1024, max_batch_size: int = 32,
                    batch_wait_ms: float = 2.0, torch_threads: int = 1, workers: int = 1, max_queued: int = 32,
-                   timeout_s: float = 1.0, max_body_bytes: int = 8 << 20,
+                   timeout_s: float = 1.0, max_body_bytes: int = 8 << 20, package: Optional[str] = None,
                    workdir: Optional[str] = None) -> litserve.LitServer:
     """The LitServe server of :class:`ScoringAPI` (``scoring_server(...).run(host=, port=)``).
 
@@ -210,6 +225,7 @@ def scoring_server(config_dir: str, expid: str, checkpoint: Optional[str] = None
         max_queued: requests in flight per API server beyond which a request gets 503.
         timeout_s: a request still queued after this long gets 504.
         max_body_bytes: bodies larger than this get 413.
+        package: an AOTInductor package of the scorer (:meth:`Scorer.compile`) the workers score with.
         workdir: the folder paths are resolved against (default the current folder).
 
     Raises:
@@ -228,13 +244,13 @@ def scoring_server(config_dir: str, expid: str, checkpoint: Optional[str] = None
     workdir = os.path.abspath(workdir or os.getcwd())
     api = ScoringAPI(workdir, os.path.join(workdir, config_dir), expid,
                      os.path.join(workdir, checkpoint) if checkpoint else None, path, dtype, max_candidates,
-                     max_batch_size, batch_wait_ms, torch_threads)
+                     max_batch_size, batch_wait_ms, torch_threads, package)
     server = litserve.LitServer(
         api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=timeout_s,
         fast_queue=True, middlewares=[(AdmissionControl, {"max_queued": max_queued, "max_body_bytes": max_body_bytes})],
         model_metadata={"expid": expid, "path": path, "max_candidates": max_candidates,
                         "max_batch_size": max_batch_size, "workers": workers, "max_queued": max_queued,
-                        "timeout_s": timeout_s, "max_body_bytes": max_body_bytes})
+                        "timeout_s": timeout_s, "max_body_bytes": max_body_bytes, "compiled": package is not None})
     server.app.add_exception_handler(HTTPException, http_error)
     server.app.add_exception_handler(RequestValidationError, body_error)
     return server
@@ -259,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="requests in flight per API server beyond which a request gets 503")
     parser.add_argument("--timeout-s", type=float, default=1.0, help="a request queued longer gets 504")
     parser.add_argument("--max-body-mb", type=float, default=8.0, help="larger bodies get 413")
+    parser.add_argument("--compile", action="store_true",
+                        help="score with the scorer compiled ahead of time by AOTInductor (compiled once at start)")
     return parser
 
 
@@ -268,24 +286,31 @@ def stop_on_sigterm(signum, frame):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    package_dir = tempfile.mkdtemp(prefix="fuxictr_zoo_scorer_") if args.compile else None
     try:
-        server = scoring_server(args.config, args.expid, args.checkpoint, args.path, args.dtype, args.max_candidates,
-                                args.max_batch_size, args.batch_wait_ms, args.threads, args.workers, args.max_queued,
-                                args.timeout_s, int(args.max_body_mb * (1 << 20)))
         cwd = os.getcwd()
         try:                                 # fail here, in seconds, rather than in the spawned workers
-            load_experiment_scorer(cwd, args.config, args.expid, args.checkpoint, args.path, args.dtype,
-                                   args.max_candidates)
+            scorer = load_experiment_scorer(cwd, args.config, args.expid, args.checkpoint, args.path, args.dtype,
+                                            args.max_candidates)
+            package = scorer.compile(null_example(scorer), os.path.join(package_dir, "scorer.pt2")) \
+                if args.compile else None
         finally:
             os.chdir(cwd)
+        server = scoring_server(args.config, args.expid, args.checkpoint, args.path, args.dtype, args.max_candidates,
+                                args.max_batch_size, args.batch_wait_ms, args.threads, args.workers, args.max_queued,
+                                args.timeout_s, int(args.max_body_mb * (1 << 20)), package)
+        print(f"serving {args.expid} ({args.path}{', compiled' if args.compile else ''}) on "
+              f"http://{args.host}:{args.port} with {args.workers} worker(s)  (POST /score, GET /health, GET /info)",
+              flush=True)
+        signal.signal(signal.SIGTERM, stop_on_sigterm)        # LitServe shuts its workers down on KeyboardInterrupt
+        server.run(host=args.host, port=args.port, num_api_servers=args.api_servers, generate_client_file=False,
+                   log_level="warning")
     except (ConfigError, RequestError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"serving {args.expid} ({args.path}) on http://{args.host}:{args.port} with {args.workers} worker(s)  "
-          "(POST /score, GET /health, GET /info)", flush=True)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)        # LitServe shuts its workers down on KeyboardInterrupt
-    server.run(host=args.host, port=args.port, num_api_servers=args.api_servers, generate_client_file=False,
-               log_level="warning")
+    finally:
+        if package_dir is not None:
+            shutil.rmtree(package_dir, ignore_errors=True)
     return 0
 
 
