@@ -5,31 +5,32 @@ the bytes DDP communicates per step.
     python -m benchmarks.distributed --comm-only --vocab-total 2086936
 
 Throughput: one training epoch over ``--rows`` synthetic Criteo-like rows (the
-dataset of benchmarks/data_loading.py), each process on its shard of the
+Criteo-like dataset of ``benchmarks.fixtures``), each process on its shard of the
 epoch's permutation, gloo on CPU. Communication: a DDP comm hook adds up the
 bytes of every gradient bucket all-reduced in one step of DNN_criteo's
 architecture (embedding 10, MLP [400, 400, 400]) whose 26 categorical tables
-hold ``--vocab-total`` rows in all.
+hold ``--vocab-total`` rows in all. Each of N processes runs ``cpus / N`` torch threads
+(the measured layout), whatever ``--threads`` says.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
-import time
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-from benchmarks.data_loading import _params, prepare  # the same synthetic dataset
+from benchmarks.fixtures import criteo_like_params, prepare_criteo_like, train_split
+from benchmarks.harness import Harness, clock
 
 from fuxictr_ext import distributed as zoo_dist
 from fuxictr_ext import get_model_class
-from fuxictr_ext.data import TensorDataLoader
+from fuxictr_ext.data import TensorDataLoader, load_feature_map
 from fuxictr_ext.testing import make_feature_map, random_batch
+from fuxictr_ext.training import Trainer
 
 MODEL_ARGS = {"DNN": {"embedding_dim": 10, "hidden_units": [400, 400, 400]},
               "DCNv2": {"embedding_dim": 10}}
@@ -40,31 +41,26 @@ def _join(rank: int, world: int, init_file: str) -> zoo_dist.DistContext:
     return zoo_dist.DistContext(rank=rank, world_size=world, local_rank=rank, backend="gloo", gpu=-1)
 
 
-def _throughput_worker(rank, world, init_file, workdir, rows, model_name, batch_size, threads, out):
-    from fuxictr.features import FeatureMap
+def _throughput_worker(rank, world, init_file, work_dir, rows, model_name, batch_size, threads, out):
     torch.set_num_threads(threads)
     context = _join(rank, world, init_file) if world > 1 else None
-    params = _params(workdir, rows)
-    data_dir = os.path.join(params["data_root"], params["dataset_id"])
-    fmap = FeatureMap(params["dataset_id"], data_dir)
-    fmap.load(os.path.join(data_dir, "feature_map.json"), {})
+    params = criteo_like_params(work_dir, rows)
+    fmap = load_feature_map(params)
     torch.manual_seed(0)
-    model = get_model_class(model_name)(fmap, gpu=-1, verbose=0, model_root=os.path.join(workdir, "ckpt"),
+    model = get_model_class(model_name)(fmap, gpu=-1, verbose=0, model_root=os.path.join(work_dir, "ckpt"),
                                         metrics=["AUC"], **MODEL_ARGS[model_name])
-    if context is not None:
-        model.enable_distributed(context)
-    loader = TensorDataLoader(fmap, os.path.join(data_dir, "train.parquet"), split="train", batch_size=batch_size,
+    trainer = Trainer(model, context=context)
+    loader = TensorDataLoader(fmap, train_split(params), split="train", batch_size=batch_size,
                               shuffle=True, rank=rank, world_size=world)
-    model._max_gradient_norm = 10.0
     model.train()
     if context is not None:
         dist.barrier()
-    start = time.time()
     seen = 0
-    for batch in loader:
-        model.train_step(batch)
-        seen += len(batch["label"])
-    seconds = time.time() - start
+    with clock() as timing:
+        for batch in loader:
+            trainer.train_step(batch)
+            seen += len(batch["label"])
+    seconds = timing.wall_s
     if context is not None:
         totals = zoo_dist.gather_objects((seen, seconds))
         seen, seconds = sum(t[0] for t in totals), max(t[1] for t in totals)
@@ -84,19 +80,18 @@ def _comm_worker(rank, world, init_file, vocab_total, out):
     torch.manual_seed(0)
     model = get_model_class("DNN")(fmap, gpu=-1, verbose=0, model_root=tempfile.gettempdir(), metrics=["AUC"],
                                    **MODEL_ARGS["DNN"])
-    model.enable_distributed(context)
+    trainer = Trainer(model, context=context)
     sent = []
 
     def counting_allreduce(state, bucket):
         sent.append(bucket.buffer().numel() * bucket.buffer().element_size())
         return dist.all_reduce(bucket.buffer().div_(world), async_op=True).get_future().then(lambda f: f.value()[0])
 
-    model.__dict__["_ddp"].register_comm_hook(None, counting_allreduce)
-    model._max_gradient_norm = 10.0
+    trainer.forward_module.register_comm_hook(None, counting_allreduce)
     model.train()
-    model.train_step(random_batch(fmap, batch_size=256, seed=rank))
+    trainer.train_step(random_batch(fmap, batch_size=256, seed=rank))
     sent.clear()
-    model.train_step(random_batch(fmap, batch_size=256, seed=10 + rank))
+    trainer.train_step(random_batch(fmap, batch_size=256, seed=10 + rank))
     if rank == 0:
         params = sum(p.numel() for p in model.parameters())
         with open(out, "w") as fd:
@@ -116,33 +111,39 @@ def run(worker, world, *args) -> str:
             return fd.read()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--models", nargs="+", default=["DNN", "DCNv2"])
-    parser.add_argument("--procs", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--workdir", default="./bench_data")
-    parser.add_argument("--vocab-total", type=int, default=2_086_936,
-                        help="categorical vocabulary rows of all tables together")
-    parser.add_argument("--comm-only", action="store_true")
-    args = parser.parse_args()
+def main(argv=None) -> None:
+    h = Harness("distributed", "Data-parallel training on this machine: samples/s for 1 and N processes, "
+                               "and the bytes DDP communicates per step.")
+    h.parser.add_argument("--rows", type=int, default=1_000_000)
+    h.parser.add_argument("--batch-size", type=int, default=4096)
+    h.parser.add_argument("--models", nargs="+", default=["DNN", "DCNv2"])
+    h.parser.add_argument("--procs", nargs="+", type=int, default=[1, 2])
+    h.parser.add_argument("--vocab-total", type=int, default=2_086_936,
+                          help="categorical vocabulary rows of all tables together")
+    h.parser.add_argument("--comm-only", action="store_true")
+    args = h.parse(argv)
+    if args.tiny:
+        args.rows, args.batch_size, args.models, args.procs, args.vocab_total = 2000, 256, ["DNN"], [1], 10_000
     cpus = os.cpu_count()
-
     sent, buckets, params = map(int, run(_comm_worker, 2, args.vocab_total).split())
-    print(f"DDP gradient all-reduce, DNN_criteo architecture, {args.vocab_total:,} vocabulary rows, "
-          f"{params:,} parameters: {sent / 2**20:,.1f} MiB per step in {buckets} buckets "
-          f"(dense float32 gradients of every parameter)")
-    if args.comm_only:
-        return
-    prepare(args.workdir, args.rows)
-    print(f"rows={args.rows:,} batch_size={args.batch_size} cpus={cpus} (threads per process = cpus / procs)")
-    print(f"{'model':<8} {'procs':>5} {'samples/s':>10} {'seconds':>8}")
-    for model_name in args.models:
-        for world in args.procs:
-            seen, seconds = run(_throughput_worker, world, args.workdir, args.rows, model_name,
-                                args.batch_size, max(1, cpus // world)).split()
-            print(f"{model_name:<8} {world:>5} {int(seen) / float(seconds):>10,.0f} {float(seconds):>8.1f}")
+    lines = [f"DDP gradient all-reduce, DNN_criteo architecture, {args.vocab_total:,} vocabulary rows, "
+             f"{params:,} parameters: {sent / 2**20:,.1f} MiB per step in {buckets} buckets "
+             f"(dense float32 gradients of every parameter)"]
+    records = [{"measure": "communication", "vocab_total": args.vocab_total, "parameters": params,
+                "bytes_per_step": sent, "buckets": buckets}]
+    if not args.comm_only:
+        prepare_criteo_like(args.work_dir, args.rows)
+        lines += ["", f"rows={args.rows:,} batch_size={args.batch_size} cpus={cpus} "
+                      "(threads per process = cpus / procs)", "",
+                  "| model | procs | samples/s | seconds |", "|---|---|---|---|"]
+        for model_name in args.models:
+            for world in args.procs:
+                seen, seconds = run(_throughput_worker, world, args.work_dir, args.rows, model_name,
+                                    args.batch_size, max(1, cpus // world)).split()
+                records.append({"measure": "throughput", "model": model_name, "processes": world,
+                                "samples": int(seen), "seconds": float(seconds)})
+                lines.append(f"| {model_name} | {world} | {int(seen) / float(seconds):,.0f} | {float(seconds):.1f} |")
+    h.write("\n".join(lines), records)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,15 @@ compressor, N * (E + 5H) * E'; everything else (embeddings included, as the
 counts show) is a constant P0, plus the DNN's first layer N * E' * 256 when E'
 grows with E. For each candidate E' this fits N and P0 by least squares to the
 15 #Params of Table 7 (H = 1 ... 32 at E = 16) and Table 8's MLCC column
-(E = 16 ... 256 at H = 1, its E*S = 16 row being Table 7's H = 1 row) and prints
-the residuals; the tables round to 0.1M.
+(E = 16 ... 256 at H = 1, its E*S = 16 row being Table 7's H = 1 row) and writes
+the residuals; the tables round to 0.1M. (Arithmetic only: ``--tiny`` changes nothing.)
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from benchmarks.harness import Harness
 
 TABLE8_E = np.array([16, 32, 48, 64, 96, 128, 160, 192, 256.])
 TABLE8_MLCC_PARAMS = np.array([9.9, 10.6, 11.7, 13.3, 17.7, 23.8, 31.6, 41.1, 65.2]) * 1e6
@@ -41,12 +43,18 @@ def fit(refined) -> tuple:
     return num_fields, p0, design @ np.array([p0, num_fields]) - params
 
 
-def main() -> None:
-    print("E'      N      P0 (M)  rms residual (M)  max residual (M)")
+def main(argv=None) -> None:
+    h = Harness("mlcc_paper_params_fit", __doc__.split("\n")[0])
+    h.parse(argv)
+    lines = ["| E' | N | P0 (M) | rms residual (M) | max residual (M) |", "|---|---|---|---|---|"]
+    records = []
     for refined in CANDIDATES:
         num_fields, p0, residual = fit(refined)
-        print(f"{str(refined):5s} {num_fields:7.1f} {p0 / 1e6:8.2f} {np.sqrt(np.mean(residual ** 2)) / 1e6:12.3f}"
-              f" {np.abs(residual).max() / 1e6:16.2f}")
+        rms, worst = np.sqrt(np.mean(residual ** 2)), np.abs(residual).max()
+        lines.append(f"| {refined} | {num_fields:.1f} | {p0 / 1e6:.2f} | {rms / 1e6:.3f} | {worst / 1e6:.2f} |")
+        records.append({"refined_dim": str(refined), "num_fields": num_fields, "p0": p0,
+                        "rms_residual": rms, "max_residual": worst})
+    h.write("\n".join(lines), records)
 
 
 if __name__ == "__main__":

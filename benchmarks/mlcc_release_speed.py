@@ -11,37 +11,37 @@ release hashes all 39 Criteo fields into one table each, so ours reads a Feature
 categorical fields with the release's ``hash_size`` rows each (``--vocab``); the script
 checks that both hold the same number of parameters.
 
-* train step, ours: ``ZooModel.train_step`` (zero_grad, forward, loss with regularizers,
+* train step, ours: ``Trainer.train_step`` (zero_grad, forward, loss with regularizers,
   backward, FuxiCTR's gradient clipping at its default max norm 10, Adam step);
   release: its trainer's loop body (zero_grad, forward, ``BCEWithLogitsLoss``, backward,
   Adam step).
 * eval step: one forward under ``torch.no_grad`` in eval mode.
 
 The two alternate step by step after ``--warmup`` untimed steps each; CPU seconds of the
-process (``time.process_time``, one thread by default); the script prints median and min
-per side and ours / release as a speed ratio (> 1: ours is faster). ``--profile`` prints
-torch.profiler's self-CPU table of three train steps per side instead.
+process (the harness clock, one thread by default); the script writes median and min
+per side and ours / release as a speed ratio (> 1: ours is faster). Without ``--release-dir``
+only our side is timed (the release columns say so). ``--profile`` prints torch.profiler's
+self-CPU table of three train steps per side instead.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import inspect
 import os
 import statistics
 import sys
-import time
 from typing import Callable, Dict, List
 
 import torch
 import yaml
 from torch import nn
 
+from benchmarks.harness import REPO, Harness, clock
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch
+from fuxictr_ext.training import Trainer, TrainingConfig
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_FIELDS = 39          # Criteo: 13 integer + 26 categorical fields, all hashed by the release
 MAX_GRADIENT_NORM = 10.0  # FuxiCTR's fit() default, which train_step clips to
 
@@ -89,86 +89,93 @@ def alternate(contenders: Dict[str, Callable[[], None]], iters: int, warmup: int
     times: Dict[str, List[float]] = {name: [] for name in contenders}
     for _ in range(iters):
         for name, step in contenders.items():
-            start = time.process_time()
-            step()
-            times[name].append(time.process_time() - start)
+            with clock() as t:
+                step()
+            times[name].append(t.cpu_s)
     return times
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--release-dir", required=True, help="a checkout of github.com/shishishu/MLCC")
-    parser.add_argument("--expid", default="MCMLCC_criteo_S2")
-    parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--vocab", type=int, default=10_000, help="ids per field (the release's hash_size)")
-    parser.add_argument("--iters", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    release = load_release(args.release_dir)
+    h = Harness("mlcc_release_speed", __doc__.split("\n")[0])
+    h.parser.add_argument("--release-dir", help="a checkout of github.com/shishishu/MLCC (default: ours only)")
+    h.parser.add_argument("--expid", default="MCMLCC_criteo_S2")
+    h.parser.add_argument("--batch-size", type=int, default=4096)
+    h.parser.add_argument("--vocab", type=int, default=10_000, help="ids per field (the release's hash_size)")
+    h.parser.add_argument("--iters", type=int, default=30)
+    h.parser.add_argument("--warmup", type=int, default=3)
+    h.parser.add_argument("--profile", action="store_true")
+    args = h.parse(argv)
+    if args.tiny:
+        args.batch_size, args.vocab, args.iters, args.warmup = 64, 100, 2, 1
+    release = load_release(args.release_dir) if args.release_dir else None
 
     model_cls, params, learning_rate = our_params(args.expid)
     feature_map = make_feature_map(num_categorical=NUM_FIELDS, num_numeric=0, vocab_size=args.vocab)
     hash_size = feature_map.features["C1"]["vocab_size"]
     torch.manual_seed(0)
     ours = model_cls(feature_map, gpu=-1, verbose=0, learning_rate=learning_rate, optimizer="adam", **params)
-    ours._max_gradient_norm = MAX_GRADIENT_NORM
-    theirs = release.MLCCModel(**release_kwargs(params, hash_size))
-    counts = {"ours": sum(p.numel() for p in ours.parameters()), "release": sum(p.numel() for p in theirs.parameters())}
-    if counts["ours"] != counts["release"]:
-        raise RuntimeError(f"parameter counts differ: {counts}")
-    optimizer = torch.optim.Adam(theirs.parameters(), lr=learning_rate)
-    criterion = nn.BCEWithLogitsLoss()
+    ours_trainer = Trainer(ours, TrainingConfig(max_gradient_norm=MAX_GRADIENT_NORM))
     batch = random_batch(feature_map, args.batch_size, seed=0)
-    ids = torch.stack([batch[name] for name in feature_map.features], dim=1)     # (B, 39), the release's input
-    labels = batch["clk"].float()
+    train = {"ours": lambda: (ours.train(), ours_trainer.train_step(batch))}
+    evaluate = {"ours": lambda: (ours.eval(), _no_grad(ours, batch))}
+    counts = {"ours": sum(p.numel() for p in ours.parameters())}
+    if release is not None:
+        theirs = release.MLCCModel(**release_kwargs(params, hash_size))
+        counts["release"] = sum(p.numel() for p in theirs.parameters())
+        if counts["ours"] != counts["release"]:
+            raise RuntimeError(f"parameter counts differ: {counts}")
+        optimizer = torch.optim.Adam(theirs.parameters(), lr=learning_rate)
+        criterion = nn.BCEWithLogitsLoss()
+        ids = torch.stack([batch[name] for name in feature_map.features], dim=1)     # (B, 39), the release's input
+        labels = batch["clk"].float()
 
-    def ours_train():
-        ours.train()
-        ours.train_step(batch)
+        def release_train():
+            theirs.train()
+            optimizer.zero_grad()
+            criterion(theirs(ids).squeeze(), labels).backward()
+            optimizer.step()
 
-    def release_train():
-        theirs.train()
-        optimizer.zero_grad()
-        criterion(theirs(ids).squeeze(), labels).backward()
-        optimizer.step()
+        train["release"] = release_train
+        evaluate["release"] = lambda: (theirs.eval(), _no_grad(theirs, ids))
 
-    def ours_eval():
-        ours.eval()
-        with torch.no_grad():
-            ours(batch)
-
-    def release_eval():
-        theirs.eval()
-        with torch.no_grad():
-            theirs(ids)
-
-    print(f"Command: python -m benchmarks.mlcc_release_speed {' '.join(sys.argv[1:])}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch_size}, "
-          f"{hash_size:,} ids per field, {counts['ours']:,} parameters on each side; {args.expid}: {params}")
+    lines = [f"{torch.get_num_threads()} thread(s), batch {args.batch_size}, {hash_size:,} ids per field, "
+             f"{counts['ours']:,} parameters on each side; {args.expid}: {params}"
+             + ("" if release is not None else "; no --release-dir: the release is not measured")]
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
-        for name, step in (("ours", ours_train), ("release", release_train)):
+        for name, step in train.items():
             for _ in range(args.warmup):
                 step()
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 for _ in range(3):
                     step()
-            print(f"{name}: 3 train steps\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+            lines += ["", f"{name}: 3 train steps", "```",
+                      prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20), "```"]
+        h.write("\n".join(lines), [])
         return 0
-    print(f"{args.iters} alternated steps after {args.warmup} warm-up steps each, CPU ms per step")
-    print(f"{'step':<6} {'ours median':>12} {'release median':>15} {'ours min':>9} {'release min':>12} "
-          f"{'ours/release speed (median)':>28} {'(min)':>7}")
-    for kind, contenders in (("train", {"ours": ours_train, "release": release_train}),
-                             ("eval", {"ours": ours_eval, "release": release_eval})):
+    lines += ["", f"{args.iters} alternated steps after {args.warmup} warm-up steps each, CPU ms per step", "",
+              "| step | ours median | release median | ours min | release min | ours/release speed (median) "
+              "| (min) |", "|---|---|---|---|---|---|---|"]
+    records = []
+    for kind, contenders in (("train", train), ("eval", evaluate)):
         times = alternate(contenders, args.iters, args.warmup)
         med = {name: 1e3 * statistics.median(t) for name, t in times.items()}
         low = {name: 1e3 * min(t) for name, t in times.items()}
-        print(f"{kind:<6} {med['ours']:>12.1f} {med['release']:>15.1f} {low['ours']:>9.1f} {low['release']:>12.1f} "
-              f"{med['release'] / med['ours']:>27.3f}x {low['release'] / low['ours']:>6.3f}x", flush=True)
+        if release is not None:
+            lines.append(f"| {kind} | {med['ours']:.1f} | {med['release']:.1f} | {low['ours']:.1f} | "
+                         f"{low['release']:.1f} | {med['release'] / med['ours']:.3f}x | "
+                         f"{low['release'] / low['ours']:.3f}x |")
+        else:
+            lines.append(f"| {kind} | {med['ours']:.1f} | - | {low['ours']:.1f} | - | - | - |")
+        print(lines[-1], flush=True)
+        records.append({"step": kind, "cpu_seconds": times})
+    h.write("\n".join(lines), records)
     return 0
+
+
+def _no_grad(model, inputs):
+    with torch.no_grad():
+        return model(inputs)
 
 
 if __name__ == "__main__":

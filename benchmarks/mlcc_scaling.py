@@ -2,7 +2,7 @@
 synthetic Criteo-like data (Yu et al. 2026, *Compress, Cross and Scale*, Table 8 and
 Figure 2), with DCNv2, WuKong and RankMixer at their demo settings for reference.
 
-    python -m benchmarks.mlcc_scaling --epochs 1 --budget-min 45
+    python -m benchmarks.mlcc_scaling --epochs 1 --budget-s 2700
 
 Points (trained one after the other through ``fuxictr_ext.runner.run_experiment``):
 
@@ -19,7 +19,7 @@ one extra ``model_config`` file there (checkpoints and logs go to that folder to
 and runs from that folder, so neither the committed configs nor the repository's
 working tree change. Spectrum callbacks of the demo configs are dropped (they only
 measure). A point is not started once the elapsed time plus the longest point so far
-would pass ``--budget-min``. After every point the markdown table and the
+would pass ``--budget-s`` (default 45 minutes). After every point the markdown table and the
 AUC-vs-GFLOPs plot are rewritten, so a stopped sweep still leaves its measured points.
 
 FLOPs per sample and the parameter split come from ``fuxictr_ext.cost.model_cost``
@@ -30,51 +30,23 @@ of the tuner grids (``--cost-dims``); ``--cost-only`` writes just that table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
-import sys
-import tempfile
-import time
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
-import torch
 import yaml
-from fuxictr.features import FeatureMap
-from fuxictr.utils import load_model_config
 
+from benchmarks.fixtures import TINY_ROWS, Point, ceiling_lines, planted_ceilings, run_within_budget, write_config_dir
+from benchmarks.harness import REPO, Harness
 from fuxictr_ext.cost import model_cost
 from fuxictr_ext.registry import get_model_class
-from fuxictr_ext.runner import load_params, run_experiment
+from fuxictr_ext.config import load_params
+from fuxictr_ext.runner import prepare_data
 from fuxictr_ext.testing import random_batch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHANNEL_DIM = 16
 FAMILY_COLOURS = {"DNN": "tab:gray", "MLCC": "tab:blue", "MC-MLCC": "tab:red",
                   "DCNv2": "tab:green", "WuKong": "tab:purple", "RankMixer": "tab:orange"}
-
-
-@dataclass
-class Point:
-    """One experiment of the sweep.
-
-    Args:
-        expid: generated experiment id.
-        family: model family shown in the table and the plot.
-        base_expid: committed experiment id the point starts from.
-        overrides: keys replaced in the base experiment.
-        dim: effective embedding dimension E*S (None for the reference baselines).
-        channels: S for MC-MLCC, 1 for MLCC, None otherwise.
-    """
-
-    expid: str
-    family: str
-    base_expid: str
-    overrides: Dict[str, object] = field(default_factory=dict)
-    dim: Optional[int] = None
-    channels: Optional[int] = None
 
 
 def grid_point_overrides(tuner_file: str, swept_key: str, value) -> tuple:
@@ -164,11 +136,9 @@ def cost_points(dims: List[int]) -> List[Point]:
 
 def measure_cost(config_dir: str, point: Point, batch_size: int = 64) -> dict:
     """Parameters and forward FLOPs per sample of one point, built on the demo feature
-    map and evaluated on a random batch (the counts do not depend on the values)."""
+    map (the dataset generated and built when missing) and evaluated on a random batch (the counts do not depend on the values)."""
     params, _ = load_params(config_dir, point.expid)
-    data_dir = os.path.join(params["data_root"], params["dataset_id"])
-    feature_map = FeatureMap(params["dataset_id"], data_dir)
-    feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
+    feature_map, _ = prepare_data(params, None)
     params["gpu"] = -1
     model = get_model_class(params["model"])(feature_map, **params)
     cost = model_cost(model, random_batch(feature_map, batch_size, seed=0))
@@ -198,88 +168,6 @@ def cost_markdown(rows: List[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_config_dir(points: List[Point], epochs: int, work_dir: str) -> str:
-    """Copy config/ into ``work_dir`` and add the generated experiment ids."""
-    config_dir = os.path.join(work_dir, "mlcc_scaling_config")
-    shutil.copytree(os.path.join(REPO, "config"), config_dir)
-    dataset_file = os.path.join(config_dir, "dataset_config.yaml")
-    with open(dataset_file) as fd:
-        datasets = yaml.safe_load(fd)
-    demo = datasets["demo"]
-    for key in ("data_root", "train_data", "valid_data", "test_data"):
-        demo[key] = os.path.normpath(os.path.join(REPO, demo[key])) + ("/" if key == "data_root" else "")
-    with open(dataset_file, "w") as fd:
-        yaml.safe_dump(datasets, fd, sort_keys=False)
-
-    generated = {}
-    for point in points:
-        params = load_model_config(os.path.join(REPO, "config"), point.base_expid)
-        params.pop("model_id")
-        params.pop("spectrum_callbacks", None)
-        params.update(point.overrides)
-        params["epochs"] = epochs
-        params["model_root"] = os.path.join(work_dir, "checkpoints") + "/"
-        generated[point.expid] = params
-    base = dict(load_model_config(os.path.join(REPO, "config"), "MLCC_synthetic"))
-    base_keys = ("model_root", "num_workers", "verbose", "early_stop_patience", "pickle_feature_encoder",
-                 "save_best_only", "eval_steps", "debug_mode", "group_id", "use_features",
-                 "feature_specs", "feature_config")
-    content = {"Base": {key: base[key] for key in base_keys}, **generated}
-    content["Base"]["model_root"] = os.path.join(work_dir, "checkpoints") + "/"
-    with open(os.path.join(config_dir, "model_config", "zz_mlcc_scaling.yaml"), "w") as fd:
-        yaml.safe_dump(content, fd, sort_keys=False)
-    return config_dir
-
-
-def run_point(config_dir: str, point: Point) -> dict:
-    result = run_experiment(config_dir, point.expid, gpu=-1)
-    cost = result["cost"]
-    return {"expid": point.expid, "family": point.family, "base_expid": point.base_expid,
-            "overrides": point.overrides, "dim": point.dim, "channels": point.channels,
-            "test_AUC": result["test"]["AUC"], "test_logloss": result["test"]["logloss"],
-            "valid_AUC": result["valid"]["AUC"], "embedding_params": cost.embedding_params,
-            "dense_params": cost.dense_params, "flops_per_sample": cost.flops_per_sample,
-            "train_seconds": result["train_seconds"],
-            "ceiling_test_AUC": (result["ceiling"] or {}).get("ceiling_test_AUC")}
-
-
-def run_within_budget(config_dir: str, points: List[Point], budget_min: float, tag: str,
-                      on_row: Callable[[Point, dict, float], None]) -> int:
-    """Run ``points`` in order, calling ``on_row(point, row, seconds)`` after each; a new
-    point starts only if the time spent plus the longest point so far fits ``budget_min``.
-    Returns how many points ran."""
-    start = time.time()
-    longest = 0.0
-    for index, point in enumerate(points):
-        elapsed = time.time() - start
-        if elapsed + longest > budget_min * 60:
-            skipped = ", ".join(p.expid for p in points[index:])
-            print(f"[{tag}] budget: {elapsed / 60:.1f} min spent, longest point {longest / 60:.1f} min; "
-                  f"not run: {skipped}", flush=True)
-            return index
-        point_start = time.time()
-        row = run_point(config_dir, point)
-        seconds = time.time() - point_start
-        longest = max(longest, seconds)
-        on_row(point, row, seconds)
-        print(f"[{tag}] elapsed {(time.time() - start) / 60:.1f} min", flush=True)
-    return len(points)
-
-
-def planted_ceilings(rows: List[dict]) -> List[float]:
-    """The distinct planted-model test AUCs (the best any model can do) of the rows' data."""
-    return sorted({row["ceiling_test_AUC"] for row in rows if row["ceiling_test_AUC"] is not None})
-
-
-def ceiling_lines(rows: List[dict]) -> List[str]:
-    """The report's closing lines naming the planted model's test AUC (none without one)."""
-    ceilings = planted_ceilings(rows)
-    if not ceilings:
-        return []
-    return ["", "Planted model (the best any model can do) on the same test split: AUC "
-            + ", ".join(f"{c:.4f}" for c in ceilings) + "."]
-
-
 def _setting(row: dict) -> str:
     over = row["overrides"]
     if row["family"] == "MC-MLCC":
@@ -293,8 +181,8 @@ def _setting(row: dict) -> str:
     return text
 
 
-def markdown(rows: List[dict], command: str, header: str) -> str:
-    lines = [header, "", f"Command: `{command}`", "",
+def markdown(rows: List[dict], header: str) -> str:
+    lines = [header, "",
              "| model | setting | E*S | test AUC | test logloss | embedding params | dense params "
              "| MFLOPs / sample | train s |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -364,63 +252,56 @@ def plot(rows: List[dict], path: str, title: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[16, 32, 64],
-                        help="effective embedding dimensions E*S (multiples of 16)")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--extra-seeds", type=int, nargs="*", default=[2020],
-                        help="seeds rerunning MLCC and MC-MLCC at the largest dimension")
-    parser.add_argument("--no-baselines", action="store_true",
-                        help="leave out DCNv2, WuKong and RankMixer")
-    parser.add_argument("--cost-dims", type=int, nargs="*", default=[16, 32, 48, 64, 96, 128, 160, 192, 256],
-                        help="effective dimensions of the cost table (built, not trained)")
-    parser.add_argument("--cost-only", action="store_true", help="write the cost table only, train nothing")
-    parser.add_argument("--budget-min", type=float, default=45.0, help="wall-clock budget of the sweep")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--out", default=os.path.join(REPO, "results", "mlcc_scaling"),
-                        help="output path without extension (.md and .png are written)")
-    parser.add_argument("--work-dir", default=None, help="folder for the generated config, logs, checkpoints")
-    args = parser.parse_args(argv)
+    h = Harness("mlcc_scaling", __doc__.split("\n\n")[0].replace("\n", " "))
+    h.parser.add_argument("--dims", type=int, nargs="+", default=[16, 32, 64],
+                          help="effective embedding dimensions E*S (multiples of 16)")
+    h.parser.add_argument("--epochs", type=int, default=1)
+    h.parser.add_argument("--extra-seeds", type=int, nargs="*", default=[2020],
+                          help="seeds rerunning MLCC and MC-MLCC at the largest dimension")
+    h.parser.add_argument("--no-baselines", action="store_true",
+                          help="leave out DCNv2, WuKong and RankMixer")
+    h.parser.add_argument("--cost-dims", type=int, nargs="*", default=[16, 32, 48, 64, 96, 128, 160, 192, 256],
+                          help="effective dimensions of the cost table (built, not trained)")
+    h.parser.add_argument("--cost-only", action="store_true", help="write the cost table only, train nothing")
+    h.parser.set_defaults(budget_s=2700.0)
+    args = h.parse(argv)
     if args.epochs < 1:
-        raise ValueError(f"--epochs {args.epochs}: must be at least 1")
+        h.parser.error(f"--epochs {args.epochs}: must be at least 1")
 
-    torch.set_num_threads(args.threads)
-    command = "python -m benchmarks.mlcc_scaling " + " ".join(sys.argv[1:] if argv is None else argv)
     points = [] if args.cost_only else sweep_points(sorted(set(args.dims)), args.extra_seeds,
                                                     baselines=not args.no_baselines)
     costed = cost_points(sorted(set(args.cost_dims)))
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="mlcc_scaling_")
-    os.makedirs(work_dir, exist_ok=True)
-    config_dir = write_config_dir(points + costed, args.epochs, work_dir)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    cost_table = cost_markdown([measure_cost(config_dir, point) for point in costed]) if costed else ""
+    if args.tiny:  # one trained point and one cost column, on a few thousand rows
+        points, costed = points[:1], costed[:3]
+    config_dir = write_config_dir(points + costed, args.epochs, args.work_dir,
+                                  rows=TINY_ROWS if args.tiny else None)
+    cost_rows = [measure_cost(config_dir, point) for point in costed]
+    cost_table = cost_markdown(cost_rows) if costed else ""
     if args.cost_only:
-        with open(args.out + ".md", "w") as fd:
-            fd.write(f"Command: `{command}`\n\n{cost_table}")
-        print(cost_table, flush=True)
+        h.write(cost_table, {"cost": cost_rows})
         return
-    header = (f"Generated by benchmarks/mlcc_scaling.py: dataset `demo` (synthetic Criteo-like, 200k rows), "
-              f"{args.epochs} epoch(s) per point, CPU, {args.threads} torch thread(s), torch {torch.__version__}.")
+    rows_note = f"{TINY_ROWS} rows" if args.tiny else "200k rows"
+    header = (f"Dataset `demo` (synthetic Criteo-like, {rows_note}), {args.epochs} epoch(s) per point, "
+              f"CPU, {args.threads} torch thread(s).")
     title = f"synthetic Criteo-like data (demo), {args.epochs} epoch(s), test AUC vs forward FLOPs"
 
-    start = time.time()
     rows: List[dict] = []
-    results_file = os.path.join(work_dir, "results.jsonl")
-    os.chdir(work_dir)
+    results_file = os.path.join(args.work_dir, "results.jsonl")
+    os.chdir(args.work_dir)
 
     def record(point: Point, row: dict, seconds: float) -> None:
         rows.append(row)
         with open(results_file, "a") as fd:
             fd.write(json.dumps(row) + "\n")
-        with open(args.out + ".md", "w") as fd:
-            fd.write(markdown(rows, command, header) + ("\n" + cost_table if cost_table else ""))
-        plot(rows, args.out + ".png", title)
+        h.write(markdown(rows, header) + ("\n" + cost_table if cost_table else ""), {"points": rows, "cost": cost_rows})
+        plot(rows, h.output_path("mlcc_scaling.png"), title)
         print(f"[mlcc_scaling] {point.expid}: test AUC {row['test_AUC']:.4f}, "
               f"{row['flops_per_sample'] / 1e6:.3f} MFLOPs/sample, {seconds:.0f} s", flush=True)
 
-    run_within_budget(config_dir, points, args.budget_min, "mlcc_scaling", record)
-    print(f"[mlcc_scaling] {len(rows)} of {len(points)} points in {(time.time() - start) / 60:.1f} min; "
-          f"work dir {work_dir}", flush=True)
+    with h.clock() as t:
+        run_within_budget(config_dir, points, h.budget_left_s(), "mlcc_scaling", record)
+    print(f"[mlcc_scaling] {len(rows)} of {len(points)} points in {t.wall_s / 60:.1f} min; "
+          f"work dir {args.work_dir}", flush=True)
 
 
 if __name__ == "__main__":

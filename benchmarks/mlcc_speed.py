@@ -16,19 +16,17 @@ frequency filtering leaves; the released MLCC hashes every field into 10^6 rows)
 
 One timed step is forward + loss + backward in train mode (no optimizer step),
 on one fixed random batch. The models take turns step by step, so that load
-changes on a shared machine hit them alike; the script prints the median and the
+changes on a shared machine hit them alike; the script writes the median and the
 spread over ``--iters`` steps after ``--warmup`` untimed ones, forward FLOPs per sample
 (torch.utils.flop_counter) and dense parameter counts.
 """
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 import statistics
 import sys
-import time
 
 import torch
 import yaml
@@ -36,12 +34,11 @@ from fuxictr.pytorch.layers import CrossNetV2, FeatureEmbedding, MLP_Block
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.harness import REPO, Harness, clock
 from fuxictr_ext.cost import count_parameters
 from fuxictr_ext.registry import list_models, get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch
 from model_zoo.MLCC import MLCC
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Distinct values per categorical field of the Kaggle Criteo display-ads data (C1 .. C26).
 CRITEO_CARDINALITIES = [1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593,
@@ -100,9 +97,9 @@ def flops_per_sample(model: nn.Module, batch: dict, batch_size: int) -> float:
 def train_step(model: nn.Module, batch: dict, labels: torch.Tensor) -> float:
     """Seconds of one forward + loss + backward."""
     model.zero_grad(set_to_none=True)
-    start = time.perf_counter()
-    nn.functional.binary_cross_entropy(model(batch)["y_pred"], labels).backward()
-    return time.perf_counter() - start
+    with clock() as t:
+        nn.functional.binary_cross_entropy(model(batch)["y_pred"], labels).backward()
+    return t.wall_s
 
 
 def time_interleaved(models: dict, batch: dict, iters: int, warmup: int) -> dict:
@@ -121,14 +118,14 @@ def time_interleaved(models: dict, batch: dict, iters: int, warmup: int) -> dict
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=2048)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--vocab-cap", type=int, default=200_000)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    h = Harness("mlcc_speed", __doc__.split("\n")[0])
+    h.parser.add_argument("--batch-size", type=int, default=2048)
+    h.parser.add_argument("--iters", type=int, default=10)
+    h.parser.add_argument("--warmup", type=int, default=3)
+    h.parser.add_argument("--vocab-cap", type=int, default=200_000)
+    args = h.parse(argv)
+    if args.tiny:
+        args.batch_size, args.iters, args.warmup, args.vocab_cap = 64, 2, 1, 1000
     torch.manual_seed(0)
 
     fmap = criteo_feature_map(args.vocab_cap)
@@ -141,25 +138,26 @@ def main(argv=None) -> int:
     if "DCNv2" in list_models():
         models["DCNv2 (model_zoo.DCNv2)"] = get_model_class("DCNv2")(fmap, gpu=-1, verbose=0, **DCNV2_CRITEO)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-          f"{args.iters} timed steps after {args.warmup} warm-up; {fmap.num_fields} fields, "
-          f"{fmap.total_features:,} embedding rows (vocab cap {args.vocab_cap:,})")
-    print(f"MLCC_criteo: {mlcc_params}")
-    print(f"DCNv2: {DCNV2_CRITEO}")
-    print(f"{'model':<26} {'fwd+bwd ms (median)':>20} {'min':>8} {'max':>8} "
-          f"{'fwd MFLOPs/sample':>18} {'dense params':>13}")
+    lines = [f"{torch.get_num_threads()} threads, batch {args.batch_size}, {args.iters} timed steps after "
+             f"{args.warmup} warm-up; {fmap.num_fields} fields, {fmap.total_features:,} embedding rows "
+             f"(vocab cap {args.vocab_cap:,})", "", f"MLCC_criteo: {mlcc_params}", "", f"DCNv2: {DCNV2_CRITEO}", "",
+             "| model | fwd+bwd ms (median) | min | max | fwd MFLOPs/sample | dense params |",
+             "|---|---|---|---|---|---|"]
     flops = {name: flops_per_sample(model, batch, args.batch_size) for name, model in models.items()}
     times = time_interleaved(models, batch, args.iters, args.warmup)
     medians = {}
     for name, model in models.items():
         ms = [1e3 * t for t in times[name]]
         medians[name] = statistics.median(ms)
-        print(f"{name:<26} {medians[name]:>20.1f} {min(ms):>8.1f} {max(ms):>8.1f} "
-              f"{flops[name] / 1e6:>18.3f} {count_parameters(model)['dense']:>13,}")
+        lines.append(f"| {name} | {medians[name]:.1f} | {min(ms):.1f} | {max(ms):.1f} | "
+                     f"{flops[name] / 1e6:.3f} | {count_parameters(model)['dense']:,} |")
+    lines.append("")
     mlcc_ms = medians["MLCC (MLCC_criteo)"]
     for name, ms in medians.items():
         if name.startswith("DCNv2"):
-            print(f"MLCC / {name}: {mlcc_ms / ms:.2f}x (target: <= 1.5x)")
+            lines.append(f"MLCC / {name}: {mlcc_ms / ms:.2f}x (target: <= 1.5x)")
+    h.write("\n".join(lines), [{"model": name, "seconds": times[name], "flops_per_sample": flops[name]}
+                               for name in models])
     return 0
 
 

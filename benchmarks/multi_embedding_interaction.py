@@ -13,17 +13,15 @@ by default.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import time
 
 import torch
 from fuxictr.pytorch.layers import CrossNetV2, MLP_Block
 from torch import nn
 from torch.func import functional_call, vmap
 
-from benchmarks.timing import call_seconds
+from benchmarks.harness import Harness, call_seconds
 from fuxictr_ext.layers.multi_embedding import MultiEmbeddingInteraction
 
 F, K = 39, 10  # Criteo fields, base embedding size
@@ -55,21 +53,22 @@ class RestackedCopies(nn.Module):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4096, 256])
-    parser.add_argument("--iters", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
-                        help="cpu: time.process_time (steadier on a shared machine, one thread); wall: perf_counter")
-    args = parser.parse_args(argv)
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    torch.set_num_threads(args.threads)
-    print(f"Command: python -m benchmarks.multi_embedding_interaction {' '.join(sys.argv[1:])}")
-    print(f"threads {args.threads}, {args.clock} clock; forward + backward seconds per step, median / min over "
-          f"{args.iters} alternated steps after {args.warmup} warm-up steps each")
-    print(f"{'setting':<30} {'B':>5} {'restack median':>15} {'stacked median':>15} {'restack min':>12} "
-          f"{'stacked min':>12} {'speed-up median':>16} {'speed-up min':>13}")
+    h = Harness("multi_embedding_interaction", __doc__.split("\n")[0])
+    h.parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4096, 256])
+    h.parser.add_argument("--iters", type=int, default=15)
+    h.parser.add_argument("--warmup", type=int, default=2)
+    h.parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                          help="cpu: this process's CPU seconds (steadier on a shared machine, one thread); "
+                               "wall: wall time")
+    args = h.parse(argv)
+    if args.tiny:
+        args.batch_sizes, args.iters, args.warmup = [32], 2, 1
+    cpu = args.clock == "cpu"
+    lines = [f"threads {args.threads}, {args.clock} clock; forward + backward seconds per step, median / min over "
+             f"{args.iters} alternated steps after {args.warmup} warm-up steps each", "",
+             "| setting | B | restack median | stacked median | restack min | stacked min | speed-up median "
+             "| speed-up min |", "|---|---|---|---|---|---|---|---|"]
+    records = []
     for name, copies, factory in SETTINGS:
         torch.manual_seed(0)
         modules = [factory() for _ in range(copies)]
@@ -88,15 +87,18 @@ def main(argv=None) -> int:
 
             times = {key: [] for key in contenders}
             for module in contenders.values():
-                call_seconds(lambda: step(module), iters=0, warmup=args.warmup, clock=clock)
+                call_seconds(lambda: step(module), iters=0, warmup=args.warmup, cpu=cpu)
             for _ in range(args.iters):
                 for key, module in contenders.items():
-                    times[key] += call_seconds(lambda: step(module), iters=1, warmup=0, clock=clock)
+                    times[key] += call_seconds(lambda: step(module), iters=1, warmup=0, cpu=cpu)
             med = {key: statistics.median(v) for key, v in times.items()}
             low = {key: min(v) for key, v in times.items()}
-            print(f"{name:<30} {batch_size:>5} {med['restack']:>15.4f} {med['stacked']:>15.4f} "
-                  f"{low['restack']:>12.4f} {low['stacked']:>12.4f} {med['restack'] / med['stacked']:>15.3f}x "
-                  f"{low['restack'] / low['stacked']:>12.3f}x", flush=True)
+            lines.append(f"| {name} | {batch_size} | {med['restack']:.4f} | {med['stacked']:.4f} | "
+                         f"{low['restack']:.4f} | {low['stacked']:.4f} | {med['restack'] / med['stacked']:.3f}x | "
+                         f"{low['restack'] / low['stacked']:.3f}x |")
+            print(lines[-1], flush=True)
+            records.append({"setting": name, "batch_size": batch_size, "seconds": times})
+    h.write("\n".join(lines), records)
     return 0
 
 

@@ -10,7 +10,6 @@ alternating step by step after a warm-up, one thread by default.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
@@ -18,7 +17,7 @@ import torch
 from fuxictr.pytorch.layers import FeatureEmbedding
 from torch import nn
 
-from benchmarks.timing import call_seconds
+from benchmarks.harness import Harness, call_seconds
 from fuxictr_ext.cost import count_parameters
 from fuxictr_ext.layers.multi_embedding import MultiEmbedding
 from fuxictr_ext.testing import make_feature_map, random_batch
@@ -42,19 +41,19 @@ class PerSetTables(nn.Module):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--vocab", type=int, default=10_000)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    print(f"Command: python -m benchmarks.multi_embedding_lookup {' '.join(sys.argv[1:])}")
-    print(f"threads {args.threads}, batch {args.batch_size}, vocabulary {args.vocab} per field; "
-          "forward + backward seconds per step, median / min over the alternated steps")
-    print(f"{'setting':<20} {'s':>3} {'F':>3} {'per-set median':>15} {'stacked median':>15} "
-          f"{'per-set min':>12} {'stacked min':>12} {'speed-up (median)':>18}")
+    h = Harness("multi_embedding_lookup", __doc__.split("\n")[0])
+    h.parser.add_argument("--batch-size", type=int, default=4096)
+    h.parser.add_argument("--iters", type=int, default=20)
+    h.parser.add_argument("--warmup", type=int, default=3)
+    h.parser.add_argument("--vocab", type=int, default=10_000)
+    args = h.parse(argv)
+    if args.tiny:
+        args.batch_size, args.iters, args.warmup, args.vocab = 64, 2, 1, 100
+    lines = [f"threads {args.threads}, batch {args.batch_size}, vocabulary {args.vocab} per field; "
+             "forward + backward seconds per step, median / min over the alternated steps", "",
+             "| setting | s | F | per-set median | stacked median | per-set min | stacked min | speed-up (median) |",
+             "|---|---|---|---|---|---|---|---|"]
+    records = []
     for name, categorical, numeric, sets, dim in SETTINGS:
         feature_map = make_feature_map(num_categorical=categorical, num_numeric=numeric, vocab_size=args.vocab)
         batch = random_batch(feature_map, args.batch_size, seed=0)
@@ -76,9 +75,11 @@ def main(argv=None) -> int:
                 times[key] += call_seconds(lambda: step(module), iters=1, warmup=0)
         med = {key: statistics.median(v) for key, v in times.items()}
         low = {key: min(v) for key, v in times.items()}
-        print(f"{name:<20} {sets:>3} {categorical + numeric:>3} {med['per_set']:>15.4f} {med['stacked']:>15.4f} "
-              f"{low['per_set']:>12.4f} {low['stacked']:>12.4f} {med['per_set'] / med['stacked']:>17.2f}x",
-              flush=True)
+        lines.append(f"| {name} | {sets} | {categorical + numeric} | {med['per_set']:.4f} | {med['stacked']:.4f} | "
+                     f"{low['per_set']:.4f} | {low['stacked']:.4f} | {med['per_set'] / med['stacked']:.2f}x |")
+        print(lines[-1], flush=True)
+        records.append({"setting": name, "sets": sets, "fields": categorical + numeric, "seconds": times})
+    h.write("\n".join(lines), records)
     return 0
 
 

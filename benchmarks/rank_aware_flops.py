@@ -16,13 +16,11 @@ DLRM family (K = 27, M = 4, D = 128: d_c = 3456, d_t = 512), FC ``--dlrm-hidden`
   FM           - FM pairs split (eqs. 4-6), FC stack vanilla
   FM + FC      - and the first FC layer split (eq. 12)
 
-    python -m benchmarks.rank_aware_flops --candidates 100 --out results/rank_aware_flops.md
+    python -m benchmarks.rank_aware_flops --candidates 100
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import tempfile
 from math import comb
@@ -32,14 +30,15 @@ from fuxictr.pytorch.layers import CrossNetV2, MLP_Block
 from torch import nn
 
 
+from benchmarks.harness import Harness
 from fuxictr_ext.serving import FieldPartition, RequestBatch, build_scorer
 from fuxictr_ext.cost import flops_by_module
 from fuxictr_ext.serving.flops import (cross_layer0_macs, eq7_fm_savings,
                                           eq8_fm_savings_fraction, eq11_fc_savings, eq12_fm_fc_savings,
                                           eq15_cross_layer0_savings_fraction, fc_first_layer_macs, fm_macs,
                                           rdcn_cross_macs)
-from fuxictr_ext.serving.layers import (ContextTargetCrossNet, RankAwareCrossNetV2, RankAwareMLP,
-                                           RankSplitDense)
+from fuxictr_ext.layers.rank_aware import ContextTargetCrossNet, RankAwareMLP, RankSplitDense
+from fuxictr_ext.serving.layers import RankAwareCrossNetV2
 from fuxictr_ext.testing import make_feature_map, unit_model_kwargs
 from model_zoo.DLRM import DLRM
 
@@ -100,14 +99,14 @@ def delta(new: float, old: float) -> str:
     return f"{100 * (new - old) / old:+.0f}%"
 
 
-def report(args) -> str:
+def report(args) -> tuple:
+    """(markdown, records: the counted FLOPs of every variant)."""
     N = args.candidates
     K_dcn, M_dcn, d_c, d_t, L = 26, 16, 514, 577, 4
     K, M, D = 27, 4, 128
     dcn = dcn_family(N, d_c, d_t, L, args.dcn_hidden)
     dlrm = dlrm_family(N, K, M, D, args.dlrm_hidden)
-    lines = [f"Command: `python {' '.join(sys.argv)}`", "",
-             f"One request, N = {N} candidates; counted FLOPs (torch.utils.flop_counter, 2 per multiply-add). "
+    lines = [f"One request, N = {N} candidates; counted FLOPs (torch.utils.flop_counter, 2 per multiply-add). "
              f"DCN family: K = {K_dcn}, M = {M_dcn}, d_c = {d_c}, d_t = {d_t}, L = {L}, FC {args.dcn_hidden} "
              f"(parallel structure). DLRM family: K = {K}, M = {M}, D = {D} (d_c = {K * D}, d_t = {M * D}), "
              f"FC input [FM pairs; embeddings], FC {args.dlrm_hidden}.", "",
@@ -145,21 +144,20 @@ def report(args) -> str:
               f"{rdcn_cross_macs(N, d_c, d_t, L):,} | same | {dcn['rDCN + FC'][0] // 2:,} |",
               f"| DCNv2 cross, L layers, vanilla | L N d^2 | {L * N * d * d:,} | same | "
               f"{dcn['DCNv2 (vanilla) + FC'][0] // 2:,} |"]
-    return "\n".join(lines) + "\n"
+    records = [{"variant": name, "interaction_flops": inter, "fc_flops": fc}
+               for family in (dcn, dlrm) for name, (inter, fc) in family.items()]
+    return "\n".join(lines) + "\n", records
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--candidates", type=int, default=100, help="N per request")
-    parser.add_argument("--dcn-hidden", type=int, nargs="+", default=[512, 256])
-    parser.add_argument("--dlrm-hidden", type=int, nargs="+", default=[512, 256])
-    parser.add_argument("--out", type=str, default="results/rank_aware_flops.md")
-    args = parser.parse_args(argv)
-    text = report(args)
-    print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fd:
-        fd.write(text)
+    h = Harness("rank_aware_flops", __doc__.split("\n")[0])
+    h.parser.add_argument("--candidates", type=int, default=100, help="N per request")
+    h.parser.add_argument("--dcn-hidden", type=int, nargs="+", default=[512, 256])
+    h.parser.add_argument("--dlrm-hidden", type=int, nargs="+", default=[512, 256])
+    args = h.parse(argv)
+    if args.tiny:
+        args.candidates = 4
+    h.write(*report(args))
     return 0
 
 

@@ -8,56 +8,37 @@ scores real test requests (grouped by ``request_id``, context checked identical
 across candidates) through both paths of every trained model and reports the
 largest score difference.
 
-    python -m benchmarks.rank_aware_rdcn --seeds 2019 2020 2021 --out results/rank_aware_rdcn.md
+    python -m benchmarks.rank_aware_rdcn --seeds 2019 2020 2021 --epochs 2
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 
-import yaml
-
-
-from fuxictr.features import FeatureMap
-
-from fuxictr_ext.data import processed_paths
+from benchmarks.fixtures import TINY_ROWS, Point, write_config_dir
+from benchmarks.harness import Harness
+from fuxictr_ext.data import load_feature_map, processed_paths
 from fuxictr_ext.serving import RequestBatch, build_scorer, resolve_partition
 from fuxictr_ext.cost import count_parameters, flops_by_module
 from fuxictr_ext.registry import get_model_class
-from fuxictr_ext.runner import load_params, make_loaders, run_experiment
+from fuxictr_ext.config import load_params
+from fuxictr_ext.runner import make_loaders, run_experiment
 
 EXPERIMENTS = {"DCNv2 + FC": "DCNv2_rDCN_shape_demo_request", "rDCN + FC": "rDCN_demo_request",
                "rDCN** + FC": "rDCNNoContextStream_demo_request"}
-CONFIG_NAME = "rank_aware_rdcn_runs"
 
 
-def seeded_config(config_dir: str, seeds, epochs) -> str:
-    """A config directory with one experiment id per (experiment, seed)."""
-    root = tempfile.mkdtemp()
-    target = os.path.join(root, CONFIG_NAME)
-    os.makedirs(os.path.join(target, "model_config"))
-    shutil.copy(os.path.join(config_dir, "dataset_config.yaml"), target)
-    with open(os.path.join(config_dir, "model_config", "rDCN.yaml")) as fd:
-        blocks = yaml.safe_load(fd)
-    runs = {"Base": blocks["Base"]}
-    for expid in EXPERIMENTS.values():
-        for seed in seeds:
-            runs[f"{expid}_seed{seed}"] = dict(blocks[expid], seed=seed, **({"epochs": epochs} if epochs else {}))
-    with open(os.path.join(target, "model_config", "runs.yaml"), "w") as fd:
-        yaml.safe_dump(runs, fd)
-    return target
+def seeded_points(seeds) -> list:
+    """One experiment id per (experiment, seed)."""
+    return [Point(f"{expid}_seed{seed}", name, expid, {"seed": seed})
+            for seed in seeds for name, expid in EXPERIMENTS.items()]
 
 
 def load_trained(config_dir: str, expid: str, checkpoint: str):
     params, _ = load_params(config_dir, expid)
-    data_dir = os.path.join(params["data_root"], params["dataset_id"])
-    feature_map = FeatureMap(params["dataset_id"], data_dir)
-    feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
+    feature_map = load_feature_map(params)
     params["gpu"] = -1
     model = get_model_class(params["model"])(feature_map, **params)
     model.load_weights(checkpoint)
@@ -75,14 +56,16 @@ def request_batches(model, feature_map, params, limit: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=str, default="./config/")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[2019, 2020, 2021])
-    parser.add_argument("--epochs", type=int, default=None, help="override the configs' epochs")
-    parser.add_argument("--check-batches", type=int, default=5, help="test batches scored through both paths")
-    parser.add_argument("--out", type=str, default="results/rank_aware_rdcn.md")
-    args = parser.parse_args(argv)
-    config_dir = seeded_config(args.config, args.seeds, args.epochs)
+    h = Harness("rank_aware_rdcn", __doc__.split("\n")[0])
+    h.parser.add_argument("--epochs", type=int, default=None, help="override the configs' epochs")
+    h.parser.add_argument("--check-batches", type=int, default=5, help="test batches scored through both paths")
+    h.parser.set_defaults(seeds=[2019, 2020, 2021])
+    args = h.parse(argv)
+    if args.tiny:
+        args.seeds, args.epochs, args.check_batches = args.seeds[:1], 1, 1
+    config_dir = write_config_dir(seeded_points(args.seeds), args.epochs, args.work_dir, datasets=("demo_request",),
+                                  rows=TINY_ROWS if args.tiny else None)
+    os.chdir(args.work_dir)  # run_experiment's results lines go to the work dir
     results = {name: [] for name in EXPERIMENTS}
     for seed in args.seeds:
         for name, expid in EXPERIMENTS.items():
@@ -94,11 +77,8 @@ def main(argv=None) -> int:
                 diff = max(diff, float((build_scorer(model, "rank_aware").score(batch) - vanilla).abs().max()))
             results[name].append({"test": run["test"], "diff": diff, "model": model, "params": params})
             print(f"[{name} seed {seed}] test {run['test']}  max |rank-aware - vanilla| {diff:.2e}", flush=True)
-    if os.path.exists(CONFIG_NAME + ".csv"):
-        os.remove(CONFIG_NAME + ".csv")
 
-    lines = [f"Command: `python {' '.join(sys.argv)}`", "",
-             f"Dataset demo_request (K = 8, M = 4, 10 candidates per request), seeds {args.seeds}; "
+    lines = [f"Dataset demo_request (K = 8, M = 4, 10 candidates per request), seeds {args.seeds}; "
              "mean (sd) of test metrics. FLOPs: counted for one request of N = 10 candidates; the vanilla "
              "path broadcasts context to the candidates and runs the model's forward, the rank-aware path "
              "runs context-only work once (DCNv2: cross layer 0 and the DNN's first layer split).", "",
@@ -126,10 +106,8 @@ def main(argv=None) -> int:
                      f"{flops['vanilla'] / 1e6:.3f} | {flops['rank_aware'] / 1e6:.3f} | "
                      f"{100 * (flops['rank_aware'] - reference) / reference:+.0f}% | "
                      f"{max(r['diff'] for r in runs):.1e} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    with open(args.out, "w") as fd:
-        fd.write(text)
+    h.write("\n".join(lines), {name: [{"seed": seed, "test": r["test"], "max_abs_diff": r["diff"]}
+                                      for seed, r in zip(args.seeds, runs)] for name, runs in results.items()})
     return 0
 
 

@@ -24,26 +24,25 @@ request (torch.utils.flop_counter): the speed-up if time were proportional to
 matmul FLOPs.
 
     python -m benchmarks.rank_aware_throughput --concurrency 8 --candidates 128 \
-        --duration 2 --repeats 3 --out results/rank_aware_throughput
+        --duration 2 --repeats 3 --threads 2
 
-writes <out>.md (table), <out>.json (every measurement) and <out>.png (Figure 2).
+writes rank_aware_throughput.md (table), .json (every measurement) and .png (Figure 2)
+under ``--out``. ``--threads`` is the intra-op threads of the batching server (give the
+machine's CPU count there) and of each client with ``--server threads`` (give 1).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from typing import Dict, List
 
 import torch
 
-
+from benchmarks.harness import Harness, clock, now
 from fuxictr_ext.serving import FieldPartition, RequestBatch, build_scorer, export_scorer
 from fuxictr_ext.cost import flops_by_module
 from fuxictr_ext.testing.serving import random_requests
@@ -74,10 +73,10 @@ def build_point(K: int, M: int, args, workdir: str):
 
 def cpu_seconds_of_window(measure_from: float, stop_at: float) -> float:
     """CPU seconds this process spends between two ``perf_counter`` instants (called from the main thread)."""
-    time.sleep(max(0.0, measure_from - time.perf_counter()))
-    cpu_start = time.process_time()
-    time.sleep(max(0.0, stop_at - time.perf_counter()))
-    return time.process_time() - cpu_start
+    time.sleep(max(0.0, measure_from - now()))
+    with clock() as window:
+        time.sleep(max(0.0, stop_at - now()))
+    return window.cpu_s
 
 
 def summarize(latencies: List[float], duration: float, cpu_seconds: float) -> Dict[str, float]:
@@ -95,7 +94,7 @@ def summarize(latencies: List[float], duration: float, cpu_seconds: float) -> Di
 def closed_loop(scorer, pool, concurrency: int, duration: float, warmup: float) -> Dict[str, float]:
     """Requests/s and latency percentiles of ``concurrency`` clients in a closed loop."""
     latencies: List[List[float]] = [[] for _ in range(concurrency)]
-    start = time.perf_counter()
+    start = now()
     measure_from, stop_at = start + warmup, start + warmup + duration
 
     def client(slot: int):
@@ -103,11 +102,11 @@ def closed_loop(scorer, pool, concurrency: int, duration: float, warmup: float) 
         with torch.no_grad():
             while True:
                 request = pool[i % len(pool)]
-                sent = time.perf_counter()
+                sent = now()
                 if sent >= stop_at:
                     return
                 scorer(request.context, request.candidates, request.request_index)
-                done = time.perf_counter()
+                done = now()
                 if sent >= measure_from and done <= stop_at:
                     latencies[slot].append(done - sent)
                 i += concurrency
@@ -132,14 +131,14 @@ def batching_loop(scorer, pool, concurrency: int, duration: float, warmup: float
     ready = threading.Condition()
     answers = [threading.Event() for _ in range(concurrency)]
     latencies: List[float] = []
-    start = time.perf_counter()
+    start = now()
     measure_from, stop_at = start + warmup, start + warmup + duration
     stopped = threading.Event()
 
     def client(slot: int):
         i = slot
         while True:
-            sent = time.perf_counter()
+            sent = now()
             if sent >= stop_at:
                 return
             with ready:
@@ -147,7 +146,7 @@ def batching_loop(scorer, pool, concurrency: int, duration: float, warmup: float
                 ready.notify()
             answers[slot].wait()
             answers[slot].clear()
-            done = time.perf_counter()
+            done = now()
             if sent >= measure_from and done <= stop_at:
                 latencies.append(done - sent)
             i += concurrency
@@ -185,29 +184,28 @@ SERVERS = {"batching": batching_loop, "threads": closed_loop}
 def measure(args) -> List[dict]:
     points = [("A", K, 4) for K in args.context_counts] + [("B", 8, M) for M in args.target_counts]
     rows, cache = [], {}
-    with tempfile.TemporaryDirectory() as workdir:
-        for experiment, K, M in points:
-            if (K, M) not in cache:
-                scorers, pool, flops = build_point(K, M, args, workdir)
-                runs = {path: [] for path in PATH_NAMES}
-                for _ in range(args.repeats):  # alternate the paths so that drifting load hits both alike
-                    for path in PATH_NAMES:
-                        runs[path].append(SERVERS[args.server](scorers[path], pool, args.concurrency,
-                                                               args.duration, args.warmup))
-                cache[(K, M)] = (runs, flops)
-            runs, flops = cache[(K, M)]
-            for path in PATH_NAMES:
-                best = statistics.median(r["rps"] for r in runs[path])
-                run = min(runs[path], key=lambda r: abs(r["rps"] - best))
-                rows.append({"experiment": experiment, "K": K, "M": M, "path": path, "rps": best,
-                             "rps_per_cpu_s": statistics.median(r["rps_per_cpu_s"] for r in runs[path]),
-                             "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"], "flops": flops[path],
-                             "runs": runs[path]})
-            vanilla, ranked = rows[-2], rows[-1]
-            print(f"[{experiment}] K={K:2d} M={M:2d}  vanilla {vanilla['rps']:8.1f} req/s  rank-aware "
-                  f"{ranked['rps']:8.1f} req/s  x{ranked['rps'] / vanilla['rps']:.2f}  per CPU-s "
-                  f"x{ranked['rps_per_cpu_s'] / vanilla['rps_per_cpu_s']:.2f}  "
-                  f"(FLOP bound x{vanilla['flops'] / ranked['flops']:.2f})", flush=True)
+    for experiment, K, M in points:
+        if (K, M) not in cache:
+            scorers, pool, flops = build_point(K, M, args, args.work_dir)
+            runs = {path: [] for path in PATH_NAMES}
+            for _ in range(args.repeats):  # alternate the paths so that drifting load hits both alike
+                for path in PATH_NAMES:
+                    runs[path].append(SERVERS[args.server](scorers[path], pool, args.concurrency,
+                                                           args.duration, args.warmup))
+            cache[(K, M)] = (runs, flops)
+        runs, flops = cache[(K, M)]
+        for path in PATH_NAMES:
+            best = statistics.median(r["rps"] for r in runs[path])
+            run = min(runs[path], key=lambda r: abs(r["rps"] - best))
+            rows.append({"experiment": experiment, "K": K, "M": M, "path": path, "rps": best,
+                         "rps_per_cpu_s": statistics.median(r["rps_per_cpu_s"] for r in runs[path]),
+                         "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"], "flops": flops[path],
+                         "runs": runs[path]})
+        vanilla, ranked = rows[-2], rows[-1]
+        print(f"[{experiment}] K={K:2d} M={M:2d}  vanilla {vanilla['rps']:8.1f} req/s  rank-aware "
+              f"{ranked['rps']:8.1f} req/s  x{ranked['rps'] / vanilla['rps']:.2f}  per CPU-s "
+              f"x{ranked['rps_per_cpu_s'] / vanilla['rps_per_cpu_s']:.2f}  "
+              f"(FLOP bound x{vanilla['flops'] / ranked['flops']:.2f})", flush=True)
     base = next(r for r in rows if (r["K"], r["M"], r["path"]) == (8, 4, "vanilla"))
     for row in rows:
         row["normalized_rps"] = row["rps"] / base["rps"]
@@ -258,40 +256,31 @@ def plot(rows: List[dict], path: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--context-counts", type=int, nargs="+", default=[8, 12, 16, 20, 24])
-    parser.add_argument("--target-counts", type=int, nargs="+", default=[4, 8, 12, 16, 20, 24])
-    parser.add_argument("--candidates", type=int, default=128, help="N per request")
-    parser.add_argument("--embedding-dim", type=int, default=16)
-    parser.add_argument("--hidden-units", type=int, nargs="+", default=[256, 128])
-    parser.add_argument("--pairs-only", action="store_true", help="FC input = FM pairs alone (eq. 12)")
-    parser.add_argument("--vocab", type=int, default=1000)
-    parser.add_argument("--pool", type=int, default=16, help="distinct requests cycled by the clients")
-    parser.add_argument("--concurrency", type=int, default=2, help="requests in flight")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: all CPUs for batching, 1 for threads)")
-    parser.add_argument("--server", choices=list(SERVERS), default="batching",
-                        help="batching: one server thread scores all queued requests in one ragged call; "
-                             "threads: every client thread calls the scorer itself")
-    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per path and repeat")
-    parser.add_argument("--warmup", type=float, default=0.5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--backend", choices=["export", "eager"], default="export")
-    parser.add_argument("--machine", type=str, default=f"{os.cpu_count()} CPUs")
-    parser.add_argument("--out", type=str, default="results/rank_aware_throughput")
-    args = parser.parse_args(argv)
-    if args.threads is None:
-        args.threads = os.cpu_count() if args.server == "batching" else 1
-    torch.set_num_threads(args.threads)
+    h = Harness("rank_aware_throughput", __doc__.split("\n")[0])
+    h.parser.add_argument("--context-counts", type=int, nargs="+", default=[8, 12, 16, 20, 24])
+    h.parser.add_argument("--target-counts", type=int, nargs="+", default=[4, 8, 12, 16, 20, 24])
+    h.parser.add_argument("--candidates", type=int, default=128, help="N per request")
+    h.parser.add_argument("--embedding-dim", type=int, default=16)
+    h.parser.add_argument("--hidden-units", type=int, nargs="+", default=[256, 128])
+    h.parser.add_argument("--pairs-only", action="store_true", help="FC input = FM pairs alone (eq. 12)")
+    h.parser.add_argument("--vocab", type=int, default=1000)
+    h.parser.add_argument("--pool", type=int, default=16, help="distinct requests cycled by the clients")
+    h.parser.add_argument("--concurrency", type=int, default=2, help="requests in flight")
+    h.parser.add_argument("--server", choices=list(SERVERS), default="batching",
+                          help="batching: one server thread scores all queued requests in one ragged call; "
+                               "threads: every client thread calls the scorer itself")
+    h.parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per path and repeat")
+    h.parser.add_argument("--warmup", type=float, default=0.5)
+    h.parser.add_argument("--repeats", type=int, default=3)
+    h.parser.add_argument("--backend", choices=["export", "eager"], default="export")
+    h.parser.add_argument("--machine", type=str, default=f"{os.cpu_count()} CPUs")
+    args = h.parse(argv)
+    if args.tiny:
+        args.context_counts, args.target_counts, args.candidates, args.pool = [8], [4], 8, 2
+        args.duration, args.warmup, args.repeats = 0.2, 0.05, 1
     rows = measure(args)
-    table = markdown(rows, args)
-    print(table)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".md", "w") as fd:
-        fd.write(f"Command: `python {' '.join(sys.argv)}`\n\n" + table)
-    with open(args.out + ".json", "w") as fd:
-        json.dump({"args": vars(args), "rows": rows}, fd, indent=1)
-    plot(rows, args.out + ".png")
+    h.write(markdown(rows, args), rows)
+    plot(rows, h.output_path("rank_aware_throughput.png"))
     return 0
 
 

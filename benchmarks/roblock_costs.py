@@ -28,27 +28,24 @@ Four parts, all on random data (no dataset); ``share`` runs only when asked for 
   HSIC (beta = 0) and without both; ``DCNv2_criteo`` and ``DHEN_ME_criteo`` with
   10 embedding tables of size 10 (ME 10x). One warm-up step, then ``--steps`` timed
   steps; samples/s = batch / mean step time. Peak memory is the subprocess's peak
-  resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), reported with the
-  RSS after building the model and the batch, before the first step.
+  resident set size (the harness probe, VmHWM), reported at the end and after building
+  the model and the batch, before the first step.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Dict, List, Optional
 
 import torch
 from fuxictr.utils import load_model_config
 
-from benchmarks.timing import mean_seconds, median_seconds
+from benchmarks.harness import REPO, Harness, clock, mean_seconds, median_seconds, peak_rss_mb
 from fuxictr_ext.cost import count_parameters
 from fuxictr_ext.layers.hsic import hsic_loss
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
@@ -56,7 +53,6 @@ from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.spectrum import entropy_effective_rank, information_abundance, spectrum_metrics, stable_rank
 from fuxictr_ext.testing import make_feature_map, random_batch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS, VOCAB = 39, 10000
 MODELS = {
     "RoBlock_10x_L2": ("RoBlock_criteo_10x_L2", {}),
@@ -68,9 +64,8 @@ MODELS = {
 }
 
 
-def rss_gib() -> float:
-    with open("/proc/self/statm") as fd:
-        return int(fd.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+def peak_rss_gib() -> float:
+    return peak_rss_mb() / 1024
 
 
 def bench_metrics(batch: int, repeats: int) -> Dict[str, float]:
@@ -124,13 +119,13 @@ def bench_model(name: str, batch_size: int, steps: int) -> Dict[str, float]:
     model = build_model(name, feature_map)
     dense = count_parameters(model)["dense"]
     y_true = model.get_labels(batch)
-    rss_before = rss_gib()
+    rss_before = peak_rss_gib()
 
     train_s = mean_seconds(lambda: adam_step(model, batch, y_true), steps)
     model.eval()
     with torch.no_grad():
         eval_s = mean_seconds(lambda: model(batch), steps)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # KiB -> GiB
+    peak = peak_rss_gib()
     return {"model": name, "expid": expid, "overrides": overrides, "dense_params": dense,
             "train_step_s": train_s, "samples_per_s": batch_size / train_s, "eval_forward_s": eval_s,
             "rss_before_gib": rss_before, "peak_rss_gib": peak}
@@ -158,16 +153,16 @@ def bench_share(batch_size: int, steps: int) -> Dict[str, object]:
         order = list(models) if round_index % 2 == 0 else list(models)[::-1]
         for kind, call in (("train", lambda model: adam_step(model, batch, y_true)), ("eval", evaluate)):
             for variant in order:
-                start = time.perf_counter()
-                call(models[variant])
+                with clock() as t:
+                    call(models[variant])
                 if round_index:
-                    times[kind, variant].append(time.perf_counter() - start)
+                    times[kind, variant].append(t.wall_s)
         print(f"[roblock_costs] share round {round_index}: " + (", ".join(
             f"{kind} {variant} {values[-1]:.2f} s" for (kind, variant), values in times.items())
             if round_index else "warm-up done"), flush=True)
     result: Dict[str, object] = {"batch_size": batch_size, "steps": steps, "times": {
         f"{kind}_{variant}": values for (kind, variant), values in times.items()},
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+        "peak_rss_gib": peak_rss_gib()}
     for kind in ("train", "eval"):
         with_times, without_times = times[kind, "with"], times[kind, "without"]
         result[f"{kind}_share"] = 1 - statistics.median(without_times) / statistics.median(with_times)
@@ -176,8 +171,9 @@ def bench_share(batch_size: int, steps: int) -> Dict[str, object]:
 
 
 def run_model_subprocess(name: str, args) -> Optional[Dict[str, float]]:
-    command = [sys.executable, os.path.abspath(__file__), "--model", name, "--model-batch-size", str(args.model_batch_size),
-               "--steps", str(args.steps), "--threads", str(args.threads)]
+    command = [sys.executable, "-m", "benchmarks.roblock_costs", "--model", name,
+               "--model-batch-size", str(args.model_batch_size), "--steps", str(args.steps),
+               "--threads", str(args.threads), "--work-dir", args.work_dir]
     done = subprocess.run(command, capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("{"):
@@ -201,10 +197,9 @@ def share_markdown(share: Dict[str, object]) -> List[str]:
     return lines + [""]
 
 
-def markdown(command: str, args, metrics: Dict[str, float], ops: Dict[str, float], rows: List[dict],
+def markdown(args, metrics: Dict[str, float], ops: Dict[str, float], rows: List[dict],
              share: Optional[Dict[str, object]] = None) -> str:
-    lines = [f"Generated by benchmarks/roblock_costs.py: CPU ({os.cpu_count()} cores), {args.threads} torch "
-             f"thread(s), torch {torch.__version__}.", "", f"Command: `{command}`", ""]
+    lines = [f"CPU ({os.cpu_count()} cores), {args.threads} torch thread(s).", ""]
     if metrics:
         lines += [f"Spectrum metrics of a [{args.batch_size}, {FIELDS}, 100] tensor (median of {args.repeats}):", "",
                   "| metric | ms |", "|---|---|"]
@@ -221,7 +216,7 @@ def markdown(command: str, args, metrics: Dict[str, float], ops: Dict[str, float
         lines += [f"Models: {args.steps} timed Adam steps / eval forwards after 1 warm-up, one batch of "
                   f"{args.model_batch_size} rows, {FIELDS} categorical fields:", "",
                   "| model | config | dense params | train step s | samples/s | eval forward s "
-                  "| RSS before first step GiB | peak RSS GiB |", "|---|---|---|---|---|---|---|---|"]
+                  "| peak RSS before first step GiB | peak RSS GiB |", "|---|---|---|---|---|---|---|---|"]
         for row in rows:
             config = row["expid"] + (" + " + json.dumps(row["overrides"]) if row["overrides"] else "")
             lines.append(f"| {row['model']} | `{config}` | {row['dense_params']:,} | {row['train_step_s']:.2f} | "
@@ -243,23 +238,22 @@ def markdown(command: str, args, metrics: Dict[str, float], ops: Dict[str, float
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=10000, help="batch of the metrics and ops parts")
-    parser.add_argument("--model-batch-size", type=int, default=10000, help="batch of the models part")
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps / eval forwards per model")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per metric / operation")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--parts", nargs="+", default=["metrics", "ops", "models"],
-                        choices=["metrics", "ops", "share", "models"])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--model", choices=list(MODELS), help="measure this model only, print one JSON line")
-    parser.add_argument("--out", default=None, help="markdown file to write")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    h = Harness("roblock_costs", __doc__.split("\n\n")[0].replace("\n", " "))
+    h.parser.add_argument("--batch-size", type=int, default=10000, help="batch of the metrics and ops parts")
+    h.parser.add_argument("--model-batch-size", type=int, default=10000, help="batch of the models part")
+    h.parser.add_argument("--steps", type=int, default=3, help="timed training steps / eval forwards per model")
+    h.parser.add_argument("--repeats", type=int, default=5, help="timed calls per metric / operation")
+    h.parser.add_argument("--parts", nargs="+", default=["metrics", "ops", "models"],
+                          choices=["metrics", "ops", "share", "models"])
+    h.parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    h.parser.add_argument("--model", choices=list(MODELS), help="measure this model only, print one JSON line")
+    args = h.parse(argv)
     if args.model:
         print(json.dumps(bench_model(args.model, args.model_batch_size, args.steps)), flush=True)
         return
-    command = "python -m benchmarks.roblock_costs " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.tiny:
+        args.batch_size, args.model_batch_size, args.steps, args.repeats = 64, 32, 1, 1
+        args.models = args.models[:1]
     metrics = bench_metrics(args.batch_size, args.repeats) if "metrics" in args.parts else {}
     for name, seconds in metrics.items():
         print(f"[roblock_costs] {name}: {seconds * 1e3:.1f} ms", flush=True)
@@ -275,14 +269,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         if row:
             rows.append(row)
             print(f"[roblock_costs] {json.dumps(row)}", flush=True)
-        if args.out:
-            with open(args.out, "w") as fd:
-                fd.write(markdown(command, args, metrics, ops, rows, share))
-    text = markdown(command, args, metrics, ops, rows, share)
-    if args.out:
-        with open(args.out, "w") as fd:
-            fd.write(text)
-    print(text, flush=True)
+    h.write(markdown(args, metrics, ops, rows, share), {"metrics_s": metrics, "ops_s": ops, "share": share,
+                                                        "models": rows})
 
 
 if __name__ == "__main__":

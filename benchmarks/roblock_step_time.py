@@ -11,12 +11,9 @@ reloaded checkpoint gives identical predictions.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-
 import torch
 
-from benchmarks.timing import mean_seconds, synchronize
+from benchmarks.harness import Harness, mean_seconds, synchronize
 from fuxictr_ext.cost import count_parameters
 from fuxictr_ext.testing import make_feature_map, random_batch
 
@@ -32,7 +29,7 @@ VARIANTS = {
 }
 
 
-def measure(name: str, overrides: dict, feature_map, batch, gpu: int, steps: int, model_root: str) -> str:
+def measure(name: str, overrides: dict, feature_map, batch, gpu: int, steps: int, model_root: str) -> dict:
     torch.manual_seed(0)
     model = RoBlock(feature_map, model_id=name, gpu=gpu, verbose=0, model_root=model_root, **overrides)
     device = model.device
@@ -65,29 +62,39 @@ def measure(name: str, overrides: dict, feature_map, batch, gpu: int, steps: int
     reloaded.eval()
     with torch.no_grad():
         identical = torch.equal(reloaded(batch)["y_pred"], y_pred)
-    return (f"{name}: M={model.num_components} dense_params={dense:,} train_step={train_ms:.1f}ms "
-            f"peak_mem={peak:.2f}GiB eval_forward={eval_ms:.1f}ms eval_deterministic={deterministic} "
-            f"reload_identical={identical}")
+    return {"variant": name, "components": model.num_components, "dense_params": dense, "train_step_ms": train_ms,
+            "peak_gpu_mem_gib": peak, "eval_forward_ms": eval_ms, "eval_deterministic": deterministic,
+            "reload_identical": identical}
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--gpu", type=int, default=-1, help="CUDA device index, -1 for CPU")
-    parser.add_argument("--batch-size", type=int, default=10000)
-    parser.add_argument("--fields", type=int, default=39, help="categorical fields of the random FeatureMap")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    args = parser.parse_args(argv)
+    h = Harness("roblock_step_time", __doc__.split("\n")[0])
+    h.parser.add_argument("--gpu", type=int, default=-1, help="CUDA device index, -1 for CPU")
+    h.parser.add_argument("--batch-size", type=int, default=10000)
+    h.parser.add_argument("--fields", type=int, default=39, help="categorical fields of the random FeatureMap")
+    h.parser.add_argument("--steps", type=int, default=10)
+    h.parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = h.parse(argv)
+    if args.tiny:
+        args.batch_size, args.fields, args.steps, args.variants = 64, 5, 1, ["base_L1", "10x_L1_hetero"]
     feature_map = make_feature_map(num_categorical=args.fields, num_numeric=0, vocab_size=10000)
     device = torch.device(f"cuda:{args.gpu}" if args.gpu >= 0 else "cpu")
     batch = {k: v.to(device) for k, v in random_batch(feature_map, args.batch_size, seed=0).items()}
-    print(f"device={torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} "
-          f"torch={torch.__version__} batch_size={args.batch_size} fields={args.fields}", flush=True)
-    with tempfile.TemporaryDirectory() as model_root:
-        for name in args.variants:
-            print(measure(name, VARIANTS[name], feature_map, batch, args.gpu, args.steps, model_root), flush=True)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    lines = [f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
+             f"batch_size={args.batch_size}, fields={args.fields}, {args.steps} steps (mean)", "",
+             "| variant | M | dense params | train step ms | peak GPU memory GiB | eval forward ms "
+             "| eval deterministic | reload identical |", "|---|---|---|---|---|---|---|---|"]
+    records = []
+    for name in args.variants:
+        row = measure(name, VARIANTS[name], feature_map, batch, args.gpu, args.steps, args.work_dir)
+        records.append(row)
+        lines.append(f"| {name} | {row['components']} | {row['dense_params']:,} | {row['train_step_ms']:.1f} | "
+                     f"{row['peak_gpu_mem_gib']:.2f} | {row['eval_forward_ms']:.1f} | {row['eval_deterministic']} | "
+                     f"{row['reload_identical']} |")
+        print(lines[-1], flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    h.write("\n".join(lines), records)
 
 
 if __name__ == "__main__":

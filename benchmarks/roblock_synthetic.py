@@ -2,14 +2,14 @@
 DHEN and WuKong on the synthetic Criteo-like data (RoBlock paper, Tables 1-3 and
 Figures 4-5, at demo size).
 
-    python -m benchmarks.roblock_synthetic --epochs 1 --budget-min 16
+    python -m benchmarks.roblock_synthetic --epochs 1 --budget-s 960
 
 Every model uses the base size k = 4 (the demo configs' smallest embedding size) and
 starts from its committed ``*_demo`` experiment id. Scale s means s embedding tables
 of size k (ME, ``embedding_mode: multi``), one table of size s*k (SE), or for RoBlock
 ``scale_factor`` s (D = s*k, M = s + 1 components). Points, in the order they run
 (a point is not started once the elapsed time plus the longest point so far would
-pass ``--budget-min``):
+pass ``--budget-s``):
 
 1. base (s = 1): RoBlock L = 1 (CrossNetV2 components) against DCNv2 (at s = 1 SE and
    ME are the same model);
@@ -24,28 +24,20 @@ Rerun with the same ``--work-dir`` to go on: points already in its ``results.jso
 are loaded, not trained again, and the budget counts from the new start.
 
 The points go through ``fuxictr_ext.runner.run_experiment`` on a generated copy of
-``config/`` (``benchmarks/mlcc_scaling.write_config_dir``), with a spectrum callback
+``config/`` (``benchmarks.fixtures.write_config_dir``), with a spectrum callback
 recording the IA of every tapped stage on 2 validation batches after each epoch.
 The IA curves are overlaid with ``fuxictr_ext.spectrum.plot`` into one PNG.
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
-import shutil
-import sys
-import tempfile
-import time
 from typing import Dict, List, Optional
 
-import torch
-import yaml
-
-from benchmarks.mlcc_scaling import REPO, Point, ceiling_lines, run_within_budget, write_config_dir
-
+from benchmarks.fixtures import TINY_ROWS, Point, ceiling_lines, run_within_budget, write_config_dir
+from benchmarks.harness import Harness
 from fuxictr_ext.spectrum.plot import load_spectrum, select_records
 from fuxictr_ext.spectrum.plot import main as plot_main
 
@@ -87,18 +79,6 @@ def sweep_points() -> List[Point]:
     ]
 
 
-def add_ia_callbacks(config_dir: str) -> None:
-    """Give every generated experiment id the IA spectrum callback."""
-    path = os.path.join(config_dir, "model_config", "zz_mlcc_scaling.yaml")
-    with open(path) as fd:
-        content = yaml.safe_load(fd)
-    for expid, params in content.items():
-        if expid != "Base":
-            params["spectrum_callbacks"] = IA_CALLBACK
-    with open(path, "w") as fd:
-        yaml.safe_dump(content, fd, sort_keys=False)
-
-
 def spectrum_file(work_dir: str, expid: str) -> Optional[str]:
     found = glob.glob(os.path.join(work_dir, "checkpoints", "**", f"{expid}.spectrum.json"), recursive=True)
     return found[0] if found else None
@@ -123,8 +103,8 @@ def _setting(point_overrides: dict) -> str:
     return text
 
 
-def markdown(rows: List[dict], ia: Dict[str, List[tuple]], command: str, header: str) -> str:
-    lines = [header, "", f"Command: `{command}`", "",
+def markdown(rows: List[dict], ia: Dict[str, List[tuple]], header: str) -> str:
+    lines = [header, "",
              "| expid | model | setting | test AUC | test logloss | embedding params | dense params "
              "| MFLOPs / sample | train s | IA per tapped stage (valid, mean) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -138,30 +118,20 @@ def markdown(rows: List[dict], ia: Dict[str, List[tuple]], command: str, header:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--budget-min", type=float, default=16.0, help="wall-clock budget of the sweep")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--out", default=os.path.join(REPO, "results", "roblock_synthetic"),
-                        help="output path without extension (.md is written)")
-    parser.add_argument("--plot", default=os.path.join(REPO, "results", "roblock_ia_per_layer.png"),
-                        help="PNG of the overlaid IA curves")
-    parser.add_argument("--work-dir", default=None, help="folder for the generated config, logs, checkpoints")
-    args = parser.parse_args(argv)
+    h = Harness("roblock_synthetic", __doc__.split("\n\n")[0].replace("\n", " "))
+    h.parser.add_argument("--epochs", type=int, default=1)
+    h.parser.set_defaults(budget_s=960.0)
+    args = h.parse(argv)
     if args.epochs < 1:
-        raise ValueError(f"--epochs {args.epochs}: must be at least 1")
+        h.parser.error(f"--epochs {args.epochs}: must be at least 1")
 
-    torch.set_num_threads(args.threads)
-    command = "python -m benchmarks.roblock_synthetic " + " ".join(sys.argv[1:] if argv is None else argv)
-    points = sweep_points()
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix="roblock_synthetic_")
-    os.makedirs(work_dir, exist_ok=True)
-    shutil.rmtree(os.path.join(work_dir, "mlcc_scaling_config"), ignore_errors=True)  # regenerated every run
-    config_dir = write_config_dir(points, args.epochs, work_dir)
-    add_ia_callbacks(config_dir)
-    header = (f"Generated by benchmarks/roblock_synthetic.py: dataset `demo` (synthetic Criteo-like, 200k rows), "
-              f"{args.epochs} epoch(s) per point, base size k = {BASE_SIZE}, CPU, {args.threads} torch thread(s), "
-              f"torch {torch.__version__}.")
+    points = sweep_points()[:1] if args.tiny else sweep_points()
+    work_dir = args.work_dir
+    config_dir = write_config_dir(points, args.epochs, work_dir, rows=TINY_ROWS if args.tiny else None,
+                                  extra={"spectrum_callbacks": IA_CALLBACK})
+    rows_note = f"{TINY_ROWS} rows" if args.tiny else "200k rows"
+    header = (f"Dataset `demo` (synthetic Criteo-like, {rows_note}), {args.epochs} epoch(s) per point, "
+              f"base size k = {BASE_SIZE}, CPU, {args.threads} torch thread(s).")
 
     results_file = os.path.join(work_dir, "results.jsonl")
     rows: List[dict] = []
@@ -179,8 +149,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"[roblock_synthetic] loaded {len(rows)} measured points from {results_file}", flush=True)
     done = {row["expid"] for row in rows}
     points = [point for point in points if point.expid not in done]
-
-    start = time.time()
     os.chdir(work_dir)
 
     def record(point: Point, row: dict, seconds: float) -> None:
@@ -191,15 +159,16 @@ def main(argv: Optional[List[str]] = None) -> None:
             ia[point.expid] = ia_per_stage(path)
         with open(results_file, "a") as fd:
             fd.write(json.dumps({**row, "IA": ia.get(point.expid)}) + "\n")
-        with open(args.out + ".md", "w") as fd:
-            fd.write(markdown(rows, ia, command, header))
+        h.write(markdown(rows, ia, header), [{**row, "IA": ia.get(row["expid"])} for row in rows])
         print(f"[roblock_synthetic] {point.expid}: test AUC {row['test_AUC']:.4f}, {seconds:.0f} s", flush=True)
 
-    run_within_budget(config_dir, points, args.budget_min, "roblock_synthetic", record)
+    with h.clock() as t:
+        run_within_budget(config_dir, points, h.budget_left_s(), "roblock_synthetic", record)
     if spectra:
-        plot_main(list(spectra.values()) + ["--metric", "IA", "--out", args.plot, "--labels", *spectra])
+        plot_main(list(spectra.values()) + ["--metric", "IA", "--out", h.output_path("roblock_ia_per_layer.png"),
+                                            "--labels", *spectra])
     print(f"[roblock_synthetic] {len(rows)} of {len(done) + len(points)} points measured, "
-          f"{(time.time() - start) / 60:.1f} min in this run; work dir {work_dir}", flush=True)
+          f"{t.wall_s / 60:.1f} min in this run; work dir {work_dir}", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ Then the overload test: ``--overload-clients`` clients at once against the proje
 (``--max-queued``, ``--timeout-s``), each sending ``--overload-requests`` requests: how many
 were scored (their p50 / p99), how many got 503 (and how fast), any other status.
 
-    python -m benchmarks.serving_server --work-dir /tmp/serving_bench --repeats 3
+    python -m benchmarks.serving_server --work-dir /tmp/serving_bench --repeats 3      # results/serving_server.md
 """
 
 import argparse
@@ -39,7 +39,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import polars as pl
 import torch
 import yaml
 
+from benchmarks.harness import Harness, clock
 from fuxictr_ext.serving import RequestBatch, export_scorer
 
 PATHS = ("vanilla", "rank_aware")
@@ -274,10 +274,9 @@ def aot_comparison(scorers, requests: Sequence[dict], rounds: int, package_dir: 
     for path, scorer in scorers.items():
         batches = [scorer.encode([r]) for r in requests]
         program = export_scorer(scorer, RequestBatch.concat(batches[:2]))
-        compile_start = time.perf_counter()
-        package = torch._inductor.aoti_compile_and_package(
-            program, package_path=os.path.join(package_dir, f"scorer_{path}.pt2"))
-        compile_s = time.perf_counter() - compile_start
+        with clock() as compile_time:
+            package = torch._inductor.aoti_compile_and_package(
+                program, package_path=os.path.join(package_dir, f"scorer_{path}.pt2"))
         runners = {"eager": lambda b: scorer.score_batch(b),
                    "torch.export": program.module(),
                    "AOTInductor": torch._inductor.aoti_load_package(package)}
@@ -295,7 +294,7 @@ def aot_comparison(scorers, requests: Sequence[dict], rounds: int, package_dir: 
                     for b in batches:
                         call(b)
                     times[name].append(1e3 * (time.process_time() - start) / len(batches))
-        results[path] = {"compile_s": compile_s, "max_abs_difference": difference,
+        results[path] = {"compile_s": compile_time.wall_s, "max_abs_difference": difference,
                          "cpu_ms": {n: statistics.median(v[1:]) for n, v in times.items()},
                          "cpu_ms_min": {n: min(v[1:]) for n, v in times.items()}}
     return results
@@ -428,7 +427,7 @@ def serve_rayserve(port: int, workers: int, max_batch_size: int, batch_wait_ms: 
 def contenders(args, config_dir: str) -> List[Contender]:
     base = [sys.executable, "-m", "fuxictr_ext.serving.server", "--config", config_dir, "--expid", EXPID,
             "--max-batch-size", str(args.max_batch_size), "--batch-wait-ms", str(args.batch_wait_ms),
-            "--max-queued", str(args.max_queued), "--timeout-s", str(args.timeout_s)]
+            "--max-queued", str(args.max_queued), "--timeout-s", str(args.timeout_s), "--threads", str(args.threads)]
     port = iter(range(args.port, args.port + 100))
     chosen = []
     for workers in args.workers:
@@ -460,9 +459,7 @@ def contenders(args, config_dir: str) -> List[Contender]:
     return chosen + reference
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work-dir", default=None, help="where the experiment is written (default: a temp dir)")
+def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", type=int, default=24, help="K context fields")
     parser.add_argument("--target", type=int, default=4, help="M target fields")
     parser.add_argument("--rows", type=int, default=20000, help="rows of the generated dataset")
@@ -485,10 +482,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also serve the rank-aware scorer compiled by AOTInductor (--compile)")
     parser.add_argument("--aot-rounds", type=int, default=5, help="rounds of the AOTInductor comparison (0: skip it)")
     parser.add_argument("--port", type=int, default=18900)
-    parser.add_argument("--out", default="results/serving.md")
-    parser.add_argument("--serve", choices=["fastapi", "rayserve"], default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--serve-workers", type=int, default=1, help=argparse.SUPPRESS)
-    return parser
+
+
+def reference_server(argv) -> None:
+    """``--serve fastapi|rayserve``: one reference server, started by the benchmark as a process of its own."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving_server --serve")
+    parser.add_argument("--serve", choices=["fastapi", "rayserve"], required=True)
+    parser.add_argument("--serve-workers", type=int, default=1)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--max-queued", type=int, default=32)
+    args = parser.parse_args(argv)
+    if args.serve == "fastapi":
+        serve_fastapi(args.port, args.serve_workers)
+    else:
+        serve_rayserve(args.port, args.serve_workers, args.max_batch_size, args.batch_wait_ms, args.max_queued)
 
 
 def interrupt(signum, frame):
@@ -496,18 +505,21 @@ def interrupt(signum, frame):
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.serve == "fastapi":
-        return serve_fastapi(args.port, args.serve_workers)
-    if args.serve == "rayserve":
-        return serve_rayserve(args.port, args.serve_workers, args.max_batch_size, args.batch_wait_ms, args.max_queued)
-    torch.set_num_threads(1)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--serve" in argv:
+        return reference_server(argv)
+    h = Harness("serving_server", __doc__.split("\n")[0])
+    add_options(h.parser)
+    args = h.parse(argv)                  # --threads: torch intra-op threads here and per worker
+    if args.tiny:                         # in process only: the servers take minutes to start
+        args.rows, args.candidates, args.pool, args.repeats = 2000, 8, 4, 1
+        args.duration, args.warmup, args.aot_rounds, args.workers, args.engines = 0.5, 0.2, 0, [], []
+        args.compiled = False
     signal.signal(signal.SIGTERM, interrupt)          # the servers are stopped on the way out
     from fuxictr_ext.runner import run_experiment
     from fuxictr_ext.serving.load import load_scorer
 
-    args.work_dir = os.path.abspath(args.work_dir or tempfile.mkdtemp(prefix="serving_bench_"))
-    os.makedirs(args.work_dir, exist_ok=True)
+    args.work_dir = os.path.abspath(args.work_dir)
     config_dir = write_experiment(args.work_dir, args.context, args.target, args.rows)
     cwd = os.getcwd()
     os.chdir(args.work_dir)
@@ -534,7 +546,8 @@ def main(argv=None) -> None:
             print(f"{server.name} ready after {started[server.name]:.1f} s", flush=True)
         for repeat in range(args.repeats):
             for concurrency in args.concurrency:
-                order = servers[repeat % len(servers):] + servers[:repeat % len(servers)]
+                shift = repeat % max(len(servers), 1)
+                order = servers[shift:] + servers[:shift]
                 for path in PATHS:
                     key = ("in process", path, 1, concurrency)
                     windows.setdefault(key, []).append(in_process_loop(scorers[path], bodies, args.warmup,
@@ -545,20 +558,24 @@ def main(argv=None) -> None:
                     windows.setdefault((server.name, server.path, server.workers, concurrency), []).append(window)
                     print(f"round {repeat} c{concurrency} {server.name}: {window.rps:.0f} req/s, "
                           f"{1e3 * window.cpu_per_request:.2f} CPU ms/request, load {window.load:.1f}", flush=True)
-        chosen = next(s for s in servers if s.engine == "litserve" and s.path == "rank_aware"
-                      and s.workers == max(args.workers))
-        overload_result = dict(overload(chosen.port, bodies, args.overload_clients, args.overload_requests),
-                               server=chosen.name)
-        print(f"overload: {overload_result}", flush=True)
+        overload_result = {}
+        if servers:
+            chosen = next(s for s in servers if s.engine == "litserve" and s.path == "rank_aware"
+                          and s.workers == max(args.workers))
+            overload_result = dict(overload(chosen.port, bodies, args.overload_clients, args.overload_requests),
+                                   server=chosen.name)
+            print(f"overload: {overload_result}", flush=True)
     finally:
         for server in servers:
             server.stop()
-    write_results(args, argv, servers, windows, started, overload_result, aot)
+    body, records = results_markdown(args, windows, started, overload_result, aot)
+    h.write(body, records)
 
 
-def write_results(args, argv, servers, windows, started, overload_result, aot) -> None:
+def results_markdown(args, windows, started, overload_result, aot):
+    """The results file's body and its records: the contenders' table, the rank-aware ratio,
+    the overload test and the AOTInductor comparison."""
     summary = {key: summarise(value) for key, value in windows.items()}
-    in_process = {path: summary[("in process", path, 1, args.concurrency[0])] for path in PATHS}
     lines = ["| contender | path | workers | concurrency | requests/s (median, min) | p50 ms | p99 ms | "
              "CPU ms / request, all server processes (median, min) | throughput / in-process | load average |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -567,9 +584,15 @@ def write_results(args, argv, servers, windows, started, overload_result, aot) -
         lines.append(f"| {name} | {path} | {workers} | {concurrency} | {s['rps']:.0f} ({s['rps_min']:.0f}) | "
                      f"{s['p50']:.2f} | {s['p99']:.1f} | {s['cpu_ms']:.2f} ({s['cpu_ms_min']:.2f}) | "
                      f"{s['rps'] / reference:.2f} | {s['load']:.1f} |")
-    ratio_lines = []
+    body = [f"DLRM, K = {args.context} context and M = {args.target} target fields, N = {args.candidates} candidates "
+            f"per request, D = 16, FC [256, 128]; {args.threads} torch thread(s) per worker; max batch "
+            f"{args.max_batch_size}, batch wait {args.batch_wait_ms} ms; {args.repeats} rounds x {args.duration} s per "
+            f"contender and concurrency, contenders alternated; CPU counted over every process of each server's "
+            f"tree. Start times: " + (", ".join(f"{k} {v:.0f} s" for k, v in started.items()) or "none (--tiny: "
+                                      "in process only)") + ".", "", *lines]
     in_process_ratio = summary[("in process", "vanilla", 1, args.concurrency[0])]["cpu_ms"] / \
         summary[("in process", "rank_aware", 1, args.concurrency[0])]["cpu_ms"]
+    ratio_lines = []
     for workers in args.workers:
         for concurrency in args.concurrency:
             vanilla = summary.get((f"litserve_vanilla_{workers}w", "vanilla", workers, concurrency))
@@ -578,24 +601,18 @@ def write_results(args, argv, servers, windows, started, overload_result, aot) -
                 served = vanilla["cpu_ms"] / rank_aware["cpu_ms"]
                 ratio_lines.append(f"| LitServe, {workers} worker(s) | {concurrency} | x{served:.2f} | "
                                    f"x{in_process_ratio:.2f} | {served / in_process_ratio:.2f} |")
-    command = "python -m benchmarks.serving_server " + " ".join(argv if argv is not None else sys.argv[1:])
-    body = [f"# Serving engines side by side (`benchmarks/serving_server.py`)", "",
-            f"```\n{command}\n```", "",
-            f"DLRM, K = {args.context} context and M = {args.target} target fields, N = {args.candidates} candidates "
-            f"per request, D = 16, FC [256, 128]; 1 torch thread per worker; max batch {args.max_batch_size}, "
-            f"batch wait {args.batch_wait_ms} ms; {args.repeats} rounds x {args.duration} s per contender and "
-            f"concurrency, contenders alternated; CPU counted over every process of each server's tree. Start "
-            f"times: " + ", ".join(f"{k} {v:.0f} s" for k, v in started.items()) + ".", "", *lines, "",
-            "Rank-aware against vanilla, CPU per request (vanilla / rank-aware):", "",
-            "| server | concurrency | served | in process | served / in process |", "|---|---|---|---|---|",
-            *ratio_lines, "",
-            f"Overload: {args.overload_clients} clients at once (threads of this process) x {args.overload_requests} "
-            f"requests against `{overload_result['server']}` (--max-queued {args.max_queued} --timeout-s "
-            f"{args.timeout_s}) "
-            f"(wall {overload_result['wall_s']:.1f} s, load {overload_result['load']:.1f}):", "",
-            "| status | count | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|",
-            *[f"| {status} | {v['count']} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} |"
-              for status, v in overload_result["statuses"].items()]]
+    if ratio_lines:
+        body += ["", "Rank-aware against vanilla, CPU per request (vanilla / rank-aware):", "",
+                 "| server | concurrency | served | in process | served / in process |", "|---|---|---|---|---|",
+                 *ratio_lines]
+    if overload_result:
+        body += ["", f"Overload: {args.overload_clients} clients at once (threads of this process) x "
+                     f"{args.overload_requests} requests against `{overload_result['server']}` (--max-queued "
+                     f"{args.max_queued} --timeout-s {args.timeout_s}) (wall {overload_result['wall_s']:.1f} s, load "
+                     f"{overload_result['load']:.1f}):", "",
+                 "| status | count | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|",
+                 *[f"| {status} | {v['count']} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} |"
+                   for status, v in overload_result["statuses"].items()]]
     if aot:
         body += ["", "In process, the model call alone on one encoded request at a time: eager, its `torch.export` "
                  "program, and that program compiled by AOTInductor (`torch._inductor.aoti_compile_and_package`); "
@@ -608,10 +625,10 @@ def write_results(args, argv, servers, windows, started, overload_result, aot) -
                         f"({low['torch.export']:.3f}) | {ms['AOTInductor']:.3f} ({low['AOTInductor']:.3f}) | "
                         f"x{ms['eager'] / ms['AOTInductor']:.2f} | {diff['torch.export']:.1e}, "
                         f"{diff['AOTInductor']:.1e} | {r['compile_s']:.0f} |")
-    text = "\n".join(body) + "\n"
-    print(text)
-    with open(args.out, "w") as fd:
-        fd.write(text)
+    records = {"contenders": [dict(name=k[0], path=k[1], workers=k[2], concurrency=k[3], **v)
+                              for k, v in summary.items()],
+               "start_s": started, "overload": overload_result, "aot": aot}
+    return "\n".join(body) + "\n", records
 
 
 if __name__ == "__main__":

@@ -32,11 +32,9 @@ equal before timing.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import statistics
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -44,10 +42,11 @@ import torch
 import yaml
 from torch import nn
 
-from benchmarks.timing import call_seconds
+from benchmarks.harness import Harness, call_seconds
 from fuxictr_ext.cost import count_parameters
 from fuxictr_ext.layers.token_mixing import (BlockTransposeMixing, FullMixing, PerTokenFFN, PerTokenGLU,
-                                             config_choice, FFN_ACTIVATIONS)
+                                             FFN_ACTIVATIONS)
+from fuxictr_ext.config import check_choice
 from fuxictr_ext.testing import make_feature_map, random_batch
 from model_zoo.RankElastor import RankElastor
 from model_zoo.RankMixer import RankMixer
@@ -100,7 +99,7 @@ class TokenLoop(nn.Module):
 def loop_token_network(token_dim: int, hidden_units: Sequence[int], activation: str, expansion_rate: float,
                        inner_norm: bool, dropout: float) -> nn.Sequential:
     """One token's FFN in the order of the release's ``Token_Interaction._build_mlp``."""
-    activation = config_choice(activation, FFN_ACTIVATIONS, "ffn_activation")
+    activation = check_choice("ffn_activation", activation, FFN_ACTIVATIONS)
     layers: List[nn.Module] = []
     width = token_dim
     for out_width in hidden_units:
@@ -164,7 +163,7 @@ def released_configs(names: Sequence[str]) -> Dict[str, dict]:
 
 def ffn_key(params: dict) -> Tuple:
     return (params["num_tokens"], params["token_dim"], tuple(params["ffn_hidden_units"]),
-            config_choice(params["ffn_activation"], FFN_ACTIVATIONS, "ffn_activation"),
+            check_choice("ffn_activation", params["ffn_activation"], FFN_ACTIVATIONS),
             float(params["expansion_rate"]), bool(params["ffn_inner_norm"]), float(params["ffn_dropout"]))
 
 
@@ -177,7 +176,7 @@ def mixing_key(params: dict) -> Tuple:
 
 def glu_keys(params: dict) -> List[Tuple]:
     """(T, d, r) of every GLU layer of the config's P-FFN (its input widths)."""
-    if config_choice(params["ffn_activation"], FFN_ACTIVATIONS, "ffn_activation") != "GLU":
+    if check_choice("ffn_activation", params["ffn_activation"], FFN_ACTIVATIONS) != "GLU":
         return []
     widths = [params["token_dim"]] + list(params["ffn_hidden_units"])[:-1]
     return [(params["num_tokens"], width, float(params["expansion_rate"])) for width in widths]
@@ -205,16 +204,17 @@ def build_glu_pair(key: Tuple) -> Tuple[nn.Module, nn.Module]:
 
 
 # --------------------------------------------------------------------------- timing
-CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+CLOCKS = ("cpu", "wall")
 
 
 @dataclasses.dataclass
 class Schedule:
-    """``steps`` timed samples per contender after ``warmup`` untimed calls, read on ``clock``; a sample
-    is the mean of enough calls to last ``min_sample_seconds`` (calibrated on one call after warm-up)."""
+    """``steps`` timed samples per contender after ``warmup`` untimed calls, in CPU seconds of this
+    process (``cpu``) or wall seconds; a sample is the mean of enough calls to last
+    ``min_sample_seconds`` (calibrated on one call after warm-up)."""
     steps: int
     warmup: int
-    clock: Callable[[], float]
+    cpu: bool
     min_sample_seconds: float
 
 
@@ -222,13 +222,13 @@ def alternate(contenders: Dict[str, Callable[[], object]], schedule: Schedule) -
     """Seconds per call of each contender, the contenders taking turns sample by sample after warm-up."""
     repeats = {}
     for name, fn in contenders.items():
-        first = call_seconds(fn, iters=1, warmup=schedule.warmup, clock=schedule.clock)[0]
+        first = call_seconds(fn, iters=1, warmup=schedule.warmup, cpu=schedule.cpu)[0]
         repeats[name] = max(1, math.ceil(schedule.min_sample_seconds / max(first, 1e-9)))
     times: Dict[str, List[float]] = {name: [] for name in contenders}
     for _ in range(schedule.steps):
         for name, fn in contenders.items():
             times[name].append(statistics.fmean(call_seconds(fn, iters=repeats[name], warmup=0,
-                                                             clock=schedule.clock)))
+                                                             cpu=schedule.cpu)))
     return times
 
 
@@ -249,7 +249,7 @@ def same_parameter_count(ours: nn.Module, loop: nn.Module, label: str) -> int:
     return count_ours
 
 
-def time_layer_pair(label: str, ours: nn.Module, loop: nn.Module, x: torch.Tensor, schedule: Schedule) -> None:
+def time_layer_pair(label: str, ours: nn.Module, loop: nn.Module, x: torch.Tensor, schedule: Schedule) -> List[str]:
     same_parameter_count(ours, loop, label)
     x_grad = x.detach().clone().requires_grad_(True)
 
@@ -268,10 +268,11 @@ def time_layer_pair(label: str, ours: nn.Module, loop: nn.Module, x: torch.Tenso
 
     for module in (ours, loop):
         module.train()
-    report(label, "train", x.shape[0], alternate({"ours": train(ours), "loop": train(loop)}, schedule))
+    lines = [report(label, "train", x.shape[0], alternate({"ours": train(ours), "loop": train(loop)}, schedule))]
     for module in (ours, loop):
         module.eval()
-    report(label, "eval", x.shape[0], alternate({"ours": evaluate(ours), "loop": evaluate(loop)}, schedule))
+    return lines + [report(label, "eval", x.shape[0],
+                           alternate({"ours": evaluate(ours), "loop": evaluate(loop)}, schedule))]
 
 
 def loop_reference_model(model: nn.Module, params: dict) -> nn.Module:
@@ -286,10 +287,10 @@ def loop_reference_model(model: nn.Module, params: dict) -> nn.Module:
     return model
 
 
-def time_model_pair(expid: str, params: dict, batch_size: int, schedule: Schedule) -> None:
+def time_model_pair(expid: str, params: dict, batch_size: int, schedule: Schedule, model_root: str) -> List[str]:
     categorical, numeric = DATASET_FIELDS[params["dataset_id"]]
     fmap = make_feature_map(num_categorical=categorical, num_numeric=numeric, vocab_size=10000)
-    params = {**params, "verbose": 0, "model_root": "/tmp/token_mixing_speed", "gpu": -1,
+    params = {**params, "verbose": 0, "model_root": model_root, "gpu": -1,
               "metrics": ["logloss", "AUC"]}
     torch.manual_seed(0)
     ours = MODELS[params["model"]](fmap, **params)
@@ -315,10 +316,11 @@ def time_model_pair(expid: str, params: dict, batch_size: int, schedule: Schedul
     label = f"{expid} (dense {dense:,})"
     for model in (ours, loop):
         model.train()
-    report(label, "train", batch_size, alternate({"ours": train(ours), "loop": train(loop)}, schedule))
+    lines = [report(label, "train", batch_size, alternate({"ours": train(ours), "loop": train(loop)}, schedule))]
     for model in (ours, loop):
         model.eval()
-    report(label, "eval", batch_size, alternate({"ours": evaluate(ours), "loop": evaluate(loop)}, schedule))
+    return lines + [report(label, "eval", batch_size,
+                           alternate({"ours": evaluate(ours), "loop": evaluate(loop)}, schedule))]
 
 
 HEADER = ("| what | mode | ours ms median / min | loop ms median / min | ours samples/s | loop samples/s "
@@ -326,23 +328,24 @@ HEADER = ("| what | mode | ours ms median / min | loop ms median / min | ours sa
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per contender")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per contender")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
-                        help="cpu: CPU seconds of this process (steady on a shared machine, 1 thread); wall")
-    parser.add_argument("--min-sample-seconds", type=float, default=0.05,
-                        help="a timed sample averages enough calls to last this long")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    parser.add_argument("--configs", nargs="*", default=[], help="experiment ids (default: every Criteo/Avazu id)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    schedule = Schedule(args.steps, args.warmup, CLOCKS[args.clock], args.min_sample_seconds)
+    h = Harness("token_mixing_speed", __doc__.split("\n")[0])
+    h.parser.add_argument("--batch-size", type=int, default=4096)
+    h.parser.add_argument("--steps", type=int, default=5, help="timed steps per contender")
+    h.parser.add_argument("--warmup", type=int, default=2, help="untimed steps per contender")
+    h.parser.add_argument("--clock", choices=CLOCKS, default="cpu",
+                          help="cpu: CPU seconds of this process (steady on a shared machine, 1 thread); wall")
+    h.parser.add_argument("--min-sample-seconds", type=float, default=0.05,
+                          help="a timed sample averages enough calls to last this long")
+    h.parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    h.parser.add_argument("--configs", nargs="*", default=[], help="experiment ids (default: every Criteo/Avazu id)")
+    args = h.parse(argv)
     configs = released_configs(args.configs)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch_size}, "
-          f"{args.steps} steps after {args.warmup} warm-up, CPU, {args.clock} clock", flush=True)
+    if args.tiny:
+        args.batch_size, args.steps, args.warmup, args.min_sample_seconds = 16, 1, 1, 0.0
+        configs = dict(list(configs.items())[:1])
+    schedule = Schedule(args.steps, args.warmup, args.clock == "cpu", args.min_sample_seconds)
+    lines = [f"{torch.get_num_threads()} thread(s), batch {args.batch_size}, {args.steps} steps after "
+             f"{args.warmup} warm-up, CPU, {args.clock} clock", "", HEADER]
     print(HEADER, flush=True)
     B = args.batch_size
     if "ffn" in args.parts:
@@ -351,24 +354,25 @@ def main(argv=None) -> None:
             ours, loop = build_ffn_pair(key)
             tokens, dim, hidden, activation, rate, inner_norm, _ = key
             label = f"P-FFN {activation} T={tokens} D={dim} widths={list(hidden)} r={rate:g} norm={inner_norm}"
-            time_layer_pair(label, ours, loop, torch.randn(B, tokens, dim), schedule)
+            lines += time_layer_pair(label, ours, loop, torch.randn(B, tokens, dim), schedule)
     if "glu" in args.parts:
         for key in dict.fromkeys(k for p in configs.values() for k in glu_keys(p)):
             torch.manual_seed(0)
             ours, loop = build_glu_pair(key)
             tokens, dim, rate = key
-            time_layer_pair(f"GLU T={tokens} d={dim} r={rate:g}", ours, loop, torch.randn(B, tokens, dim),
-                            schedule)
+            lines += time_layer_pair(f"GLU T={tokens} d={dim} r={rate:g}", ours, loop, torch.randn(B, tokens, dim),
+                                     schedule)
     if "mixing" in args.parts:
         for key in dict.fromkeys(mixing_key(p) for p in configs.values()):
             torch.manual_seed(0)
             ours, loop = build_mixing_pair(key)
             kind, tokens, dim, heads = key
             label = f"mixing {kind} T={tokens} D={dim}" + (f" H={heads}" if heads else "")
-            time_layer_pair(label, ours, loop, torch.randn(B, tokens, dim), schedule)
+            lines += time_layer_pair(label, ours, loop, torch.randn(B, tokens, dim), schedule)
     if "model" in args.parts:
         for expid, params in configs.items():
-            time_model_pair(expid, params, B, schedule)
+            lines += time_model_pair(expid, params, B, schedule, args.work_dir)
+    h.write("\n".join(lines), lines[3:])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training and eval samples/s of every zoo model at its headline config, with a per-stage breakdown.
 
     python -m benchmarks.training_speed                        # CPU, 1 thread, batch 1024
-    python -m benchmarks.training_speed --ids DNN_criteo RankMixer_criteo --steps 10 --out results/x.md
+    python -m benchmarks.training_speed --ids DNN_criteo RankMixer_criteo --steps 10 --out /tmp/x
 
 The headline config of a model is the first Criteo experiment id (``dataset_id:
 criteo_x1``) of its config/model_config/<Model>.yaml; ``--ids`` picks others.
@@ -15,7 +15,7 @@ A train step is ``zero_grad``, forward, ``compute_loss`` (task loss and
 regularizers), ``backward``, ``optimizer.step``; an eval step is a forward under
 ``torch.no_grad``. The models take turns step by step (all models' step i before
 any step i + 1) after ``--warmup`` untimed steps each. Times are CPU seconds of this
-process (``time.process_time``; ``--clock wall`` for wall time), which on a
+process (the harness clock; ``--clock wall`` for wall time), which on a
 machine shared with other jobs leaves out the time spent waiting for a core.
 
 Stages of the train step, from module hooks (forward pre-hook to forward hook):
@@ -34,10 +34,9 @@ compare runs of this script by these ratios, not by absolute times.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import functools
 import statistics
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -45,15 +44,14 @@ import torch
 import yaml
 from torch import nn
 
-from benchmarks.timing import call_seconds
-from fuxictr_ext.atomic import write_text_atomic
+from benchmarks.harness import Harness, call_seconds, now
 from fuxictr_ext.cost import EMBEDDING_MODULES, count_parameters
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config" / "model_config"
 HEADLINE_DATASET = "criteo_x1"
-CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+CLOCKS = {"cpu": functools.partial(now, cpu=True), "wall": now}
 FORWARD_STAGES = ("embedding", "interaction", "head")
 STAGES = FORWARD_STAGES + ("loss", "backward", "optimizer")
 
@@ -175,8 +173,8 @@ class Contender:
             self.model(self.batch)
 
 
-def build(expid: str, params: dict, feature_map, batch, clock) -> Contender:
-    params = {**params, "verbose": 0, "gpu": -1, "model_root": "/tmp/training_speed", "metrics": ["logloss", "AUC"]}
+def build(expid: str, params: dict, feature_map, batch, clock, model_root: str) -> Contender:
+    params = {**params, "verbose": 0, "gpu": -1, "model_root": model_root, "metrics": ["logloss", "AUC"]}
     torch.manual_seed(0)
     model = get_model_class(params["model"])(feature_map, **params)
     contender = Contender(expid, model, batch, StageClock(model, clock), clock)
@@ -196,7 +194,8 @@ def run(contenders: List[Contender], steps: int, warmup: int) -> None:
             contender.train.append(contender.train_step())
     for _ in range(steps):
         for contender in contenders:
-            contender.eval += call_seconds(contender.eval_step, iters=1, warmup=0, clock=contender.clock)
+            contender.eval += call_seconds(contender.eval_step, iters=1, warmup=0,
+                                           cpu=contender.clock is CLOCKS["cpu"])
 
 
 def table(contenders: List[Contender], batch_size: int, skipped: Sequence[str]) -> str:
@@ -219,33 +218,31 @@ def table(contenders: List[Contender], batch_size: int, skipped: Sequence[str]) 
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--vocab-size", type=int, default=1000, help="ids per categorical field")
-    parser.add_argument("--steps", type=int, default=5, help="timed train and eval steps per model")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed train + eval steps per model")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
-    parser.add_argument("--ids", nargs="*", default=[], help="experiment ids (default: each model's first Criteo id)")
-    parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    h = Harness("training_speed", __doc__.split("\n")[0])
+    h.parser.add_argument("--batch-size", type=int, default=1024)
+    h.parser.add_argument("--vocab-size", type=int, default=1000, help="ids per categorical field")
+    h.parser.add_argument("--steps", type=int, default=5, help="timed train and eval steps per model")
+    h.parser.add_argument("--warmup", type=int, default=2, help="untimed train + eval steps per model")
+    h.parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
+    h.parser.add_argument("--ids", nargs="*", default=[], help="experiment ids (default: each model's first Criteo id)")
+    args = h.parse(argv)
+    if args.tiny:
+        args.batch_size, args.vocab_size, args.steps, args.warmup = 32, 100, 1, 1
     clock = CLOCKS[args.clock]
     feature_map = make_feature_map(num_categorical=26, num_numeric=13, vocab_size=args.vocab_size,
                                    dataset_id="criteo_shaped")
     batch = random_batch(feature_map, args.batch_size)
     configs = headline_configs(args.ids)
     skipped = [expid for expid, params in configs.items() if params is None]
-    contenders = [build(expid, params, feature_map, batch, clock) for expid, params in configs.items()
-                  if params is not None]
-    header = (f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, batch {args.batch_size}, "
+    chosen = [(expid, params) for expid, params in configs.items() if params is not None]
+    contenders = [build(expid, params, feature_map, batch, clock, args.work_dir)
+                  for expid, params in (chosen[:2] if args.tiny else chosen)]
+    header = (f"{torch.get_num_threads()} thread(s), CPU, batch {args.batch_size}, "
               f"{args.vocab_size} ids per field, {args.steps} steps after {args.warmup} warm-up, {args.clock} clock")
     print(header, flush=True)
     run(contenders, args.steps, args.warmup)
-    text = table(contenders, args.batch_size, skipped)
-    print(text, flush=True)
-    if args.out is not None:
-        write_text_atomic(args.out, f"{header}\n\n{text}\n")
+    h.write(f"{header}\n\n{table(contenders, args.batch_size, skipped)}",
+            [{"expid": c.expid, "train": c.train, "eval": c.eval} for c in contenders])
 
 
 if __name__ == "__main__":

@@ -1,19 +1,26 @@
-"""The ``fuxictr-zoo`` console command: the zoo without a clone.
+"""The ``fuxictr-zoo`` console command: the zoo's one entry point.
 
     fuxictr-zoo run --expid DNN_demo [--config DIR] [--gpu N] [--override KEY=VALUE ...]
     fuxictr-zoo prepare criteo_x1 --src Criteo_x1.zip [--config DIR]
+    fuxictr-zoo synthetic --schema criteo --rows 200000 --out ./data/raw/demo
+    fuxictr-zoo score --expid DLRM_demo_request --requests requests.json
+    fuxictr-zoo serve --expid DLRM_demo_request --port 8000
+    fuxictr-zoo reproduce --list
+    fuxictr-zoo report config.jsonl
+    fuxictr-zoo plot a.spectrum.json b.spectrum.json --metric IA --out ia.png
 
-Configs: ``--config DIR`` when given; otherwise ``./config`` when the working
-directory has one (a clone, or a copy a user edits); otherwise the configs that
-ship with the package (:func:`packaged_config_dir`). Data, checkpoints, logs and
-the results CSV go under the working directory, as for ``run_expid.py``, which
-stays the clone's (and FuxiCTR's tuner's) entry point.
+``run_expid.py`` (the clone's and FuxiCTR's tuner's script) is :func:`run_main` with
+the same error handler. Configs of ``run``: ``--config DIR`` when given; otherwise
+``./config`` when the working directory has one (a clone, or a copy a user edits);
+otherwise the configs that ship with the package (:func:`packaged_config_dir`). Data,
+checkpoints, logs and the results CSV go under the working directory.
 
 Each subcommand is an entry of :data:`SUBCOMMANDS`: its one-line help and the
 ``"module:function"`` that takes the remaining arguments and returns the exit
 code. Targets are imported only when their subcommand runs, so ``fuxictr_ext``
-itself does not depend on ``data_prep`` or on any other subcommand's package;
-a new subcommand is a new entry.
+itself does not depend on ``data_prep``, LitServe or matplotlib; a new subcommand
+is a new entry. Every subcommand runs under :func:`report_user_errors`: a zoo user
+error (:class:`~fuxictr_ext.config.ZooError`) is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -27,11 +34,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
-import yaml
 
 from . import distributed as zoo_dist
-from .data import DataError
-from .runner import ConfigError, run_experiment, summary_lines
+from .config import ConfigError, ZooError, parse_overrides
+from .runner import run_experiment, summary_lines
 
 PREPARE_TARGET = "data_prep.prepare:main"
 PACKAGED_CONFIG = Path(__file__).resolve().parent / "packaged" / "config"
@@ -59,10 +65,18 @@ SUBCOMMANDS: Dict[str, Subcommand] = {
     "run": Subcommand("train and evaluate one experiment id (as run_expid.py)", "fuxictr_ext.cli:run_main"),
     "prepare": Subcommand("write a dataset id's raw files from a downloaded release (data_prep.prepare)",
                           "fuxictr_ext.cli:prepare_main"),
+    "synthetic": Subcommand("write seeded synthetic data with a planted model (as the demo ids do)",
+                            "fuxictr_ext.data.synthetic:main"),
+    "score": Subcommand("score a JSON file of raw requests with a trained experiment",
+                        "fuxictr_ext.serving.load:main"),
+    "serve": Subcommand("serve a trained experiment over HTTP (pip install fuxictr-zoo[serve])",
+                        "fuxictr_ext.serving.server:main"),
     "reproduce": Subcommand("run a paper table's cells for every seed, beside the paper's numbers",
                             "fuxictr_ext.results.reproduce:main"),
     "report": Subcommand("mean +- std per experiment id of a results record (.jsonl)",
                          "fuxictr_ext.results.record:main"),
+    "plot": Subcommand("overlay the spectrum logs of several runs (pip install fuxictr-zoo[plots])",
+                       "fuxictr_ext.spectrum.plot:main"),
 }
 
 
@@ -86,18 +100,6 @@ def resolve_config_dir(explicit: Optional[str]) -> str:
     return str(packaged)
 
 
-def parse_overrides(pairs: Sequence[str]) -> Dict[str, object]:
-    """``["epochs=1", "synthetic.rows=3000"]`` -> ``{"epochs": 1, "synthetic.rows": 3000}``
-    (values read as YAML, so numbers, lists and null keep their types)."""
-    overrides: Dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--override {pair!r}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
-
-
 def default_gpu() -> int:
     """CPU for a plain run; one GPU per process under torchrun when there are GPUs."""
     if zoo_dist.torchrun_world_size() > 1 and torch.cuda.is_available():
@@ -105,9 +107,29 @@ def default_gpu() -> int:
     return -1
 
 
-def run_main(argv: Sequence[str]) -> int:
-    """``fuxictr-zoo run``: run_expid.py's arguments, the config fallback and ``--override``."""
-    parser = argparse.ArgumentParser(prog="fuxictr-zoo run", description=SUBCOMMANDS["run"].help)
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (YAML and other messages span several)."""
+    return " ".join(str(err).split())
+
+
+def report_user_errors(prog: str, command: Callable[[List[str]], int], argv: Sequence[str]) -> int:
+    """``command(argv)``'s exit code; a zoo user error (:class:`~fuxictr_ext.config.ZooError`:
+    a config key, a data file, a request, a diverged run) is printed as one line
+    ``<prog>: error: <message>`` on stderr, with exit code 2 and no traceback.
+
+    The one handler of ``fuxictr-zoo``'s subcommands and of ``run_expid.py``."""
+    try:
+        return command(list(argv))
+    except ZooError as err:
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def run_main(argv: Sequence[str], prog: str = "fuxictr-zoo run") -> int:
+    """``fuxictr-zoo run`` and ``run_expid.py``: --config, --expid, --gpu, ``--override``.
+
+    Zoo user errors propagate (to :func:`report_user_errors`)."""
+    parser = argparse.ArgumentParser(prog=prog, description=SUBCOMMANDS["run"].help)
     parser.add_argument("--config", default=None,
                         help="config directory (default: ./config if present, else the packaged configs)")
     parser.add_argument("--expid", required=True, help="experiment id in model_config")
@@ -119,15 +141,12 @@ def run_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     try:
         overrides = parse_overrides(args.override)
-    except ValueError as err:
+    except ConfigError as err:
         parser.error(str(err))
     config_dir = resolve_config_dir(args.config)
     gpu = default_gpu() if args.gpu is None else args.gpu
     try:
         result = run_experiment(config_dir, args.expid, gpu, overrides)
-    except (ConfigError, DataError, zoo_dist.DistributedSetupError) as err:
-        print(f"fuxictr-zoo run: error: {err}", file=sys.stderr)
-        return 2
     finally:
         zoo_dist.shutdown()
     if result["is_main"]:
@@ -164,7 +183,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         hint = f" Did you mean: {', '.join(near)}?" if near else ""
         print(f"fuxictr-zoo: unknown command {name!r}.{hint}\n{usage()}", file=sys.stderr)
         return 2
-    return SUBCOMMANDS[name].load()(rest)
+    try:
+        command = SUBCOMMANDS[name].load()
+    except ImportError as err:  # an optional extra (serve: LitServe) that is not installed
+        print(f"fuxictr-zoo {name}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    return report_user_errors(f"fuxictr-zoo {name}", command, rest)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,40 @@
-"""Checking a run's config before anything runs: keys no code reads, and the types and
-ranges of the settings every experiment has (a clear ConfigError naming the key instead
-of a traceback from deep inside FuxiCTR or torch)."""
+"""A run's config: reading it (the YAML files, FuxiCTR's merge, ``--override``), checking it
+before anything runs (keys no code reads, the types and ranges of the settings every
+experiment has), and the zoo's user errors.
+
+Every error a user can cause and fix (a config key, a data file, a request, a diverged
+run) is a :class:`ZooError`, so one handler (:func:`fuxictr_ext.cli.report_user_errors`)
+turns each into a one-line message and exit status 2 instead of a traceback from deep
+inside FuxiCTR or torch."""
 
 from __future__ import annotations
 
+import difflib
+import glob
 import hashlib
 import inspect
 import json
 import logging
 import math
 import numbers
-from typing import Callable, Dict, Iterable, List, Optional
+import os
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import yaml
+from fuxictr.utils import load_dataset_config, load_model_config
 
 
-class ConfigError(ValueError):
+class ZooError(ValueError):
+    """A mistake the user can fix (a setting, a file, a request): the message names it.
+
+    The zoo's user errors subclass it: :class:`ConfigError`,
+    :class:`~fuxictr_ext.data.DataError`, :class:`~fuxictr_ext.base.TrainingDiverged`,
+    :class:`~fuxictr_ext.distributed.DistributedSetupError`,
+    :class:`~fuxictr_ext.serving.RequestError`,
+    :class:`~fuxictr_ext.layers.rank_aware.RankAwareUnsupportedError`."""
+
+
+class ConfigError(ZooError):
     """A config directory, experiment id or setting that cannot be used."""
 
 # Keys that run_expid.py, FuxiCTR's BaseModel or its data loaders read.
@@ -89,6 +110,75 @@ def _monitor_mode(value) -> Optional[str]:
     return None if value in MONITOR_MODES else f"one of {list(MONITOR_MODES)}"
 
 
+def _non_negative(value) -> Optional[str]:
+    return None if _is_real(value) and value >= 0 else "a number >= 0"
+
+
+# ---------------------------------------------------------------- model constructor arguments
+# The one way models and shared layers check their constructor arguments: every check returns
+# the (canonical) value or raises ConfigError naming the key, the value and what it must be.
+#
+#     num_heads = check_positive_int("num_heads", num_heads)
+#     router = check_choice("router", router, ROUTERS)
+#     check_arg(embedding_dim % num_heads == 0, "num_heads", num_heads, f"a divisor of embedding_dim={embedding_dim}")
+
+def check_arg(ok: bool, key: str, value, expected: str):
+    """Return ``value`` if ``ok``, else raise ``ConfigError("{key}={value!r} must be {expected}")``.
+
+    The general form, for conditions that tie one key to another."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} must be {expected}")
+    return value
+
+
+def _check_rule(key: str, value, rule: Callable, optional: bool):
+    if optional and value is None:
+        return value
+    expected = rule(value)
+    return check_arg(expected is None, key, value, f"{expected} or null" if expected and optional else expected)
+
+
+def check_positive_int(key: str, value, optional: bool = False):
+    """A whole number >= 1 (or None when ``optional``)."""
+    return _check_rule(key, value, _positive_int, optional)
+
+
+def check_non_negative_int(key: str, value):
+    """A whole number >= 0."""
+    return _check_rule(key, value, _non_negative_int, False)
+
+
+def check_non_negative(key: str, value):
+    """A finite number >= 0."""
+    return _check_rule(key, value, _non_negative, False)
+
+
+def check_probability(key: str, value):
+    """A dropout-like rate in [0, 1)."""
+    return _check_rule(key, value, _probability, False)
+
+
+def check_positive_ints(key: str, values, min_length: int = 0) -> List[int]:
+    """A list of at least ``min_length`` whole numbers >= 1 (layer widths); returned as a list."""
+    ok = (isinstance(values, Sequence) and not isinstance(values, (str, bytes)) and len(values) >= min_length
+          and all(_is_int(v) and v >= 1 for v in values))
+    at_least = f"at least {min_length} " if min_length else ""
+    check_arg(ok, key, values, f"a list of {at_least}whole numbers >= 1, e.g. [400, 400]")
+    return list(values)
+
+
+def check_choice(key: str, value, choices: Sequence[str]) -> str:
+    """One of ``choices``, matched without regard to case (null matches ``"none"``); returns the
+    choice as spelled in ``choices``. The error names the nearest choices."""
+    text = "none" if value is None else str(value)
+    for choice in choices:
+        if text.lower() == str(choice).lower():
+            return choice
+    near = difflib.get_close_matches(text.lower(), [str(c).lower() for c in choices], n=1, cutoff=0.6)
+    hint = "".join(f"; did you mean {c!r}?" for c in choices if near and str(c).lower() == near[0])
+    raise ConfigError(f"{key}={value!r} must be one of {list(choices)}{hint}")
+
+
 PARAM_RULES: Dict[str, Callable] = {
     "epochs": _positive_int, "batch_size": _positive_int, "embedding_dim": _positive_int,
     "early_stop_patience": _non_negative_int, "seed": _integer, "learning_rate": _positive_real,
@@ -154,3 +244,102 @@ def warn_unknown_model_keys(model_cls: type, model_params: Iterable[str]) -> Lis
         logging.warning(f"config key {key!r} is not an argument of {model_cls.__name__} "
                         "and no runner code reads it; it has no effect")
     return unknown
+
+
+# ---------------------------------------------------------------------------- reading
+def _yaml_files(config_dir: str, name: str) -> List[str]:
+    single = os.path.join(config_dir, f"{name}.yaml")
+    return [single] if os.path.isfile(single) else sorted(glob.glob(os.path.join(config_dir, name, "*.yaml")))
+
+
+def _blocks_in(files: List[str]) -> Dict[str, dict]:
+    """Every top-level block of ``files`` (``Base`` included) by its id."""
+    blocks: Dict[str, dict] = {}
+    for path in files:
+        with open(path) as fd:
+            try:
+                content = yaml.safe_load(fd) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        blocks.update(content)
+    return blocks
+
+
+def _ids_in(files: List[str]) -> List[str]:
+    return [k for k in _blocks_in(files) if k != "Base"]
+
+
+def load_params(config_dir: str, expid: str, dataset_id: Optional[str] = None) -> tuple:
+    """Merged params (FuxiCTR's loader) and the model block's own keys; clear errors.
+
+    ``dataset_id`` replaces the experiment's own (its dataset config is merged instead)."""
+    model_files = _yaml_files(config_dir, "model_config")
+    if not model_files:
+        raise ConfigError(f"--config {config_dir}: no model_config.yaml or model_config/*.yaml there")
+    blocks = _blocks_in(model_files)
+    expids = [k for k in blocks if k != "Base"]
+    if expid not in expids:
+        near = difflib.get_close_matches(expid, expids, n=5, cutoff=0.4)
+        hint = f" Near matches: {', '.join(near)}." if near else ""
+        raise ConfigError(f"--expid {expid}: no such experiment id in {config_dir}.{hint}")
+    if "dataset_id" not in {**(blocks.get("Base") or {}), **(blocks[expid] or {})}:
+        raise ConfigError(f"experiment {expid}: no `dataset_id:` key in its config")
+    model_params = load_model_config(config_dir, expid)
+    if dataset_id is not None:
+        model_params["dataset_id"] = dataset_id
+    dataset_id = model_params["dataset_id"]
+    dataset_files = _yaml_files(config_dir, "dataset_config")
+    if not dataset_files:
+        raise ConfigError(f"--config {config_dir}: no dataset_config.yaml or dataset_config/*.yaml there "
+                          f"(experiment {expid} needs dataset_id={dataset_id!r})")
+    known = _ids_in(dataset_files)
+    if dataset_id not in known:
+        raise ConfigError(f"dataset_id={dataset_id!r} (experiment {expid}) is not in "
+                          f"{', '.join(dataset_files)}; known ids: {', '.join(known)}")
+    params = dict(model_params)
+    params.update(load_dataset_config(config_dir, dataset_id))
+    return params, model_params
+
+
+def apply_overrides(params: dict, overrides: Dict[str, object]) -> dict:
+    """Set ``key`` (or ``key.sub.key`` inside a mapping such as ``synthetic``) to a value.
+    (``dataset_id`` is not set here: :func:`fuxictr_ext.runner.setup_run` loads that dataset's config instead.)
+
+    Only keys the experiment already has can be overridden, so that a typo is an error
+    rather than a setting that nothing reads.
+
+    Example:
+        >>> apply_overrides({"epochs": 3, "synthetic": {"rows": 200000}}, {"synthetic.rows": 3000})
+        {'epochs': 3, 'synthetic': {'rows': 3000}}
+    """
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        target = params
+        for depth, key in enumerate(parents):
+            if not isinstance(target.get(key), dict):
+                raise ConfigError(f"override {dotted}: {'.'.join(parents[:depth + 1])} is not a mapping "
+                                  "of this experiment's params")
+            target[key] = dict(target[key])
+            target = target[key]
+        if leaf not in target:
+            near = difflib.get_close_matches(leaf, [str(k) for k in target], n=5, cutoff=0.5)
+            hint = f" Near matches: {', '.join(near)}." if near else ""
+            raise ConfigError(f"override {dotted}: the experiment has no key {leaf!r} to override.{hint}")
+        target[leaf] = value
+    return params
+
+
+def parse_overrides(pairs: Sequence[str]) -> Dict[str, object]:
+    """``["epochs=1", "synthetic.rows=3000"]`` -> ``{"epochs": 1, "synthetic.rows": 3000}``
+    (values read as YAML, so numbers, lists and null keep their types)."""
+    overrides: Dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--override {pair!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--override {pair!r}: the value is not valid YAML "
+                              f"({' '.join(str(err).split())})") from err
+    return overrides

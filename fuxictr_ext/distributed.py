@@ -2,9 +2,9 @@
 
 ``run_expid.py`` reads the torchrun environment (WORLD_SIZE, RANK, LOCAL_RANK);
 with WORLD_SIZE > 1 it calls :func:`init_from_env` and hands the context to the
-model (``ZooModel.enable_distributed``), which then
+trainer (``fuxictr_ext.training.Trainer(..., context=)``), which then
 
-* wraps itself in ``DistributedDataParallel`` for the training forward only
+* wraps the model in ``DistributedDataParallel`` for the training forward only
   (models stay plain FuxiCTR models, checkpoints keep their plain keys);
 * trains on this rank's shard of every epoch's seeded permutation
   (``TensorDataLoader(rank=, world_size=)``: equal-length shards, so no rank
@@ -16,7 +16,7 @@ model (``ZooModel.enable_distributed``), which then
   broadcasts them; only rank 0 writes checkpoints, logs and result lines;
 * after each epoch writes ``<checkpoint>.resume`` (weights, optimizer, early-stop
   state and every rank's RNG state, tagged with this job's :func:`job_id` and the
-  config's fingerprint); a worker restarted by torchrun's agent goes on from it
+  config's fingerprint; :mod:`fuxictr_ext.training.resume`); a worker restarted by torchrun's agent goes on from it
   bit-exactly, and a resume file of another job or config is never loaded;
 * lets the other ranks wait for rank 0's dataset build in a barrier of its own
   with a long timeout (:func:`wait_for_main`), so a build that outlasts
@@ -39,11 +39,13 @@ from typing import Callable, List
 import torch
 import torch.distributed as dist
 
+from .config import ZooError
+
 ENV_KEYS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 BUILD_WAIT_S = 7 * 24 * 3600.0  # how long the other ranks wait for rank 0's dataset build
 
 
-class DistributedSetupError(ValueError):
+class DistributedSetupError(ZooError):
     """A distributed setting that cannot work on this machine; names the setting."""
 
 
@@ -154,7 +156,7 @@ def wait_for_main(context: DistContext, work: Callable[[], None], timeout_s: flo
     The wait is a broadcast in a gloo group of its own whose timeout is ``timeout_s``
     (not the job's ``dist_timeout_s``, which is for collectives that should be
     quick). Rank 0's error is raised on every rank - as itself when it is a
-    ValueError (the family of the zoo's clear errors: DataError, ConfigError), else
+    ValueError (the family of the zoo's clear errors, :class:`~fuxictr_ext.config.ZooError`), else
     as a RuntimeError quoting it - so all ranks stop with its message.
     """
     group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))

@@ -9,7 +9,6 @@ record to ``<config dir name>.jsonl`` beside it (:mod:`fuxictr_ext.results`).
 
 from __future__ import annotations
 
-import difflib
 import glob
 import json
 import logging
@@ -19,72 +18,23 @@ import time
 from typing import Dict, List, Optional
 
 import torch
-import yaml
-from fuxictr.features import FeatureMap
 from fuxictr.pytorch.dataloaders import RankDataLoader
 from fuxictr.pytorch.torch_utils import seed_everything
-from fuxictr.utils import load_dataset_config, load_model_config, print_to_json, set_logger
+from fuxictr.utils import load_dataset_config, print_to_json, set_logger
 
 from . import distributed as zoo_dist
 from . import results
 from .spectrum.callbacks import build_spectrum_callbacks
-from .config import (ConfigError, check_run_params, config_fingerprint, warn_unknown_dataset_keys,
-                     warn_unknown_model_keys)
+from .config import (ConfigError, apply_overrides, check_run_params, config_fingerprint, load_params,
+                     warn_unknown_dataset_keys, warn_unknown_model_keys)
 from .cost import model_cost
 from .data import DataError, MappedDataLoader, TensorDataLoader, build_dataset, is_built, processed_paths
-from .data.build import rebuild_hint
+from .data import load_feature_map
 from .data.synthetic import write as write_synthetic
 from .registry import get_model_class
+from .training import Trainer, TrainingConfig
 
 DATA_LOADERS = {"memory": TensorDataLoader, "mapped": MappedDataLoader, "fuxictr": None}
-
-
-def _yaml_files(config_dir: str, name: str) -> List[str]:
-    single = os.path.join(config_dir, f"{name}.yaml")
-    return [single] if os.path.isfile(single) else sorted(glob.glob(os.path.join(config_dir, name, "*.yaml")))
-
-
-def _ids_in(files: List[str]) -> List[str]:
-    ids: List[str] = []
-    for path in files:
-        with open(path) as fd:
-            try:
-                content = yaml.safe_load(fd) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        ids.extend(k for k in content if k != "Base")
-    return ids
-
-
-def load_params(config_dir: str, expid: str, dataset_id: Optional[str] = None) -> tuple:
-    """Merged params (FuxiCTR's loader) and the model block's own keys; clear errors.
-
-    ``dataset_id`` replaces the experiment's own (its dataset config is merged instead)."""
-    model_files = _yaml_files(config_dir, "model_config")
-    if not model_files:
-        raise ConfigError(f"--config {config_dir}: no model_config.yaml or model_config/*.yaml there")
-    expids = _ids_in(model_files)
-    if expid not in expids:
-        near = difflib.get_close_matches(expid, expids, n=5, cutoff=0.4)
-        hint = f" Near matches: {', '.join(near)}." if near else ""
-        raise ConfigError(f"--expid {expid}: no such experiment id in {config_dir}.{hint}")
-    model_params = load_model_config(config_dir, expid)
-    if dataset_id is not None:
-        model_params["dataset_id"] = dataset_id
-    if "dataset_id" not in model_params:
-        raise ConfigError(f"experiment {expid}: no `dataset_id:` key in its config")
-    dataset_id = model_params["dataset_id"]
-    dataset_files = _yaml_files(config_dir, "dataset_config")
-    if not dataset_files:
-        raise ConfigError(f"--config {config_dir}: no dataset_config.yaml or dataset_config/*.yaml there "
-                          f"(experiment {expid} needs dataset_id={dataset_id!r})")
-    known = _ids_in(dataset_files)
-    if dataset_id not in known:
-        raise ConfigError(f"dataset_id={dataset_id!r} (experiment {expid}) is not in "
-                          f"{', '.join(dataset_files)}; known ids: {', '.join(known)}")
-    params = dict(model_params)
-    params.update(load_dataset_config(config_dir, dataset_id))
-    return params, model_params
 
 
 def resolve_device(gpu: int) -> int:
@@ -149,34 +99,6 @@ def _format_metrics(logs: Dict[str, float]) -> str:
     return " - ".join(f"{k}: {v:.6f}" for k, v in logs.items())
 
 
-def apply_overrides(params: dict, overrides: Dict[str, object]) -> dict:
-    """Set ``key`` (or ``key.sub.key`` inside a mapping such as ``synthetic``) to a value.
-    (``dataset_id`` is not set here: :func:`setup_run` loads that dataset's config instead.)
-
-    Only keys the experiment already has can be overridden, so that a typo is an error
-    rather than a setting that nothing reads.
-
-    Example:
-        >>> apply_overrides({"epochs": 3, "synthetic": {"rows": 200000}}, {"synthetic.rows": 3000})
-        {'epochs': 3, 'synthetic': {'rows': 3000}}
-    """
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        target = params
-        for depth, key in enumerate(parents):
-            if not isinstance(target.get(key), dict):
-                raise ConfigError(f"override {dotted}: {'.'.join(parents[:depth + 1])} is not a mapping "
-                                  "of this experiment's params")
-            target[key] = dict(target[key])
-            target = target[key]
-        if leaf not in target:
-            near = difflib.get_close_matches(leaf, [str(k) for k in target], n=5, cutoff=0.5)
-            hint = f" Near matches: {', '.join(near)}." if near else ""
-            raise ConfigError(f"override {dotted}: the experiment has no key {leaf!r} to override.{hint}")
-        target[leaf] = value
-    return params
-
-
 def setup_run(config_dir: str, expid: str, gpu: int, overrides: Optional[Dict[str, object]] = None):
     """Step 1: params (with ``overrides``, see :func:`apply_overrides`), model class,
     device and process group, logging, seed.
@@ -231,25 +153,19 @@ def prepare_data(params: dict, context: Optional[zoo_dist.DistContext]):
     ceiling = _ceiling(params)
     paths = processed_paths(params)
     params["train_data"], params["valid_data"], params["test_data"] = paths["train"], paths["valid"], paths["test"]
-    data_dir = os.path.join(params["data_root"], params["dataset_id"])
-    feature_map = FeatureMap(params["dataset_id"], data_dir)
-    json_file = os.path.join(data_dir, "feature_map.json")
-    try:
-        feature_map.load(json_file, params)
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{json_file}: cannot be read ({err!r}); {rebuild_hint(data_dir)}") from err
+    feature_map = load_feature_map(params)
     logging.info("Feature specs: " + print_to_json(feature_map.features))
     return feature_map, ceiling
 
 
-def evaluate_splits(model, loaders: dict) -> tuple:
+def evaluate_splits(trainer: Trainer, loaders: dict) -> tuple:
     """Step 5: (valid metrics, test metrics or {} without a test split)."""
     logging.info("****** Validation evaluation ******")
-    valid_result = model.evaluate(loaders["valid"])
+    valid_result = trainer.evaluate(loaders["valid"])
     test_result: Dict[str, float] = {}
     if "test" in loaders:
         logging.info("******** Test evaluation ********")
-        test_result = model.evaluate(loaders["test"])
+        test_result = trainer.evaluate(loaders["test"])
     return valid_result, test_result
 
 
@@ -293,8 +209,6 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1,
     feature_map, ceiling = prepare_data(params, context)
 
     model = model_cls(feature_map, **params)
-    if context is not None:
-        model.enable_distributed(context)
     train_gen, valid_gen = make_loaders(feature_map, params, "train", context)
     model.count_parameters()  # FuxiCTR's own "Total number of parameters: N." line, which scripts parse
     cost = model_cost(model, next(iter(valid_gen)))
@@ -303,13 +217,14 @@ def run_experiment(config_dir: str, expid: str, gpu: int = -1,
     loaders = {"train": train_gen, "valid": valid_gen}
     if params.get("test_data"):
         loaders["test"] = make_loaders(feature_map, params, "test")
-    model.callbacks = build_spectrum_callbacks(params.get("spectrum_callbacks"), loaders, model.model_dir, expid)
+    callbacks = build_spectrum_callbacks(params.get("spectrum_callbacks"), loaders, model.model_dir, expid)
+    trainer = Trainer(model, TrainingConfig.from_params(params), callbacks, context)
 
     start = time.time()
-    model.fit(train_gen, validation_data=valid_gen, **params)
+    trainer.fit(train_gen, valid_gen)
     train_seconds = time.time() - start
 
-    valid_result, test_result = evaluate_splits(model, loaders)
+    valid_result, test_result = evaluate_splits(trainer, loaders)
     if ceiling:
         logging.info(f"Planted model (the ceiling) on the synthetic test split: "
                      f"AUC {ceiling['ceiling_test_AUC']:.6f} - logloss {ceiling['ceiling_test_logloss']:.6f}")

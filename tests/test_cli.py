@@ -3,7 +3,7 @@
 import pytest
 
 from fuxictr_ext import cli
-from fuxictr_ext.runner import ConfigError, apply_overrides
+from fuxictr_ext.config import ConfigError, apply_overrides
 
 
 def test_config_dir_is_explicit_then_local_then_packaged(tmp_path, monkeypatch, capsys):
@@ -66,3 +66,36 @@ def test_run_uses_the_local_config_and_prints_the_summary(in_workspace, capsys):
     assert "Total number of parameters: " in log and "Model cost: params: total=" in log
     summary = captured.out.strip().splitlines()[-2:]
     assert all(line in log for line in summary)
+
+
+def test_run_and_run_expid_share_one_handler_for_a_diverged_run(in_workspace, capsys):
+    """`fuxictr-zoo run` reports TrainingDiverged as run_expid.py does: one line, exit 2."""
+    import run_expid
+
+    overrides = ["--override", "learning_rate=1000", "--override", "epochs=2"]
+    assert cli.main(["run", "--expid", "DNN_demo", *overrides]) == 2
+    err = capsys.readouterr().err  # the run's log, then the error
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last.startswith("fuxictr-zoo run: error: training diverged") and "learning_rate (it is 1000" in last
+    assert "Traceback" not in err
+    assert run_expid.main(["--expid", "DNN_demo", *overrides]) == 2
+    assert capsys.readouterr().err.rstrip("\n").splitlines()[-1].startswith("run_expid: error: training diverged")
+
+
+@pytest.mark.parametrize("model_yaml, message", [
+    ("DNN_x:\n  model: DNN\n  dataset_id: demo\n", "dataset_config.yaml: not valid YAML"),  # a multi-line YAML error
+    ("DNN_x:\n  model: DNN\n", "experiment DNN_x: no `dataset_id:` key"),  # was fuxictr's AssertionError
+])
+def test_a_config_error_is_one_line_with_exit_2(tmp_path, capsys, model_yaml, message):
+    (tmp_path / "model_config.yaml").write_text(model_yaml)
+    (tmp_path / "dataset_config.yaml").write_text("demo: [unclosed\n")
+    assert cli.main(["run", "--config", str(tmp_path), "--expid", "DNN_x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fuxictr-zoo run: error: ") and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("name", ["synthetic", "score", "serve", "reproduce", "report", "plot", "prepare"])
+def test_the_tools_are_subcommands_of_one_command(name, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([name, "--help"])
+    assert stop.value.code == 0 and "usage:" in capsys.readouterr().out

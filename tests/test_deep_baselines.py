@@ -18,7 +18,7 @@ import yaml
 from fuxictr.autotuner import enumerate_params
 
 from fuxictr_ext import get_model_class
-from fuxictr_ext.config import unknown_model_keys
+from fuxictr_ext.config import ConfigError, unknown_model_keys
 from fuxictr_ext.layers.interactions import INTERACTION_TYPES
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 from model_zoo.DHEN.DHEN import DHENLayer, sample_interaction_combinations
@@ -31,6 +31,9 @@ SMALL = {
                  cin_hidden_units=[4], num_cross_layers=1, mlp_hidden_units=[16]),
     "WuKong": dict(num_layers=2, num_fmb_outputs=4, num_lcb_outputs=3, fm_rank=3,
                    fmb_hidden_units=[16], mlp_hidden_units=[16]),
+    # FuxiCTR 2.3.4's WuKong, the form the RoBlock paper ran
+    "WuKongFuxiCTR": dict(num_layers=2, fm_rank=3, fmb_hidden_units=[6, 5], fmb_dim=4, compression_dim=3,
+                          mlp_hidden_units=[9]),
 }
 MODES = [("single", 1), ("single", 2), ("multi", 1), ("multi", 3)]
 
@@ -47,7 +50,7 @@ def build(name, feature_map, tmp_path, torch_seed=0, **overrides):
 
 
 @pytest.mark.parametrize("mode,scale", [("single", 2), ("multi", 3)])
-@pytest.mark.parametrize("name", ["DHEN", "WuKong"])
+@pytest.mark.parametrize("name", ["DHEN", "WuKong", "WuKongFuxiCTR"])
 def test_loss_falls_on_a_fixed_batch(name, mode, scale, feature_map, tmp_path):
     model = build(name, feature_map, tmp_path, embedding_mode=mode, num_embeddings=scale,
                   learning_rate=1e-2)
@@ -147,7 +150,7 @@ def test_every_parameter_gets_a_gradient(name, mode, scale, feature_map, tmp_pat
             assert param.grad is not None and torch.isfinite(param.grad).all(), param_name
 
 
-@pytest.mark.parametrize("name", ["DHEN", "WuKong"])
+@pytest.mark.parametrize("name", ["DHEN", "WuKong", "WuKongFuxiCTR"])
 def test_checkpoint_round_trip(name, feature_map, tmp_path):
     model = build(name, feature_map, tmp_path, torch_seed=1, embedding_mode="multi", num_embeddings=2)
     other = build(name, feature_map, tmp_path, torch_seed=2, embedding_mode="multi", num_embeddings=2)
@@ -239,11 +242,6 @@ def test_wukong_layer_output_is_layer_normalised(feature_map, tmp_path):
                                rtol=0, atol=1e-5)
 
 
-# FuxiCTR 2.3.4's WuKong (variant: fuxictr), the form the RoBlock paper ran
-FUXICTR = dict(variant="fuxictr", num_layers=2, fm_rank=3, fmb_hidden_units=[6, 5], fmb_dim=4,
-               compression_dim=3, mlp_hidden_units=[9])
-
-
 def _randomize(module, seed=1):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -270,7 +268,7 @@ def test_wukong_fuxictr_layer_matches_written_reference():
 
 
 def test_wukong_fuxictr_keeps_the_field_matrix_and_mixes_all_of_it(feature_map, tmp_path):
-    model = build("WuKong", feature_map, tmp_path, **{**FUXICTR, "num_layers": 3})
+    model = build("WuKongFuxiCTR", feature_map, tmp_path, num_layers=3)
     stages = model.collect_stages(random_batch(feature_map, batch_size=4, seed=2))
     assert all(t.shape == (4, feature_map.num_fields, EMBEDDING_DIM) for t in stages.values())
     layer = model.layers[0].interactions[0].eval()
@@ -281,8 +279,8 @@ def test_wukong_fuxictr_keeps_the_field_matrix_and_mixes_all_of_it(feature_map, 
 
 def test_wukong_fuxictr_dropout_is_only_the_lcb_dropout(feature_map, tmp_path):
     batch = random_batch(feature_map, batch_size=8, seed=3)
-    quiet = build("WuKong", feature_map, tmp_path, **FUXICTR, lcb_dropout=0.0, net_dropout=0.5).train()
-    noisy = build("WuKong", feature_map, tmp_path, **FUXICTR, lcb_dropout=0.5, net_dropout=0.0).train()
+    quiet = build("WuKongFuxiCTR", feature_map, tmp_path, lcb_dropout=0.0).train()
+    noisy = build("WuKongFuxiCTR", feature_map, tmp_path, lcb_dropout=0.5).train()
     with torch.no_grad():
         torch.testing.assert_close(quiet(batch)["y_pred"], quiet(batch)["y_pred"], rtol=0, atol=0)
         assert not torch.equal(noisy(batch)["y_pred"], noisy(batch)["y_pred"])
@@ -290,7 +288,7 @@ def test_wukong_fuxictr_dropout_is_only_the_lcb_dropout(feature_map, tmp_path):
 
 @pytest.mark.parametrize("mode,scale", [("single", 2), ("multi", 3)])
 def test_wukong_fuxictr_parameter_count_and_init(mode, scale, feature_map, tmp_path):
-    model = build("WuKong", feature_map, tmp_path, **FUXICTR, embedding_mode=mode, num_embeddings=scale)
+    model = build("WuKongFuxiCTR", feature_map, tmp_path, embedding_mode=mode, num_embeddings=scale)
     sets, d = (1, scale * EMBEDDING_DIM) if mode == "single" else (scale, EMBEDDING_DIM)
     n = feature_map.num_fields
     vocab = sum(spec.get("vocab_size", 1) for spec in feature_map.features.values())
@@ -303,12 +301,40 @@ def test_wukong_fuxictr_parameter_count_and_init(mode, scale, feature_map, tmp_p
     assert abs(big.projection.std().item() - 1.0) < 0.15   # FuxiCTR's torch.randn, not Xavier
 
 
-@pytest.mark.parametrize("overrides,key", [({"variant": "meta"}, "variant"),
-                                           ({"variant": "fuxictr", "fm_rank": None}, "fm_rank"),
-                                           ({"variant": "fuxictr", "fmb_dim": 0}, "fmb_dim")])
-def test_wukong_variant_settings_fail_early(overrides, key, feature_map, tmp_path):
-    with pytest.raises(ValueError, match=key):
-        build("WuKong", feature_map, tmp_path, **overrides)
+@pytest.mark.parametrize("overrides,key", [({"fm_rank": None}, "fm_rank"), ({"fmb_dim": 0}, "fmb_dim"),
+                                           ({"compression_dim": 2.5}, "compression_dim"),
+                                           ({"lcb_dropout": 1.0}, "lcb_dropout"), ({"num_layers": 0}, "num_layers")])
+def test_wukong_fuxictr_bad_settings_fail_early(overrides, key, feature_map, tmp_path):
+    with pytest.raises(ConfigError, match=f"^{key}="):
+        build("WuKongFuxiCTR", feature_map, tmp_path, **overrides)
+
+
+def test_wukong_names_the_fuxictr_model_for_the_removed_variant_key(feature_map, tmp_path):
+    with pytest.raises(ConfigError, match="^variant='fuxictr' .*WuKongFuxiCTR"):
+        build("WuKong", feature_map, tmp_path, variant="fuxictr")
+
+
+# Parameter names (layer 0 and the head, ME s = 2, net dropout 0.1) under which checkpoints of the one-class WuKong
+# (variant: paper / variant: fuxictr) were saved; each form's class must load them.
+CHECKPOINT_NAMES = {
+    "WuKong": ["fmb.projection.weight", "fmb.norm.weight", "fmb.norm.bias", "fmb.mlp.mlp.0.weight",
+               "fmb.mlp.mlp.0.bias", "fmb.mlp.mlp.3.weight", "fmb.mlp.mlp.3.bias", "lcb.weight.weight",
+               "norm.weight", "norm.bias"],
+    "WuKongFuxiCTR": ["projection", "fm_norm.weight", "fm_norm.bias", "fmb_mlp.mlp.0.weight", "fmb_mlp.mlp.0.bias",
+                      "fmb_mlp.mlp.2.weight", "fmb_mlp.mlp.2.bias", "fmb_mlp.mlp.4.weight", "fmb_mlp.mlp.4.bias",
+                      "lcb.0.weight", "lcb.0.bias", "transform.weight", "transform.bias", "norm.weight", "norm.bias"],
+}
+
+
+@pytest.mark.parametrize("name,overrides", [("WuKong", {"net_dropout": 0.1}), ("WuKongFuxiCTR", {})])
+def test_wukong_forms_keep_the_checkpoint_names_of_the_one_class_model(name, overrides, feature_map, tmp_path):
+    model = build(name, feature_map, tmp_path, embedding_mode="multi", num_embeddings=2, **overrides)
+    names = list(model.state_dict())
+    assert [n[len("layers.0.stacked."):] for n in names if n.startswith("layers.0.")] == CHECKPOINT_NAMES[name]
+    assert {n.split(".")[0] for n in names} == {"embedding_layer", "layers", "mlp"}
+    assert [n for n in names if n.startswith("mlp.")] == \
+        ["mlp.mlp.0.weight", "mlp.mlp.0.bias", f"mlp.mlp.{3 if name == 'WuKong' else 2}.weight",
+         f"mlp.mlp.{3 if name == 'WuKong' else 2}.bias"]   # the paper form's head has dropout layers
 
 
 def test_wukong_configs_of_the_roblock_tables_run_fuxictrs_form():
@@ -317,11 +343,10 @@ def test_wukong_configs_of_the_roblock_tables_run_fuxictrs_form():
     assert len(tables) >= 4
     for expid in tables:
         params = config[expid]
-        assert params["variant"] == "fuxictr", expid
+        assert params["model"] == "WuKongFuxiCTR", expid
         assert (params["fmb_dim"], params["compression_dim"], params["fm_rank"], params["lcb_dropout"]) == \
             (40, 40, 8, 0.2), expid
-        assert "num_fmb_outputs" not in params and "num_lcb_outputs" not in params, expid
-    assert config["WuKong_demo"]["variant"] == "paper"
+    assert config["WuKong_demo"]["model"] == "WuKong"
 
 
 # ------------------------------------------------------------------------------- DHEN
@@ -394,21 +419,24 @@ def load_yaml(path):
         return yaml.safe_load(fd)
 
 
+MODELS_OF_FILE = {"DHEN": {"DHEN"}, "WuKong": {"WuKong", "WuKongFuxiCTR"}}
+
+
 @pytest.mark.parametrize("name", ["DHEN", "WuKong"])
 def test_model_configs_use_only_known_keys_and_the_paper_settings(name):
     config = load_yaml(REPO / "config" / "model_config" / f"{name}.yaml")
     assert f"{name}_demo" in config and config[f"{name}_demo"]["dataset_id"] == "demo"
     assert config["Base"]["early_stop_patience"] == 2
-    model_cls = get_model_class(name)
     for expid, params in config.items():
         if expid == "Base":
             continue
-        assert params["model"] == name
-        assert unknown_model_keys(model_cls, params) == [], expid
+        assert params["model"] in MODELS_OF_FILE[name], expid
+        assert unknown_model_keys(get_model_class(params["model"]), params) == [], expid
         if params["dataset_id"] != "demo":
             assert (params["learning_rate"], params["embedding_regularizer"], params["net_regularizer"],
-                    params["net_dropout"], params["batch_size"], params["embedding_dim"]) == \
-                (1e-3, 1e-8, 0, 0.1, 10000, 10), expid
+                    params["batch_size"], params["embedding_dim"]) == (1e-3, 1e-8, 0, 10000, 10), expid
+            # the paper's net dropout 0.1 where the model has one (FuxiCTR's WuKong has none)
+            assert params.get("net_dropout", 0.1) == 0.1, expid
 
 
 def test_deep_tuner_grids_cover_depths_and_scales():
@@ -425,7 +453,7 @@ def test_deep_tuner_grids_cover_depths_and_scales():
         assert tuner["tuner_space"]["num_layers"] == [2, 3, 4, 5]
         assert tuner["tuner_space"]["num_embeddings"] == [1, 2, 3, 5, 10]
         covered.add((base["model"], base["embedding_mode"], base["dataset_id"]))
-    assert covered == {(m, e, d) for m in ("DHEN", "WuKong") for e in ("single", "multi")
+    assert covered == {(m, e, d) for m in ("DHEN", "WuKongFuxiCTR") for e in ("single", "multi")
                        for d in ("criteo_x1", "avazu_x4")}
 
 

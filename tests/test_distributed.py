@@ -17,6 +17,7 @@ import yaml
 
 from fuxictr_ext import distributed as zoo_dist
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
+from fuxictr_ext.training import Trainer
 from model_zoo.DNN import DNN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,12 +37,11 @@ def _join(rank, init_file):
 def _ddp_step_worker(rank, init_file, out_dir):
     context = _join(rank, init_file)
     model = _dnn(out_dir)
-    model.enable_distributed(context)
+    trainer = Trainer(model, context=context)
     batch = random_batch(model.feature_map, batch_size=16, seed=7)
     half = {k: v[rank * 8:(rank + 1) * 8] for k, v in batch.items()}
-    model._max_gradient_norm = 10.0
     model.train()
-    model.train_step(half)
+    trainer.train_step(half)
     torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -49,9 +49,8 @@ def _ddp_step_worker(rank, init_file, out_dir):
 def _eval_worker(rank, init_file, out_dir):
     context = _join(rank, init_file)
     model = _dnn(out_dir)
-    model._dist = context
     batches = [random_batch(model.feature_map, batch_size=n, seed=i) for i, n in enumerate([16, 16, 16, 5, 9])]
-    logs = model.evaluate(batches, metrics=["logloss", "AUC"])
+    logs = Trainer(model, context=context).evaluate(batches, metrics=["logloss", "AUC"])
     torch.save(logs, os.path.join(out_dir, f"eval{rank}.pt"))
     dist.destroy_process_group()
 
@@ -59,9 +58,8 @@ def _eval_worker(rank, init_file, out_dir):
 def test_one_ddp_step_equals_one_step_on_the_concatenated_batch(tmp_path):
     mp.spawn(_ddp_step_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     single = _dnn(tmp_path)
-    single._max_gradient_norm = 10.0
     single.train()
-    single.train_step(random_batch(single.feature_map, batch_size=16, seed=7))
+    Trainer(single).train_step(random_batch(single.feature_map, batch_size=16, seed=7))
     for rank in range(WORLD):
         state = torch.load(tmp_path / f"rank{rank}.pt")
         for name, value in single.state_dict().items():

@@ -13,6 +13,7 @@ from fuxictr_ext.layers.mlcc import (GlobalCompressor, InnerProductCross, LocalC
                                      ProgressiveLayeredCrossing, TokenSqueezeExcitation,
                                      dynamic_mlp_param_count)
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
+from fuxictr_ext.training import Trainer
 from model_zoo.DNN import DNN
 from model_zoo.MCMLCC import MCMLCC
 from model_zoo.MLCC import MLCC
@@ -241,13 +242,13 @@ def test_inner_product_variant_parameters(feature_map, tmp_path):
 ])
 def test_trains_and_loss_falls(feature_map, tmp_path, model_cls, extra):
     model = build(model_cls, feature_map, tmp_path, learning_rate=1e-2, **extra)
-    model._max_gradient_norm = 10.0
+    trainer = Trainer(model)
     batch = random_batch(feature_map, 64, seed=5)
     model.train()
     with torch.no_grad():
         before = model.compute_loss(model(batch), model.get_labels(batch)).item()
     for _ in range(30):
-        model.train_step(batch)
+        trainer.train_step(batch)
     with torch.no_grad():
         after = model.compute_loss(model(batch), model.get_labels(batch)).item()
     assert after < before - 0.05

@@ -46,3 +46,8 @@ def test_registered_model_contract(name, feature_map, tmp_path):
     clone.eval()
     with torch.no_grad():
         torch.testing.assert_close(clone(batch)["y_pred"], model(batch)["y_pred"])
+
+
+def test_both_wukong_forms_are_covered():
+    """WuKong's two forms are two registered models, so the contract above runs on each."""
+    assert {"WuKong", "WuKongFuxiCTR"} <= set(list_models())

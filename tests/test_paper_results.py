@@ -9,7 +9,7 @@ import yaml
 
 from fuxictr_ext import get_model_class
 from fuxictr_ext.config import unknown_model_keys
-from fuxictr_ext.runner import load_params
+from fuxictr_ext.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 PAPERS = {Path(p).stem: yaml.safe_load(open(p)) for p in sorted(glob.glob(str(REPO / "config/paper_results/*.yaml")))

@@ -13,8 +13,8 @@ from fuxictr_ext.serving import (DeepFMScorer, FieldPartition, RankAwareUnsuppor
                                  build_scorer, export_scorer, rank_aware_models, register_scorer, score_difference,
                                  score_requests)
 from fuxictr_ext.layers.common import FMPairs, MultiHeadSelfAttention
-from fuxictr_ext.serving.layers import (RankAwareCrossNetV2, RankAwareFMPairs,
-                                           RankAwareSelfAttention, RankSplitDense, field_columns)
+from fuxictr_ext.layers.rank_aware import RankSplitDense
+from fuxictr_ext.serving.layers import RankAwareCrossNetV2, RankAwareFMPairs, RankAwareSelfAttention, field_columns
 from fuxictr_ext.testing.serving import perturb_parameters, random_requests, train_steps
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs

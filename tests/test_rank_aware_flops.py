@@ -13,7 +13,8 @@ from fuxictr_ext.serving.flops import (attention_layer0_macs, cross_layer0_macs,
                                           eq11_fc_savings, eq12_fm_fc_savings,
                                           eq15_cross_layer0_savings_fraction, fc_first_layer_macs, fm_macs,
                                           group_flops, mlp_macs, rdcn_cross_macs)
-from fuxictr_ext.serving.layers import ContextTargetCrossNet, RankAwareCrossNetV2
+from fuxictr_ext.layers.rank_aware import ContextTargetCrossNet
+from fuxictr_ext.serving.layers import RankAwareCrossNetV2
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, unit_model_kwargs
 

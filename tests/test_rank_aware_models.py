@@ -6,7 +6,7 @@ import yaml
 
 from fuxictr_ext.config import unknown_model_keys
 from fuxictr_ext.layers.common import MultiHeadSelfAttention
-from fuxictr_ext.serving.layers import TwoStreamAttentionLayer
+from fuxictr_ext.layers.rank_aware import TwoStreamAttentionLayer
 from fuxictr_ext.testing.serving import perturb_parameters, train_steps
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
@@ -53,7 +53,7 @@ def test_self_attention_matches_reference(input_dim, use_residual, use_scale, la
                                    layer_norm=layer_norm)
     x = torch.randn(3, 5, input_dim)
     assert torch.allclose(layer(x), reference_attention(layer, x), atol=1e-5)
-    with pytest.raises(ValueError, match="not divisible"):
+    with pytest.raises(ValueError, match="num_heads=4 must be a divisor of attention_dim=6"):
         MultiHeadSelfAttention(4, 6, num_heads=4)
 
 
@@ -120,9 +120,9 @@ def test_trains_batch_of_one_and_saves(name, feature_map, tmp_path):
 
 
 def test_invalid_configurations(feature_map, tmp_path):
-    with pytest.raises(ValueError, match="attention_layers must be >= 1"):
+    with pytest.raises(ValueError, match="attention_layers=0 must be a whole number >= 1"):
         build("AutoInt", feature_map, tmp_path, attention_layers=0)
-    with pytest.raises(ValueError, match="attention_layers must be >= 1"):
+    with pytest.raises(ValueError, match="attention_layers=0 must be a whole number >= 1"):
         build("RankAwareAttention", feature_map, tmp_path, attention_layers=0)
     with pytest.raises(ValueError, match="at least 2 fields"):
         build("DLRM", make_feature_map(num_numeric=0, num_categorical=1, sources=["user"]), tmp_path)

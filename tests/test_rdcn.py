@@ -5,7 +5,7 @@ import torch
 from fuxictr.pytorch.layers import CrossNetV2
 
 from fuxictr_ext.serving import FieldPartition, build_scorer
-from fuxictr_ext.serving.layers import ContextTargetCrossNet
+from fuxictr_ext.layers.rank_aware import ContextTargetCrossNet
 from fuxictr_ext.testing.serving import perturb_parameters, random_requests, train_steps
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
@@ -128,7 +128,7 @@ def test_needs_context_and_target_fields(tmp_path):
     only_items = make_feature_map(num_numeric=0, num_categorical=3, sources=["item"] * 3)
     with pytest.raises(ValueError, match="K=0, M=3"):
         build("rDCN", only_items, tmp_path)
-    with pytest.raises(ValueError, match="num_cross_layers must be >= 1"):
+    with pytest.raises(ValueError, match="num_cross_layers=0 must be a whole number >= 1"):
         build("rDCN", make_feature_map(num_numeric=0, num_categorical=2, sources=["user", "item"]), tmp_path,
               num_cross_layers=0)
     model = build("rDCN", make_feature_map(num_numeric=0, num_categorical=2, sources=["", "item"]), tmp_path,

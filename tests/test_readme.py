@@ -36,7 +36,8 @@ SHELL_SKIPS = [
     (r"--gpu 0|--expid DNN_criteo|--expid \w+_criteo\b", "needs a downloaded Criteo release (and a GPU)"),
     (r"--nnodes|HOST:", "needs several machines"),
     (r"--expid \.\.\.", "a placeholder, not a command"),
-    (r"fuxictr_ext\.serving\.server\b.*&(\s|$)|^curl ", "a server left running and requests to it: tests/test_serving_server.py "
+    (r"(fuxictr_ext\.serving\.server|fuxictr-zoo serve)\b.*&(\s|$)|^curl ", "a server left running and requests to it: "
+                                                 "tests/test_serving_server.py "
                                                  "starts the server on 127.0.0.1 and sends these requests"),
 ]
 

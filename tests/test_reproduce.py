@@ -9,7 +9,7 @@ import yaml
 
 from fuxictr_ext.results import reproduce as repro
 from fuxictr_ext import results
-from fuxictr_ext.runner import ConfigError
+from fuxictr_ext.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_a_failed_cell_is_reported_and_the_others_run(workspace, capsys):
     rows = _report_rows("out/unit_fail_t1_criteo_x1_tiny.md")
     assert rows["DNN_ok"][4] == "1/1"
     assert rows["DNN_broken"][3] == "-" and rows["DNN_broken"][4] == "0/1"
-    assert "FAILED seed 2019: ValueError: num_embeddings must be >= 1, got 0" in rows["DNN_broken"][7]
+    assert "FAILED seed 2019: ConfigError: num_embeddings=0 must be a whole number >= 1" in rows["DNN_broken"][7]
     failed = [r for r in results.read_records("unit_fail_t1_criteo_x1_tiny.jsonl") if r["status"] == "failed"]
     assert [(r["expid"], r["seed"]) for r in failed] == [("DNN_broken_tiny", 2019)]
 

@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from fuxictr_ext import distributed as zoo_dist
 from fuxictr_ext import runner
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
+from fuxictr_ext.training import Callback, ResumeState, Trainer, TrainingConfig
 from model_zoo.DNN import DNN
 
 from test_data import _frame, _params, _write_splits
@@ -37,17 +38,14 @@ class GlobalRngLoader:
             yield self.batches[index]
 
 
-class EpochWeights:
+class EpochWeights(Callback):
     """Callback keeping a copy of the weights at every epoch end."""
 
     def __init__(self):
         self.by_epoch = {}
 
-    def on_epoch_end(self, model, epoch):
-        self.by_epoch[epoch] = copy.deepcopy(model.state_dict())
-
-    def on_train_end(self, model):
-        pass
+    def on_epoch_end(self, trainer, epoch):
+        self.by_epoch[epoch] = copy.deepcopy(trainer.model.state_dict())
 
 
 @pytest.fixture
@@ -57,13 +55,11 @@ def world_of_one(tmp_path):
     dist.destroy_process_group()
 
 
-def _model(tmp_path, context, init_seed, fingerprint="run-a"):
+def _trainer(tmp_path, context, init_seed, fingerprint="run-a", epochs=3):
     torch.manual_seed(init_seed)
-    model = DNN(make_feature_map(), hidden_units=[32, 32], net_dropout=0.5, config_fingerprint=fingerprint,
-                early_stop_patience=10, **unit_model_kwargs(tmp_path))
-    model.enable_distributed(context)
-    model.callbacks = [EpochWeights()]
-    return model
+    model = DNN(make_feature_map(), hidden_units=[32, 32], net_dropout=0.5, **unit_model_kwargs(tmp_path))
+    config = TrainingConfig(epochs=epochs, early_stop_patience=10, verbose=0, config_fingerprint=fingerprint)
+    return Trainer(model, config, [EpochWeights()], context)
 
 
 def _data():
@@ -72,39 +68,41 @@ def _data():
     return GlobalRngLoader(train), valid
 
 
-def _interrupted_after_epoch_one(tmp_path, context, monkeypatch, **model_kwargs):
-    model = _model(tmp_path, context, init_seed=1, **model_kwargs)
-    original = model._save_resume_state
+def _interrupted_after_epoch_one(tmp_path, context, monkeypatch, **trainer_kwargs):
+    trainer = _trainer(tmp_path, context, init_seed=1, **trainer_kwargs)
+    resume = trainer.callbacks[-1]
+    assert isinstance(resume, ResumeState)
+    original = resume.on_epoch_end
 
-    def save_then_die(next_epoch):
-        original(next_epoch)
+    def save_then_die(trainer, epoch):
+        original(trainer, epoch)
         raise KeyboardInterrupt("worker killed")
 
-    monkeypatch.setattr(model, "_save_resume_state", save_then_die)
+    monkeypatch.setattr(resume, "on_epoch_end", save_then_die)
     train, valid = _data()
     torch.manual_seed(7)
     with pytest.raises(KeyboardInterrupt):
-        model.fit(train, epochs=3, validation_data=valid)
-    assert os.path.isfile(model.resume_path)
+        trainer.fit(train, valid)
+    assert os.path.isfile(trainer.resume_path)
 
 
 def test_restarted_job_resumes_bit_exactly(tmp_path, world_of_one, monkeypatch):
-    straight = _model(tmp_path / "straight", world_of_one, init_seed=1)
+    straight = _trainer(tmp_path / "straight", world_of_one, init_seed=1)
     train, valid = _data()
     torch.manual_seed(7)
-    straight.fit(train, epochs=3, validation_data=valid)
+    straight.fit(train, valid)
 
     _interrupted_after_epoch_one(tmp_path / "restarted", world_of_one, monkeypatch)
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    resumed = _model(tmp_path / "restarted", world_of_one, init_seed=99)  # other init: must not matter
+    resumed = _trainer(tmp_path / "restarted", world_of_one, init_seed=99)  # other init: must not matter
     train, valid = _data()
     torch.manual_seed(12345)  # the restarted process's RNG is wherever it is
-    resumed.fit(train, epochs=3, validation_data=valid)
+    resumed.fit(train, valid)
 
-    assert set(resumed.callbacks[0].by_epoch) == {1, 2}
+    assert set(resumed.callbacks[1].by_epoch) == {1, 2}
     for epoch in (1, 2):
-        for name, value in straight.callbacks[0].by_epoch[epoch].items():
-            assert torch.equal(resumed.callbacks[0].by_epoch[epoch][name], value), (epoch, name)
+        for name, value in straight.callbacks[1].by_epoch[epoch].items():
+            assert torch.equal(resumed.callbacks[1].by_epoch[epoch][name], value), (epoch, name)
 
 
 def test_resume_file_of_another_job_is_not_loaded(tmp_path, world_of_one, monkeypatch, caplog):
@@ -112,32 +110,32 @@ def test_resume_file_of_another_job_is_not_loaded(tmp_path, world_of_one, monkey
     _interrupted_after_epoch_one(tmp_path, world_of_one, monkeypatch)
     monkeypatch.undo()
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    model = _model(tmp_path, world_of_one, init_seed=2)
+    trainer = _trainer(tmp_path, world_of_one, init_seed=2, epochs=1)
     train, valid = _data()
     with caplog.at_level(logging.WARNING):
-        model.fit(train, epochs=1, validation_data=valid)
+        trainer.fit(train, valid)
     assert "written by another job (an-earlier-killed-job" in caplog.text
     assert "Restart 1: resuming" not in caplog.text
-    assert set(model.callbacks[0].by_epoch) == {0}
+    assert set(trainer.callbacks[1].by_epoch) == {0}
 
 
 def test_resume_file_of_another_config_is_not_loaded(tmp_path, world_of_one, monkeypatch, caplog):
     _interrupted_after_epoch_one(tmp_path, world_of_one, monkeypatch, fingerprint="other-architecture")
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    model = _model(tmp_path, world_of_one, init_seed=2, fingerprint="run-a")
+    trainer = _trainer(tmp_path, world_of_one, init_seed=2, fingerprint="run-a", epochs=1)
     train, valid = _data()
     with caplog.at_level(logging.WARNING):
-        model.fit(train, epochs=1, validation_data=valid)
+        trainer.fit(train, valid)
     assert "written under another config" in caplog.text and "Restart 1: resuming" not in caplog.text
 
 
 def test_first_attempt_ignores_a_left_over_resume_file(tmp_path, world_of_one, monkeypatch, caplog):
     _interrupted_after_epoch_one(tmp_path, world_of_one, monkeypatch)
     monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
-    model = _model(tmp_path, world_of_one, init_seed=2)
+    trainer = _trainer(tmp_path, world_of_one, init_seed=2, epochs=1)
     train, valid = _data()
     with caplog.at_level(logging.WARNING):
-        model.fit(train, epochs=1, validation_data=valid)
+        trainer.fit(train, valid)
     assert "first attempt of this job" in caplog.text and "Restart 1: resuming" not in caplog.text
 
 

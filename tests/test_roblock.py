@@ -2,6 +2,7 @@
 the loss wiring, eval-mode behaviour, training, checkpoints, configs."""
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -494,8 +495,10 @@ def test_configured_models_build(feature_map, tmp_path, expid):
     assert model(random_batch(feature_map, 2, seed=0))["y_pred"].shape == (2, 1)
 
 
-def test_benchmark_script_runs_on_cpu(capsys):
+def test_benchmark_script_runs_on_cpu(tmp_path):
     from benchmarks import roblock_step_time as benchmark
-    benchmark.main(["--batch-size", "4", "--fields", "3", "--steps", "1", "--variants", "base_L1"])
-    out = capsys.readouterr().out
-    assert "base_L1: M=2" in out and "eval_deterministic=True reload_identical=True" in out
+    benchmark.main(["--batch-size", "4", "--fields", "3", "--steps", "1", "--variants", "base_L1",
+                    "--out", str(tmp_path)])
+    (record,) = json.loads((tmp_path / "roblock_step_time.json").read_text())["records"]
+    assert record["variant"] == "base_L1" and record["components"] == 2
+    assert record["eval_deterministic"] is True and record["reload_identical"] is True

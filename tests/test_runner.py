@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 import run_expid
-from fuxictr_ext.runner import ConfigError, run_experiment
+from fuxictr_ext.config import ConfigError
+from fuxictr_ext.runner import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 

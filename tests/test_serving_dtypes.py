@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fuxictr_ext.serving import Scorer, build_scorer, cached_scorer, cast_model, score_requests
-from fuxictr_ext.serving.layers import RankSplitDense
+from fuxictr_ext.layers.rank_aware import RankSplitDense
 from fuxictr_ext.testing.serving import random_requests, train_steps
 from fuxictr_ext.testing import random_batch
 from test_rank_aware import MODELS, build, feature_map, partition  # noqa: F401  (the fixtures)

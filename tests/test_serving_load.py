@@ -11,7 +11,8 @@ from fuxictr.preprocess.tokenizer import Tokenizer
 from fuxictr.utils import load_dataset_config
 
 from fuxictr_ext.data import build_dataset
-from fuxictr_ext.runner import ConfigError, ensure_raw_data, run_experiment
+from fuxictr_ext.config import ConfigError
+from fuxictr_ext.runner import ensure_raw_data, run_experiment
 from fuxictr_ext.serving import (FieldPartition, RawFeatureEncoder, RequestError, load_feature_processor)
 from fuxictr_ext.serving.encoding import FieldEncoder
 from fuxictr_ext.serving.load import load_scorer, main

@@ -22,6 +22,7 @@ from fuxictr_ext.spectrum import (METRICS, entropy_effective_rank, information_a
 from fuxictr_ext.spectrum.plot import main as plot_main
 from fuxictr_ext.spectrum.plot import require_matplotlib, select_records
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
+from fuxictr_ext.training import Trainer, TrainingConfig
 from model_zoo.DNN import DNN
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -232,8 +233,8 @@ def test_callback_writes_csv_json_png(feature_map, tmp_path):
     valid = [random_batch(feature_map, 16, seed=100 + i) for i in range(3)]
     specs = [{"metric": ["IA", "stable_rank"], "layers": "auto", "every": "epoch", "split": "valid",
               "max_batches": 2}]
-    model.callbacks.extend(build_spectrum_callbacks(specs, {"train": train, "valid": valid}, tmp_path, "run_a"))
-    model.fit(train, epochs=2, validation_data=valid)
+    callbacks = build_spectrum_callbacks(specs, {"train": train, "valid": valid}, tmp_path, "run_a")
+    Trainer(model, TrainingConfig(epochs=2, verbose=0), callbacks).fit(train, valid)
 
     rows = read_csv(tmp_path / "run_a.spectrum.csv")
     assert list(rows[0]) == list(spectrum_callbacks.CSV_COLUMNS)
@@ -279,9 +280,9 @@ def fit_and_state(feature_map, tmp_path, specs, epochs=2):
     train = shuffled_loader(feature_map, 64, seed=1)
     valid = shuffled_loader(feature_map, 32, seed=2)
     loaders = {"train": train, "valid": valid, "test": valid}
-    model.callbacks.extend(build_spectrum_callbacks(specs, loaders, tmp_path, "same"))
-    model.fit(train, epochs=epochs, validation_data=valid)
-    return {k: v.clone() for k, v in model.state_dict().items()}, model
+    callbacks = build_spectrum_callbacks(specs, loaders, tmp_path, "same")
+    Trainer(model, TrainingConfig(epochs=epochs, verbose=0), callbacks).fit(train, valid)
+    return {k: v.clone() for k, v in model.state_dict().items()}, callbacks
 
 
 SPECS_ON_TRAIN_AND_VALID = [
@@ -296,8 +297,8 @@ def trained_without_callbacks(feature_map, tmp_path_factory):
 
 def test_callbacks_do_not_change_training(feature_map, tmp_path, trained_without_callbacks):
     without = trained_without_callbacks
-    with_callbacks, model = fit_and_state(feature_map, tmp_path / "with", SPECS_ON_TRAIN_AND_VALID)
-    assert len(model.callbacks[0].log.records) == 3 * (3 + 1)      # (2 epochs + end) * (3 + 1 metric)
+    with_callbacks, callbacks = fit_and_state(feature_map, tmp_path / "with", SPECS_ON_TRAIN_AND_VALID)
+    assert len(callbacks[0].log.records) == 3 * (3 + 1)      # (2 epochs + end) * (3 + 1 metric)
     assert without.keys() == with_callbacks.keys()
     for key in without:
         assert torch.equal(without[key], with_callbacks[key]), key
@@ -318,7 +319,7 @@ def test_record_restores_modes_and_random_states(feature_map, tmp_path):
     (callback,) = build_spectrum_callbacks([{"metric": "IA", "plot": False}],
                                            {"valid": shuffled_loader(feature_map, 32, seed=3)}, tmp_path, "r")
     states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
-    callback.on_epoch_end(model, 0)
+    callback.on_epoch_end(Trainer(model), 0)
     assert torch.equal(torch.get_rng_state(), states[0])
     assert np.array_equal(np.random.get_state()[1], states[1]) and random.getstate() == states[2]
     assert model.training and model.embedding_layer.training and not model.mlp.training
@@ -330,9 +331,9 @@ def test_every_n_epochs_selected_layers_and_stacked_2d_stage(feature_map, tmp_pa
     valid = [random_batch(feature_map, 8, seed=50 + i) for i in range(3)]
     specs = [{"metric": ["stable_rank"], "layers": ["hidden", "flat"], "every": 2, "max_batches": None,
               "max_values": 5}]
-    model.callbacks.extend(build_spectrum_callbacks(specs, {"valid": valid}, tmp_path, "sel"))
-    model.fit(train, epochs=3, validation_data=valid)
-    records = model.callbacks[0].log.records
+    callbacks = build_spectrum_callbacks(specs, {"valid": valid}, tmp_path, "sel")
+    Trainer(model, TrainingConfig(epochs=3, verbose=0), callbacks).fit(train, valid)
+    records = callbacks[0].log.records
     assert [(r["epoch"], r["stage"], r["stage_index"]) for r in records] == [
         (2, "flat", 1), (2, "hidden", 2), ("end", "flat", 1), ("end", "hidden", 2)]
     flat, hidden = records[0], records[1]
@@ -347,7 +348,7 @@ def test_unknown_layer_names_the_available_stages(feature_map, tmp_path):
     (callback,) = build_spectrum_callbacks([{"layers": ["block_0"], "plot": False}],
                                            {"valid": [random_batch(feature_map, 4)]}, tmp_path, "x")
     with pytest.raises(ValueError, match=r"\['block_0'\].*its stages: \['embedding'\]"):
-        callback.on_train_end(model)
+        callback.on_fit_end(Trainer(model))
 
 
 def test_non_finite_stage_values_are_counted_not_averaged(feature_map, tmp_path):
@@ -356,7 +357,7 @@ def test_non_finite_stage_values_are_counted_not_averaged(feature_map, tmp_path)
     batch["I1"][3] = float("nan")
     (callback,) = build_spectrum_callbacks([{"metric": ["IA"], "plot": False}], {"valid": [batch]},
                                            tmp_path, "nan")
-    callback.on_train_end(model)
+    callback.on_fit_end(Trainer(model))
     record = callback.log.records[0]
     assert (record["n_samples"], record["n_nonfinite"]) == (7, 1)
     assert math.isfinite(record["mean"]) and len(record["values"]) == 7
@@ -411,8 +412,8 @@ def two_runs(feature_map, tmp_path_factory):
         train = [random_batch(feature_map, 16, seed=i) for i in range(2)]
         valid = [random_batch(feature_map, 16, seed=30 + i) for i in range(2)]
         specs = [{"metric": ["IA", "erank"], "plot": run == "dnn"}]
-        model.callbacks.extend(build_spectrum_callbacks(specs, {"valid": valid}, folder, run))
-        model.fit(train, epochs=2, validation_data=valid)
+        callbacks = build_spectrum_callbacks(specs, {"valid": valid}, folder, run)
+        Trainer(model, TrainingConfig(epochs=2, verbose=0), callbacks).fit(train, valid)
         paths.append(folder / f"{run}.spectrum.json")
     return folder, [str(p) for p in paths]
 

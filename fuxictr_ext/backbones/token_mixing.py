@@ -21,7 +21,8 @@ from torch import nn
 from ..base import ZooModel
 from ..layers.token_mixing import (PRED_HEADS, RELEASE_NORM_EPS, TOKEN_MIXINGS, BlockTransposeMixing, FullMixing,
                                    KroneckerMixing, PerTokenFFN, TokenMeanHead, TokenMixingBlock, TokenMLPHead,
-                                   Tokenizer, config_choice, make_norm)
+                                   Tokenizer, make_norm)
+from ..config import check_arg, check_choice, check_positive_int
 
 
 class TokenMixingModel(ZooModel):
@@ -112,16 +113,15 @@ class TokenMixingModel(ZooModel):
                  head_dropout: float = 0.0,
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
-        if num_blocks < 1:
-            raise ValueError(f"num_blocks={num_blocks} must be at least 1")
-        token_mixing = config_choice(token_mixing, TOKEN_MIXINGS, "token_mixing")
-        pred_head = config_choice(pred_head, PRED_HEADS, "pred_head")
+        check_positive_int("num_blocks", num_blocks)
+        token_mixing = check_choice("token_mixing", token_mixing, TOKEN_MIXINGS)
+        pred_head = check_choice("pred_head", pred_head, PRED_HEADS)
         num_fields = feature_map.get_num_fields()
         odd = {name: spec["embedding_dim"] for name, spec in feature_map.features.items()
                if spec["type"] != "meta" and spec.get("embedding_dim", embedding_dim) != embedding_dim}
-        if odd:
-            raise ValueError(f"every field must embed to embedding_dim={embedding_dim} to form the (F, k) "
-                             f"embedding matrix, but these features set their own: {odd}")
+        check_arg(not odd, "embedding_dim", embedding_dim,
+                  f"the size of every field's embedding (the (F, k) embedding matrix), but these features "
+                  f"set their own: {odd}")
 
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
         self.tokenizer = Tokenizer(num_fields, embedding_dim, num_tokens, token_dim, mode=tokenizer,

@@ -3,25 +3,23 @@
 A two-stream model keeps a rank-2 context stream (one row per request) and a
 rank-3 target stream (one row per candidate). Training data has one row per
 (context, candidate) pair, so in ``forward`` every row is its own request; in
-serving, ``score_candidates`` runs the context stream once per request.
+serving, ``score_candidates`` runs the context stream once per request (a model
+declares that by also subclassing :class:`fuxictr_ext.serving.TwoStreamServable`).
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from abc import ABCMeta, abstractmethod
 from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 from fuxictr.pytorch.layers import FeatureEmbedding
 
 from ..base import ZooModel
-from ..serving.layers import embed_fields
-from ..serving.requests import FieldPartition
-from ..serving.scorers import TwoStreamScorer
-from ..serving.servable import RankAwareServable
+from ..layers.rank_aware import FieldPartition, embed_fields
 
 
-class TwoStreamModel(ZooModel, RankAwareServable):
+class TwoStreamModel(ZooModel, metaclass=ABCMeta):
     """Embeds context and target fields separately and scores through ``stream_logits``.
 
     Subclasses build their streams in ``__init__`` (after ``super().__init__``),
@@ -50,16 +48,6 @@ class TwoStreamModel(ZooModel, RankAwareServable):
                 f"{self.__class__.__name__} needs context and target fields; context_sources / target_sources / "
                 f"field_roles give K={self.field_partition.num_context}, M={self.field_partition.num_target}")
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)
-
-    def serving_partition(self, partition: Optional[FieldPartition] = None, **overrides) -> FieldPartition:
-        """The partition the model was built with; another one is refused."""
-        if partition is not None and partition != self.field_partition:
-            raise ValueError(f"{self.__class__.__name__} was built with the partition {self.field_partition}; "
-                             f"it cannot be scored with {partition}")
-        return self.field_partition
-
-    def rank_aware_scorer(self, partition: FieldPartition, rank_aware_fc: bool = True) -> TwoStreamScorer:
-        return TwoStreamScorer(self, partition, rank_aware_fc)
 
     @abstractmethod
     def stream_logits(self, e_c: torch.Tensor, e_t: torch.Tensor, request_index: torch.Tensor) -> torch.Tensor:

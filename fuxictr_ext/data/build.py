@@ -38,6 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fuxictr.datasets import avazu, criteo
 
+from ..config import ZooError
+
 SPLITS = ("train", "valid", "test")
 BUILD_RECORD = "build_record.json"
 BUILD_RECORD_VERSION = 1
@@ -49,7 +51,7 @@ BUILD_CHUNK_ROWS = 1_000_000  # rows encoded at a time (one parquet row group)
 _WORK_FOLDER = re.compile(r"^\.(building|replaced)-(.+)-(\d+)$")
 
 
-class DataError(ValueError):
+class DataError(ZooError):
     """Input data that cannot be used; the message names the file and the problem."""
 
 

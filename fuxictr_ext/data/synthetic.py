@@ -32,13 +32,14 @@ block (:class:`BlockStream`), in memory bounded by a block whatever the row
 count (Criteo_x1 has 45M rows). The other schemas draw all rows at once (their
 users, ads or requests tie rows together).
 
-Command line (``data_prep.synthetic``)::
+Command line (:func:`main`; ``python -m data_prep.synthetic`` runs the same)::
 
-    python -m data_prep.synthetic --schema criteo --rows 200000 --out ./data/raw/demo
+    fuxictr-zoo synthetic --schema criteo --rows 200000 --out ./data/raw/demo
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import functools
 import json
@@ -832,3 +833,18 @@ def write(schema_name: str, rows: int, out_dir: str, seed: int = 2026, data_form
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``fuxictr-zoo synthetic``: write a schema's splits and print the planted model's report."""
+    parser = argparse.ArgumentParser(description="Seeded synthetic CTR data with a planted model")
+    parser.add_argument("--schema", default="criteo", choices=sorted(SCHEMAS))
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--format", default="parquet", choices=["parquet", "csv"])
+    args = parser.parse_args(argv)
+    report = write(args.schema, args.rows, args.out, args.seed, args.format)
+    keys = ("schema", "rows", "positive_rate", "ceiling_test_AUC", "ceiling_test_gAUC", "first_order_part_test_AUC")
+    print(json.dumps({k: report[k] for k in keys if k in report}, indent=2))
+    return 0

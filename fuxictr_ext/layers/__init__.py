@@ -6,4 +6,6 @@
 * :mod:`.rank1_norm` - rank-1 update normalization (RoBlock).
 * :mod:`.mlcc` - MLCC's compress and cross layers.
 * :mod:`.token_mixing` - tokenizer, token mixings, per-token FFNs and heads (RankMixer, RankElastor).
+* :mod:`.rank_aware` - the context/target field partition and the layers of models built
+  rank-aware (split dense layer, rDCN's cross streams, two-stream attention).
 """

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import check_arg, check_positive_int
+
 
 class AbsentBranch(nn.Module):
     """A branch a model does not have: zeros of shape (rows, 0).
@@ -100,8 +102,8 @@ class MultiHeadSelfAttention(nn.Module):
     def __init__(self, input_dim: int, attention_dim: int, num_heads: int = 1, dropout_rate: float = 0.0,
                  use_residual: bool = True, use_scale: bool = False, layer_norm: bool = False):
         super().__init__()
-        if attention_dim % num_heads:
-            raise ValueError(f"attention_dim={attention_dim} is not divisible by num_heads={num_heads}")
+        check_positive_int("num_heads", num_heads)
+        check_arg(attention_dim % num_heads == 0, "num_heads", num_heads, f"a divisor of attention_dim={attention_dim}")
         self.num_heads = num_heads
         self.head_dim = attention_dim // num_heads
         self.scale = self.head_dim ** 0.5 if use_scale else 1.0

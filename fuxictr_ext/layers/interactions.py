@@ -25,6 +25,7 @@ from torch import nn
 from fuxictr.pytorch.layers import CompressedInteractionNet, CrossNetV2, MLP_Block
 
 from .common import FMPairs
+from ..config import check_choice, check_positive_ints
 
 INTERACTION_TYPES = ("FM", "CIN", "DNN", "DCNv2")
 
@@ -86,8 +87,7 @@ class CINInteraction(nn.Module):
 
     def __init__(self, num_fields: int, embedding_dim: int, cin_hidden_units: Sequence[int]):
         super().__init__()
-        if not cin_hidden_units:
-            raise ValueError("cin_hidden_units must name at least one CIN layer")
+        check_positive_ints("cin_hidden_units", cin_hidden_units, min_length=1)
         self.num_fields = num_fields
         self.embedding_dim = embedding_dim
         self.cin = CompressedInteractionNet(num_fields, list(cin_hidden_units), output_dim=num_fields * embedding_dim)
@@ -157,12 +157,11 @@ def build_interaction(name: str, num_fields: int, embedding_dim: int, *, cin_hid
 
     ``dropout`` applies to the DNN module's hidden layers (the only module with any).
     """
+    name = check_choice("interaction_types", name, INTERACTION_TYPES)
     if name == "FM":
         return FMInteraction(num_fields, embedding_dim)
     if name == "CIN":
         return CINInteraction(num_fields, embedding_dim, cin_hidden_units)
     if name == "DNN":
         return DNNInteraction(num_fields, embedding_dim, dnn_hidden_units, hidden_activations, dropout)
-    if name == "DCNv2":
-        return CrossInteraction(num_fields, embedding_dim, num_cross_layers)
-    raise ValueError(f"interaction_types: unknown interaction {name!r}; choose from {list(INTERACTION_TYPES)}")
+    return CrossInteraction(num_fields, embedding_dim, num_cross_layers)

@@ -24,8 +24,9 @@ from fuxictr.pytorch.layers import MLP_Block
 from fuxictr.pytorch.torch_utils import get_activation
 from torch import nn
 
+from ..config import ConfigError, check_arg, check_choice, check_positive_int, check_positive_ints
+
 __all__ = [
-    "require_positive_int",
     "dynamic_mlp_param_count",
     "GlobalCompressor",
     "ProgressiveLayeredCrossing",
@@ -38,29 +39,14 @@ __all__ = [
 ]
 
 
-def require_positive_int(name: str, value) -> int:
-    """Return ``value`` if it is an int >= 1, else raise a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer: a value < 1 gives a "
-                         "zero-size tensor")
-    return value
-
-
-def _positive_int_list(name: str, values) -> List[int]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
-        raise ValueError(f"{name}={values!r} must be a non-empty list of positive integers")
-    return [require_positive_int(f"{name}[{i}]", v) for i, v in enumerate(values)]
-
-
 def _elementwise_activation(name: str) -> nn.Module:
     """A parameter-free activation module from its fuxictr / torch.nn name ("ReLU", "tanh", ...)."""
-    if not isinstance(name, str) or name.lower() in ("prelu", "dice", "softmax"):
-        raise ValueError(f"dynamic_mlp_activation={name!r} must name an element-wise, "
-                         "parameter-free activation such as ReLU, Tanh, Sigmoid, GELU or null")
+    check_arg(isinstance(name, str) and name.lower() not in ("prelu", "dice", "softmax"), "dynamic_mlp_activation",
+              name, "an element-wise, parameter-free activation such as ReLU, Tanh, Sigmoid, GELU or null")
     try:
         return get_activation(name)
     except AttributeError:
-        raise ValueError(f"dynamic_mlp_activation={name!r} is not an activation of torch.nn") from None
+        raise ConfigError(f"dynamic_mlp_activation={name!r} must be an activation of torch.nn") from None
 
 
 def dynamic_mlp_param_count(input_dim: int, units: Sequence[int]) -> int:
@@ -102,15 +88,15 @@ class GlobalCompressor(nn.Module):
     def __init__(self, num_tokens: int, token_dim: int, num_heads: int, head_dim: int,
                  num_channels: Optional[int] = None):
         super().__init__()
-        self.num_tokens = require_positive_int("num_tokens", num_tokens)
-        self.token_dim = require_positive_int("token_dim", token_dim)
-        self.num_heads = require_positive_int("num_heads", num_heads)
-        self.head_dim = require_positive_int("head_dim", head_dim)
+        self.num_tokens = check_positive_int("num_tokens", num_tokens)
+        self.token_dim = check_positive_int("token_dim", token_dim)
+        self.num_heads = check_positive_int("num_heads", num_heads)
+        self.head_dim = check_positive_int("head_dim", head_dim)
         in_features, out_features = num_tokens * token_dim, num_heads * head_dim
         if num_channels is None:
             shape, self.equation = (in_features, out_features), "...i,io->...o"
         else:
-            require_positive_int("num_channels", num_channels)
+            check_positive_int("num_channels", num_channels)
             shape, self.equation = (num_channels, in_features, out_features), "bsi,sio->bso"
         self.weight = nn.Parameter(torch.empty(shape))
 
@@ -161,19 +147,19 @@ class ProgressiveLayeredCrossing(nn.Module):
     def __init__(self, token_dim: int, num_heads: int, dynamic_mlp_units: Sequence[int],
                  keep_layers: Optional[Sequence[int]] = None, activation: Optional[str] = None):
         super().__init__()
-        self.token_dim = require_positive_int("token_dim", token_dim)
-        self.num_heads = require_positive_int("num_heads", num_heads)
-        units = _positive_int_list("dynamic_mlp_units", dynamic_mlp_units)
+        self.token_dim = check_positive_int("token_dim", token_dim)
+        self.num_heads = check_positive_int("num_heads", num_heads)
+        units = check_positive_ints("dynamic_mlp_units", dynamic_mlp_units, min_length=1)
         widths = [token_dim] + units
         depth = len(units)
         keep = list(range(depth + 1)) if keep_layers is None else list(keep_layers)
-        if (not keep or any(isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= depth
-                            for k in keep) or len(set(keep)) != len(keep)):
-            raise ValueError(f"keep_layers={keep_layers!r} must list distinct layer indices in "
-                             f"0..{depth} (0 = original tokens, k = output of dynamic layer k)")
-        if depth not in keep:
-            raise ValueError(f"keep_layers={keep_layers!r} must keep the last dynamic layer {depth}: "
-                             "shorten dynamic_mlp_units instead of dropping deep layers")
+        check_arg(keep and len(set(keep)) == len(keep)
+                  and all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= depth for k in keep),
+                  "keep_layers", keep_layers,
+                  f"a list of distinct layer indices in 0..{depth} (0 = original tokens, k = output of dynamic layer k)")
+        check_arg(depth in keep, "keep_layers", keep_layers,
+                  f"a list holding the last dynamic layer {depth}: shorten dynamic_mlp_units instead of "
+                  "dropping deep layers")
         self.layer_shapes = list(zip(widths[:-1], widths[1:]))
         self.param_counts = [a * b for a, b in self.layer_shapes]
         self.head_dim = sum(self.param_counts)                        # W
@@ -233,8 +219,8 @@ class InnerProductCross(nn.Module):
 
     def __init__(self, token_dim: int, num_heads: int):
         super().__init__()
-        self.token_dim = require_positive_int("token_dim", token_dim)
-        self.num_heads = require_positive_int("num_heads", num_heads)
+        self.token_dim = check_positive_int("token_dim", token_dim)
+        self.num_heads = check_positive_int("num_heads", num_heads)
         self.head_dim = token_dim
         self.output_dim = token_dim + num_heads
 
@@ -259,11 +245,9 @@ def build_cross(cross_type: str, token_dim: int, num_heads: int, dynamic_mlp_uni
     ((..., N, E), (..., H, W) -> (..., N, L)) and ``forward_channels`` ((B, S, N, E),
     (B, S, H, W) -> (B, N, S*L)).
     """
-    if cross_type == "plc":
+    if check_choice("cross_type", cross_type, CROSS_TYPES) == "plc":
         return ProgressiveLayeredCrossing(token_dim, num_heads, dynamic_mlp_units, keep_layers, activation)
-    if cross_type == "inner_product":
-        return InnerProductCross(token_dim, num_heads)
-    raise ValueError(f"cross_type={cross_type!r} must be one of {', '.join(CROSS_TYPES)}")
+    return InnerProductCross(token_dim, num_heads)
 
 
 class LocalCompressor(nn.Module):
@@ -287,9 +271,9 @@ class LocalCompressor(nn.Module):
 
     def __init__(self, num_tokens: int, input_dim: int, refined_dim: int):
         super().__init__()
-        require_positive_int("num_tokens", num_tokens)
-        require_positive_int("input_dim", input_dim)
-        require_positive_int("refined_dim", refined_dim)
+        check_positive_int("num_tokens", num_tokens)
+        check_positive_int("input_dim", input_dim)
+        check_positive_int("refined_dim", refined_dim)
         self.weight = nn.Parameter(torch.empty(num_tokens, input_dim, refined_dim))
 
     def init_weights(self) -> None:
@@ -328,10 +312,9 @@ class TokenSqueezeExcitation(nn.Module):
 
     def __init__(self, num_tokens: int):
         super().__init__()
-        hidden = require_positive_int("num_tokens", num_tokens) // 2
-        if hidden < 1:
-            raise ValueError(f"squeeze_excitation needs at least 2 tokens (fields), got {num_tokens}: "
-                             "its hidden width N // 2 would be 0")
+        hidden = check_positive_int("num_tokens", num_tokens) // 2
+        check_arg(hidden >= 1, "squeeze_excitation", True,
+                  f"false with {num_tokens} token (field): its hidden width N // 2 would be 0; it needs at least 2")
         self.excitation = nn.Sequential(nn.Linear(num_tokens, hidden), nn.ReLU(),
                                         nn.LayerNorm(hidden, elementwise_affine=False),
                                         nn.Linear(hidden, num_tokens), nn.Sigmoid())
@@ -348,10 +331,8 @@ def build_mlcc_head(num_tokens: int, interwoven_dim: int, refined_dim: int, loca
 
     Returns (local_compressor, squeeze_excitation, dnn); disabled parts are ``nn.Identity``.
     """
-    require_positive_int("refined_dim", refined_dim)
-    hidden_units = list(dnn_hidden_units)
-    for i, units in enumerate(hidden_units):
-        require_positive_int(f"dnn_hidden_units[{i}]", units)
+    check_positive_int("refined_dim", refined_dim)
+    hidden_units = check_positive_ints("dnn_hidden_units", dnn_hidden_units)
     local_compressor = (LocalCompressor(num_tokens, interwoven_dim, refined_dim)
                         if local_compression else nn.Identity())
     token_dim = refined_dim if local_compression else interwoven_dim

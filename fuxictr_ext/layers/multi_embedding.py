@@ -44,6 +44,8 @@ from torch.func import functional_call, vmap
 from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
 from fuxictr.pytorch.models import BaseModel
 
+from ..config import check_arg, check_positive_int
+
 EMBEDDING_MODES = ("single", "multi")
 DEFAULT_EMBEDDING_INITIALIZER = "partial(nn.init.normal_, std=1e-4)"
 
@@ -102,10 +104,8 @@ class MultiEmbedding(nn.Module):
     def __init__(self, feature_map, embedding_dim: int, num_embeddings: int,
                  embedding_initializer: str = DEFAULT_EMBEDDING_INITIALIZER):
         super().__init__()
-        if embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
-        if num_embeddings < 1:
-            raise ValueError(f"num_embeddings must be >= 1, got {num_embeddings}")
+        check_positive_int("embedding_dim", embedding_dim)
+        check_positive_int("num_embeddings", num_embeddings)
         if num_embeddings > 1:
             pretrained = [name for name, spec in feature_map.features.items() if "pretrained_emb" in spec]
             if pretrained:
@@ -284,8 +284,7 @@ class MultiEmbeddingInteraction(nn.Module):
     def replicate(cls, factory: Callable[[], nn.Module], num_copies: int,
                   vectorize: bool = True) -> "MultiEmbeddingInteraction":
         """``num_copies`` independent modules from ``factory()``, built in order."""
-        if num_copies < 1:
-            raise ValueError(f"num_embeddings must be >= 1, got {num_copies}")
+        check_positive_int("num_embeddings", num_copies)
         return cls([factory() for _ in range(num_copies)], vectorize=vectorize)
 
     def __len__(self) -> int:
@@ -372,12 +371,10 @@ class EmbeddingLayout:
     embedding_mode: str = "single"
 
     def __post_init__(self):
-        if self.embedding_mode not in EMBEDDING_MODES:
-            raise ValueError(f"embedding_mode must be one of {EMBEDDING_MODES}, got {self.embedding_mode!r}")
-        if self.embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be >= 1, got {self.embedding_dim}")
-        if self.num_embeddings < 1:
-            raise ValueError(f"num_embeddings must be >= 1, got {self.num_embeddings}")
+        check_arg(self.embedding_mode in EMBEDDING_MODES, "embedding_mode", self.embedding_mode,
+                  f"one of {list(EMBEDDING_MODES)}")
+        check_positive_int("embedding_dim", self.embedding_dim)
+        check_positive_int("num_embeddings", self.num_embeddings)
 
     @property
     def is_multi(self) -> bool:

@@ -36,6 +36,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import check_positive_int
+
 __all__ = ["rank_one_update", "RankOneUpdateNorm"]
 
 
@@ -86,8 +88,7 @@ class RankOneUpdateNorm(nn.Module):
 
     def __init__(self, num_iterations: int = 3, at_inference: bool = False):
         super().__init__()
-        if num_iterations < 1:
-            raise ValueError(f"rank1_iterations must be >= 1, got {num_iterations}")
+        check_positive_int("rank1_iterations", num_iterations)
         self.num_iterations = num_iterations
         self.at_inference = bool(at_inference)
 

@@ -44,6 +44,8 @@ from fuxictr.pytorch.layers import MLP_Block
 from fuxictr.pytorch.torch_utils import get_activation
 from torch import nn
 
+from ..config import check_arg, check_choice, check_positive_int, check_positive_ints
+
 
 TOKENIZER_MODES = ("matrix", "vector", "none")
 TOKEN_MIXINGS = ("block_transpose", "full", "kronecker")
@@ -54,22 +56,13 @@ GLU_FORMS = ("release", "paper")
 RELEASE_NORM_EPS = 1e-12
 
 
-def config_choice(value: Optional[str], allowed: Sequence[str], key: str) -> str:
-    """Case-insensitive match of a config string; ``None`` means ``"none"`` where allowed."""
-    text = "none" if value is None else str(value)
-    for option in allowed:
-        if text.lower() == option.lower():
-            return option
-    raise ValueError(f"{key}={value!r} is not supported; choose one of {list(allowed)}")
-
-
 def make_norm(kind: Optional[str], dim: int, key: str, eps: Optional[float] = RELEASE_NORM_EPS) -> nn.Module:
     """``LayerNorm`` / ``RMSNorm`` over the last dimension, or ``nn.Identity`` for none.
 
     ``eps`` is the RMSNorm's epsilon (``norm_eps``; None means torch's default,
     the dtype's machine epsilon); a LayerNorm keeps torch's 1e-5.
     """
-    kind = config_choice(kind, NORMS, key)
+    kind = check_choice(key, kind, NORMS)
     if kind == "LayerNorm":
         return nn.LayerNorm(dim)
     if kind == "RMSNorm":
@@ -165,8 +158,8 @@ class PerTokenLinear(PerTokenLayer):
         super().__init__()
         self.num_tokens, self.in_features, self.out_features = num_tokens, in_features, out_features
         self.init_splits = list(init_splits) if init_splits is not None else [out_features]
-        if sum(self.init_splits) != out_features:
-            raise ValueError(f"init_splits {self.init_splits} do not add up to out_features={out_features}")
+        check_arg(sum(self.init_splits) == out_features, "init_splits", self.init_splits,
+                  f"widths adding up to out_features={out_features}")
         self.weight = nn.Parameter(torch.empty(num_tokens, in_features, out_features))
         self.bias = nn.Parameter(torch.zeros(num_tokens, out_features)) if bias else None
         self.init_weights()
@@ -252,9 +245,8 @@ class PerTokenGLU(PerTokenLayer):
     def __init__(self, num_tokens: int, dim: int, expansion_rate: float = 3.0, activation: str = "GELU"):
         super().__init__()
         hidden = int(dim * expansion_rate)
-        if hidden < 1:
-            raise ValueError(f"expansion_rate={expansion_rate} gives a GLU width int({dim} * "
-                             f"{expansion_rate}) = {hidden}; it must be at least 1")
+        check_arg(hidden >= 1, "expansion_rate", expansion_rate,
+                  f"large enough that the GLU width int({dim} * {expansion_rate}) = {hidden} is at least 1")
         self.dim, self.hidden = dim, hidden
         self.split_sizes = [hidden, hidden, hidden, dim]  # W_1, W_2, S, R
         self.in_proj = PerTokenLinear(num_tokens, dim, 3 * hidden + dim, init_splits=self.split_sizes)
@@ -328,7 +320,7 @@ class PerTokenTiedGLU(PerTokenLayer):
 
 def glu_layer(num_tokens: int, dim: int, expansion_rate: float, glu_form: str) -> nn.Module:
     """The GLU layer of one P-FFN width: the tied release form at r = 1 under ``glu_form: release``."""
-    glu_form = config_choice(glu_form, GLU_FORMS, "glu_form")
+    glu_form = check_choice("glu_form", glu_form, GLU_FORMS)
     if glu_form == "release" and expansion_rate == 1.0:
         return PerTokenTiedGLU(num_tokens, dim)
     return PerTokenGLU(num_tokens, dim, expansion_rate)
@@ -372,11 +364,9 @@ class PerTokenFFN(nn.Module):
                  dropout: float = 0.0, norm_eps: Optional[float] = RELEASE_NORM_EPS,
                  glu_form: str = "release"):
         super().__init__()
-        activation = config_choice(activation, FFN_ACTIVATIONS, "ffn_activation")
-        glu_form = config_choice(glu_form, GLU_FORMS, "glu_form")
-        hidden_units = list(hidden_units)
-        if not hidden_units or min(hidden_units) < 1:
-            raise ValueError(f"ffn_hidden_units={hidden_units} must list at least one positive width")
+        activation = check_choice("ffn_activation", activation, FFN_ACTIVATIONS)
+        glu_form = check_choice("glu_form", glu_form, GLU_FORMS)
+        hidden_units = check_positive_ints("ffn_hidden_units", hidden_units, min_length=1)
         layers = []
         width = token_dim
         for out_width in hidden_units:
@@ -440,10 +430,9 @@ class BlockTransposeMixing(nn.Module):
     def __init__(self, num_tokens: int, token_dim: int, num_heads: Optional[int] = None):
         super().__init__()
         num_heads = num_tokens if num_heads is None else int(num_heads)
-        if num_heads < 1 or token_dim % num_heads != 0:
-            raise ValueError(f"token_mixing='block_transpose' splits each token into num_heads={num_heads} "
-                             f"heads (num_heads defaults to num_tokens={num_tokens}): token_dim={token_dim} "
-                             f"must be divisible by it; set num_heads to a divisor of token_dim")
+        check_arg(num_heads >= 1 and token_dim % num_heads == 0, "num_heads", num_heads,
+                  f"a divisor of token_dim={token_dim}: token_mixing='block_transpose' splits each token into "
+                  f"num_heads heads (num_heads defaults to num_tokens={num_tokens})")
         self.num_tokens, self.token_dim, self.num_heads = num_tokens, token_dim, num_heads
 
     def permute(self, x: torch.Tensor) -> torch.Tensor:
@@ -519,10 +508,10 @@ class KroneckerMixing(nn.Module):
     def __init__(self, num_tokens: int, token_dim: int, num_blocks: int, input_norm: Optional[nn.Module] = None):
         super().__init__()
         flat = num_tokens * token_dim
-        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1 or flat % num_blocks:
-            raise ValueError(f"token_mixing='kronecker' cuts the num_tokens * token_dim = {num_tokens} * "
-                             f"{token_dim} = {flat} coordinates into kronecker_blocks={num_blocks!r} equal "
-                             f"blocks: it must be a positive divisor of {flat}")
+        check_positive_int("kronecker_blocks", num_blocks)
+        check_arg(flat % num_blocks == 0, "kronecker_blocks", num_blocks,
+                  f"a divisor of {flat}: token_mixing='kronecker' cuts the num_tokens * token_dim = "
+                  f"{num_tokens} * {token_dim} = {flat} coordinates into kronecker_blocks equal blocks")
         self.num_blocks = num_blocks
         self.norm = nn.RMSNorm(flat, eps=RELEASE_NORM_EPS) if input_norm is None else input_norm
         self.mix = nn.Linear(flat // num_blocks, flat // num_blocks, bias=False)  # W
@@ -588,17 +577,17 @@ class Tokenizer(nn.Module):
                  activation: str = "ReLU", hidden_norm: bool = False, dropout: float = 0.0,
                  norm_eps: Optional[float] = RELEASE_NORM_EPS):
         super().__init__()
-        mode = config_choice(mode, TOKENIZER_MODES, "tokenizer")
+        mode = check_choice("tokenizer", mode, TOKENIZER_MODES)
         flat_dim = num_fields * embedding_dim
-        if num_tokens < 1 or token_dim < 1:
-            raise ValueError(f"num_tokens={num_tokens} and token_dim={token_dim} must be positive")
-        if mode == "matrix" and num_tokens > flat_dim:
-            raise ValueError(f"tokenizer='matrix' cuts the {num_fields} x {embedding_dim} = {flat_dim} "
-                             f"embedding coordinates into num_tokens={num_tokens} chunks: too many tokens")
-        if mode == "none" and flat_dim != num_tokens * token_dim:
-            raise ValueError(f"tokenizer='none' reshapes the embeddings to tokens, so num_fields * "
-                             f"embedding_dim = {num_fields} * {embedding_dim} = {flat_dim} must equal "
-                             f"num_tokens * token_dim = {num_tokens} * {token_dim} = {num_tokens * token_dim}")
+        check_positive_int("num_tokens", num_tokens)
+        check_positive_int("token_dim", token_dim)
+        check_arg(mode != "matrix" or num_tokens <= flat_dim, "num_tokens", num_tokens,
+                  f"at most {flat_dim}: tokenizer='matrix' cuts the {num_fields} x {embedding_dim} = {flat_dim} "
+                  "embedding coordinates into num_tokens chunks")
+        check_arg(mode != "none" or flat_dim == num_tokens * token_dim, "tokenizer", mode,
+                  f"used only where num_fields * embedding_dim = {num_fields} * {embedding_dim} = {flat_dim} "
+                  f"equals num_tokens * token_dim = {num_tokens} * {token_dim} = {num_tokens * token_dim} "
+                  "(it reshapes the embeddings to tokens)")
         self.mode, self.num_tokens, self.token_dim = mode, num_tokens, token_dim
         self.input_norm = nn.RMSNorm(flat_dim, eps=norm_eps)
         if mode == "matrix":

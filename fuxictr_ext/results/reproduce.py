@@ -52,7 +52,8 @@ import yaml
 
 from .. import results
 from ..atomic import write_text_atomic
-from ..runner import ConfigError, load_params, run_experiment
+from ..config import ConfigError, ZooError, load_params
+from ..runner import run_experiment
 
 __all__ = ["Run", "load_paper", "list_tables", "main", "plan_runs", "reproduce", "table_report", "write_configs"]
 
@@ -484,7 +485,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         outcome = reproduce(args.table, args.dataset, args.seeds, args.gpu, args.scale, args.config, args.out,
                             args.workdir, args.report_only,
                             command="python -m fuxictr_ext.results.reproduce " + " ".join(sys.argv[1:] if argv is None else argv))
-    except ConfigError as err:
+    except ZooError as err:
         print(f"reproduce: error: {err}", file=sys.stderr)
         return 2
     print(f"[reproduce] {outcome['ran']} run(s), {outcome['skipped']} already recorded, {outcome['failed']} failed "

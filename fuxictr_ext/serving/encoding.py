@@ -33,13 +33,14 @@ import numpy as np
 import polars as pl
 import torch
 
+from ..config import ZooError
 from .requests import FieldPartition, RequestBatch
 
 POLARS_DTYPES = {"str": pl.String, "int": pl.Int64, "float": pl.Float64}
 REQUEST_KEYS = ("context", "candidates")
 
 
-class RequestError(ValueError):
+class RequestError(ZooError):
     """A request that cannot be scored; the message names the field and the problem (HTTP 4xx)."""
 
 

@@ -24,10 +24,10 @@ import sys
 from typing import Optional
 
 import torch
-from fuxictr.features import FeatureMap
 
+from ..data import load_feature_map
 from ..registry import get_model_class
-from ..runner import ConfigError, load_params
+from ..config import ConfigError, load_params
 from .encoding import RawFeatureEncoder, RequestError, load_feature_processor
 from .scorers import PATHS, Scorer, cast_model
 
@@ -59,8 +59,7 @@ def load_model(config_dir: str, expid: str, checkpoint: Optional[str] = None, gp
     if not os.path.isfile(feature_map_file):
         raise FileNotFoundError(f"{feature_map_file}: the processed dataset of {expid} is not built; "
                                 f"train it first with python run_expid.py --expid {expid}")
-    feature_map = FeatureMap(params["dataset_id"], data_dir)
-    feature_map.load(feature_map_file, params)
+    feature_map = load_feature_map(params)
     params["gpu"] = gpu
     params["verbose"] = 0
     model = model_cls(feature_map, **params)

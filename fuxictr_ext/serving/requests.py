@@ -1,5 +1,6 @@
-"""Multi-target scoring inputs: which fields are context, which are target, and
-how one call carries many requests with a ragged number of candidates each.
+"""Multi-target scoring inputs: how one call carries many requests with a ragged number
+of candidates each (which fields are context and which are target is
+:class:`~fuxictr_ext.layers.rank_aware.FieldPartition`, re-exported here).
 
 Paper: "Context Features Are Cheap: Rank-Aware Decomposition for Efficient
 Feature Interaction in Recommender Systems" (section 3.1). A request holds K
@@ -15,121 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-CONTEXT, TARGET = "context", "target"
-DEFAULT_CONTEXT_SOURCES = ("user", "context")
-DEFAULT_TARGET_SOURCES = ("item",)
-
-
-class RankAwareUnsupportedError(ValueError):
-    """Raised when a model's structure admits no rank-aware forward path."""
-
-
-@dataclass(frozen=True)
-class FieldPartition:
-    """The split of a model's fields into context (rank 2) and target (rank 3).
-
-    By default a feature's role comes from its FeatureMap ``source``:
-    ``user`` and ``context`` features are context, ``item`` features are target.
-
-    Args:
-        fields: every embedded (non-meta) field, in the FeatureMap's order.
-        context_fields: the K context fields, in the FeatureMap's order.
-        target_fields: the M target fields, in the FeatureMap's order.
-
-    Example:
-        >>> part = FieldPartition.from_feature_map(feature_map)
-        >>> part.context_positions          # (K,) positions in the vanilla field order
-    """
-
-    fields: Tuple[str, ...]
-    context_fields: Tuple[str, ...]
-    target_fields: Tuple[str, ...]
-
-    @property
-    def num_context(self) -> int:
-        return len(self.context_fields)
-
-    @property
-    def num_target(self) -> int:
-        return len(self.target_fields)
-
-    @property
-    def context_positions(self) -> torch.Tensor:
-        """(K,) long: position of each context field in the vanilla field order."""
-        return torch.tensor([self.fields.index(f) for f in self.context_fields], dtype=torch.long)
-
-    @property
-    def target_positions(self) -> torch.Tensor:
-        """(M,) long: position of each target field in the vanilla field order."""
-        return torch.tensor([self.fields.index(f) for f in self.target_fields], dtype=torch.long)
-
-    @property
-    def vanilla_from_split(self) -> torch.Tensor:
-        """(F,) long: index into ``[context fields; target fields]`` of each vanilla field."""
-        split_order = list(self.context_fields) + list(self.target_fields)
-        return torch.tensor([split_order.index(f) for f in self.fields], dtype=torch.long)
-
-    @classmethod
-    def from_feature_map(cls, feature_map,
-                         context_sources: Optional[Sequence[str]] = None,
-                         target_sources: Optional[Sequence[str]] = None,
-                         field_roles: Optional[Mapping[str, str]] = None) -> "FieldPartition":
-        """Partition the FeatureMap's fields by their ``source``.
-
-        Args:
-            feature_map: a FuxiCTR FeatureMap.
-            context_sources: source names whose features are context; default
-                ``("user", "context")``. Names given here must occur in the FeatureMap.
-            target_sources: source names whose features are target; default ``("item",)``.
-            field_roles: per-feature override, ``{feature_name: "context" | "target"}``.
-
-        Raises:
-            ValueError: a feature whose source is in neither list (and has no
-                override), a source name no feature carries, a source in both
-                lists, or a ``field_roles`` entry naming an unknown feature or role.
-        """
-        fields = tuple(name for name, spec in feature_map.features.items() if spec["type"] != "meta")
-        present = {feature_map.features[name].get("source", "") for name in fields}
-        for key, given in (("context_sources", context_sources), ("target_sources", target_sources)):
-            unknown = sorted(set(given or ()) - present)
-            if unknown:
-                raise ValueError(f"{key} names source(s) {unknown} that no feature of the FeatureMap "
-                                 f"has; sources present: {sorted(present)}")
-        context_sources = tuple(DEFAULT_CONTEXT_SOURCES if context_sources is None else context_sources)
-        target_sources = tuple(DEFAULT_TARGET_SOURCES if target_sources is None else target_sources)
-        overlap = sorted(set(context_sources) & set(target_sources))
-        if overlap:
-            raise ValueError(f"source(s) {overlap} are in both context_sources and target_sources")
-        field_roles = dict(field_roles or {})
-        for name, role in field_roles.items():
-            if name not in fields:
-                raise ValueError(f"field_roles names {name!r}, which is not a field of the FeatureMap")
-            if role not in (CONTEXT, TARGET):
-                raise ValueError(f"field_roles[{name!r}]={role!r}: must be {CONTEXT!r} or {TARGET!r}")
-        roles = {}
-        for name in fields:
-            source = feature_map.features[name].get("source", "")
-            if name in field_roles:
-                roles[name] = field_roles[name]
-            elif source in context_sources:
-                roles[name] = CONTEXT
-            elif source in target_sources:
-                roles[name] = TARGET
-            else:
-                raise ValueError(
-                    f"feature {name!r} has source {source!r}, which is neither a context source "
-                    f"{list(context_sources)} nor a target source {list(target_sources)}; set its "
-                    "`source` in the dataset config, or name it in context_sources, "
-                    "target_sources or field_roles")
-        return cls(fields=fields,
-                   context_fields=tuple(f for f in fields if roles[f] == CONTEXT),
-                   target_fields=tuple(f for f in fields if roles[f] == TARGET))
+from ..layers.rank_aware import FieldPartition, RankAwareUnsupportedError  # noqa: F401  (the serving API's names)
 
 
 @dataclass

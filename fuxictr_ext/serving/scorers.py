@@ -26,6 +26,7 @@ Two paths score the same request with the same trained parameters:
                             + first layer of its DNN + LR
   rDCN, rDCNNoContextStream,
   RankAwareAttention        the whole model (section 4): its own two-stream forward
+                            (:class:`TwoStreamServable`)
   ========================  ==========================================================
 
   ``rank_aware_fc=False`` keeps the FC stack vanilla (Table 3's "FM" row).
@@ -49,14 +50,15 @@ import torch
 from fuxictr.pytorch.layers import FactorizationMachine, FeatureEmbeddingDict, MLP_Block
 from torch import nn
 
+from ..layers.rank_aware import FieldPartition, RankAwareUnsupportedError, gather_requests
 from ..registry import get_model_class, list_models
-from .layers import RankAwareFMPairs, RankAwareLogisticRegression, gather_requests
-from .requests import FieldPartition, MultiTargetScorer, RankAwareUnsupportedError, RequestBatch
+from .layers import RankAwareFMPairs, RankAwareLogisticRegression
+from .requests import MultiTargetScorer, RequestBatch
 from .servable import EmbeddingScorer, RankAwareServable
 
 __all__ = ["FieldPartition", "RequestBatch", "RankAwareUnsupportedError", "MultiTargetScorer",
-           "RankAwareServable", "EmbeddingScorer", "VanillaScorer", "TwoStreamScorer", "DeepFMScorer",
-           "PATHS", "register_scorer", "build_scorer", "cached_scorer", "cast_model", "Scorer", "score_requests", "score_difference",
+           "RankAwareServable", "EmbeddingScorer", "VanillaScorer", "TwoStreamScorer", "TwoStreamServable",
+           "DeepFMScorer", "PATHS", "register_scorer", "build_scorer", "cached_scorer", "cast_model", "Scorer", "score_requests", "score_difference",
            "rank_aware_models", "export_scorer", "EXPORT_METHODS", "resolve_partition"]
 
 PATHS = ("vanilla", "rank_aware")
@@ -115,6 +117,27 @@ class TwoStreamScorer(MultiTargetScorer):
 
     def forward(self, context, candidates, request_index):
         return self.model.score_candidates(context, candidates, request_index).view(-1)
+
+
+class TwoStreamServable(RankAwareServable):
+    """The serving contract of a model built rank-aware
+    (:class:`~fuxictr_ext.backbones.two_stream.TwoStreamModel`): its own ``score_candidates``
+    with the ``field_partition`` it was built with.
+
+    Example (in a model's own file)::
+
+        class rDCN(TwoStreamModel, TwoStreamServable): ...
+    """
+
+    def serving_partition(self, partition: Optional[FieldPartition] = None, **overrides) -> FieldPartition:
+        """The partition the model was built with; another one is refused."""
+        if partition is not None and partition != self.field_partition:
+            raise ValueError(f"{self.__class__.__name__} was built with the partition {self.field_partition}; "
+                             f"it cannot be scored with {partition}")
+        return self.field_partition
+
+    def rank_aware_scorer(self, partition: FieldPartition, rank_aware_fc: bool = True) -> TwoStreamScorer:
+        return TwoStreamScorer(self, partition, rank_aware_fc)
 
 
 class DeepFMScorer(EmbeddingScorer):

@@ -25,9 +25,9 @@ import torch
 from fuxictr.pytorch.layers import FeatureEmbedding, MLP_Block
 from torch import nn
 
-from .layers import (BroadcastMLP, RankAwareMLP, count_requests, field_columns, field_embedding,
-                     table_width)
-from .requests import FieldPartition, MultiTargetScorer, RankAwareUnsupportedError
+from ..layers.rank_aware import FieldPartition, RankAwareMLP, RankAwareUnsupportedError
+from .layers import BroadcastMLP, count_requests, field_columns, field_embedding, table_width
+from .requests import MultiTargetScorer
 
 
 class RankAwareServable(metaclass=ABCMeta):

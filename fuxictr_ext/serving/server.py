@@ -6,7 +6,7 @@ batching: requests that arrive within ``--batch-wait-ms`` of each other, up to
 ``--max-batch-size`` of them, are encoded in one vectorised call of the raw-value encoder
 and scored in one ragged call (rank-aware or vanilla). The engine was chosen by measurement
 against Ray Serve, PyTriton and a plain FastAPI app (``benchmarks/serving_server.py``,
-``results/serving.md``).
+``results/serving_server.md``).
 
 Endpoints:
 
@@ -285,6 +285,8 @@ def stop_on_sigterm(signum, frame):
 
 
 def main(argv=None) -> int:
+    """``fuxictr-zoo serve`` (``python -m fuxictr_ext.serving.server``): serve until SIGTERM or Ctrl-C;
+    2 (with the cause) when the server cannot start."""
     args = build_parser().parse_args(argv)
     package_dir = tempfile.mkdtemp(prefix="fuxictr_zoo_scorer_") if args.compile else None
     try:

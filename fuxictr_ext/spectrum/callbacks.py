@@ -63,6 +63,7 @@ import torch
 from .metrics import METRICS, spectrum_metrics, summarize
 from ..atomic import write_text_atomic
 from .plot import plot_epochs, require_matplotlib
+from ..training.callbacks import Callback
 
 __all__ = ["SPLITS", "SpectrumCallback", "SpectrumLog", "build_spectrum_callbacks"]
 
@@ -156,7 +157,7 @@ def _is_main_process() -> bool:
                 and torch.distributed.get_rank() != 0)
 
 
-class SpectrumCallback:
+class SpectrumCallback(Callback):
     """Measures the spectrum of a model's tapped stages on one split at epoch ends and at train end.
 
     Args:
@@ -173,7 +174,7 @@ class SpectrumCallback:
 
     Example:
         >>> log = SpectrumLog(model.model_dir, "DNN_demo")
-        >>> model.callbacks.append(SpectrumCallback(log, valid_batches, "valid", ["IA"]))
+        >>> trainer = Trainer(model, callbacks=[SpectrumCallback(log, valid_batches, "valid", ["IA"])])
     """
 
     def __init__(self, log: SpectrumLog, loader: Iterable, split: str, metrics: Sequence[str],
@@ -191,13 +192,14 @@ class SpectrumCallback:
         self.bins = bins
         self.max_values = max_values
 
-    def on_epoch_end(self, model, epoch: int) -> None:
-        """Record after epoch ``epoch`` (0-based, as ``BaseModel._epoch_index``) when it is due."""
+    def on_epoch_end(self, trainer, epoch: int) -> None:
+        """Record after epoch ``epoch`` (0-based) when it is due (a trainer callback)."""
         if (epoch + 1) % self.every == 0:
-            self.record(model, epoch + 1)
+            self.record(trainer.model, epoch + 1)
 
-    def on_train_end(self, model) -> None:
-        self.record(model, "end")
+    def on_fit_end(self, trainer) -> None:
+        """Record the restored best model (a trainer callback)."""
+        self.record(trainer.model, "end")
 
     def _select(self, stages: Mapping[str, torch.Tensor], model) -> Dict[str, int]:
         """Stage name -> index in the model's tap order, for the stages to measure."""
@@ -314,7 +316,7 @@ def build_spectrum_callbacks(specs: Optional[Sequence[Mapping]], loaders: Mappin
         run_name: experiment id; names the files.
 
     Returns:
-        Callbacks sharing one :class:`SpectrumLog`; append them to ``model.callbacks``.
+        Callbacks sharing one :class:`SpectrumLog`, for ``Trainer(model, callbacks=...)``.
 
     Raises:
         ValueError: a bad key or value, naming it; two specs measuring the same

@@ -8,7 +8,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..serving.requests import FieldPartition, RequestBatch
+from ..layers.rank_aware import FieldPartition
+from ..serving.requests import RequestBatch
 
 
 def random_field_values(spec: dict, rows: int, generator: torch.Generator) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import Mapping, Optional, Sequence
 from fuxictr.pytorch.layers import FeatureEmbedding, LogisticRegression, MLP_Block
 from torch import nn
 
+from fuxictr_ext.config import check_positive_int
 from fuxictr_ext.base import ZooModel
 from fuxictr_ext.layers.common import MultiHeadSelfAttention, ZeroTerm
 from fuxictr_ext.registry import register_model
@@ -67,8 +68,7 @@ class AutoInt(ZooModel, RankAwareServable):
                  field_roles: Optional[Mapping[str, str]] = None,
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
-        if attention_layers < 1:
-            raise ValueError(f"attention_layers must be >= 1, got {attention_layers}")
+        check_positive_int("attention_layers", attention_layers)
         self.partition_options = dict(context_sources=context_sources, target_sources=target_sources,
                                       field_roles=field_roles)
         self.embedding_layer = FeatureEmbedding(feature_map, embedding_dim)

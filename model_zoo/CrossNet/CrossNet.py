@@ -11,6 +11,7 @@ SE: one cross network on D = s*k. ME: cross network i on embedding set i
 from fuxictr.pytorch.layers import CrossNetV2
 from torch import nn
 
+from fuxictr_ext.config import check_positive_int
 from fuxictr_ext.base import ZooModel
 from fuxictr_ext.layers.multi_embedding import EmbeddingLayout
 from fuxictr_ext.registry import register_model
@@ -45,8 +46,7 @@ class CrossNet(ZooModel):
                  embedding_mode: str = "single",
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
-        if num_cross_layers < 1:
-            raise ValueError(f"num_cross_layers must be >= 1, got {num_cross_layers}")
+        check_positive_int("num_cross_layers", num_cross_layers)
         layout = EmbeddingLayout(embedding_dim, num_embeddings, embedding_mode)
         num_fields = feature_map.num_fields
         self.embedding_layer = layout.embedding(feature_map)

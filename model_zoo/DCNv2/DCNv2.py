@@ -19,6 +19,7 @@ import torch
 from fuxictr.pytorch.layers import CrossNetV2
 from torch import nn
 
+from fuxictr_ext.config import check_arg, check_choice, check_positive_int
 from fuxictr_ext.base import ZooModel
 from fuxictr_ext.layers.multi_embedding import EmbeddingLayout
 from fuxictr_ext.layers.common import AbsentBranch
@@ -75,16 +76,14 @@ class DCNv2(ZooModel, RankAwareServable):
                  embedding_mode: str = "single",
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
-        if model_structure not in MODEL_STRUCTURES:
-            raise ValueError(f"model_structure must be one of {MODEL_STRUCTURES}, got {model_structure!r}")
+        model_structure = check_choice("model_structure", model_structure, MODEL_STRUCTURES)
         stacked = model_structure in ("stacked", "stacked_parallel")
         parallel = model_structure in ("parallel", "stacked_parallel")
-        if stacked and not stacked_dnn_hidden_units:
-            raise ValueError(f"model_structure={model_structure!r} needs stacked_dnn_hidden_units")
-        if parallel and not parallel_dnn_hidden_units:
-            raise ValueError(f"model_structure={model_structure!r} needs parallel_dnn_hidden_units")
-        if num_cross_layers < 1:
-            raise ValueError(f"num_cross_layers must be >= 1, got {num_cross_layers}")
+        check_arg(not stacked or bool(stacked_dnn_hidden_units), "stacked_dnn_hidden_units", stacked_dnn_hidden_units,
+                  f"a list of at least one width with model_structure={model_structure!r}")
+        check_arg(not parallel or bool(parallel_dnn_hidden_units), "parallel_dnn_hidden_units",
+                  parallel_dnn_hidden_units, f"a list of at least one width with model_structure={model_structure!r}")
+        check_positive_int("num_cross_layers", num_cross_layers)
         layout = EmbeddingLayout(embedding_dim, num_embeddings, embedding_mode)
         num_fields = feature_map.num_fields
         cross_dim = num_fields * layout.total_dim

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from fuxictr.pytorch.layers import MLP_Block
 
+from fuxictr_ext.config import check_arg, check_positive_int, check_positive_ints
 from fuxictr_ext.backbones.embedding_sets import EmbeddingSetStack
 from fuxictr_ext.layers.interactions import INTERACTION_TYPES, build_interaction
 from fuxictr_ext.layers.multi_embedding import EmbeddingLayout, MultiEmbeddingInteraction
@@ -138,17 +139,13 @@ class DHEN(EmbeddingSetStack):
                  **kwargs):
         layout = EmbeddingLayout(embedding_dim, num_embeddings, embedding_mode)
         unknown = [name for name in interaction_types if name not in INTERACTION_TYPES]
-        if unknown or not interaction_types or len(set(interaction_types)) != len(interaction_types):
-            raise ValueError(f"interaction_types must be distinct names from {list(INTERACTION_TYPES)}, "
-                             f"got {list(interaction_types)}")
-        if not 1 <= modules_per_layer <= len(interaction_types):
-            raise ValueError(f"modules_per_layer must be in [1, {len(interaction_types)}] "
-                             f"(the size of interaction_types), got {modules_per_layer}")
-        for key, value in (("num_layers", num_layers), ("num_cross_layers", num_cross_layers)):
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
-        if not cin_hidden_units:
-            raise ValueError("cin_hidden_units must name at least one CIN layer")
+        check_arg(not unknown and interaction_types and len(set(interaction_types)) == len(interaction_types),
+                  "interaction_types", interaction_types, f"distinct names from {list(INTERACTION_TYPES)}")
+        check_arg(1 <= modules_per_layer <= len(interaction_types), "modules_per_layer", modules_per_layer,
+                  f"in [1, {len(interaction_types)}] (the size of interaction_types)")
+        check_positive_int("num_layers", num_layers)
+        check_positive_int("num_cross_layers", num_cross_layers)
+        check_positive_ints("cin_hidden_units", cin_hidden_units, min_length=1)
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
         num_fields = feature_map.num_fields
         self.build_embedding(feature_map, layout.set_dim, layout.num_sets)

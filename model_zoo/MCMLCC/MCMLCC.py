@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 from fuxictr.pytorch.layers import FeatureEmbedding
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.layers.mlcc import GlobalCompressor, build_cross, build_mlcc_head, require_positive_int
+from fuxictr_ext.config import check_arg, check_positive_int
+from fuxictr_ext.layers.mlcc import GlobalCompressor, build_cross, build_mlcc_head
 from fuxictr_ext.registry import register_model
 
 
@@ -79,13 +80,12 @@ class MCMLCC(ZooModel):
                  embedding_initializer: str = "partial(nn.init.normal_, std=1e-4)",
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
-        require_positive_int("embedding_dim", embedding_dim)
-        require_positive_int("channel_dim", channel_dim)
-        require_positive_int("num_heads", num_heads)
-        if embedding_dim % channel_dim:
-            raise ValueError(f"channel_dim={channel_dim} does not divide embedding_dim={embedding_dim}: "
-                             "MC-MLCC splits each embedding into S = embedding_dim / channel_dim "
-                             "channels of channel_dim each")
+        check_positive_int("embedding_dim", embedding_dim)
+        check_positive_int("channel_dim", channel_dim)
+        check_positive_int("num_heads", num_heads)
+        check_arg(embedding_dim % channel_dim == 0, "channel_dim", channel_dim,
+                  f"a divisor of embedding_dim={embedding_dim}: MC-MLCC splits each embedding into "
+                  "S = embedding_dim / channel_dim channels of channel_dim each")
         num_tokens = feature_map.num_fields                                        # N
         self.num_channels = embedding_dim // channel_dim                           # S
         self.channel_dim = channel_dim

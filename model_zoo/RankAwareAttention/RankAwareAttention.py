@@ -16,13 +16,15 @@ from typing import Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from fuxictr_ext.serving.layers import RankAwareMLP, TwoStreamAttentionLayer
+from fuxictr_ext.config import check_positive_int
+from fuxictr_ext.layers.rank_aware import RankAwareMLP, TwoStreamAttentionLayer
 from fuxictr_ext.backbones.two_stream import TwoStreamModel
 from fuxictr_ext.registry import register_model
+from fuxictr_ext.serving import TwoStreamServable
 
 
 @register_model
-class RankAwareAttention(TwoStreamModel):
+class RankAwareAttention(TwoStreamModel, TwoStreamServable):
     """A context self-attention stream and a target stream attending to [context; targets].
 
     Args:
@@ -70,8 +72,7 @@ class RankAwareAttention(TwoStreamModel):
                  **kwargs):
         super().__init__(feature_map, model_id, gpu, embedding_dim, context_sources, target_sources,
                          field_roles, **kwargs)
-        if attention_layers < 1:
-            raise ValueError(f"attention_layers must be >= 1, got {attention_layers}")
+        check_positive_int("attention_layers", attention_layers)
         self.layers = nn.ModuleList(
             TwoStreamAttentionLayer(embedding_dim if i == 0 else attention_dim, attention_dim,
                                     num_heads=num_heads, dropout_rate=net_dropout, use_residual=use_residual,

@@ -23,6 +23,8 @@ from torch import nn
 from fuxictr.pytorch.layers import MLP_Block
 
 from fuxictr_ext.base import ZooModel
+from fuxictr_ext.config import (check_arg, check_choice, check_non_negative, check_non_negative_int,
+                                check_positive_int, check_positive_ints, check_probability)
 from fuxictr_ext.layers.hsic import hsic_loss
 from fuxictr_ext.layers.interactions import build_interaction
 from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbedding
@@ -33,11 +35,6 @@ from .layers import (BLOCK_NORM_EPS, BLOCK_NORMS, INTERACTION_ASSIGNMENTS, ROUTE
                      RoBlockLayer, assign_interactions, build_router_gate)
 
 _CHANNELWISE_ACTIVATIONS = ("prelu", "dice")
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
 
 
 @register_model
@@ -135,38 +132,33 @@ class RoBlock(ZooModel):
                  fieldwise_dropout: float = 0.0,
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
-        _require(embedding_dim >= 1, f"embedding_dim must be >= 1, got {embedding_dim}")
-        _require(scale_factor >= 1, f"scale_factor must be >= 1, got {scale_factor}")
-        _require(num_components is None or num_components >= 1,
-                 f"num_components must be >= 1 or null, got {num_components}")
-        _require(extra_components >= 0, f"extra_components must be >= 0, got {extra_components}")
-        _require(num_blocks >= 1, f"num_blocks must be >= 1, got {num_blocks}")
-        _require(hsic_weight >= 0, f"hsic_weight must be >= 0, got {hsic_weight}")
-        _require(0.0 <= net_dropout < 1.0, f"net_dropout must be in [0, 1), got {net_dropout}")
-        _require(0.0 <= fieldwise_dropout < 1.0, f"fieldwise_dropout must be in [0, 1), got {fieldwise_dropout}")
-        _require(num_cross_layers >= 1, f"num_cross_layers must be >= 1, got {num_cross_layers}")
-        _require(len(cin_hidden_units) >= 1 and all(units >= 1 for units in cin_hidden_units),
-                 f"cin_hidden_units must name at least one CIN layer of >= 1 maps, got {list(cin_hidden_units)}")
-        _require(not isinstance(interaction_types, str),
-                 f"interaction_types must be a list of names, got the string {interaction_types!r}")
-        _require(router in ROUTERS, f"router must be one of {ROUTERS}, got {router!r}")
-        _require(block_norm in BLOCK_NORMS, f"block_norm must be one of {BLOCK_NORMS}, got {block_norm!r}")
-        _require(residual_norm in BLOCK_NORMS,
-                 f"residual_norm must be one of {BLOCK_NORMS}, got {residual_norm!r}")
-        _require(interaction_assignment in INTERACTION_ASSIGNMENTS,
-                 f"interaction_assignment must be one of {INTERACTION_ASSIGNMENTS}, got {interaction_assignment!r}")
-        _require(str(hidden_activations).lower() not in _CHANNELWISE_ACTIVATIONS,
-                 f"hidden_activations={hidden_activations!r}: RoBlock's MLPs run on field rows, "
-                 "use an element-wise activation (e.g. ReLU)")
+        check_positive_int("embedding_dim", embedding_dim)
+        check_arg(scale_factor >= 1, "scale_factor", scale_factor, "a number >= 1")
+        check_positive_int("num_components", num_components, optional=True)
+        check_non_negative_int("extra_components", extra_components)
+        check_positive_int("num_blocks", num_blocks)
+        check_non_negative("hsic_weight", hsic_weight)
+        check_probability("net_dropout", net_dropout)
+        check_probability("fieldwise_dropout", fieldwise_dropout)
+        check_positive_int("num_cross_layers", num_cross_layers)
+        check_positive_ints("cin_hidden_units", cin_hidden_units, min_length=1)
+        check_arg(not isinstance(interaction_types, str), "interaction_types", interaction_types,
+                  "a list of names, not a string")
+        router = check_choice("router", router, ROUTERS)
+        block_norm = check_choice("block_norm", block_norm, BLOCK_NORMS)
+        residual_norm = check_choice("residual_norm", residual_norm, BLOCK_NORMS)
+        interaction_assignment = check_choice("interaction_assignment", interaction_assignment,
+                                              INTERACTION_ASSIGNMENTS)
+        check_arg(str(hidden_activations).lower() not in _CHANNELWISE_ACTIVATIONS, "hidden_activations",
+                  hidden_activations, "an element-wise activation (e.g. ReLU): RoBlock's MLPs run on field rows")
         num_fields = feature_map.num_fields
-        _require(num_fields >= 2 or hsic_weight == 0,
-                 f"hsic_weight > 0 needs at least 2 fields (HSIC centres over fields), the feature map has {num_fields}")
+        check_arg(num_fields >= 2 or hsic_weight == 0, "hsic_weight", hsic_weight,
+                  f"0 on a feature map of {num_fields} field: HSIC centres over fields and needs at least 2")
 
         model_dim = scale_factor * embedding_dim                                     # D
-        _require(float(model_dim).is_integer(),
-                 f"scale_factor={scale_factor} with embedding_dim={embedding_dim} gives a model width d = "
-                 f"{model_dim:g}, which is not a whole number: choose scale_factor so that "
-                 "scale_factor * embedding_dim is an integer")
+        check_arg(float(model_dim).is_integer(), "scale_factor", scale_factor,
+                  f"such that scale_factor * embedding_dim (= {model_dim:g} with embedding_dim={embedding_dim}) "
+                  "is a whole number, the model width d")
         model_dim = int(model_dim)
         base_components = model_dim // embedding_dim + 1 if num_components is None else num_components
         self.num_components = base_components + extra_components                    # M

@@ -1,6 +1,7 @@
 """WuKong: stacked factorization machines (Zhang et al., "Wukong: Towards a Scaling
-Law for Large-Scale Recommendation", ICML 2024), with single- and multi-embedding
-variants as compared in the RoBlock paper.
+Law for Large-Scale Recommendation", ICML 2024), in single- and multi-embedding
+form as compared in the RoBlock paper; two models: ``WuKong`` (the WuKong paper's
+layers) and ``WuKongFuxiCTR`` (FuxiCTR 2.3.4's release, which the RoBlock paper ran).
 
 One interaction layer i maps X_i (n_i embeddings of size D) to X_{i+1}:
 
@@ -15,7 +16,7 @@ paper's base embedding size.) X_0 is the (F, D) field-embedding matrix.
 P_i is the identity when n_i = n_F + n_L and a learned (n_F + n_L, n_i) projection
 otherwise. The prediction is y = sigmoid(MLP(flatten(X_l))).
 
-``variant: fuxictr`` is instead FuxiCTR's WuKong as released in FuxiCTR 2.3.4
+``WuKongFuxiCTR`` is instead FuxiCTR's WuKong as released in FuxiCTR 2.3.4
 (reczoo/FuxiCTR model_zoo/WuKong), the implementation the RoBlock paper ran
 (its appendix A.4.2). Every layer keeps the F x D field matrix:
 
@@ -37,13 +38,14 @@ the final MLP.
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 from fuxictr.pytorch.layers import MLP_Block
 
 from fuxictr_ext.backbones.embedding_sets import EmbeddingSetStack
+from fuxictr_ext.config import check_arg, check_positive_int, check_probability
 from fuxictr_ext.layers.multi_embedding import EmbeddingLayout, MultiEmbeddingInteraction
 from fuxictr_ext.registry import register_model
 
@@ -184,12 +186,33 @@ class FuxiCTRWuKongLayer(nn.Module):
         return out.view_as(X)                                                    # (B, F, D)
 
 
-WUKONG_VARIANTS = ("paper", "fuxictr")
+class _WuKongStack(EmbeddingSetStack):
+    """What both WuKong forms share: SE / ME embedding sets, ``num_layers`` interaction layers
+    (each replicated over the embedding sets and run as one vectorised call), the MLP head.
+
+    Shapes: batch dict of (B,) tensors -> y_pred (B, 1). Stages ``layer_{i}_in``,
+    i = 0..l-1: (B, n_i, s*k), the input of layer i with the ME stacks' embedding
+    sets concatenated per embedding.
+    """
+
+    def build_stack(self, feature_map, layout: EmbeddingLayout, layer_factory: Callable[[int], nn.Module],
+                    layer_outputs: Sequence[int], mlp_hidden_units: Sequence[int], hidden_activations: str,
+                    head_dropout: float) -> None:
+        """Embedding, layers and head. ``layer_factory(n_i)`` builds one copy of layer i from its
+        input count n_i; ``layer_outputs`` are n_1..n_l (n_0 = F)."""
+        self.build_embedding(feature_map, layout.set_dim, layout.num_sets)
+        layer_inputs = [feature_map.num_fields] + list(layer_outputs)
+        self.layers = nn.ModuleList(
+            MultiEmbeddingInteraction.replicate(partial(layer_factory, n_i), self.num_sets,
+                                                vectorize=self.num_sets > 1)
+            for n_i in layer_inputs[:-1])
+        self.build_head(layer_inputs[-1], mlp_hidden_units, hidden_activations, head_dropout)
+        self.finalize_model()
 
 
 @register_model
-class WuKong(EmbeddingSetStack):
-    """WuKong (Zhang et al. 2024) on single (SE) or multi-embedding (ME) input.
+class WuKong(_WuKongStack):
+    """WuKong (Zhang et al. 2024), the WuKong paper's layers, on single (SE) or multi-embedding (ME) input.
 
     Args:
         feature_map: FuxiCTR FeatureMap.
@@ -206,14 +229,9 @@ class WuKong(EmbeddingSetStack):
         fmb_hidden_units: hidden widths of the MLP inside every FMB.
         mlp_hidden_units: hidden widths of the final MLP.
         hidden_activations: activation of every MLP.
-        net_dropout: dropout after every hidden MLP layer (``paper``; FuxiCTR's form reads none).
-        variant: ``paper`` (the WuKong paper, the layers above) or ``fuxictr`` (FuxiCTR 2.3.4's
-            :class:`FuxiCTRWuKongLayer`, which the RoBlock paper ran). ``fuxictr`` reads
-            ``fmb_dim``, ``compression_dim`` and ``lcb_dropout`` instead of ``num_fmb_outputs``,
-            ``num_lcb_outputs`` and ``net_dropout``, and needs an integer ``fm_rank``.
-        fmb_dim: d_F, FMB output width (``fuxictr``).
-        compression_dim: d_C, LCB output width (``fuxictr``).
-        lcb_dropout: dropout of the LCB output (``fuxictr``; FuxiCTR's ``dropout_rate``).
+        net_dropout: dropout after every hidden layer of the FMB MLPs and the final MLP.
+
+    FuxiCTR 2.3.4's form, which the RoBlock paper ran, is :class:`WuKongFuxiCTR`.
 
     Example:
         >>> model = WuKong(feature_map, embedding_dim=10, num_embeddings=2, embedding_mode="multi",
@@ -237,40 +255,81 @@ class WuKong(EmbeddingSetStack):
                  mlp_hidden_units: Sequence[int] = (400, 400),
                  hidden_activations: str = "ReLU",
                  net_dropout: float = 0.0,
-                 variant: str = "paper",
-                 fmb_dim: int = 40,                  # d_F (fuxictr)
-                 compression_dim: int = 40,          # d_C (fuxictr)
-                 lcb_dropout: float = 0.2,           # fuxictr
+                 **kwargs):
+        check_arg("variant" not in kwargs, "variant", kwargs.get("variant"),
+                  "left out: the two forms are two models now, `model: WuKong` (the WuKong paper's) "
+                  "and `model: WuKongFuxiCTR` (FuxiCTR 2.3.4's, formerly variant: fuxictr)")
+        layout = EmbeddingLayout(embedding_dim, num_embeddings, embedding_mode)
+        check_positive_int("num_layers", num_layers)
+        check_positive_int("num_fmb_outputs", num_fmb_outputs)
+        check_positive_int("num_lcb_outputs", num_lcb_outputs)
+        check_positive_int("fm_rank", fm_rank, optional=True)
+        check_probability("net_dropout", net_dropout)
+        super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
+        num_outputs = num_fmb_outputs + num_lcb_outputs
+        self.build_stack(feature_map, layout,
+                         partial(WuKongLayer, embedding_dim=layout.set_dim, num_fmb_outputs=num_fmb_outputs,
+                                 num_lcb_outputs=num_lcb_outputs, fm_rank=fm_rank,
+                                 fmb_hidden_units=fmb_hidden_units, hidden_activations=hidden_activations,
+                                 dropout=net_dropout),
+                         [num_outputs] * num_layers, mlp_hidden_units, hidden_activations, net_dropout)
+
+
+@register_model
+class WuKongFuxiCTR(_WuKongStack):
+    """WuKong as released in FuxiCTR 2.3.4 (reczoo/FuxiCTR model_zoo/WuKong, the code the RoBlock
+    paper ran), on single (SE) or multi-embedding (ME) input: :class:`FuxiCTRWuKongLayer` layers
+    that keep the F x D field matrix, then an MLP head without dropout.
+
+    Args:
+        feature_map: FuxiCTR FeatureMap.
+        embedding_dim: k, the base embedding size (10 in the RoBlock paper).
+        num_embeddings: s, the scale factor (SE: one table of size s*k; ME: s tables of size k,
+            one stack each).
+        embedding_mode: ``"single"`` (SE) or ``"multi"`` (ME).
+        num_layers: l, stacked layers.
+        fm_rank: r, columns of the FM projection Y (FuxiCTR's ``project_dim``).
+        fmb_hidden_units: hidden widths of every FMB's MLP (FuxiCTR's ``fmb_units``).
+        fmb_dim: d_F, FMB output width.
+        compression_dim: d_C, LCB output width.
+        lcb_dropout: dropout of the LCB output (FuxiCTR's ``dropout_rate``), the model's only dropout.
+        mlp_hidden_units: hidden widths of the final MLP.
+        hidden_activations: activation of every MLP.
+
+    Example:
+        >>> model = WuKongFuxiCTR(feature_map, embedding_dim=10, num_embeddings=2, embedding_mode="multi",
+        ...                       num_layers=3, fm_rank=8, fmb_dim=40, compression_dim=40)
+        >>> model(batch)["y_pred"].shape          # (B, 1)
+
+    Shapes: batch dict of (B,) tensors -> y_pred (B, 1). Stages ``layer_{i}_in``,
+    i = 0..l-1: (B, F, s*k), the input of layer i with the ME stacks' embedding
+    sets concatenated per field.
+    """
+
+    def __init__(self, feature_map, model_id: str = "WuKongFuxiCTR", gpu: int = -1,
+                 embedding_dim: int = 10,
+                 num_embeddings: int = 1,
+                 embedding_mode: str = "single",
+                 num_layers: int = 2,
+                 fm_rank: int = 8,                   # r: Y is (F x r)
+                 fmb_hidden_units: Sequence[int] = (400, 400),
+                 fmb_dim: int = 40,                  # d_F
+                 compression_dim: int = 40,          # d_C
+                 lcb_dropout: float = 0.2,
+                 mlp_hidden_units: Sequence[int] = (400, 400),
+                 hidden_activations: str = "ReLU",
                  **kwargs):
         layout = EmbeddingLayout(embedding_dim, num_embeddings, embedding_mode)
-        if variant not in WUKONG_VARIANTS:
-            raise ValueError(f"variant={variant!r} must be one of {list(WUKONG_VARIANTS)}")
-        if variant == "fuxictr":
-            for key, value in (("fmb_dim", fmb_dim), ("compression_dim", compression_dim), ("fm_rank", fm_rank)):
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"variant='fuxictr' needs {key} >= 1, got {value!r}")
-        for key, value in (("num_layers", num_layers), ("num_fmb_outputs", num_fmb_outputs),
-                           ("num_lcb_outputs", num_lcb_outputs)):
-            if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
-        if fm_rank is not None and fm_rank < 1:
-            raise ValueError(f"fm_rank must be >= 1 or null (full FM), got {fm_rank}")
+        check_positive_int("num_layers", num_layers)
+        check_positive_int("fm_rank", fm_rank)
+        check_positive_int("fmb_dim", fmb_dim)
+        check_positive_int("compression_dim", compression_dim)
+        check_probability("lcb_dropout", lcb_dropout)
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
-        self.build_embedding(feature_map, layout.set_dim, layout.num_sets)
-        if variant == "fuxictr":
-            layer_inputs = [feature_map.num_fields] * (num_layers + 1)
-            layer_factories = [partial(FuxiCTRWuKongLayer, feature_map.num_fields, self.set_dim, fm_rank,
-                                       fmb_hidden_units, fmb_dim, compression_dim, lcb_dropout, hidden_activations)
-                               ] * num_layers
-            head_dropout = 0.0
-        else:
-            layer_inputs = [feature_map.num_fields] + [num_fmb_outputs + num_lcb_outputs] * num_layers
-            layer_factories = [partial(WuKongLayer, n_i, self.set_dim, num_fmb_outputs, num_lcb_outputs,
-                                       fm_rank, fmb_hidden_units, hidden_activations, net_dropout)
-                               for n_i in layer_inputs[:-1]]
-            head_dropout = net_dropout
-        self.layers = nn.ModuleList(
-            MultiEmbeddingInteraction.replicate(factory, self.num_sets, vectorize=self.num_sets > 1)
-            for factory in layer_factories)
-        self.build_head(layer_inputs[-1], mlp_hidden_units, hidden_activations, head_dropout)
-        self.finalize_model()
+        num_fields = feature_map.num_fields
+        self.build_stack(feature_map, layout,
+                         partial(FuxiCTRWuKongLayer, embedding_dim=layout.set_dim, fm_rank=fm_rank,
+                                 fmb_hidden_units=fmb_hidden_units, fmb_dim=fmb_dim,
+                                 compression_dim=compression_dim, lcb_dropout=lcb_dropout,
+                                 hidden_activations=hidden_activations),
+                         [num_fields] * num_layers, mlp_hidden_units, hidden_activations, head_dropout=0.0)

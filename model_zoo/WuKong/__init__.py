@@ -1,3 +1,3 @@
-from .WuKong import WuKong
+from .WuKong import WuKong, WuKongFuxiCTR
 
-__all__ = ["WuKong"]
+__all__ = ["WuKong", "WuKongFuxiCTR"]

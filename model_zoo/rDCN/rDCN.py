@@ -16,14 +16,16 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
+from fuxictr_ext.config import check_positive_int
 from fuxictr_ext.layers.common import AbsentBranch
-from fuxictr_ext.serving.layers import ContextTargetCrossNet, RankAwareMLP, RankSplitDense
+from fuxictr_ext.layers.rank_aware import ContextTargetCrossNet, RankAwareMLP, RankSplitDense
 from fuxictr_ext.backbones.two_stream import TwoStreamModel
 from fuxictr_ext.registry import register_model
+from fuxictr_ext.serving import TwoStreamServable
 
 
 @register_model
-class rDCN(TwoStreamModel):
+class rDCN(TwoStreamModel, TwoStreamServable):
     """Two-stream cross network + parallel DNN, every layer rank-aware.
 
     Args:
@@ -61,8 +63,7 @@ class rDCN(TwoStreamModel):
                  **kwargs):
         super().__init__(feature_map, model_id or type(self).__name__, gpu, embedding_dim,
                          context_sources, target_sources, field_roles, **kwargs)
-        if num_cross_layers < 1:
-            raise ValueError(f"num_cross_layers must be >= 1, got {num_cross_layers}")
+        check_positive_int("num_cross_layers", num_cross_layers)
         context_dim = self.field_partition.num_context * embedding_dim   # D_c
         target_dim = self.field_partition.num_target * embedding_dim     # D_t
         self.crossnet = ContextTargetCrossNet(context_dim, target_dim, num_cross_layers,

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from fuxictr.pytorch.layers import CompressedInteractionNet, LogisticRegression
 
+from fuxictr_ext.config import check_arg, check_positive_ints
 from fuxictr_ext.base import ZooModel
 from fuxictr_ext.layers.multi_embedding import EmbeddingLayout
 from fuxictr_ext.registry import register_model
@@ -57,11 +58,9 @@ class xDeepFM(ZooModel):
                  embedding_mode: str = "single",
                  **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
-        if not dnn_hidden_units:
-            raise ValueError("dnn_hidden_units must name at least one layer; "
-                             "use model: CIN for the linear part + CIN alone")
-        if not cin_hidden_units:
-            raise ValueError("cin_hidden_units must name at least one CIN layer")
+        check_arg(bool(dnn_hidden_units), "dnn_hidden_units", dnn_hidden_units,
+                  "a list of at least one width; use model: CIN for the linear part + CIN alone")
+        check_positive_ints("cin_hidden_units", cin_hidden_units, min_length=1)
         layout = EmbeddingLayout(embedding_dim, num_embeddings, embedding_mode)
         num_fields = feature_map.num_fields
         self.embedding_layer = layout.embedding(feature_map)
