@@ -19,7 +19,7 @@ checkpoints, logs and the results CSV go under the working directory.
 Each subcommand is an entry of :data:`SUBCOMMANDS`: its one-line help and the
 ``"module:function"`` that takes the remaining arguments and returns the exit
 code. Targets are imported only when their subcommand runs, so ``fuxictr_ext``
-itself does not depend on ``data_prep``, Ray Serve or matplotlib; a new subcommand
+itself does not depend on ``data_prep``, LitServe or matplotlib; a new subcommand
 is a new entry. Every subcommand runs under :func:`report_user_errors`: a zoo user
 error (:class:`~fuxictr_ext.config.ZooError`) is one line on stderr and exit status 2.
 """
@@ -187,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         command = SUBCOMMANDS[name].load()
-    except ImportError as err:  # an optional extra (serve: Ray Serve) that is not installed
+    except ImportError as err:  # an optional extra (serve: LitServe) that is not installed
         print(f"fuxictr-zoo {name}: error: {one_line(err)}", file=sys.stderr)
         return 2
     return report_user_errors(f"fuxictr-zoo {name}", command, rest)

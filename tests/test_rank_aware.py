@@ -9,8 +9,8 @@ from fuxictr.pytorch.layers import (CrossNetV2, FactorizationMachine, FeatureEmb
 from torch import nn
 
 from fuxictr_ext.base import ZooModel
-from fuxictr_ext.serving import (DeepFMScorer, FieldPartition, RankAwareUnsupportedError, RequestBatch, build_scorer,
-                                    export_scorer, rank_aware_models, register_scorer, score_difference,
+from fuxictr_ext.serving import (DeepFMScorer, FieldPartition, RankAwareUnsupportedError, RequestBatch, Scorer,
+                                 build_scorer, export_scorer, rank_aware_models, register_scorer, score_difference,
                                  score_requests)
 from fuxictr_ext.layers.common import FMPairs, MultiHeadSelfAttention
 from fuxictr_ext.layers.rank_aware import RankSplitDense
@@ -370,3 +370,29 @@ def test_export_refuses_bad_arguments(feature_map, partition, tmp_path):
         export_scorer(scorer, random_requests(feature_map, partition, [2, 3]), method="torchscript")
     with pytest.raises(ValueError, match="R >= 2 requests and C >= 2"):
         export_scorer(scorer, random_requests(feature_map, partition, [3]))
+
+
+def test_export_takes_the_scorer_that_load_scorer_returns(feature_map, partition, tmp_path):
+    model = build("DLRM", feature_map, tmp_path)
+    held = Scorer(model, path="rank_aware")                        # what load_scorer returns
+    program = export_scorer(held, random_requests(feature_map, partition, [2, 3], seed=1)).module()
+    batch = random_requests(feature_map, partition, [4, 1, 3], seed=5)
+    with torch.no_grad():
+        scores = program(batch.context, batch.candidates, batch.request_index)
+    assert (scores - held.score_batch(batch)).abs().max() <= TOL
+
+
+def test_a_scorer_compiled_ahead_of_time_gives_its_scores_and_refuses_other_weights(feature_map, partition,
+                                                                                   tmp_path):
+    model = build("DLRM", feature_map, tmp_path)
+    held = Scorer(model, path="rank_aware")
+    example = random_requests(feature_map, partition, [2, 3], seed=1)
+    package = held.compile(example, str(tmp_path / "scorer.pt2"))            # AOTInductor, dynamic R and C
+    compiled = Scorer(model, path="rank_aware")
+    compiled.use_compiled(package, example)
+    for num_candidates in ([4, 1, 6, 2], [1], [9, 1]):
+        batch = random_requests(feature_map, partition, num_candidates, seed=9)
+        assert (compiled.score_batch(batch) - held.score_batch(batch)).abs().max() <= TOL
+    other = build("DLRM", feature_map, tmp_path, seed=3)
+    with pytest.raises(ValueError, match="compiled from other weights"):
+        Scorer(other, path="rank_aware").use_compiled(package, example)

@@ -104,6 +104,16 @@ def test_command_names_a_bad_checkpoint(trained, scorers, zoo_workspace, tmp_pat
     assert str(checkpoint) in err and BAD_CHECKPOINT_MESSAGES[case] in err and "Traceback" not in err
 
 
+def test_a_lone_surrogate_is_a_request_error_naming_the_field(scorers):
+    encoder = scorers["rank_aware"].encoder
+    context = {c: "1" for c in encoder.context_columns}
+    candidates = {c: ["1", "2"] for c in encoder.target_columns}
+    with pytest.raises(RequestError, match=r"context\['user_id'\]"):
+        encoder.request_batch([{"context": dict(context, user_id="\ud800"), "candidates": candidates}])
+    with pytest.raises(RequestError, match=r"candidates\['item_id'\]"):
+        encoder.request_batch([{"context": context, "candidates": dict(candidates, item_id=["1", "\udfff"])}])
+
+
 def test_unknown_values_get_the_oov_id(scorers):
     encoder = scorers["rank_aware"].encoder
     context = {c: "never-seen" for c in encoder.context_columns}

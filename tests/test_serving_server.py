@@ -1,24 +1,31 @@
-"""The Ray Serve scoring server: a checkpoint from a short training run served on 127.0.0.1.
+"""The LitServe scoring server: a checkpoint from a short training run served on 127.0.0.1.
 
-Skipped when the serving extra (``pip install .[serve]``: Ray Serve, FastAPI) is not installed.
+The server runs as its command does (``python -m fuxictr_ext.serving.server``) in a process of
+its own, with small limits so that the overload path is quick to reach. Every client loop is
+bounded in count. Skipped when the serving extra (``pip install .[serve]``: LitServe) is not installed.
 """
 
+import http.client
 import json
+import os
+import signal
 import socket
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("ray.serve")
-pytest.importorskip("fastapi")
+pytest.importorskip("litserve")
 
-from fuxictr_ext.serving import server  # noqa: E402
 from test_serving_load import EXPID, raw_requests, scorers, trained  # noqa: E402,F401  (module fixtures)
 
-CLIENTS, REQUESTS_PER_CLIENT, MAX_CANDIDATES = 6, 8, 64
+REPO = Path(__file__).resolve().parents[1]
+CLIENTS, REQUESTS_PER_CLIENT, MAX_CANDIDATES, MAX_QUEUED, MAX_BODY_BYTES = 6, 6, 64, 8, 1 << 20
+START_TIMEOUT_S = 300
 
 
 def free_port() -> int:
@@ -27,25 +34,53 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def call(url: str, method: str = "GET", body=None):
-    """(status, decoded JSON answer); ``body`` is sent as given when a str, else JSON-encoded."""
-    data = None if body is None else (body if isinstance(body, str) else json.dumps(body)).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+def server_command(config: str, expid: str, port: int, *options: str):
+    return [sys.executable, "-m", "fuxictr_ext.serving.server", "--config", config, "--expid", expid,
+            "--port", str(port), *options]
+
+
+def environment() -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+
+
+def call(port: int, path: str, method: str = "GET", body=None, headers=None):
+    """(status, body bytes, response headers); ``body`` sent as given when bytes, else JSON-encoded."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    connection.request(method, path, data, headers={"Content-Type": "application/json", **(headers or {})})
+    answer = connection.getresponse()
+    return answer.status, answer.read(), dict(answer.getheaders())
 
 
 @pytest.fixture(scope="module")
-def url(trained, zoo_workspace):
+def port(trained, zoo_workspace):
     port = free_port()
-    server.start(server.scoring_app(trained["config"], EXPID, trained["checkpoint"], max_candidates=MAX_CANDIDATES,
-                                    max_batch_size=8, batch_wait_ms=5, workdir=str(zoo_workspace)),
-                 port=port, num_cpus=2)
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    process = subprocess.Popen(
+        server_command(trained["config"], EXPID, port, "--checkpoint", trained["checkpoint"], "--workers", "1",
+                       "--max-candidates", str(MAX_CANDIDATES), "--max-batch-size", "8", "--batch-wait-ms", "5",
+                       "--max-queued", str(MAX_QUEUED), "--max-body-mb", str(MAX_BODY_BYTES / (1 << 20))),
+        cwd=zoo_workspace, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode()
+        try:
+            if call(port, "/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"the server did not answer /health within {START_TIMEOUT_S} s")
+    yield port
+    process.send_signal(signal.SIGTERM)            # the command shuts its workers down on SIGTERM
+    try:
+        process.wait(60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -56,31 +91,41 @@ def requests_and_expected(trained, scorers):
     return requests, scorers["vanilla"].score(requests)     # offline: the model's own forward, in-process
 
 
-def test_health(url):
-    status, health = call(url + "/health")
-    assert status == 200 and health["status"] == "ok"
-    assert health["expid"] == EXPID and health["path"] == "rank_aware"
-    assert "user_id" in health["context_fields"] and "item_id" in health["target_fields"]
+def assert_scores(body: bytes, offline) -> None:
+    scores = json.loads(body)["scores"]
+    assert len(scores) == len(offline)
+    assert np.abs(np.array(scores) - np.array(offline)).max() <= 1e-6
 
 
-def test_concurrent_clients_get_the_offline_scores(url, requests_and_expected):
+def test_health_and_info(port):
+    status, body, _ = call(port, "/health")
+    assert status == 200 and body.decode().strip('"') == "ok"
+    status, body, _ = call(port, "/info")
+    info = json.loads(body)["model"]
+    assert status == 200 and info["expid"] == EXPID and info["path"] == "rank_aware"
+    assert info["max_queued"] == MAX_QUEUED and info["max_body_bytes"] == MAX_BODY_BYTES
+
+
+def test_concurrent_clients_get_the_offline_scores_in_batches(port, requests_and_expected):
     requests, expected = requests_and_expected
+    answers = [None] * len(requests)
 
     def client(c):
-        return [call(url + "/score", "POST", requests[c * REQUESTS_PER_CLIENT + i]) for i in range(REQUESTS_PER_CLIENT)]
+        for i in range(c * REQUESTS_PER_CLIENT, (c + 1) * REQUESTS_PER_CLIENT):
+            answers[i] = call(port, "/score", "POST", requests[i])
 
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        answers = [answer for per_client in pool.map(client, range(CLIENTS)) for answer in per_client]
-    assert len(answers) == len(requests)
-    for (status, body), offline in zip(answers, expected):
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for (status, body, _), offline in zip(answers, expected):
         assert status == 200, body
-        assert len(body["scores"]) == len(offline)
-        assert np.abs(np.array(body["scores"]) - np.array(offline)).max() <= 1e-6
-    status, health = call(url + "/health")
-    assert health["requests"] >= len(requests) and health["largest_batch"] > 1     # concurrent requests were batched
+        assert_scores(body, offline)
+    assert max(int(headers["x-batch-size"]) for _, _, headers in answers) > 1     # concurrent requests were batched
 
 
-def test_bad_requests_get_4xx_and_the_server_keeps_serving(url, requests_and_expected):
+def test_malformed_bodies_get_json_errors_and_the_server_keeps_serving(port, requests_and_expected):
     requests, expected = requests_and_expected
     good = requests[0]
     n = len(good["candidates"]["item_id"])
@@ -93,13 +138,83 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(url, requests_and_exp
                                 413),
         "number for a string field": (dict(good, context=dict(good["context"], user_id=17)), 422),
         "list for a context field": (dict(good, context=dict(good["context"], user_id=["17"])), 422),
-        "not an object": ([good], 422),
-        "not JSON": ("{'context':", 400),
+        "lone surrogate in the context": (dict(good, context=dict(good["context"], user_id="\ud800")), 422),
+        "lone surrogate in a candidate": (dict(good, candidates=dict(good["candidates"],
+                                                                     item_id=["\udfff"] * n)), 422),
+        "not an object": ([good], 400),
+        "not JSON": (b"{'context':", 400),
+        "nested 100k levels deep": (b"[" * 100_000 + b"]" * 100_000, 400),
+        "an object nested 100k levels deep": (b'{"context": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),
+        "not UTF-8 (latin-1)": (json.dumps(good, ensure_ascii=False).replace('"user_id"', '"us\u00e9r_id"')
+                                .encode("latin-1"), 400),
+        "empty body": (b"", 400),
     }
     for name, (body, expected_status) in bad.items():
-        status, answer = call(url + "/score", "POST", body)
+        status, answer, headers = call(port, "/score", "POST", body)
         assert status == expected_status, (name, answer)
-        assert answer["error"], name
-    assert call(url + "/score", "GET")[0] == 405
-    status, answer = call(url + "/score", "POST", good)
-    assert status == 200 and np.abs(np.array(answer["scores"]) - np.array(expected[0])).max() <= 1e-6
+        assert headers["content-type"] == "application/json", name
+        assert json.loads(answer)["error"], name
+    assert call(port, "/score", "GET")[0] == 405
+    status, answer, _ = call(port, "/score", "POST", good)
+    assert status == 200
+    assert_scores(answer, expected[0])
+
+
+def test_huge_bodies_get_413_without_being_read(port):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.putrequest("POST", "/score")              # a 1 GB body announced; none of it is sent
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(1 << 30))
+    connection.endheaders()
+    answer = connection.getresponse()
+    assert answer.status == 413 and "limit" in json.loads(answer.read())["error"]
+
+    def chunks():                                         # no Content-Length: counted as it arrives
+        yield b'{"context": "'
+        for _ in range(3):
+            yield b"x" * MAX_BODY_BYTES
+        yield b'"}'
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", "/score", chunks(), headers={"Content-Type": "application/json"}, encode_chunked=True)
+    answer = connection.getresponse()
+    assert answer.status == 413 and "limit" in json.loads(answer.read())["error"]
+
+
+def test_overload_gets_fast_json_503_and_the_accepted_requests_their_scores(port, requests_and_expected):
+    requests, expected = requests_and_expected
+    clients = 6 * MAX_QUEUED
+    barrier, answers = threading.Barrier(clients), [None] * clients
+
+    def client(c):
+        barrier.wait()
+        answers[c] = call(port, "/score", "POST", requests[c % len(requests)])
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(503) > 0 and statuses.count(200) >= MAX_QUEUED
+    for c, (status, body, headers) in enumerate(answers):
+        if status == 503:
+            assert "busy" in json.loads(body)["error"] and headers["retry-after"] == "1"
+        else:
+            assert_scores(body, expected[c % len(requests)])
+    assert call(port, "/score", "POST", requests[0])[0] == 200            # and it serves on
+
+
+@pytest.mark.parametrize("options, cause", [
+    (("--expid", "AutoInt_demo_request"), "checkpoint"),      # an experiment that was never trained
+    (("--expid", "DLRM_demo_reqest"), "no such experiment id"),
+    (("--expid", EXPID, "--workers", "0"), "workers must be >= 1"),
+])
+def test_a_failed_start_prints_its_cause_and_exits_2(options, cause, trained, zoo_workspace):
+    command = [sys.executable, "-m", "fuxictr_ext.serving.server", "--config", trained["config"],
+               "--port", str(free_port()), *options]
+    result = subprocess.run(command, cwd=zoo_workspace, env=environment(), capture_output=True, text=True,
+                            timeout=START_TIMEOUT_S)
+    assert result.returncode == 2, result.stderr
+    assert cause in result.stderr and "Traceback" not in result.stderr

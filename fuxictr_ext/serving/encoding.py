@@ -237,7 +237,7 @@ class RawFeatureEncoder:
             dtype = self.raw_dtypes[column]
             try:
                 series.append(pl.Series(column, values, dtype=dtype, strict=True))
-            except (TypeError, OverflowError, pl.exceptions.PolarsError) as err:
+            except (TypeError, OverflowError, UnicodeError, pl.exceptions.PolarsError) as err:   # "\ud800" too
                 raise RequestError(f"{side}[{column!r}]: expected {_type_name(dtype)} (one scalar per "
                                    f"{'request' if side == 'context' else 'candidate'}) as in the training data: "
                                    f"{err}") from None

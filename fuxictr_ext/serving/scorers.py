@@ -328,10 +328,39 @@ class Scorer:
         self.module = build_scorer(model, path, partition, rank_aware_fc, **partition_options)
         self.partition = self.module.partition
         self.encoder = encoder
+        self.compiled = None
 
     def score_batch(self, batch: RequestBatch) -> torch.Tensor:
-        """(C,) scores of an encoded RequestBatch."""
-        return self.module.score(batch)
+        """(C,) scores of an encoded RequestBatch (by the compiled program after :meth:`use_compiled`)."""
+        if self.compiled is None:
+            return self.module.score(batch)
+        batch.validate(self.partition)
+        return self.compiled(batch.context, batch.candidates, batch.request_index)
+
+    def compile(self, example: RequestBatch, package_path: str) -> str:
+        """Compile the scorer module ahead of time: its :func:`export_scorer` program through
+        AOTInductor (``torch._inductor.aoti_compile_and_package``) into ``package_path``; returns the path.
+
+        Load it with :meth:`use_compiled` (in this process or another one holding the same weights).
+        """
+        program = export_scorer(self.module, example)
+        return torch._inductor.aoti_compile_and_package(program, package_path=package_path)
+
+    def use_compiled(self, package_path: str, example: RequestBatch, tolerance: float = 1e-5) -> None:
+        """Score with the AOTInductor package ``package_path`` from now on, after checking that it
+        gives this scorer's scores on ``example`` within ``tolerance``.
+
+        Raises:
+            ValueError: the package's scores differ (a package of other weights or another model).
+        """
+        compiled = torch._inductor.aoti_load_package(package_path)
+        expected = self.module.score(example)
+        scores = compiled(example.context, example.candidates, example.request_index)
+        difference = float((scores - expected).abs().max())
+        if not difference <= tolerance:
+            raise ValueError(f"{package_path}: its scores differ from the model's by {difference:.3g} "
+                             f"(> {tolerance}); it was compiled from other weights or another model")
+        self.compiled = compiled
 
     def encode(self, requests: Sequence[Mapping]) -> RequestBatch:
         """Raw requests to one RequestBatch (RequestError on a bad request)."""
@@ -356,7 +385,7 @@ def score_difference(model: nn.Module, batch: RequestBatch, rank_aware_fc: bool 
 EXPORT_METHODS = ("torch.export",)
 
 
-def export_scorer(scorer: MultiTargetScorer, example: RequestBatch, method: str = "torch.export"):
+def export_scorer(scorer, example: RequestBatch, method: str = "torch.export"):
     """An ``ExportedProgram`` of ``scorer`` (``torch.export``), dynamic in R, C and the ragged N.
 
     Run it as ``program.module()(context, candidates, request_index) -> (C,)``; save and
@@ -364,7 +393,8 @@ def export_scorer(scorer: MultiTargetScorer, example: RequestBatch, method: str 
     offered: ``torch.jit.trace`` / ``script`` are deprecated in torch 2.13.)
 
     Args:
-        scorer: a scorer from :func:`build_scorer`.
+        scorer: a :class:`Scorer` (what :func:`~fuxictr_ext.serving.load.load_scorer` returns) or a
+            scorer module from :func:`build_scorer`.
         example: a request batch to trace with, R >= 2 requests and C >= 2 candidates
             (torch.export specialises sizes of 1); later calls may differ in R, C and N
             (R = 1 and C = 1 included), not in the fields.
@@ -377,6 +407,8 @@ def export_scorer(scorer: MultiTargetScorer, example: RequestBatch, method: str 
     """
     if method not in EXPORT_METHODS:
         raise ValueError(f"method must be one of {EXPORT_METHODS}, got {method!r}")
+    if isinstance(scorer, Scorer):
+        scorer = scorer.module
     if not scorer.partition.context_fields:
         raise ValueError("export_scorer needs at least one context field: with none, the number of requests is "
                          "not the size of any input; score such a model with the Scorer itself")

@@ -1,9 +1,12 @@
-"""An HTTP scoring server for a trained model, on Ray Serve (``pip install .[serve]``).
+"""An HTTP scoring server for a trained model, on LitServe (``pip install .[serve]``).
 
-Ray Serve is the engine: it runs the HTTP proxy (FastAPI/uvicorn), the model replica(s)
-and the dynamic batching (``@serve.batch``): concurrent HTTP requests that arrive within
-``batch_wait_ms`` of each other, up to ``max_batch_size`` of them, are scored in one
-ragged call (``RequestBatch.concat``) of the rank-aware or vanilla scorer.
+LitServe is the engine: its API server (FastAPI/uvicorn) takes the HTTP requests and hands
+them to ``--workers`` inference worker processes, each holding the scorer, with dynamic
+batching: requests that arrive within ``--batch-wait-ms`` of each other, up to
+``--max-batch-size`` of them, are encoded in one vectorised call of the raw-value encoder
+and scored in one ragged call (rank-aware or vanilla). The engine was chosen by measurement
+against Ray Serve, PyTriton and a plain FastAPI app (``benchmarks/serving_server.py``,
+``results/serving_server.md``).
 
 Endpoints:
 
@@ -13,50 +16,88 @@ Endpoints:
        "candidates": {"item_id": ["3", "8", "5"], "category": ["1", "1", "4"], ...}}
 
   (``"num_candidates": N`` too when no field is a target). Answer ``{"scores": [N floats]}``
-  in candidate order. A bad request gets 400 (not JSON), 413 (more than ``max_candidates``
-  candidates) or 422 (a missing or unknown field, zero candidates, a value of the wrong
-  type) with ``{"error": "<what is wrong>"}``; the server keeps serving.
-* ``GET /health`` - ``{"status": "ok", ...}`` with the experiment, the path, the request
-  fields, the requests and batches scored so far and the replica's CPU seconds.
+  in candidate order (header ``X-Batch-Size``: how many requests were scored in the same
+  call). Every error is ``{"error": "<what is wrong>"}``: 400 (the body is not a JSON object:
+  not JSON, not UTF-8, nested too deep), 413 (a body over ``--max-body-mb``, or more than
+  ``--max-candidates`` candidates), 422 (a missing or unknown field, zero candidates, a value
+  of the wrong type), 503 (``--max-queued`` requests already in flight: retry later), 504
+  (the request waited longer than ``--timeout-s`` in the queue).
+* ``GET /health`` - ``ok`` once a worker is ready; ``GET /info`` - the experiment, the path,
+  the request fields and the server's limits.
 
 Command::
 
-    python -m fuxictr_ext.serving.server --config config --expid DLRM_demo_request --port 8000
+    python -m fuxictr_ext.serving.server --config config --expid DLRM_demo_request --port 8000 --workers 2
 """
 
-
 import argparse
-import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
-import threading
-import time
-from typing import List, Optional
+import tempfile
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 try:
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
-    from ray import serve
+    import litserve
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import Response
+    from starlette.exceptions import HTTPException
 except ImportError as err:   # the optional extra
-    raise ImportError(f"the scoring server needs Ray Serve: pip install 'fuxictr-zoo[serve]' "
+    raise ImportError(f"the scoring server needs LitServe: pip install 'fuxictr-zoo[serve]' "
                       f"(or pip install -e '.[serve]' in a clone); {err}") from err
 
+from ..runner import ConfigError
 from .encoding import RequestError, TooManyCandidatesError
 from .load import DTYPES, load_scorer
 from .requests import RequestBatch
-from .scorers import PATHS
+from .scorers import PATHS, Scorer
 
-app = FastAPI(title="fuxictr-zoo scoring server")
+SCORE_PATH = "/score"
+JSON = "application/json"
 
 
-@serve.deployment
-@serve.ingress(app)
-class ScoringServer:
-    """One model replica: loads the experiment's scorer once, batches concurrent requests.
+def json_body(payload: dict) -> bytes:
+    """``payload`` as JSON bytes; non-ASCII (lone surrogates included) escaped, so encoding never fails."""
+    return json.dumps(payload, ensure_ascii=True).encode("ascii")
+
+
+def error_response(status: int, message: str, headers: Optional[dict] = None) -> Response:
+    return Response(json_body({"error": message}), status_code=status, media_type=JSON, headers=headers)
+
+
+def answer_requests(scorer: Scorer, requests: Sequence[object]) -> List[Tuple[int, bytes]]:
+    """(HTTP status, JSON body) of each raw request; the well-formed ones scored in one call.
+
+    The whole batch is encoded in one vectorised call; only when that fails are the requests
+    encoded one by one, so that a bad request gets its own 413 / 422 and the others their scores.
+    """
+    answers: List[Optional[Tuple[int, bytes]]] = [None] * len(requests)
+    try:
+        batch, scored = scorer.encode(requests), list(range(len(requests)))
+    except RequestError:
+        encoded, scored = [], []
+        for r, request in enumerate(requests):
+            try:
+                encoded.append(scorer.encode([request]))
+                scored.append(r)
+            except TooManyCandidatesError as err:
+                answers[r] = (413, json_body({"error": str(err)}))
+            except RequestError as err:
+                answers[r] = (422, json_body({"error": str(err)}))
+        batch = RequestBatch.concat(encoded) if encoded else None
+    if batch is not None:
+        scores = batch.split(scorer.score_batch(batch).double())
+        for r, request_scores in zip(scored, scores):
+            answers[r] = (200, json_body({"scores": request_scores.tolist()}))
+    return answers
+
+
+class ScoringAPI(litserve.LitAPI):
+    """LitServe's worker side: loads the experiment's scorer once per worker, scores batches.
 
     Args:
         workdir: the folder ``run_expid.py`` ran in (the config's relative ``data_root`` and
@@ -64,91 +105,155 @@ class ScoringServer:
         config_dir, expid, checkpoint, path, dtype, max_candidates: as :func:`load_scorer`.
         max_batch_size: the most HTTP requests scored in one call.
         batch_wait_ms: how long the first queued request waits for others.
-        torch_threads: intra-op threads of the replica.
+        torch_threads: intra-op threads of each worker.
     """
 
     def __init__(self, workdir: str, config_dir: str, expid: str, checkpoint: Optional[str] = None,
                  path: str = "rank_aware", dtype: Optional[str] = None, max_candidates: int = 1024,
-                 max_batch_size: int = 32, batch_wait_ms: float = 2.0, torch_threads: int = 1):
-        os.chdir(workdir)
-        torch.set_num_threads(torch_threads)
-        self.scorer = load_scorer(config_dir, expid, checkpoint, path, dtype=DTYPES.get(dtype),
-                                  max_candidates=max_candidates)
-        self.info = {"expid": expid, "model": self.scorer.model.__class__.__name__, "path": path,
-                     "context_fields": list(self.scorer.encoder.context_columns),
-                     "target_fields": list(self.scorer.encoder.target_columns),
-                     "max_candidates": max_candidates, "max_batch_size": max_batch_size}
-        self.batches = self.requests = self.largest_batch = 0
-        self.score_batch.set_max_batch_size(max_batch_size)
-        self.score_batch.set_batch_wait_timeout_s(batch_wait_ms / 1000.0)
+                 max_batch_size: int = 32, batch_wait_ms: float = 2.0, torch_threads: int = 1,
+                 package: Optional[str] = None):
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_wait_ms / 1000.0, api_path=SCORE_PATH)
+        self.options = dict(workdir=workdir, config_dir=config_dir, expid=expid, checkpoint=checkpoint, path=path,
+                            dtype=dtype, max_candidates=max_candidates, torch_threads=torch_threads)
+        self.package = package
+        self.scorer: Optional[Scorer] = None
 
-    @app.get("/health")
-    def health(self) -> dict:
-        return dict(self.info, status="ok", batches=self.batches, requests=self.requests,
-                    largest_batch=self.largest_batch, cpu_seconds=time.process_time())
+    def setup(self, device) -> None:
+        torch.set_num_threads(self.options["torch_threads"])
+        self.scorer = load_experiment_scorer(**self.options)
+        if self.package is not None:
+            self.scorer.use_compiled(self.package, null_example(self.scorer))
 
-    @app.post("/score")
-    async def score(self, http_request: Request):
+    def decode_request(self, request: dict) -> dict:
+        return request        # FastAPI parsed the body into an object (else 400); the encoder checks the rest
+
+    def batch(self, requests: List[object]) -> List[object]:
+        return requests
+
+    def predict(self, requests: List[object]) -> List[Tuple[int, bytes, int]]:
+        return [(status, body, len(requests)) for status, body in answer_requests(self.scorer, requests)]
+
+    def unbatch(self, answers: List[Tuple[int, bytes, int]]) -> List[Tuple[int, bytes, int]]:
+        return answers
+
+    def encode_response(self, answer: Tuple[int, bytes, int]) -> Response:
+        status, body, batch_size = answer
+        return Response(body, status_code=status, media_type=JSON, headers={"X-Batch-Size": str(batch_size)})
+
+
+def load_experiment_scorer(workdir: str, config_dir: str, expid: str, checkpoint: Optional[str], path: str,
+                           dtype: Optional[str], max_candidates: int, torch_threads: int = 1) -> Scorer:
+    """:func:`load_scorer` with paths relative to ``workdir`` (what each worker and the start check run)."""
+    os.chdir(workdir)
+    return load_scorer(config_dir, expid, checkpoint, path, dtype=DTYPES.get(dtype), max_candidates=max_candidates)
+
+
+def null_example(scorer: Scorer) -> RequestBatch:
+    """Two requests of two candidates, every value missing: the shapes to export and check a compiled scorer with."""
+    request = {"context": {c: None for c in scorer.encoder.context_columns},
+               "candidates": {c: [None, None] for c in scorer.encoder.target_columns}}
+    if not scorer.encoder.target_columns:
+        request["num_candidates"] = 2
+    return scorer.encode([request, request])
+
+
+class AdmissionControl:
+    """ASGI middleware in front of ``POST /score``: a bounded queue and a body-size limit.
+
+    A request that finds ``max_queued`` requests of this API server in flight (queued or being
+    scored) is answered 503 at once; a body over ``max_body_bytes`` (its Content-Length, or the
+    bytes read so far when it has none) is answered 413 without being parsed.
+    """
+
+    def __init__(self, app, max_queued: int, max_body_bytes: int):
+        self.app, self.max_queued, self.max_body_bytes = app, max_queued, max_body_bytes
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != SCORE_PATH:
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            return await error_response(413, f"the body is {length.decode('latin-1')} bytes, more than the "
+                                             f"server's limit of {self.max_body_bytes}")(scope, receive, send)
+        if self.in_flight >= self.max_queued:
+            return await error_response(503, f"the server is busy ({self.in_flight} requests in flight, the "
+                                             f"limit is {self.max_queued}); retry later",
+                                        {"Retry-After": "1"})(scope, receive, send)
+        received = 0
+
+        async def bounded_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise HTTPException(413, f"the body is more than the server's limit of {self.max_body_bytes} bytes")
+            return message
+
+        self.in_flight += 1
         try:
-            body = json.loads(await http_request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            return JSONResponse({"error": f"the body is not JSON: {err}"}, status_code=400)
-        try:
-            batch = self.scorer.encode([body])
-        except TooManyCandidatesError as err:
-            return JSONResponse({"error": str(err)}, status_code=413)
-        except RequestError as err:
-            return JSONResponse({"error": str(err)}, status_code=422)
-        scores = await self.score_batch(batch)
-        return Response(json.dumps({"scores": scores}), media_type="application/json")   # no pydantic encoding
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def score_batch(self, batches: List[RequestBatch]) -> List[List[float]]:
-        """Score the queued requests in one ragged call; one score list per request."""
-        merged = RequestBatch.concat(batches)
-        scores = await asyncio.to_thread(self.scorer.score_batch, merged)   # the event loop keeps accepting
-        self.batches, self.requests = self.batches + 1, self.requests + len(batches)
-        self.largest_batch = max(self.largest_batch, len(batches))
-        return [s.tolist() for s in merged.split(scores.double())]
+            await self.app(scope, bounded_receive, send)
+        finally:
+            self.in_flight -= 1
 
 
-def scoring_app(config_dir: str, expid: str, checkpoint: Optional[str] = None, path: str = "rank_aware",
-                dtype: Optional[str] = None, max_candidates: int = 1024, max_batch_size: int = 32,
-                batch_wait_ms: float = 2.0, torch_threads: int = 1, replicas: int = 1, workdir: Optional[str] = None):
-    """The Ray Serve application of :class:`ScoringServer` (``serve.run(scoring_app(...))``).
+async def http_error(request, err: HTTPException) -> Response:
+    """Every HTTP error as ``{"error": ...}``; a body FastAPI could not parse names the cause
+    (not UTF-8, nested too deep)."""
+    cause = err.__cause__ or err.__context__
+    detail = f"{err.detail}: {cause!r}" if err.status_code == 400 and cause else str(err.detail)
+    return error_response(err.status_code, detail, getattr(err, "headers", None))
 
-    Paths are resolved against ``workdir`` (default the current folder).
+
+async def body_error(request, err: RequestValidationError) -> Response:
+    """FastAPI's check of the body: not JSON, or JSON that is not an object."""
+    problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in err.errors())
+    return error_response(400, f"the body must be one JSON object (a request): {problems}")
+
+
+def scoring_server(config_dir: str, expid: str, checkpoint: Optional[str] = None, path: str = "rank_aware",
+                   dtype: Optional[str] = None, max_candidates: int = 1024, max_batch_size: int = 32,
+                   batch_wait_ms: float = 2.0, torch_threads: int = 1, workers: int = 1, max_queued: int = 32,
+                   timeout_s: float = 1.0, max_body_bytes: int = 8 << 20, package: Optional[str] = None,
+                   workdir: Optional[str] = None) -> litserve.LitServer:
+    """The LitServe server of :class:`ScoringAPI` (``scoring_server(...).run(host=, port=)``).
+
+    Args:
+        config_dir, expid, checkpoint, path, dtype, max_candidates: as :func:`load_scorer`.
+        max_batch_size, batch_wait_ms, torch_threads: as :class:`ScoringAPI`.
+        workers: inference worker processes (each loads the model; use one per core).
+        max_queued: requests in flight per API server beyond which a request gets 503.
+        timeout_s: a request still queued after this long gets 504.
+        max_body_bytes: bodies larger than this get 413.
+        package: an AOTInductor package of the scorer (:meth:`Scorer.compile`) the workers score with.
+        workdir: the folder paths are resolved against (default the current folder).
+
+    Raises:
+        ValueError: an unknown path or dtype, or a limit below 1.
     """
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    for name, value in (("workers", workers), ("max_queued", max_queued), ("max_batch_size", max_batch_size),
+                        ("max_body_bytes", max_body_bytes), ("max_candidates", max_candidates)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if timeout_s <= batch_wait_ms / 1000.0:
+        raise ValueError(f"timeout_s={timeout_s} must be longer than the batch wait ({batch_wait_ms} ms)")
     workdir = os.path.abspath(workdir or os.getcwd())
-    deployment = ScoringServer.options(num_replicas=replicas, max_ongoing_requests=max(4 * max_batch_size, 64),
-                                       ray_actor_options={"num_cpus": torch_threads})
-    return deployment.bind(workdir, os.path.join(workdir, config_dir), expid,
-                           os.path.join(workdir, checkpoint) if checkpoint else None, path, dtype, max_candidates,
-                           max_batch_size, batch_wait_ms, torch_threads)
-
-
-def start(application, host: str = "127.0.0.1", port: int = 8000, num_cpus: Optional[int] = None,
-          name: str = "default", route_prefix: str = "/") -> None:
-    """Start Ray (locally, unless a cluster is connected), the HTTP proxy on ``host:port``, and
-    ``application`` under ``route_prefix`` (several applications may run side by side)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(application, name=name, route_prefix=route_prefix)
-
-
-def stop() -> None:
-    """Shut the application, Ray Serve and the local Ray down."""
-    import ray
-
-    serve.shutdown()
-    ray.shutdown()
+    api = ScoringAPI(workdir, os.path.join(workdir, config_dir), expid,
+                     os.path.join(workdir, checkpoint) if checkpoint else None, path, dtype, max_candidates,
+                     max_batch_size, batch_wait_ms, torch_threads, package)
+    server = litserve.LitServer(
+        api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=timeout_s,
+        fast_queue=True, middlewares=[(AdmissionControl, {"max_queued": max_queued, "max_body_bytes": max_body_bytes})],
+        model_metadata={"expid": expid, "path": path, "max_candidates": max_candidates,
+                        "max_batch_size": max_batch_size, "workers": workers, "max_queued": max_queued,
+                        "timeout_s": timeout_s, "max_body_bytes": max_body_bytes, "compiled": package is not None})
+    server.app.add_exception_handler(HTTPException, http_error)
+    server.app.add_exception_handler(RequestValidationError, body_error)
+    return server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,31 +265,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=2, help="inference worker processes (one per core)")
+    parser.add_argument("--api-servers", type=int, default=1, help="HTTP server processes in front of the workers")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per worker")
     parser.add_argument("--max-candidates", type=int, default=1024)
     parser.add_argument("--max-batch-size", type=int, default=32, help="HTTP requests scored in one call")
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per replica")
-    parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--max-queued", type=int, default=32,
+                        help="requests in flight per API server beyond which a request gets 503")
+    parser.add_argument("--timeout-s", type=float, default=1.0, help="a request queued longer gets 504")
+    parser.add_argument("--max-body-mb", type=float, default=8.0, help="larger bodies get 413")
+    parser.add_argument("--compile", action="store_true",
+                        help="score with the scorer compiled ahead of time by AOTInductor (compiled once at start)")
     return parser
 
 
+def stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
-    """``fuxictr-zoo serve`` (``python -m fuxictr_ext.serving.server``): serve until SIGTERM or Ctrl-C."""
+    """``fuxictr-zoo serve`` (``python -m fuxictr_ext.serving.server``): serve until SIGTERM or Ctrl-C;
+    2 (with the cause) when the server cannot start."""
     args = build_parser().parse_args(argv)
-    start(scoring_app(args.config, args.expid, args.checkpoint, args.path, args.dtype, args.max_candidates,
-                      args.max_batch_size, args.batch_wait_ms, args.threads, args.replicas),
-          args.host, args.port, args.num_cpus)
-    print(f"serving {args.expid} ({args.path}) on http://{args.host}:{args.port}  (POST /score, GET /health)",
-          flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    package_dir = tempfile.mkdtemp(prefix="fuxictr_zoo_scorer_") if args.compile else None
     try:
-        done.wait()
-    except KeyboardInterrupt:
-        pass
+        cwd = os.getcwd()
+        try:                                 # fail here, in seconds, rather than in the spawned workers
+            scorer = load_experiment_scorer(cwd, args.config, args.expid, args.checkpoint, args.path, args.dtype,
+                                            args.max_candidates)
+            package = scorer.compile(null_example(scorer), os.path.join(package_dir, "scorer.pt2")) \
+                if args.compile else None
+        finally:
+            os.chdir(cwd)
+        server = scoring_server(args.config, args.expid, args.checkpoint, args.path, args.dtype, args.max_candidates,
+                                args.max_batch_size, args.batch_wait_ms, args.threads, args.workers, args.max_queued,
+                                args.timeout_s, int(args.max_body_mb * (1 << 20)), package)
+        print(f"serving {args.expid} ({args.path}{', compiled' if args.compile else ''}) on "
+              f"http://{args.host}:{args.port} with {args.workers} worker(s)  (POST /score, GET /health, GET /info)",
+              flush=True)
+        signal.signal(signal.SIGTERM, stop_on_sigterm)        # LitServe shuts its workers down on KeyboardInterrupt
+        server.run(host=args.host, port=args.port, num_api_servers=args.api_servers, generate_client_file=False,
+                   log_level="warning")
+    except (ConfigError, RequestError, FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     finally:
-        stop()
+        if package_dir is not None:
+            shutil.rmtree(package_dir, ignore_errors=True)
     return 0
 
 
