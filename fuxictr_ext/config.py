@@ -45,7 +45,7 @@ RUNNER_KEYS = frozenset({
     "reduce_lr_on_plateau", "max_gradient_norm", "metrics", "task", "loss", "optimizer",
     "learning_rate", "embedding_regularizer", "net_regularizer", "group_id",
     "use_features", "feature_specs", "feature_config", "spectrum_callbacks", "pickle_feature_encoder",
-    "rebuild_dataset", "buffer_size", "dist_backend", "dist_timeout_s", "config_fingerprint",
+    "rebuild_dataset", "buffer_size", "dist_backend", "dist_timeout_s", "config_fingerprint", "precision",
 })
 
 # Keys of a dataset config entry: FuxiCTR's (read by its FeatureProcessor, build_dataset and
@@ -61,6 +61,7 @@ FEATURE_COL_KEYS = frozenset({
     "normalizer", "category_processor", "num_buckets", "embedding_callback",
 })
 MONITOR_MODES = ("max", "min")  # the two values FuxiCTR's BaseModel compares against
+PRECISIONS = ("float32", "bf16")  # the `precision` run setting (fuxictr_ext.precision)
 
 
 def _number_text_hint(key: str, value) -> str:
@@ -108,6 +109,10 @@ def _layer_widths(value) -> Optional[str]:
 
 def _monitor_mode(value) -> Optional[str]:
     return None if value in MONITOR_MODES else f"one of {list(MONITOR_MODES)}"
+
+
+def _precision(value) -> Optional[str]:
+    return None if value in PRECISIONS else f"one of {list(PRECISIONS)}"
 
 
 def _non_negative(value) -> Optional[str]:
@@ -182,7 +187,7 @@ def check_choice(key: str, value, choices: Sequence[str]) -> str:
 PARAM_RULES: Dict[str, Callable] = {
     "epochs": _positive_int, "batch_size": _positive_int, "embedding_dim": _positive_int,
     "early_stop_patience": _non_negative_int, "seed": _integer, "learning_rate": _positive_real,
-    "monitor_mode": _monitor_mode,
+    "monitor_mode": _monitor_mode, "precision": _precision,
 }
 SUFFIX_RULES = {"hidden_units": _layer_widths, "dropout": _probability}
 

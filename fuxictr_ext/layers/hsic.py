@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from ..precision import in_float32
+
 __all__ = ["pairwise_linear_hsic", "hsic_loss"]
 
 
@@ -59,6 +61,7 @@ def pairwise_linear_hsic(components: torch.Tensor) -> torch.Tensor:
     return cross.square().sum(dim=(2, 4)) / (n - 1) ** 2                   # (B, m, m)
 
 
+@in_float32
 def hsic_loss(components: torch.Tensor) -> torch.Tensor:
     """RoBlock's HSIC regulariser (eq. 3), averaged over the batch.
 
