@@ -62,6 +62,8 @@ FEATURE_COL_KEYS = frozenset({
 })
 MONITOR_MODES = ("max", "min")  # the two values FuxiCTR's BaseModel compares against
 PRECISIONS = ("float32", "bf16")  # the `precision` run setting (fuxictr_ext.precision)
+# Run settings with a default that an experiment need not spell out; --override may set them.
+RUN_SETTING_DEFAULTS = {"precision": "float32"}
 
 
 def _number_text_hint(key: str, value) -> str:
@@ -310,8 +312,9 @@ def apply_overrides(params: dict, overrides: Dict[str, object]) -> dict:
     """Set ``key`` (or ``key.sub.key`` inside a mapping such as ``synthetic``) to a value.
     (``dataset_id`` is not set here: :func:`fuxictr_ext.runner.setup_run` loads that dataset's config instead.)
 
-    Only keys the experiment already has can be overridden, so that a typo is an error
-    rather than a setting that nothing reads.
+    Only keys the experiment already has, and the run settings with a default
+    (``RUN_SETTING_DEFAULTS``, e.g. ``precision``), can be overridden, so that a typo is an
+    error rather than a setting that nothing reads.
 
     Example:
         >>> apply_overrides({"epochs": 3, "synthetic": {"rows": 200000}}, {"synthetic.rows": 3000})
@@ -326,7 +329,7 @@ def apply_overrides(params: dict, overrides: Dict[str, object]) -> dict:
                                   "of this experiment's params")
             target[key] = dict(target[key])
             target = target[key]
-        if leaf not in target:
+        if leaf not in target and (parents or leaf not in RUN_SETTING_DEFAULTS):
             near = difflib.get_close_matches(leaf, [str(k) for k in target], n=5, cutoff=0.5)
             hint = f" Near matches: {', '.join(near)}." if near else ""
             raise ConfigError(f"override {dotted}: the experiment has no key {leaf!r} to override.{hint}")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fuxictr_ext import get_model_class, list_models
-from fuxictr_ext.config import ConfigError, check_run_params
+from fuxictr_ext import cli, get_model_class, list_models
+from fuxictr_ext.config import ConfigError, apply_overrides, check_run_params
 from fuxictr_ext.layers.hsic import hsic_loss
 from fuxictr_ext.layers.rank1_norm import rank_one_update
 from fuxictr_ext.layers.token_mixing import PerTokenRMSNorm, RMSNorm
@@ -102,3 +102,17 @@ def test_precision_key_checked(value):
     check_run_params({"precision": "bf16"}, "experiment X")
     with pytest.raises(ConfigError, match="precision"):
         autocast(value, "cpu")
+
+
+def test_precision_reaches_the_trainer_from_the_params(feature_map, tmp_path):
+    """The runner passes the merged params to the model, whose TrainingConfig keeps the setting."""
+    params = apply_overrides({"epochs": 1}, {"precision": "bf16"})  # a run setting with a default
+    model = get_model_class("DNN")(feature_map, **unit_model_kwargs(tmp_path), **params)
+    assert model.training_config.precision == "bf16"
+    assert _model("DNN", feature_map, tmp_path).training_config.precision == "float32"
+
+
+def test_a_bad_precision_override_is_one_line_naming_the_key(capsys):
+    assert cli.main(["run", "--expid", "DNN_demo", "--override", "precision=fp16"]) == 2
+    err = capsys.readouterr().err
+    assert "precision='fp16'" in err and "Traceback" not in err
