@@ -18,10 +18,12 @@ this process (``--clock cpu``, the steady figure for one thread on a shared mach
 * FLOPs per step: torch's ``FlopCounterMode`` over one float32 training step
   (:func:`fuxictr_ext.cost.count_step_flops`: the matrix products of the forward and
   the backward, 2 FLOPs per multiply-add; elementwise work is not counted).
-* Peak: a 2048^3 matmul timed in the same process (float32, and bf16 for the bf16
-  column), the best of ``--peak-repeats`` before and after the models; "% peak" is
+* Peak: a ``--peak-size``^3 (2048) matmul timed in the same process (float32, and bf16 for
+  the bf16 columns), the best of ``--peak-repeats`` before and after the models; "% peak" is
   FLOPs / step time / that rate.
-* bf16 / fp32: the ratio of the median step times (< 1: bf16 is faster).
+* bf16 / fp32: the ratio of the median step times (< 1: bf16 is faster). ``--precisions
+  float32`` leaves bf16 out (on a CPU without bfloat16 matrix instructions, e.g. no
+  ``avx512_bf16`` in /proc/cpuinfo, a bf16 matmul runs tens of times slower than float32).
 * Where a model's float32 step is below ``--profile-below`` of the peak, one float32 step
   is profiled (``torch.profiler``, CPU) and its ``--top-ops`` operators by self CPU time are
   listed: what stands between the model and the peak.
@@ -93,11 +95,11 @@ def ms(times: Sequence[float]) -> str:
 
 
 def measure_model(expid: str, params: dict, feature_map, batch: dict, schedule: Schedule, work_dir: str,
-                  peaks: Dict[str, float]) -> dict:
+                  peaks: Dict[str, float], precisions: Sequence[str]) -> dict:
     """Step times of both precisions (alternated), FLOPs per step, shares of the peaks."""
     model = build_model(params, feature_map, work_dir)
     model.train()
-    trainers = {p: Trainer(model, TrainingConfig(precision=p, verbose=0)) for p in PRECISIONS}
+    trainers = {p: Trainer(model, TrainingConfig(precision=p, verbose=0)) for p in precisions}
     flops = count_step_flops(step_function(trainers["float32"], batch))
     times = alternate({p: step_function(t, batch) for p, t in trainers.items()}, schedule)
     record = {"expid": expid, "flops_per_step": flops}
@@ -105,7 +107,8 @@ def measure_model(expid: str, params: dict, feature_map, batch: dict, schedule: 
         median = statistics.median(samples)
         record[precision] = {"median_s": median, "min_s": min(samples),
                              "peak_fraction": flops / median / peaks[precision]}
-    record["bf16_over_fp32"] = record["bf16"]["median_s"] / record["float32"]["median_s"]
+    if "bf16" in record:
+        record["bf16_over_fp32"] = record["bf16"]["median_s"] / record["float32"]["median_s"]
     record["trainer"] = trainers["float32"]
     return record
 
@@ -141,11 +144,13 @@ def tables(records: List[dict], release_records: List[dict], peaks: Dict[str, fl
              "| bf16 % fp32 peak | bf16 % bf16 peak | bf16 / fp32 step |",
              "|---|---|---|---|---|---|---|---|"]
     for r in records:
-        f32, b16 = r["float32"], r["bf16"]
+        f32, b16 = r["float32"], r.get("bf16")
+        bf16_cells = "| not run | | | " if b16 is None else (
+            f"| {ms([b16['median_s'], b16['min_s']])} "
+            f"| {100 * r['flops_per_step'] / b16['median_s'] / peaks['float32']:.0f}% "
+            f"| {100 * b16['peak_fraction']:.0f}% | {r['bf16_over_fp32']:.2f} ")
         lines.append(f"| {r['expid']} | {r['flops_per_step'] / 1e9:.2f} | {ms([f32['median_s'], f32['min_s']])} "
-                     f"| {100 * f32['peak_fraction']:.0f}% | {ms([b16['median_s'], b16['min_s']])} "
-                     f"| {100 * r['flops_per_step'] / b16['median_s'] / peaks['float32']:.0f}% "
-                     f"| {100 * b16['peak_fraction']:.0f}% | {r['bf16_over_fp32']:.2f} |")
+                     f"| {100 * f32['peak_fraction']:.0f}% " + bf16_cells + "|")
     if release_records:
         lines += ["", "Float32, ours against the release's form of the same model (token-loop P-FFNs, "
                       "benchmarks/token_mixing_speed.py):", "",
@@ -178,6 +183,8 @@ def main(argv=None) -> None:
     h.parser.add_argument("--warmup", type=int, default=2, help="untimed steps per contender")
     h.parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     h.parser.add_argument("--peak-repeats", type=int, default=5)
+    h.parser.add_argument("--peak-size", type=int, default=PEAK_SIZE, help="n of the n^3 peak matmul")
+    h.parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     h.parser.add_argument("--profile-below", type=float, default=0.6,
                           help="profile the float32 step of models below this fraction of the peak")
     h.parser.add_argument("--top-ops", type=int, default=8)
@@ -190,22 +197,23 @@ def main(argv=None) -> None:
                                                       v["model"] == "RankMixer"][:1])
     cpu = args.clock == "cpu"
     schedule = Schedule(args.steps, args.warmup, cpu, 0.0)
-    peak_size = 128 if args.tiny else PEAK_SIZE
-    peaks = {p: gemm_peak(dtype, peak_size, args.peak_repeats, cpu) for p, dtype in PEAK_DTYPES.items()}
+    peak_size = 128 if args.tiny else args.peak_size
+    precisions = list(dict.fromkeys(["float32", *args.precisions]))  # float32: the FLOP count and the ratio
+    peaks = {p: gemm_peak(PEAK_DTYPES[p], peak_size, args.peak_repeats, cpu) for p in precisions}
     feature_map = make_feature_map(num_categorical=26, num_numeric=13, vocab_size=args.vocab_size)
     batch = random_batch(feature_map, args.batch_size, seed=0)
     records, release_records = [], []
     for expid, params in configs.items():
-        records.append(measure_model(expid, params, feature_map, batch, schedule, args.work_dir, peaks))
+        records.append(measure_model(expid, params, feature_map, batch, schedule, args.work_dir, peaks, precisions))
         print(tables(records[-1:], [], peaks).splitlines()[-1], flush=True)
         if params["model"] in RELEASE_FORM_MODELS and not args.no_release_form:
             release_records.append(measure_release_form(expid, params, feature_map, batch, schedule, args.work_dir))
             print(tables([], release_records[-1:], peaks).splitlines()[-1], flush=True)
-    for p, dtype in PEAK_DTYPES.items():  # the peak again after the models: the best of both
-        peaks[p] = max(peaks[p], gemm_peak(dtype, peak_size, args.peak_repeats, cpu))
+    for p in precisions:  # the peak again after the models: the best of both
+        peaks[p] = max(peaks[p], gemm_peak(PEAK_DTYPES[p], peak_size, args.peak_repeats, cpu))
     profiles = {}
     for r in records:
-        for p in PRECISIONS:
+        for p in precisions:
             r[p]["peak_fraction"] = r["flops_per_step"] / r[p]["median_s"] / peaks[p]
         trainer = r.pop("trainer")
         if r["float32"]["peak_fraction"] < args.profile_below:
@@ -214,8 +222,8 @@ def main(argv=None) -> None:
         load = " ".join(fd.read().split()[:3])
     header = (f"{torch.get_num_threads()} thread(s), batch {args.batch_size}, {args.steps} samples after "
               f"{args.warmup} warm-up steps per contender, {args.clock} clock; same-process "
-              f"{peak_size}^3 matmul peak: float32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bf16 "
-              f"{peaks['bf16'] / 1e9:.1f} GFLOP/s; load average at the end {load}")
+              f"{peak_size}^3 matmul peak: " + ", ".join(f"{p} {peaks[p] / 1e9:.1f} GFLOP/s" for p in precisions)
+              + f"; load average at the end {load}")
     body = header + "\n\n" + tables(records, release_records, peaks) + "\n" + profile_lines(profiles, args.profile_below)
     print(body)
     h.write(body, [{**r, "peaks_flop_s": peaks} for r in records]
