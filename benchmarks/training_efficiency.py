@@ -55,6 +55,7 @@ HEADLINE_IDS = ("DNN_criteo", "DCNv2_criteo", "WuKong_ME_criteo", "DHEN_ME_crite
                 "RankMixer_criteo", "RankElastor_criteo", "MLCC_criteo", "MCMLCC_criteo_S2")
 RELEASE_FORM_MODELS = ("RankMixer", "RankElastor")
 PEAK_SIZE = 2048
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 matrix instructions
 PEAK_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -220,10 +221,12 @@ def main(argv=None) -> None:
             profiles[r["expid"]] = r["profile"] = top_ops(step_function(trainer, batch), args.top_ops)
     with open("/proc/loadavg") as fd:
         load = " ".join(fd.read().split()[:3])
+    with open("/proc/cpuinfo") as fd:
+        flags = sorted({flag for flag in fd.read().split() if flag in BF16_CPU_FLAGS})
     header = (f"{torch.get_num_threads()} thread(s), batch {args.batch_size}, {args.steps} samples after "
               f"{args.warmup} warm-up steps per contender, {args.clock} clock; same-process "
               f"{peak_size}^3 matmul peak: " + ", ".join(f"{p} {peaks[p] / 1e9:.1f} GFLOP/s" for p in precisions)
-              + f"; load average at the end {load}")
+              + f"; load average at the end {load}; CPU bfloat16 flags: {', '.join(flags) or 'none'}")
     body = header + "\n\n" + tables(records, release_records, peaks) + "\n" + profile_lines(profiles, args.profile_below)
     print(body)
     h.write(body, [{**r, "peaks_flop_s": peaks} for r in records]
