@@ -45,7 +45,7 @@ RUNNER_KEYS = frozenset({
     "reduce_lr_on_plateau", "max_gradient_norm", "metrics", "task", "loss", "optimizer",
     "learning_rate", "embedding_regularizer", "net_regularizer", "group_id",
     "use_features", "feature_specs", "feature_config", "spectrum_callbacks", "pickle_feature_encoder",
-    "rebuild_dataset", "buffer_size", "dist_backend", "dist_timeout_s", "config_fingerprint",
+    "rebuild_dataset", "buffer_size", "dist_backend", "dist_timeout_s", "config_fingerprint", "precision",
 })
 
 # Keys of a dataset config entry: FuxiCTR's (read by its FeatureProcessor, build_dataset and
@@ -61,6 +61,9 @@ FEATURE_COL_KEYS = frozenset({
     "normalizer", "category_processor", "num_buckets", "embedding_callback",
 })
 MONITOR_MODES = ("max", "min")  # the two values FuxiCTR's BaseModel compares against
+PRECISIONS = ("float32", "bf16")  # the `precision` run setting (fuxictr_ext.precision)
+# Run settings with a default that an experiment need not spell out; --override may set them.
+RUN_SETTING_DEFAULTS = {"precision": "float32"}
 
 
 def _number_text_hint(key: str, value) -> str:
@@ -108,6 +111,10 @@ def _layer_widths(value) -> Optional[str]:
 
 def _monitor_mode(value) -> Optional[str]:
     return None if value in MONITOR_MODES else f"one of {list(MONITOR_MODES)}"
+
+
+def _precision(value) -> Optional[str]:
+    return None if value in PRECISIONS else f"one of {list(PRECISIONS)}"
 
 
 def _non_negative(value) -> Optional[str]:
@@ -182,7 +189,7 @@ def check_choice(key: str, value, choices: Sequence[str]) -> str:
 PARAM_RULES: Dict[str, Callable] = {
     "epochs": _positive_int, "batch_size": _positive_int, "embedding_dim": _positive_int,
     "early_stop_patience": _non_negative_int, "seed": _integer, "learning_rate": _positive_real,
-    "monitor_mode": _monitor_mode,
+    "monitor_mode": _monitor_mode, "precision": _precision,
 }
 SUFFIX_RULES = {"hidden_units": _layer_widths, "dropout": _probability}
 
@@ -305,8 +312,9 @@ def apply_overrides(params: dict, overrides: Dict[str, object]) -> dict:
     """Set ``key`` (or ``key.sub.key`` inside a mapping such as ``synthetic``) to a value.
     (``dataset_id`` is not set here: :func:`fuxictr_ext.runner.setup_run` loads that dataset's config instead.)
 
-    Only keys the experiment already has can be overridden, so that a typo is an error
-    rather than a setting that nothing reads.
+    Only keys the experiment already has, and the run settings with a default
+    (``RUN_SETTING_DEFAULTS``, e.g. ``precision``), can be overridden, so that a typo is an
+    error rather than a setting that nothing reads.
 
     Example:
         >>> apply_overrides({"epochs": 3, "synthetic": {"rows": 200000}}, {"synthetic.rows": 3000})
@@ -321,7 +329,7 @@ def apply_overrides(params: dict, overrides: Dict[str, object]) -> dict:
                                   "of this experiment's params")
             target[key] = dict(target[key])
             target = target[key]
-        if leaf not in target:
+        if leaf not in target and (parents or leaf not in RUN_SETTING_DEFAULTS):
             near = difflib.get_close_matches(leaf, [str(k) for k in target], n=5, cutoff=0.5)
             hint = f" Near matches: {', '.join(near)}." if near else ""
             raise ConfigError(f"override {dotted}: the experiment has no key {leaf!r} to override.{hint}")

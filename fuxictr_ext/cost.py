@@ -30,7 +30,7 @@ from fuxictr.pytorch.layers import FeatureEmbeddingDict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["ModelCost", "count_flops", "count_parameters", "flops_by_module", "model_cost"]
+__all__ = ["ModelCost", "count_flops", "count_parameters", "count_step_flops", "flops_by_module", "model_cost"]
 
 EMBEDDING_MODULES = (FeatureEmbeddingDict, nn.Embedding, nn.EmbeddingBag)
 
@@ -81,6 +81,20 @@ def count_flops(fn: Callable[..., Any], *args, **kwargs) -> int:
     """
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn(*args, **kwargs)
+    return int(counter.get_total_flops())
+
+
+def count_step_flops(step: Callable[[], Any]) -> int:
+    """Total FLOPs of ``step()`` with gradients on, as counted by FlopCounterMode: for a training
+    step (forward, backward, optimizer step) the forward's and the backward's matrix products.
+
+    Example:
+        >>> layer = nn.Linear(8, 4)
+        >>> count_step_flops(lambda: layer(torch.randn(3, 8)).sum().backward())  # forward + weight grad
+        384
+    """
+    with FlopCounterMode(display=False) as counter:
+        step()
     return int(counter.get_total_flops())
 
 

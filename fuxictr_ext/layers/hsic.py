@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import torch
 
+from ..precision import in_float32
+
 __all__ = ["HSIC_NORMALIZATIONS", "pairwise_linear_hsic", "hsic_loss"]
 
 HSIC_NORMALIZATIONS = ("none", "variance", "cka")
@@ -94,6 +96,7 @@ def pairwise_linear_hsic(components: torch.Tensor, normalization: str = "none") 
     return pairwise / (n - 1) ** 2                                         # (B, m, m)
 
 
+@in_float32
 def hsic_loss(components: torch.Tensor, normalization: str = "none") -> torch.Tensor:
     """RoBlock's HSIC regulariser (eq. 3), averaged over the batch.
 

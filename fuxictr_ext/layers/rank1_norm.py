@@ -37,10 +37,12 @@ import torch
 from torch import nn
 
 from ..config import check_positive_int
+from ..precision import in_float32
 
 __all__ = ["rank_one_update", "RankOneUpdateNorm"]
 
 
+@in_float32
 def rank_one_update(X: torch.Tensor, v0: torch.Tensor, num_iterations: int) -> torch.Tensor:
     """Apply eq. 2 to every matrix of a batch with the given start vectors.
 

@@ -45,6 +45,7 @@ from fuxictr.pytorch.torch_utils import get_activation
 from torch import nn
 
 from ..config import check_arg, check_choice, check_positive_int, check_positive_ints
+from ..precision import as_float32
 
 
 TOKENIZER_MODES = ("matrix", "vector", "none")
@@ -54,6 +55,21 @@ NORMS = ("LayerNorm", "RMSNorm", "none")
 PRED_HEADS = ("mlp", "mean")
 GLU_FORMS = ("release", "paper")
 RELEASE_NORM_EPS = 1e-12
+
+
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` computed in float32 whatever the input's dtype.
+
+    Under bfloat16 autocast its input comes out of a bf16 linear while its gain is a float32
+    parameter; torch then skips the fused kernel (with a dtype-mismatch warning) and the
+    mean square would be taken of bf16 values. A bfloat16 / float16 input is cast to float32
+    instead (other inputs are used as they are), so the norm and its output are float32.
+
+    Shapes: (*, d) -> (*, d).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.rms_norm(as_float32(x), self.normalized_shape, self.weight, self.eps)
 
 
 def make_norm(kind: Optional[str], dim: int, key: str, eps: Optional[float] = RELEASE_NORM_EPS) -> nn.Module:
@@ -66,7 +82,7 @@ def make_norm(kind: Optional[str], dim: int, key: str, eps: Optional[float] = RE
     if kind == "LayerNorm":
         return nn.LayerNorm(dim)
     if kind == "RMSNorm":
-        return nn.RMSNorm(dim, eps=eps)
+        return RMSNorm(dim, eps=eps)
     return nn.Identity()
 
 
@@ -200,7 +216,7 @@ class PerTokenRMSNorm(PerTokenLayer):
 
     def __init__(self, num_tokens: int, dim: int, eps: Optional[float] = RELEASE_NORM_EPS):
         super().__init__()
-        self.norm = nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
+        self.norm = RMSNorm(dim, eps=eps, elementwise_affine=False)
         self.weight = nn.Parameter(torch.ones(num_tokens, dim))
 
     def init_weights(self) -> None:
@@ -214,7 +230,7 @@ class PerTokenRMSNorm(PerTokenLayer):
         return [functools.partial(self._scaled_norm, gain=gain) for gain in self.weight.unbind(0)]
 
     def _scaled_norm(self, x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-        return nn.functional.rms_norm(x, self.norm.normalized_shape, gain, self.norm.eps)  # (B, d)
+        return nn.functional.rms_norm(as_float32(x), self.norm.normalized_shape, gain, self.norm.eps)  # (B, d)
 
 
 class PerTokenGLU(PerTokenLayer):
@@ -471,7 +487,7 @@ class FullMixing(nn.Module):
 
     def __init__(self, num_tokens: int, token_dim: int, bias: bool = True, input_norm: Optional[nn.Module] = None):
         super().__init__()
-        self.norm = nn.RMSNorm(num_tokens * token_dim, eps=RELEASE_NORM_EPS) if input_norm is None else input_norm
+        self.norm = RMSNorm(num_tokens * token_dim, eps=RELEASE_NORM_EPS) if input_norm is None else input_norm
         self.mix = nn.Linear(num_tokens * token_dim, num_tokens * token_dim, bias=bias)  # W_mix
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -513,7 +529,7 @@ class KroneckerMixing(nn.Module):
                   f"a divisor of {flat}: token_mixing='kronecker' cuts the num_tokens * token_dim = "
                   f"{num_tokens} * {token_dim} = {flat} coordinates into kronecker_blocks equal blocks")
         self.num_blocks = num_blocks
-        self.norm = nn.RMSNorm(flat, eps=RELEASE_NORM_EPS) if input_norm is None else input_norm
+        self.norm = RMSNorm(flat, eps=RELEASE_NORM_EPS) if input_norm is None else input_norm
         self.mix = nn.Linear(flat // num_blocks, flat // num_blocks, bias=False)  # W
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -532,7 +548,7 @@ def _projection_mlp(in_dim: int, hidden_units: Sequence[int], out_dim: int, acti
     for width in hidden_units:
         layers.append(nn.Linear(in_dim, width))
         if hidden_norm:
-            layers.append(nn.RMSNorm(width, eps=norm_eps))
+            layers.append(RMSNorm(width, eps=norm_eps))
         layers.append(get_activation(activation))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -589,7 +605,7 @@ class Tokenizer(nn.Module):
                   f"equals num_tokens * token_dim = {num_tokens} * {token_dim} = {num_tokens * token_dim} "
                   "(it reshapes the embeddings to tokens)")
         self.mode, self.num_tokens, self.token_dim = mode, num_tokens, token_dim
-        self.input_norm = nn.RMSNorm(flat_dim, eps=norm_eps)
+        self.input_norm = RMSNorm(flat_dim, eps=norm_eps)
         if mode == "matrix":
             chunk = -(-flat_dim // num_tokens)
             self.groups, self.padding = num_tokens, num_tokens * chunk - flat_dim

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .. import distributed as zoo_dist
 from ..config import ConfigError
+from ..precision import as_float32, autocast
 from .callbacks import DivergenceCheck
 from ..atomic import torch_save_atomic
 from .resume import ResumeState
@@ -49,6 +50,8 @@ class TrainingConfig:
         verbose: > 0 shows progress bars.
         config_fingerprint: the run's settings hash; a resume state is loaded only under
             the same one.
+        precision: ``"float32"`` or ``"bf16"`` (forward and backward under bfloat16
+            autocast, float32 weights, loss and predictions; :mod:`fuxictr_ext.precision`).
 
     Example:
         >>> TrainingConfig.from_params({"epochs": 3, "monitor": "AUC", "batch_size": 64}).epochs
@@ -66,6 +69,7 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     verbose: int = 1
     config_fingerprint: Optional[str] = None
+    precision: str = "float32"
 
     @classmethod
     def from_params(cls, params: dict) -> "TrainingConfig":
@@ -147,6 +151,10 @@ class Trainer:
     def _worst(self) -> float:
         return np.inf if self.config.monitor_mode == "min" else -np.inf
 
+    def autocast(self):
+        """The context the model's forward runs in (``precision``)."""
+        return autocast(self.config.precision, self.model.device)
+
     def _call(self, hook: str, *args) -> None:
         for callback in self.callbacks:
             method = getattr(callback, hook, None)
@@ -155,16 +163,18 @@ class Trainer:
 
     # ---------------------------------------------------------------- training
     def train_step(self, batch: dict) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """One optimizer step on one batch: forward (through DDP when distributed), the loss
-        with its parts, backward, gradient clipping, step.
+        """One optimizer step on one batch: forward (through DDP when distributed, under the
+        ``precision``'s autocast), the loss with its parts (float32), backward, gradient
+        clipping, step.
 
         Returns:
             (the loss, the model's named loss parts), both detached.
         """
         model = self.model
         self.optimizer.zero_grad()
-        return_dict = self.forward_module(batch)
-        loss, parts = model.loss_terms(return_dict, model.get_labels(batch))
+        with self.autocast():
+            return_dict = self.forward_module(batch)
+        loss, parts = model.loss_terms(as_float32(return_dict), model.get_labels(batch))
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), self.config.max_gradient_norm)
         self.optimizer.step()
@@ -305,7 +315,9 @@ class Trainer:
         for index, batch in enumerate(loader):
             if index % world != rank:
                 continue
-            y_pred = model.forward(batch)["y_pred"].cpu().numpy().reshape(-1)
+            with self.autocast():
+                y_pred = model.forward(batch)["y_pred"]
+            y_pred = y_pred.float().cpu().numpy().reshape(-1)
             y_true = model.get_labels(batch).cpu().numpy().reshape(-1)
             group = model.get_group_id(batch).numpy().reshape(-1) if has_group else None
             parts.append((index, y_pred, y_true, group))
