@@ -18,10 +18,14 @@ import logging
 import math
 import numbers
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+import torch
+import torch.nn.functional as F
 import yaml
+from fuxictr.pytorch.torch_utils import get_activation
 from fuxictr.utils import load_dataset_config, load_model_config
+from torch import nn
 
 
 class ZooError(ValueError):
@@ -67,7 +71,10 @@ RUN_SETTING_DEFAULTS = {"precision": "float32"}
 
 
 def _number_text_hint(key: str, value) -> str:
-    """For a string that YAML would have read as a number if written differently."""
+    """For a string that YAML would have read as a number if written differently
+    (nothing for a value that is a number already)."""
+    if not isinstance(value, str):
+        return ""
     try:
         float(value)
     except (TypeError, ValueError):
@@ -204,6 +211,99 @@ def check_run_params(params: dict, where: str) -> None:
         expected = rule(value)
         if expected:
             raise ConfigError(f"{where}: {key}={value!r} must be {expected}{_number_text_hint(key, value)}")
+    check_names(params, where)
+
+
+# ---------------------------------------------------------------------------- names
+# What FuxiCTR resolves by name, checked when the config is read (a typo otherwise fails
+# when the model is built, after the dataset build, or - for a metric - after training).
+LOSS_ALIASES = ("bce", "binary_crossentropy", "binary_cross_entropy")  # fuxictr's get_loss
+METRIC_NAMES = ("logloss", "binary_crossentropy", "AUC", "gAUC", "avgAUC", "MRR", "NDCG")  # its evaluate_metrics
+GROUP_METRICS = ("gAUC", "avgAUC", "MRR", "NDCG")  # need the dataset's group_id
+DEFAULT_METRICS = ["logloss", "AUC"]  # ZooModel's default
+CASELESS_ACTIVATION_KEYS = ("ffn_activation",)  # read without case (layers.token_mixing.config_choice)
+
+
+def _near(value, choices: Iterable[str]) -> str:
+    """``"; near matches: a, b"`` (compared without case) or ``""``."""
+    by_lower = {c.lower(): c for c in choices}
+    near = difflib.get_close_matches(str(value).lower(), list(by_lower), n=3, cutoff=0.6)
+    return f"; near matches: {', '.join(by_lower[n] for n in near)}" if near else ""
+
+
+def _is_activation(name) -> bool:
+    """fuxictr's ``get_activation`` builds a module from ``name`` (hidden_units=1 for PReLU, Dice)."""
+    if not isinstance(name, str):
+        return False
+    try:
+        return isinstance(get_activation(name, hidden_units=1), nn.Module)
+    except Exception:  # fuxictr raises AttributeError, TypeError or AssertionError for a name it cannot build
+        return False
+
+
+def _activation_names() -> List[str]:
+    return ["relu", "sigmoid", "tanh", "softmax", "prelu", "dice", "Identity"] + \
+        [n for n in torch.nn.modules.activation.__all__ if _is_activation(n)]
+
+
+def _optimizer_names() -> List[str]:
+    return [n for n, cls in vars(torch.optim).items()
+            if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer]
+
+
+def _loss_names() -> List[str]:
+    return list(dict.fromkeys(list(LOSS_ALIASES) + [n for n in dir(F) if n.endswith("_loss") or "entropy" in n]))
+
+
+def _is_metric(name) -> bool:
+    return isinstance(name, str) and (name in METRIC_NAMES or name.startswith("NDCG"))
+
+
+def _name_errors(params: dict) -> Iterator[Tuple[str, object, str, List[str]]]:
+    """(key, value, what it must be, the names it may take) for every name FuxiCTR would not resolve."""
+    for key, value in params.items():
+        if "activation" in key and value is not None:
+            names = value if isinstance(value, (list, tuple)) else [value]
+            if key in CASELESS_ACTIVATION_KEYS:
+                canonical = {n.lower(): n for n in _activation_names()}
+                names = [canonical.get(n.lower(), n) if isinstance(n, str) else n for n in names]
+            for name in names:
+                if not _is_activation(name):
+                    yield key, name, "an activation of fuxictr's get_activation (a torch.nn activation name)", \
+                        _activation_names()
+    optimizer = params.get("optimizer")
+    if optimizer is not None and not (isinstance(optimizer, str) and
+                                      (optimizer.lower() == "adam" or optimizer in _optimizer_names())):
+        yield "optimizer", optimizer, "an optimizer class of torch.optim (fuxictr's get_optimizer)", _optimizer_names()
+    loss = params.get("loss")
+    if loss is not None and not (isinstance(loss, str) and (loss in LOSS_ALIASES or hasattr(F, loss))):
+        yield "loss", loss, "a loss of torch.nn.functional or bce (fuxictr's get_loss)", _loss_names()
+    metrics = params.get("metrics", DEFAULT_METRICS)
+    if not isinstance(metrics, (list, tuple)) or not metrics:
+        yield "metrics", metrics, "a non-empty list of metric names", list(METRIC_NAMES)
+    monitor = params.get("monitor", "AUC")  # validation evaluates the monitor's metrics
+    for key, names in (("metrics", metrics if isinstance(metrics, (list, tuple)) else []),
+                       ("monitor", list(monitor) if isinstance(monitor, dict) else [monitor])):
+        for name in names:
+            if not _is_metric(name):
+                yield key, name, f"a metric of fuxictr's evaluate_metrics ({', '.join(METRIC_NAMES)})", \
+                    list(METRIC_NAMES)
+            elif name.startswith(GROUP_METRICS) and not params.get("group_id"):
+                yield key, name, "a metric this dataset can compute: it needs a group_id in the dataset config", []
+    from .layers.multi_embedding import EMBEDDING_MODES  # layers import this module (ZooError)
+
+    mode = params.get("embedding_mode")
+    if mode is not None and mode not in EMBEDDING_MODES:
+        yield "embedding_mode", mode, f"one of {list(EMBEDDING_MODES)}", list(EMBEDDING_MODES)
+
+
+def check_names(params: dict, where: str) -> None:
+    """The names FuxiCTR resolves (``*activation*`` keys, optimizer, loss, metrics, monitor)
+    and ``embedding_mode``, resolved now; ConfigError naming the key, the value and near matches."""
+    error = next(_name_errors(params), None)
+    if error is not None:
+        key, value, expected, choices = error
+        raise ConfigError(f"{where}: {key}={value!r} must be {expected}{_near(value, choices)}")
 
 
 def config_fingerprint(params: dict) -> str:
@@ -259,21 +359,44 @@ def _yaml_files(config_dir: str, name: str) -> List[str]:
     return [single] if os.path.isfile(single) else sorted(glob.glob(os.path.join(config_dir, name, "*.yaml")))
 
 
-def _blocks_in(files: List[str]) -> Dict[str, dict]:
-    """Every top-level block of ``files`` (``Base`` included) by its id."""
-    blocks: Dict[str, dict] = {}
+def _top_level_keys(path: str, text: str) -> List[Tuple[object, int]]:
+    """(key, line) of every top-level entry of a YAML document, duplicates included
+    (``yaml.safe_load`` keeps only the last of two equal keys)."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is None:
+        return []
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{path}: expected a mapping of ids to blocks, got a {node.id}")
+    return [(key.value, key.start_mark.line + 1) for key, _ in node.value]
+
+
+def _blocks_in(files: List[str]) -> Tuple[Dict[str, Tuple[str, dict]], Dict[str, dict]]:
+    """The blocks of ``files`` by id with the file each is in, ``{id: (path, block)}``, and
+    the ``Base`` block of each file that has one, ``{path: block}``.
+
+    An id defined twice (in one file, or in two; ``Base`` once per file) is a ConfigError
+    naming both places: FuxiCTR would silently take one of them."""
+    blocks: Dict[str, Tuple[str, dict]] = {}
+    bases: Dict[str, dict] = {}
+    places: Dict[str, str] = {}
     for path in files:
         with open(path) as fd:
-            try:
-                content = yaml.safe_load(fd) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        blocks.update(content)
-    return blocks
-
-
-def _ids_in(files: List[str]) -> List[str]:
-    return [k for k in _blocks_in(files) if k != "Base"]
+            text = fd.read()
+        try:
+            keys = _top_level_keys(path, text)
+            content = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        for key, line in keys:
+            place = f"{path}:{line}"
+            if key in places and (key != "Base" or places[key].rsplit(":", 1)[0] == path):
+                raise ConfigError(f"{key!r} is defined twice, at {places[key]} and at {place}; "
+                                  "rename or remove one of them")
+            places[key] = place
+        blocks.update((key, (path, block)) for key, block in content.items() if key != "Base")
+        if "Base" in content:
+            bases[path] = content["Base"] or {}
+    return blocks, bases
 
 
 def load_params(config_dir: str, expid: str, dataset_id: Optional[str] = None) -> tuple:
@@ -283,14 +406,16 @@ def load_params(config_dir: str, expid: str, dataset_id: Optional[str] = None) -
     model_files = _yaml_files(config_dir, "model_config")
     if not model_files:
         raise ConfigError(f"--config {config_dir}: no model_config.yaml or model_config/*.yaml there")
-    blocks = _blocks_in(model_files)
-    expids = [k for k in blocks if k != "Base"]
+    blocks, bases = _blocks_in(model_files)
+    expids = list(blocks)
     if expid not in expids:
         near = difflib.get_close_matches(expid, expids, n=5, cutoff=0.4)
         hint = f" Near matches: {', '.join(near)}." if near else ""
         raise ConfigError(f"--expid {expid}: no such experiment id in {config_dir}.{hint}")
-    if "dataset_id" not in {**(blocks.get("Base") or {}), **(blocks[expid] or {})}:
-        raise ConfigError(f"experiment {expid}: no `dataset_id:` key in its config")
+    path, block = blocks[expid]
+    base = bases.get(path) or next(iter(bases.values()), {})  # FuxiCTR takes the Base of the expid's file
+    if "dataset_id" not in {**base, **(block or {})}:
+        raise ConfigError(f"experiment {expid}: no `dataset_id:` key in its config ({path}, its block or Base)")
     model_params = load_model_config(config_dir, expid)
     if dataset_id is not None:
         model_params["dataset_id"] = dataset_id
@@ -299,7 +424,7 @@ def load_params(config_dir: str, expid: str, dataset_id: Optional[str] = None) -
     if not dataset_files:
         raise ConfigError(f"--config {config_dir}: no dataset_config.yaml or dataset_config/*.yaml there "
                           f"(experiment {expid} needs dataset_id={dataset_id!r})")
-    known = _ids_in(dataset_files)
+    known = list(_blocks_in(dataset_files)[0])
     if dataset_id not in known:
         raise ConfigError(f"dataset_id={dataset_id!r} (experiment {expid}) is not in "
                           f"{', '.join(dataset_files)}; known ids: {', '.join(known)}")

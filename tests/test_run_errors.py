@@ -156,3 +156,55 @@ def test_every_shipped_experiment_passes_the_setting_checks():
                 check_run_params({**blocks.get("Base", {}), **block}, expid)
                 checked += 1
     assert checked > 50
+
+
+NAME_TYPOS = [
+    ({"hidden_activations": "rellu"}, r"hidden_activations='rellu' must be an activation .*near matches: relu"),
+    ({"hidden_activations": ["relu", "tanhh"]}, r"hidden_activations='tanhh' must be an activation .*near matches: tanh"),
+    ({"optimizer": "adamw"}, r"optimizer='adamw' must be an optimizer class of torch.optim.*near matches: AdamW"),
+    ({"loss": "binary_crossentropyy"}, r"loss='binary_crossentropyy' must be a loss .*near matches: binary_crossentropy"),
+    ({"metrics": ["logloss", "AUCC"]}, r"metrics='AUCC' must be a metric .*near matches: AUC"),
+    ({"metrics": ["logloss", "gAUC"]}, r"metrics='gAUC' .* needs a group_id"),
+    ({"monitor": "AUCC"}, r"monitor='AUCC' must be a metric .*near matches: AUC"),
+    ({"monitor": {"AUC": 1, "loglos": -1}}, r"monitor='loglos' must be a metric .*near matches: logloss"),
+    ({"embedding_mode": "multiple"}, r"embedding_mode='multiple' must be one of \['single', 'multi'\].*near matches: multi"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", NAME_TYPOS, ids=[f"{next(iter(o))}={next(iter(o.values()))!r}"
+                                                                 for o, _ in NAME_TYPOS])
+def test_a_misspelt_name_is_refused_before_the_data_is_built(in_workspace, tmp_path, capsys, overrides, message):
+    rc, err = _run(_config(in_workspace, tmp_path, overrides), capsys)
+    last = err.rstrip("\n").splitlines()[-1]
+    assert rc == 2 and last.startswith("run_expid: error: experiment X_bad: "), err
+    assert re.search(message, last, flags=re.IGNORECASE), last
+    assert "Traceback" not in err and "Start training" not in err
+
+
+@pytest.mark.parametrize("overrides", [{"embedding_dim": 0}, {"batch_size": 0}, {"epochs": -1}, {"net_dropout": 1.5}],
+                         ids=["embedding_dim=0", "batch_size=0", "epochs=-1", "net_dropout=1.5"])
+def test_the_yaml_text_hint_is_only_for_text(in_workspace, tmp_path, capsys, overrides):
+    rc, err = _run(_config(in_workspace, tmp_path, overrides), capsys)
+    key, value = next(iter(overrides.items()))
+    assert rc == 2 and f"{key}={value!r} must be" in err
+    assert "YAML reads" not in err
+
+
+def test_duplicate_experiment_ids_name_both_places(in_workspace, tmp_path, capsys):
+    config = _config(in_workspace, tmp_path, {})
+    block = (config / "model_config" / "m.yaml").read_text()
+    (config / "model_config" / "m.yaml").write_text(block + block.replace("X_bad:", "X_bad:  # again", 1))
+    rc, err = _run(config, capsys)
+    assert rc == 2 and re.search(r"'X_bad' is defined twice, at .*m\.yaml:1 and at .*m\.yaml:\d+", err), err
+    (config / "model_config" / "m.yaml").write_text(block)
+    (config / "model_config" / "n.yaml").write_text(block.replace("epochs: 1", "epochs: 2"))
+    rc, err = _run(config, capsys)
+    assert rc == 2 and re.search(r"'X_bad' is defined twice, at .*m\.yaml:1 and at .*n\.yaml:1", err), err
+
+
+def test_the_shipped_configs_define_every_id_once():
+    from fuxictr_ext.config import _blocks_in, _yaml_files
+
+    model_blocks, bases = _blocks_in(_yaml_files(str(REPO / "config"), "model_config"))
+    dataset_blocks, _ = _blocks_in(_yaml_files(str(REPO / "config"), "dataset_config"))
+    assert len(model_blocks) > 50 and len(bases) > 1 and "demo" in dataset_blocks
