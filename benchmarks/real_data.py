@@ -206,6 +206,7 @@ def report_markdown(rows: Sequence[dict], split: Optional[Mapping], counts: Opti
         lines.append(f"| {row['name']} | `{row['expid']}` | {seeds} | {_spread(row['auc'])} | "
                      f"{_spread(row['logloss'])} | {', '.join(str(e) for e in row['epochs']) or '-'} | {per_epoch} | "
                      f"{'/'.join(f'{p:,}' for p in row['params']) or '-'} |")
+    lines += ["", *summary_lines(ranked)]
     problems = [(row["name"], text) for row in ranked for text in row["failed"]]
     problems += [(row["name"], f"seed {seed}: not run yet") for row in ranked for seed in row["missing"]]
     if problems:
@@ -223,6 +224,25 @@ def report_markdown(rows: Sequence[dict], split: Optional[Mapping], counts: Opti
                       f"({counts['skipped']} already recorded, {counts['failed']} failed, "
                       f"{counts['not_started']} not started)."]
     return "\n".join(lines) + "\n"
+
+
+def summary_lines(ranked: Sequence[dict]) -> List[str]:
+    """Which model has the best mean test AUC and by how much, each other model's distance
+    to it, against the seeds' spread; from the records, so it stays true after a rerun."""
+    done = [row for row in ranked if row["auc"].n]
+    if not done:
+        return ["No model has a finished run yet."]
+    best = done[0]
+    spread = max((row["auc"].std for row in done if row["auc"].std is not None), default=None)
+    lines = [f"Best mean test AUC: {best['name']} {best['auc'].mean:.4f} over {best['auc'].n} seed(s)"
+             + (f"; the largest seed-to-seed std of any model is {spread:.4f}" if spread is not None else
+                "; no model has two seeds yet, so the spread is unknown") + ". Distance to it (test AUC, "
+             "test logloss; epochs trained):", ""]
+    for row in done[1:]:
+        lines.append(f"* {row['name']}: {row['auc'].mean - best['auc'].mean:+.4f} AUC, "
+                     f"{row['logloss'].mean - best['logloss'].mean:+.4f} logloss; epochs {row['epochs']} "
+                     f"against {best['epochs']}")
+    return lines
 
 
 def _all_seeds(rows: Sequence[dict]) -> List[int]:
