@@ -229,6 +229,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         points = [p for p in points if (p.dim, p.channels, p.overrides["seed"])
                   == (points[0].dim, points[0].channels, args.seeds[0])]
     work_dir = os.path.abspath(args.work_dir)
+    args.out = os.path.abspath(args.out)           # the runs below work in work_dir
     config_dir = write_config_dir(points, args.epochs, work_dir, datasets=(DATASET,),
                                   rows=TINY_ROWS if args.tiny else None)
     records_path = os.path.join(work_dir, os.path.basename(config_dir) + ".jsonl")
