@@ -1,7 +1,7 @@
 """RoBlock, WuKong ME and DHEN ME over depth and width on the ``discriminating`` synthetic data
 (RoBlock paper, Table 3 and Figures 1, 5 and 6: gains that grow with depth and width).
 
-    python -m benchmarks.roblock_scaling --budget-min 60
+    python -m benchmarks.roblock_scaling --budget-s 3600 --work-dir checkpoints/roblock_scaling
 
 Cells: depth L in ``--depths`` (1, 2, 3, 5) x width scale s in ``--widths`` (1, 2, 4), every
 model, every seed of ``--seeds`` (2019, 2020). Every model starts from its committed
@@ -9,47 +9,43 @@ experiment id with the shared settings of ``benchmarks.discriminating_synthetic`
 Adam 1e-3, early stopping with patience 1) and base size k = ``K`` = 8:
 
 * RoBlock: ``RoBlock_criteo_2x`` (the default formulation, heterogeneous interactions) with
-  ``scale_factor`` s (D = s k, M = s + 1) and ``num_blocks`` L;
+  ``scale_factor`` s (D = s k, M = s + 1), ``num_blocks`` L and the HSIC normalization the
+  committed ids run at that depth (``model_zoo.RoBlock.depth_hsic_normalization``);
 * WuKong ME: ``WuKong_ME_criteo`` with s tables of size k (``num_embeddings``) and ``num_layers`` L;
 * DHEN ME: ``DHEN_ME_criteo`` with s tables of size k and ``num_layers`` L.
 
 Order: the most informative cells first (``CELL_ORDER``: L = 1, 2, 3 at width 1, then
 width 2, then L = 5 and width 4), seeds and models alternating within a cell. A point is
-not started once the time spent plus the longest point so far would pass ``--budget-min``.
+not started once the time spent plus the longest point so far would pass ``--budget-s``.
 Resumable: every finished run appends its record (``fuxictr_ext.results``) to
-``<work dir>/mlcc_scaling_config.jsonl`` (named after the generated config folder); a rerun with the same ``--work-dir`` and
-``--epochs`` skips the points that have one and rewrites the report from all records. The report
-(``--out``.md) names the command, which cells ran and which did not, mean and spread per
-cell, a plot of test AUC against depth and width per model (``--out``.png), and the
-information abundance of every layer input (the paper's Figures 1 and 5) for the L = 3
-runs that finished (the models' ``spectrum_callbacks``, on 5 validation batches, after
-the best checkpoint is reloaded).
+``<work dir>/benchmark_config.jsonl`` (named after the generated config folder); a rerun with
+the same ``--work-dir`` and ``--epochs`` skips the points that have one and rewrites the report
+from all records. The report (``<out>/roblock_scaling.md`` and its JSON twin) names which cells
+ran and which did not, mean and spread per cell, every run, and the information abundance of
+every layer input (the paper's Figures 1 and 5) for the L = 3 runs that finished (the models'
+``spectrum_callbacks``, on 5 validation batches, after the best checkpoint is reloaded);
+``<out>/roblock_scaling.png`` plots test AUC against depth and width per model. ``--tiny``:
+the first cell (L = 1, s = 1) of the first seed, one epoch, on a few thousand rows.
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
-import shlex
-import shutil
 import statistics
-import sys
-import time
 from typing import Dict, List, Optional, Tuple
 
-import torch
-import yaml
-
-from benchmarks.discriminating_synthetic import DATASET, SHARED, absolute_dataset_paths
-from benchmarks.mlcc_scaling import REPO, Point, write_config_dir
+from benchmarks.discriminating_synthetic import DATASET, SHARED
+from benchmarks.fixtures import TINY_ROWS, Point, run_within_budget, write_config_dir
+from benchmarks.harness import Harness
 from fuxictr_ext.results import read_records
-from fuxictr_ext.runner import run_experiment
+from model_zoo.RoBlock import depth_hsic_normalization
 
 K = 8
 MODELS: Dict[str, Tuple[str, callable]] = {
-    "RoBlock": ("RoBlock_criteo_2x", lambda depth, width: {"scale_factor": width, "num_blocks": depth}),
+    "RoBlock": ("RoBlock_criteo_2x", lambda depth, width: {"scale_factor": width, "num_blocks": depth,
+                                                            "hsic_normalization": depth_hsic_normalization(depth)}),
     "WuKong ME": ("WuKong_ME_criteo", lambda depth, width: {"num_embeddings": width, "num_layers": depth}),
     "DHEN ME": ("DHEN_ME_criteo", lambda depth, width: {"num_embeddings": width, "num_layers": depth}),
 }
@@ -57,17 +53,18 @@ COLOURS = {"RoBlock": "tab:red", "WuKong ME": "tab:purple", "DHEN ME": "tab:blue
 CELL_ORDER = [(1, 1), (2, 1), (3, 1), (1, 2), (2, 2), (3, 2), (5, 1), (5, 2), (1, 4), (2, 4), (3, 4), (5, 4)]
 IA_DEPTH = 3
 SPECTRUM = [{"metric": ["IA"], "layers": "auto", "every": "epoch", "split": "valid", "max_batches": 5}]
-CONFIG_NAME = "mlcc_scaling_config"     # the folder write_config_dir creates; names the records file
 
 
-def expid(model: str, depth: int, width: int, seed: int, epochs: int) -> str:
+def expid(model: str, depth: int, width: int, seed: int, epochs: int, prefix: str = "scaling") -> str:
     """The point's run id; the epoch limit is part of it, so records of another limit are not reused."""
-    return f"scaling_{model.replace(' ', '_')}_L{depth}_s{width}_seed{seed}_e{epochs}"
+    return f"{prefix}_{model.replace(' ', '_')}_L{depth}_s{width}_seed{seed}_e{epochs}"
 
 
 def sweep_points(models: List[str], depths: List[int], widths: List[int], seeds: List[int],
-                 epochs: int) -> List[Point]:
-    """The points of the requested cells, most informative cells first."""
+                 epochs: int, prefix: str = "scaling") -> List[Point]:
+    """The points of the requested cells, most informative cells first; the L = ``IA_DEPTH``
+    points log the IA of every layer input (``SPECTRUM``). ``prefix`` starts every run id
+    (``tiny`` for ``--tiny`` runs, whose records must not pass for full-size ones)."""
     cells = [cell for cell in CELL_ORDER if cell[0] in depths and cell[1] in widths]
     cells += [(d, w) for w in widths for d in depths if (d, w) not in cells]
     points = []
@@ -76,25 +73,11 @@ def sweep_points(models: List[str], depths: List[int], widths: List[int], seeds:
             for model in models:
                 base, sizes = MODELS[model]
                 overrides = {"embedding_dim": K, **sizes(depth, width), **SHARED, "seed": seed}
-                points.append(Point(expid(model, depth, width, seed, epochs), model, base, overrides, dim=depth,
-                                    channels=width))
+                if depth == IA_DEPTH:
+                    overrides["spectrum_callbacks"] = SPECTRUM
+                points.append(Point(expid(model, depth, width, seed, epochs, prefix), model, base, overrides,
+                                    dim=depth, channels=width))
     return points
-
-
-def write_configs(points: List[Point], epochs: int, work_dir: str) -> str:
-    """The generated config folder (``write_config_dir``), with the discriminating data's
-    absolute paths and the IA callbacks on the L = ``IA_DEPTH`` points."""
-    config_dir = write_config_dir(points, epochs, work_dir)
-    absolute_dataset_paths(config_dir)
-    path = os.path.join(config_dir, "model_config", "zz_mlcc_scaling.yaml")
-    with open(path) as fd:
-        content = yaml.safe_load(fd)
-    for point in points:
-        if point.dim == IA_DEPTH:
-            content[point.expid]["spectrum_callbacks"] = SPECTRUM
-    with open(path, "w") as fd:
-        yaml.safe_dump(content, fd, sort_keys=False)
-    return config_dir
 
 
 def finished(records: List[dict]) -> Dict[str, dict]:
@@ -117,10 +100,12 @@ def spread(values: List[float]) -> str:
     return f"{statistics.mean(values):.4f} | {max(values) - min(values):.4f}"
 
 
-def markdown(points: List[Point], done: Dict[str, dict], work_dir: str, command: str, header: str) -> str:
+def markdown(points: List[Point], done: Dict[str, dict], work_dir: str, note: str) -> str:
+    """The report's body: ``note`` (the setting), test AUC per cell and per run, IA per layer
+    input at L = ``IA_DEPTH``, and the points not run."""
     models = list(dict.fromkeys(p.family for p in points))
     cells = list(dict.fromkeys((p.dim, p.channels) for p in points))
-    lines = [header, "", f"Command: `{command}`", ""]
+    lines = [note, ""]
     lines += ["Test AUC per cell: mean over the seeds that ran, spread = max - min, (n) seeds run; "
               "`-` not run.", "",
               "| L | s | " + " | ".join(f"{m} mean | {m} spread" for m in models) + " | seeds run |",
@@ -204,64 +189,63 @@ def plot(points: List[Point], done: Dict[str, dict], work_dir: str, path: str) -
     plt.close(fig)
 
 
+
+
+def run_records(points: List[Point], done: Dict[str, dict], work_dir: str) -> List[dict]:
+    """One record per point for the JSON twin: its cell, seed and status, and where it ran its
+    test metrics, dense parameters, training seconds and IA per layer input."""
+    records = []
+    for p in points:
+        record = {"expid": p.expid, "model": p.family, "depth": p.dim, "width": p.channels,
+                  "seed": p.overrides["seed"], "status": "ok" if p.expid in done else "not run"}
+        if p.expid in done:
+            r = done[p.expid]
+            record.update({"test_AUC": r["test"]["AUC"], "test_logloss": r["test"]["logloss"],
+                           "dense_params": r["params"]["dense"], "train_seconds": r["train_seconds"],
+                           "IA_per_layer": ia_per_layer(work_dir, p.expid)})
+        records.append(record)
+    return records
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 5])
-    parser.add_argument("--widths", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), help=f"names out of {list(MODELS)}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[2019, 2020])
-    parser.add_argument("--epochs", type=int, default=4, help="at most this many epochs per point")
-    parser.add_argument("--budget-min", type=float, default=60.0, help="wall-clock budget of this call")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--out", default=os.path.join(REPO, "results", "roblock_scaling"),
-                        help="output path without extension (.md and .png are written)")
-    parser.add_argument("--work-dir", default=os.path.join(REPO, "checkpoints", "roblock_scaling"),
-                        help="folder of the generated config, checkpoints and records; reuse it to resume")
-    args = parser.parse_args(argv)
+    h = Harness("roblock_scaling", "RoBlock, WuKong ME and DHEN ME over depth and width")
+    h.parser.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 5])
+    h.parser.add_argument("--widths", type=int, nargs="+", default=[1, 2, 4])
+    h.parser.add_argument("--models", nargs="+", default=list(MODELS), help=f"names out of {list(MODELS)}")
+    h.parser.add_argument("--epochs", type=int, default=4, help="at most this many epochs per point")
+    h.parser.set_defaults(seeds=[2019, 2020], budget_s=3600.0)
+    args = h.parse(argv)
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
-        parser.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
+        h.parser.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
     if args.epochs < 1 or min(args.depths) < 1 or min(args.widths) < 1:
-        parser.error("--epochs, --depths and --widths must be >= 1")
+        h.parser.error("--epochs, --depths and --widths must be >= 1")
 
-    torch.set_num_threads(args.threads)
-    command = "python -m benchmarks.roblock_scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
-    points = sweep_points(args.models, args.depths, args.widths, args.seeds, args.epochs)
+    if args.tiny:  # the first cell of the first seed, one epoch, on a few thousand rows
+        args.epochs = 1
+    points = sweep_points(args.models, args.depths, args.widths, args.seeds, args.epochs,
+                          prefix="tiny" if args.tiny else "scaling")
+    if args.tiny:
+        points = [p for p in points if (p.dim, p.channels, p.overrides["seed"])
+                  == (points[0].dim, points[0].channels, args.seeds[0])]
     work_dir = os.path.abspath(args.work_dir)
-    os.makedirs(work_dir, exist_ok=True)
-    config_dir = os.path.join(work_dir, CONFIG_NAME)
-    if os.path.isdir(config_dir):
-        shutil.rmtree(config_dir)                      # regenerated from this call's points
-    config_dir = write_configs(points, args.epochs, work_dir)
-    records_path = os.path.join(work_dir, CONFIG_NAME + ".jsonl")
-    header = (f"# RoBlock, WuKong ME and DHEN ME over depth and width\n\n"
-              f"Generated by benchmarks/roblock_scaling.py: dataset `{DATASET}` "
-              f"(fuxictr_ext.data.synthetic.DiscriminatingSchema, 200k rows; planted first-order part alone "
-              f"AUC 0.586, planted model 0.8785), base size k = {K}, at most {args.epochs} epoch(s) per point, "
-              f"shared settings {SHARED}, CPU, {args.threads} torch thread(s), torch {torch.__version__}.")
+    args.out = os.path.abspath(args.out)           # the runs below work in work_dir
+    config_dir = write_config_dir(points, args.epochs, work_dir, datasets=(DATASET,),
+                                  rows=TINY_ROWS if args.tiny else None)
+    records_path = os.path.join(work_dir, os.path.basename(config_dir) + ".jsonl")
+    rows_note = f"{TINY_ROWS} rows" if args.tiny else "200k rows; planted first-order part alone AUC 0.586, " \
+                                                       "planted model 0.8785"
+    note = (f"Dataset `{DATASET}` (fuxictr_ext.data.synthetic.DiscriminatingSchema, {rows_note}), "
+            f"base size k = {K}, at most {args.epochs} epoch(s) per point, shared settings {SHARED}, CPU.")
     os.chdir(work_dir)
 
-    def report() -> None:
+    def report(*_) -> None:
         done = finished(read_records(records_path))
-        with open(args.out + ".md", "w") as fd:
-            fd.write(markdown(points, done, work_dir, command, header))
-        plot(points, done, work_dir, args.out + ".png")
+        h.write(markdown(points, done, work_dir, note), run_records(points, done, work_dir))
+        plot(points, done, work_dir, h.output_path("roblock_scaling.png"))
 
-    start, longest = time.time(), 0.0
-    for point in points:
-        if point.expid in finished(read_records(records_path)):
-            continue
-        elapsed = time.time() - start
-        if elapsed + longest > args.budget_min * 60:
-            print(f"[roblock_scaling] budget: {elapsed / 60:.1f} min spent, longest point {longest / 60:.1f} min; "
-                  "stopping", flush=True)
-            break
-        point_start = time.time()
-        result = run_experiment(config_dir, point.expid, gpu=-1)
-        longest = max(longest, time.time() - point_start)
-        print(f"[roblock_scaling] {point.expid}: test AUC {result['test']['AUC']:.4f}, "
-              f"{time.time() - point_start:.0f} s", flush=True)
-        report()
+    pending = [p for p in points if p.expid not in finished(read_records(records_path))]
+    run_within_budget(config_dir, pending, h.budget_left_s(), "roblock_scaling", report)
     report()
 
 

@@ -14,7 +14,7 @@ from fuxictr_ext.layers.hsic import hsic_loss
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 from fuxictr_ext.training import Trainer
-from model_zoo.RoBlock import RoBlock
+from model_zoo.RoBlock import RoBlock, depth_hsic_normalization
 from model_zoo.RoBlock.layers import ComponentMLP, FieldMLP, FieldwiseRouter, assign_interactions, build_router_gate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -470,6 +470,23 @@ def test_every_config_key_is_read():
         assert params["model"] == "RoBlock"
         assert unknown_model_keys(RoBlock, params) == [], expid
 
+
+
+def test_committed_ids_run_the_hsic_normalization_of_their_depth():
+    """One-block ids run eq. 3 as printed (W, the measured best at one block), ids of two or more
+    blocks the unit-variance reading (README "Depth"); the ``*_paper`` ids eq. 3 as printed."""
+    assert [depth_hsic_normalization(l) for l in (1, 2, 5)] == ["none", "variance", "variance"]
+    with pytest.raises(ValueError, match="num_blocks"):
+        depth_hsic_normalization(0)
+    experiments = load_yaml(REPO / "config" / "model_config" / "RoBlock.yaml")
+    depths = set()
+    for expid, params in experiments.items():
+        if expid == "Base":
+            continue
+        expected = "none" if expid.endswith("_paper") else depth_hsic_normalization(params["num_blocks"])
+        assert params["hsic_normalization"] == expected, expid
+        depths.add(params["num_blocks"])
+    assert {1, 2} <= depths
 
 def test_tuner_grids_vary_constructor_arguments_of_their_base():
     experiments = load_yaml(REPO / "config" / "model_config" / "RoBlock.yaml")

@@ -12,6 +12,9 @@ def test_most_informative_cells_first_and_sizes_per_model():
         (m, s) for s in (2019, 2020) for m in scaling.MODELS]
     by_family = {p.family: p.overrides for p in points if (p.dim, p.channels) == (3, 4)}
     assert by_family["RoBlock"]["scale_factor"] == 4 and by_family["RoBlock"]["num_blocks"] == 3
+    assert by_family["RoBlock"]["hsic_normalization"] == "variance"
+    assert {p.overrides["hsic_normalization"] for p in points if p.family == "RoBlock" and p.dim == 1} == {"none"}
+    assert all(("spectrum_callbacks" in p.overrides) == (p.dim == scaling.IA_DEPTH) for p in points)
     assert by_family["WuKong ME"]["num_embeddings"] == 4 and by_family["WuKong ME"]["num_layers"] == 3
     assert by_family["DHEN ME"]["num_embeddings"] == 4 and by_family["DHEN ME"]["num_layers"] == 3
     assert all(p.overrides["embedding_dim"] == scaling.K for p in points)
@@ -27,9 +30,13 @@ def test_report_has_mean_spread_and_names_the_cells_not_run(tmp_path):
                for p, auc in zip(points[:3], (0.80, 0.70, 0.84))]
     records.append({"expid": points[3].expid, "status": "failed"})
     done = scaling.finished(records)
-    text = scaling.markdown(points, done, str(tmp_path), "python -m benchmarks.roblock_scaling", "# header")
+    text = scaling.markdown(points, done, str(tmp_path), "Dataset note.")
+    assert text.startswith("Dataset note.")
     assert "| 1 | 1 | 0.8200 | 0.0400 (2) | 0.7000 | 0.0000 (1) | 2/1 |" in text
     assert "| 2 | 1 | - | - | - | - | 0/0 |" in text
     assert points[3].expid in text.split("Not run")[1] and points[0].expid not in text.split("Not run")[1]
+    records = scaling.run_records(points, done, str(tmp_path))
+    assert [r["status"] for r in records] == ["ok"] * 3 + ["not run"] * 5
+    assert records[0]["test_AUC"] == 0.80 and records[0]["seed"] == 2019 and "test_AUC" not in records[3]
     scaling.plot(points, done, str(tmp_path), str(tmp_path / "plot.png"))
     assert (tmp_path / "plot.png").stat().st_size > 0
