@@ -28,10 +28,11 @@ from typing import Dict, List
 import torch
 import yaml
 
+from benchmarks.harness import REPO
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE_CHECK = True   # needs --release-dir: tests/test_benchmarks_smoke.py checks only that it asks for one
 RELEASE_FILE = os.path.join("model_zoo", "WuKong", "src", "WuKong.py")
 # our key -> the release's key
 RELEASE_KEYS = {"embedding_dim": "embedding_dim", "num_layers": "num_layers", "fm_rank": "project_dim",

@@ -415,7 +415,7 @@ def test_embedding_initializer_reaches_the_tables(feature_map, tmp_path, model_c
 
 def _released_expids():
     return {name: {expid: params for expid, params in load_expids(name).items()
-                   if not any(tag in expid for tag in ("demo", "synthetic"))} for name in ("MLCC", "MCMLCC")}
+                   if not any(tag in expid for tag in ("demo", "synthetic", "ml100k"))} for name in ("MLCC", "MCMLCC")}
 
 
 def test_released_configs_initialise_embeddings_as_the_release():

@@ -229,7 +229,7 @@ def test_fields_with_their_own_embedding_size_are_rejected(tmp_path):
 
 # --------------------------------------------------------------------------- configs
 CONFIG_FIELDS = {"demo": (26, 13, 0), "demo_taobao": (16, 1, 3), "criteo_x1": (26, 13, 0), "avazu_x4": (24, 0, 0),
-                 "kuaivideo_x1": (3, 0, 4), "taobaoad_x1": (16, 1, 3)}
+                 "kuaivideo_x1": (3, 0, 4), "taobaoad_x1": (16, 1, 3), "movielens_100k": (9, 0, 1)}
 
 
 def _expids():
