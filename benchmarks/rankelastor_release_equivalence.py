@@ -25,6 +25,7 @@ benchmarks that run the release beside ours).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy as copy_module
 import io
@@ -32,9 +33,10 @@ import os
 import re
 import sys
 import tempfile
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
+import yaml
 from fuxictr.utils import load_model_config
 from torch import nn
 
@@ -172,9 +174,10 @@ def copy_weights(release: nn.Module, ours: nn.Module) -> int:
             copy.copy(name, re.sub(r"\.gamma$", ".weight", ours_name))
         else:
             match = re.match(r"backbone\.(\d+)\.(.*)", name)
-            for pattern, ours_part in LAYER_NAMES:
+            for pattern, ours_part in LAYER_NAMES:   # the first pattern that matches
                 if match and re.match(pattern, match.group(2)):
                     copy.copy(name, f"blocks.{match.group(1)}." + re.sub("^" + pattern, ours_part, match.group(2)))
+                    break
     for index, layer in enumerate(release.backbone):
         for token, ffn in enumerate(layer.token_interaction.parallel_ffns):
             copy_ffn(copy, ffn, f"backbone.{index}.token_interaction.parallel_ffns.{token}",
@@ -201,14 +204,15 @@ def predict(release: nn.Module, ours: nn.Module, batch) -> Tuple[torch.Tensor, t
 
 
 def compare(release_dir: str, release_name: str, expid: str, feature_map, batch_size: int, seed: int,
-            work_dir: str) -> Dict:
+            work_dir: str, ours_overrides: Optional[dict] = None) -> Dict:
     """Build both models, copy the weights, compare eval-mode y_pred at init and with the release's
-    constant parameters perturbed."""
+    constant parameters perturbed. ``ours_overrides`` replace keys of our config (to see what a
+    setting changes)."""
     torch.manual_seed(seed)
     release = build_release_model(release_dir, expid, feature_map, model_root=work_dir)
-    params = headline_configs([expid])[expid]
+    params = {**headline_configs([expid])[expid], **(ours_overrides or {}), **unit_model_kwargs(work_dir)}
     torch.manual_seed(seed)
-    ours = get_model_class(params["model"])(feature_map, **{**params, **unit_model_kwargs(work_dir)})
+    ours = get_model_class(params["model"])(feature_map, **params)
     count = copy_weights(release, ours)
     batch = random_batch(feature_map, batch_size=batch_size, seed=seed)
     y_release, y_ours = predict(release, ours, batch)
@@ -221,10 +225,23 @@ def compare(release_dir: str, release_name: str, expid: str, feature_map, batch_
             "perturbed_tensors": perturbed, "y_std": y_release.std().item(), "y_std_perturbed": y_release_p.std().item()}
 
 
+def yaml_mapping(text: str) -> dict:
+    """``--ours-overrides``: a YAML mapping of config keys."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(f"not YAML: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YAML mapping of config keys, e.g. '{{norm_eps: null}}'")
+    return value
+
+
 def main(argv=None) -> int:
     parser = release_parser(__doc__, CHECKOUT, vocab=1000, tolerance=TOLERANCE)
     parser.add_argument("--expids", nargs="+", choices=sorted(RELEASE_EXPIDS), metavar="RELEASE_EXPID",
                         help="released expids to compare (default: all of RELEASE_EXPIDS)")
+    parser.add_argument("--ours-overrides", type=yaml_mapping, default={}, metavar="YAML",
+                        help="keys of our configs to replace, e.g. '{norm_eps: null}' (torch's RMSNorm epsilon)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_release_module(parser, args.release_dir, RELEASE_PACKAGE, MODULE_NAME, CHECKOUT)
@@ -236,7 +253,8 @@ def main(argv=None) -> int:
         for release_name in args.expids or RELEASE_EXPIDS:
             expid = RELEASE_EXPIDS[release_name]
             feature_map = maps[headline_configs([expid])[expid]["dataset_id"]]
-            r = compare(args.release_dir, release_name, expid, feature_map, args.batch_size, args.seed, work_dir)
+            r = compare(args.release_dir, release_name, expid, feature_map, args.batch_size, args.seed, work_dir,
+                        args.ours_overrides)
             worst = max(worst, r["max_abs_dy"], r["max_abs_dy_perturbed"])
             print(markdown_row([f"`{release_name}`", f"`{expid}`", f"{r['params']:,}", f"{r['max_abs_dy']:.1e}",
                                 f"{r['max_abs_dy_perturbed']:.1e}", f"{r['y_std']:.1e} / {r['y_std_perturbed']:.1e}"]),
