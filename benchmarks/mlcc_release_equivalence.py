@@ -178,7 +178,8 @@ def compare(release_dir: str, expid: str, vocab: int, batch_size: int, seed: int
     y_release_p, y_ours_p = outputs()
     return {"expid": expid, "release_config": RELEASE_CONFIGS[expid], "fields": num_fields, "params": count,
             "max_abs_dy": max_abs_diff(y_release, y_ours), "max_abs_dy_perturbed": max_abs_diff(y_release_p, y_ours_p),
-            "perturbed_tensors": perturbed, "y_std": y_release.std().item(), "y_std_perturbed": y_release_p.std().item(),
+            "perturbed_tensors": perturbed, "y_std": y_release.std().item(),
+            "y_std_perturbed": y_release_p.std().item(),
             "lc_std": lc_std, "embedding_std": embedding_std}
 
 

@@ -222,7 +222,8 @@ def compare(release_dir: str, release_name: str, expid: str, feature_map, batch_
     return {"release_expid": release_name, "expid": expid, "params": count,
             "release_params": sum(p.numel() for p in release.parameters()),
             "max_abs_dy": max_abs_diff(y_release, y_ours), "max_abs_dy_perturbed": max_abs_diff(y_release_p, y_ours_p),
-            "perturbed_tensors": perturbed, "y_std": y_release.std().item(), "y_std_perturbed": y_release_p.std().item()}
+            "perturbed_tensors": perturbed, "y_std": y_release.std().item(),
+            "y_std_perturbed": y_release_p.std().item()}
 
 
 def yaml_mapping(text: str) -> dict:
