@@ -6,6 +6,7 @@
 * :class:`ZeroTerm` - a term a structure does not have in a sum (a 0-dim zero).
 * :class:`AbsentBranch` - a branch a structure does not have: a (rows, 0) tensor, so a
   concatenation needs no if-branch in forward.
+* :func:`row_chunked` - a row-wise network over chunks of rows on CPU (intermediates in cache).
 * :class:`RandomBitsDropout` - ``nn.Dropout`` whose CPU mask is drawn from 32-bit random
   integers (half the generator calls of ``bernoulli_``).
 
@@ -15,6 +16,7 @@ Shapes: B batch, F fields, D embedding size, T tokens, H heads, A attention size
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -76,6 +78,31 @@ def random_int32(shape: torch.Size, device: torch.device) -> torch.Tensor:
     count = math.prod(shape)
     bits = torch.empty((count + 1) // 2, dtype=torch.int64, device=device).random_(-2 ** 63, None)
     return bits.view(torch.int32)[:count].view(shape)
+
+
+ROW_CHUNK = 1024
+"""Rows per chunk of a row-wise network on the devices of ``ROW_CHUNK_DEVICES`` (:func:`row_chunked`)."""
+ROW_CHUNK_DEVICES = ("cpu",)
+"""Device types on which :func:`row_chunked` splits the rows (elsewhere one call)."""
+
+
+def row_chunked(network: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``network`` (row-wise: each output row depends on its input row only) applied to ``x``.
+
+    On the devices of ``ROW_CHUNK_DEVICES`` (CPU) the rows of ``x`` flattened to (N, d_in) go
+    through ``network`` ``rows`` at a time and the results are concatenated: each chunk's
+    (rows, width) intermediates stay in cache between the matrix product and the element-wise
+    ops around it (norm, activation, dropout) and their backward, where the whole (N, width)
+    tensors would stream through memory (the token models' tokenizer, whose hidden layer is
+    (B * T, 500); the before / after step times are in results/training_efficiency.md).
+    Elsewhere one call.
+
+    Shapes: (*, d_in) -> (*, d_out).
+    """
+    if x.device.type not in ROW_CHUNK_DEVICES:
+        return network(x)
+    chunks = [network(chunk) for chunk in x.reshape(-1, x.shape[-1]).split(rows)]  # (rows, d_out) each
+    return torch.cat(chunks).view(*x.shape[:-1], -1)                               # (*, d_out)
 
 
 class ZeroTerm(nn.Module):

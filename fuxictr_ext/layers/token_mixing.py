@@ -45,7 +45,7 @@ from fuxictr.pytorch.torch_utils import get_activation
 from torch import nn
 
 from ..config import check_arg, check_choice, check_positive_int, check_positive_ints
-from .common import RandomBitsDropout
+from .common import ROW_CHUNK, RandomBitsDropout, row_chunked
 from ..precision import as_float32
 
 
@@ -131,29 +131,6 @@ class PerTokenLayer(nn.Module, metaclass=ABCMeta):
             return self.batched(x)
         tokens = zip(self.token_functions(), x.unbind(1), strict=True)
         return torch.stack([function(x_t) for function, x_t in tokens], dim=1)  # (B, T, d_out)
-
-
-ROW_CHUNK = 1024
-"""Rows per chunk of a row-wise network on the devices of ``TOKEN_LOOP_DEVICES`` (:func:`row_chunked`)."""
-
-
-def row_chunked(network: nn.Module, x: torch.Tensor, rows: int) -> torch.Tensor:
-    """``network`` (row-wise: each output row depends on its input row only) applied to ``x``.
-
-    On the devices of ``TOKEN_LOOP_DEVICES`` (CPU) the rows of ``x`` flattened to (N, d_in) go
-    through ``network`` ``rows`` at a time and the results are concatenated: each chunk's
-    (rows, width) intermediates stay in cache between the matrix product and the element-wise
-    ops around it (norm, activation, dropout) and their backward, where the whole (N, width)
-    tensors would stream through memory. The tokenizer's hidden layer of ``RankMixer_criteo``,
-    (4096 * 26, 500), runs its forward and backward 2.6x faster in chunks of 1024 rows
-    (``python -m benchmarks.training_efficiency`` measures the models). Elsewhere one call.
-
-    Shapes: (*, d_in) -> (*, d_out).
-    """
-    if x.device.type not in TOKEN_LOOP_DEVICES:
-        return network(x)
-    chunks = [network(chunk) for chunk in x.reshape(-1, x.shape[-1]).split(rows)]  # (rows, d_out) each
-    return torch.cat(chunks).view(*x.shape[:-1], -1)                               # (*, d_out)
 
 
 def _affine(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
