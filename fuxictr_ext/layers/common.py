@@ -50,7 +50,7 @@ class RandomBitsDropout(nn.Dropout):
     float conversion per element; here the int64 ``random_`` over the full range gives two
     uniform int32 per 64-bit draw (the same twister, half its calls), compared with an
     integer threshold. An element is dropped with probability (t + 2^31) / 2^32, p rounded
-    to a multiple of 2^-32 (torch's own float mask rounds p to float32). The masks differ
+    to a multiple of 2^-32. The masks differ
     from ``nn.Dropout``'s for the same seed; rate, scale and gradients are the same
     (tests/test_token_mixing.py). On other devices it is ``nn.Dropout``.
 
@@ -94,8 +94,8 @@ def row_chunked(network: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     (rows, width) intermediates stay in cache between the matrix product and the element-wise
     ops around it (norm, activation, dropout) and their backward, where the whole (N, width)
     tensors would stream through memory (the token models' tokenizer, whose hidden layer is
-    (B * T, 500); the before / after step times are in results/training_efficiency.md).
-    Elsewhere one call.
+    (B * T, 500), and the CIN interaction; the step times with and without it:
+    ``python -m benchmarks.training_step_changes``). Elsewhere one call.
 
     Shapes: (*, d_in) -> (*, d_out).
     """

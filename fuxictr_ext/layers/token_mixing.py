@@ -569,6 +569,10 @@ class Tokenizer(nn.Module):
         vector: X = reshape(MLP(e), (T, D))                   # one MLP to T*D
         none:   X = reshape(e, (T, D))                        # needs F*k == T*D
 
+    On CPU the MLP runs over ``chunk_rows`` (1024) of its rows at a time
+    (:func:`~fuxictr_ext.layers.common.row_chunked`), its dropout is
+    :class:`~fuxictr_ext.layers.common.RandomBitsDropout`.
+
     Args:
         num_fields: F.
         embedding_dim: k.
