@@ -26,7 +26,6 @@ self-CPU table of three train steps per side instead.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import os
 import statistics
@@ -38,23 +37,14 @@ import yaml
 from torch import nn
 
 from benchmarks.harness import REPO, Harness, clock
+from benchmarks.mlcc_release_equivalence import CHECKOUT, MODULE_NAME, RELEASE_FILE
+from benchmarks.releases import load_release_module
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch
 from fuxictr_ext.training import Trainer, TrainingConfig
 
 NUM_FIELDS = 39          # Criteo: 13 integer + 26 categorical fields, all hashed by the release
 MAX_GRADIENT_NORM = 10.0  # FuxiCTR's fit() default, which train_step clips to
-
-
-def load_release(release_dir: str):
-    """The release's ``models/mlcc.py`` as a module."""
-    path = os.path.join(release_dir, "models", "mlcc.py")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--release-dir {release_dir!r}: no models/mlcc.py (clone shishishu/MLCC there)")
-    spec = importlib.util.spec_from_file_location("mlcc_release", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def our_params(expid: str):
@@ -107,7 +97,8 @@ def main(argv=None) -> int:
     args = h.parse(argv)
     if args.tiny:
         args.batch_size, args.vocab, args.iters, args.warmup = 64, 100, 2, 1
-    release = load_release(args.release_dir) if args.release_dir else None
+    release = (load_release_module(h.parser, args.release_dir, RELEASE_FILE, MODULE_NAME, CHECKOUT)
+               if args.release_dir else None)
 
     model_cls, params, learning_rate = our_params(args.expid)
     feature_map = make_feature_map(num_categorical=NUM_FIELDS, num_numeric=0, vocab_size=args.vocab)

@@ -17,23 +17,25 @@ max |dy| exceeds ``--tolerance``.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import os
 import re
 import sys
 import tempfile
-from typing import Dict, List
+from typing import Dict
 
 import torch
 import yaml
 
 from benchmarks.harness import REPO
+from benchmarks.releases import (WeightCopy, load_release_module, markdown_header, markdown_row, max_abs_diff,
+                                 release_parser)
 from fuxictr_ext.registry import get_model_class
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 
 RELEASE_CHECK = True   # needs --release-dir: tests/test_benchmarks_smoke.py checks only that it asks for one
 RELEASE_FILE = os.path.join("model_zoo", "WuKong", "src", "WuKong.py")
+CHECKOUT = "a checkout of reczoo/FuxiCTR at commit dba7239"
+MODULE_NAME = "fuxictr_release_wukong"
 # our key -> the release's key
 RELEASE_KEYS = {"embedding_dim": "embedding_dim", "num_layers": "num_layers", "fm_rank": "project_dim",
                 "fmb_hidden_units": "fmb_units", "fmb_dim": "fmb_dim", "compression_dim": "compression_dim",
@@ -53,17 +55,6 @@ LAYER_NAMES = [(r"fmb\.fm_block\.projection_matrix", "projection"), (r"fmb\.laye
                (r"transform\.", "transform.")]
 
 
-def load_release(release_dir: str):
-    """The release's WuKong module (FuxiCTR's ``model_zoo/WuKong/src/WuKong.py``)."""
-    path = os.path.join(release_dir, RELEASE_FILE)
-    if not os.path.isfile(path):
-        sys.exit(f"--release-dir {release_dir!r}: no {RELEASE_FILE} (a checkout of reczoo/FuxiCTR at dba7239)")
-    spec = importlib.util.spec_from_file_location("fuxictr_release_wukong", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def our_name(release_name: str) -> str:
     """Our parameter name of a release parameter (SE: one stack, ``layers.i.interactions.0``)."""
     if release_name.startswith("embedding_layer."):
@@ -79,19 +70,10 @@ def our_name(release_name: str) -> str:
 
 def copy_release_weights(release: torch.nn.Module, ours: torch.nn.Module) -> int:
     """Assign every release parameter to ours; check that each of ours is assigned exactly once."""
-    our_params = dict(ours.named_parameters())
-    assigned: List[str] = []
-    with torch.no_grad():
-        for name, param in release.named_parameters():
-            target = our_params[our_name(name)]
-            if target.shape != param.shape:
-                raise ValueError(f"{name} {tuple(param.shape)} -> {our_name(name)} {tuple(target.shape)}")
-            target.copy_(param)
-            assigned.append(our_name(name))
-    if sorted(assigned) != sorted(our_params):
-        raise ValueError(f"unassigned: {sorted(set(our_params) - set(assigned))}, twice: "
-                         f"{sorted(n for n in set(assigned) if assigned.count(n) > 1)}")
-    return len(assigned)
+    copy = WeightCopy(release, ours)
+    for name in copy.release:
+        copy.copy(name, our_name(name))
+    return copy.finish()
 
 
 def compare(module, settings: Dict, feature_map, batch_size: int, seed: int, work_dir: str) -> Dict:
@@ -109,8 +91,7 @@ def compare(module, settings: Dict, feature_map, batch_size: int, seed: int, wor
     with torch.no_grad():
         y_release = release(batch)["y_pred"]
         y_ours = ours(batch)["y_pred"]
-    return {"params": sum(p.numel() for p in ours.parameters()), "assigned": count,
-            "max_abs_dy": (y_release - y_ours).abs().max().item(), "y_std": y_release.std().item(),
+    return {"params": count, "max_abs_dy": max_abs_diff(y_release, y_ours), "y_std": y_release.std().item(),
             "Y_std_release": y_std[0], "Y_std_ours": y_std[1]}
 
 
@@ -127,25 +108,18 @@ def configs(vocab: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--release-dir", required=True, help="a checkout of reczoo/FuxiCTR at commit dba7239")
-    parser.add_argument("--vocab", type=int, default=1000, help="vocabulary of every categorical field")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--tolerance", type=float, default=0.0, help="largest accepted max |dy|")
+    parser = release_parser(__doc__, CHECKOUT, vocab=1000, tolerance=0.0)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    module = load_release(args.release_dir)
-    print("| config | params | max abs dy | std of y | std of Y at init, FuxiCTR / ours |")
-    print("|---|---|---|---|---|")
+    module = load_release_module(parser, args.release_dir, RELEASE_FILE, MODULE_NAME, CHECKOUT)
+    print(markdown_header(["config", "params", "max abs dy", "std of y", "std of Y at init, FuxiCTR / ours"]))
     worst = 0.0
     with tempfile.TemporaryDirectory() as work_dir:
         for name, settings, feature_map in configs(args.vocab):
             r = compare(module, settings, feature_map, args.batch_size, args.seed, work_dir)
             worst = max(worst, r["max_abs_dy"])
-            print(f"| {name} | {r['params']:,} | {r['max_abs_dy']:.1e} | {r['y_std']:.1e} | "
-                  f"{r['Y_std_release']:.2f} / {r['Y_std_ours']:.2f} |")
+            print(markdown_row([name, f"{r['params']:,}", f"{r['max_abs_dy']:.1e}", f"{r['y_std']:.1e}",
+                                f"{r['Y_std_release']:.2f} / {r['Y_std_ours']:.2f}"]))
     return 0 if worst <= args.tolerance else 1
 
 

@@ -22,7 +22,7 @@ import pytest
 from benchmarks.harness import Harness
 
 REPO = Path(__file__).resolve().parents[1]
-HELPER_MODULES = {"__init__", "harness", "fixtures"}
+HELPER_MODULES = {"__init__", "harness", "fixtures", "releases"}
 RELEASE_CHECK_MARK = re.compile(r"^RELEASE_CHECK = True\b", re.M)
 # Release-equivalence checks compare with an authors' checkout given by --release-dir, which CI
 # does not have: they are not run here, only checked to refuse to start without one.
