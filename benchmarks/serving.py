@@ -12,12 +12,15 @@ after contender, round after round (alternated), after a warm-up:
   request per call, 1 and 2 uvicorn workers (``--serve fastapi``, below);
 * ``rayserve``  - Ray Serve tuned as its documentation allows (``--serve rayserve``):
   ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``, ``@serve.batch`` with the same batch size and wait,
-  2 replicas of 1 CPU, ``max_ongoing_requests`` / ``max_queued_requests`` set; measured through
+  2 replicas of 1 CPU, ``max_ongoing_requests`` / ``max_queued_requests`` set, its workers at
+  the niceness of the rest (``RAY_worker_niceness=0``; Ray's default lowers them); measured through
   its HTTP proxy and through its gRPC proxy (a unary method taking the same JSON body as bytes);
 * ``pytriton``  - PyTriton (NVIDIA Triton Inference Server with Python models, ``--serve
   pytriton``): Triton's dynamic batcher with the same batch size, wait and queue size, one model
   instance per worker; KServe v2 HTTP requests carrying the JSON body as a BYTES tensor. It
-  needs numpy < 2, so it runs in an environment of its own: ``--pytriton-python PATH``;
+  needs numpy < 2, so it runs in an environment of its own: ``--pytriton-python PATH``; it is
+  started and made ready before the others (its second model instance waits only 1 s for the
+  first one's handshake, which a machine busy starting the other servers misses);
 * ``in process`` - ``scorer.score([json.loads(body)])`` in this process, one thread: the
   throughput every server is compared with (``throughput / in-process``).
 
@@ -657,7 +660,7 @@ def contenders(args, config_dir: str) -> Tuple[List[Contender], Dict[str, str]]:
             if engine == "rayserve":
                 g = next(port)
                 http = Contender(name, engine, "rank_aware", workers, p, command + ["--grpc-port", str(g)],
-                                 dict(env, RAY_SERVE_THROUGHPUT_OPTIMIZED="1"))
+                                 dict(env, RAY_SERVE_THROUGHPUT_OPTIMIZED="1", RAY_worker_niceness="0"))
                 chosen += [http, Contender(f"{engine}_grpc_rank_aware_{workers}w", engine, "rank_aware", workers, g,
                                            None, session=GrpcSession, host=http)]
             else:
@@ -779,16 +782,18 @@ def main(argv=None) -> None:
     windows: Dict[tuple, List[Window]] = {}
     started, ratio_rounds, overload_result = {}, [], {}
     try:
-        for server in servers:
-            server.start(log_dir)
-        for server in list(servers):
-            try:
-                started[server.name] = wait_ready(server, bodies[0], args.start_timeout_s)
-                print(f"{server.name} ready after {started[server.name]:.1f} s", flush=True)
-            except RuntimeError as err:
-                skipped[server.name] = f"did not start: {err}"
-                print(f"{server.name} {skipped[server.name]}", flush=True)
-                servers.remove(server)
+        first = [s for s in servers if s.engine == "pytriton"]   # its second model instance waits 1 s for the first
+        for group in (first, [s for s in servers if s not in first]):    # one's handshake: started on a quieter machine
+            for server in group:
+                server.start(log_dir)
+            for server in group:
+                try:
+                    started[server.name] = wait_ready(server, bodies[0], args.start_timeout_s)
+                    print(f"{server.name} ready after {started[server.name]:.1f} s", flush=True)
+                except RuntimeError as err:
+                    skipped[server.name] = f"did not start: {err}"
+                    print(f"{server.name} {skipped[server.name]}", flush=True)
+                    servers.remove(server)
         for repeat in range(args.repeats):
             for concurrency in args.concurrency:
                 shift = repeat % max(len(servers), 1)
