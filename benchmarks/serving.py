@@ -44,8 +44,8 @@ Then the overload test: ``--overload-clients`` connections at once (one asyncio 
 that the client side stays cheap) against the project's server (``--max-queued``,
 ``--timeout-s``), each sending ``--overload-requests`` requests back to back: how many were
 scored (their p50 / p99), how many got 503 (and how fast), any other status; beside them the
-bound on an admitted request's time: Q = --max-queued requests through the server at its
-measured throughput X (Q / X, Little's law).
+parts of the bound on an admitted request's latency: --timeout-s, Q = --max-queued requests
+of work at the server's measured throughput X (Q / X), and the server's CPU per answer.
 
     python -m benchmarks.serving --work-dir /tmp/serving_bench --pytriton-python /work/venv-pytriton/bin/python
 """
@@ -813,8 +813,10 @@ def main(argv=None) -> None:
             ratio_rounds = rank_aware_ratio(litserve, scorers, bodies, expected, args)
         if "rank_aware" in litserve:
             overload_result = dict(server=litserve["rank_aware"].name, workers=litserve["rank_aware"].workers)
+            cpu_before = tree_cpu_seconds(litserve["rank_aware"].pid)
             overload_result.update(overload(litserve["rank_aware"].port, bodies, args.overload_clients,
                                             args.overload_requests))
+            overload_result["server_cpu_s"] = tree_cpu_seconds(litserve["rank_aware"].pid) - cpu_before
             print(f"overload: {overload_result}", flush=True)
     finally:
         for server in launched:
@@ -836,7 +838,7 @@ def summarise(windows: List[Window]) -> dict:
 def little_bound_ms(args, summary: dict, overload_result: dict) -> Tuple[float, float]:
     """(X, Q / X in ms): the overloaded server's throughput at the highest concurrency measured
     (requests/s, median), and the time Q = --max-queued admitted requests take to go through it
-    at that rate (Little's law): how long an admitted request waits behind the others at most."""
+    at that rate (Little's law)."""
     rps = summary[(overload_result["server"], "rank_aware", overload_result["workers"], max(args.concurrency))]["rps"]
     return rps, 1e3 * args.max_queued / rps
 
@@ -886,12 +888,16 @@ def results_markdown(args, windows, started, skipped, ratio_rounds, overload_res
                  "| status | count | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|",
                  *[f"| {status} | {v['count']} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} |"
                    for status, v in o["statuses"].items()],
-                 "", f"Bound: at most Q = {args.max_queued} requests are admitted at once, so an admitted request "
-                     f"waits behind at most Q - 1 others: its time in the server is at most about Q / X = "
-                     f"{args.max_queued} / {rps:.0f} = {bound:.0f} ms (X: this server's requests/s at concurrency "
-                     f"{max(args.concurrency)} above), plus the API server's time to read and answer it, which under "
-                     f"the flood is what a 503 takes (p99 {o['statuses'].get('503', {}).get('p99_ms', math.nan):.0f} "
-                     f"ms); and none waits longer than --timeout-s {args.timeout_s} s in the queue (504)."]
+                 "", f"Bound on an admitted request's latency: it waits in the queue at most --timeout-s "
+                     f"({args.timeout_s} s; LitServe answers 504 past it), is scored in one batch, and waits for the API "
+                     f"server to read it and write its answer. At most Q = {args.max_queued} are admitted, so at the "
+                     f"server's throughput X the queue holds about Q / X = {args.max_queued} / {rps:.0f} = {bound:.0f} ms "
+                     f"of work (X: requests/s at concurrency {max(args.concurrency)} above). Under the flood the API "
+                     f"server's one event loop also answers every other connection in turn: a 503 waits for one pass over "
+                     f"them (p50 {o['statuses'].get('503', {}).get('p50_ms', math.nan):.0f} ms), an admitted request for "
+                     f"several (read, hand to a worker, answer); the server's processes used {o['server_cpu_s']:.2f} CPU s "
+                     f"for the {sum(v['count'] for v in o['statuses'].values())} answers "
+                     f"({1e3 * o['server_cpu_s'] / sum(v['count'] for v in o['statuses'].values()):.2f} ms each)."]
     if aot:
         body += ["", "In process, the model call alone on one encoded request at a time: eager, its `torch.export` "
                  "program, and that program compiled by AOTInductor (`torch._inductor.aoti_compile_and_package`); "
