@@ -867,21 +867,25 @@ def results_markdown(args, windows, started, skipped, ratio_rounds, overload_res
     if ratio_rounds:
         body += ["", f"Rank-aware against vanilla, CPU per request (vanilla / rank-aware), LitServe with "
                      f"{max(args.workers)} workers and in process, {args.ratio_rounds} alternated rounds of "
-                     f"{args.ratio_duration} s per path; median over the rounds of the ratio within a round (min, max):",
+                     f"{args.ratio_duration} s per path; median over the rounds of the ratio within a round "
+                     f"(min, max):",
                  "", "| concurrency | served | in process | served / in process | load average |",
                  "|---|---|---|---|---|"]
         for concurrency in args.concurrency:
             rounds = [r for r in ratio_rounds if r["concurrency"] == concurrency]
             columns = [[r["served"] for r in rounds], [r["in_process"] for r in rounds],
                        [r["served"] / r["in_process"] for r in rounds]]
-            body.append(f"| {concurrency} | " + " | ".join(f"x{statistics.median(c):.2f} ({min(c):.2f}, {max(c):.2f})"
-                                                          for c in columns)
+            cells = [f"x{statistics.median(c):.2f} ({min(c):.2f}, {max(c):.2f})" for c in columns]
+            body.append(f"| {concurrency} | " + " | ".join(cells)
                         + f" | {statistics.median(r['load'] for r in rounds):.1f} |")
     if overload_result:
         o = overload_result
         rps, bound = little_bound_ms(args, summary, o)
-        body += ["", f"Overload: {args.overload_clients} connections at once (one asyncio client, {o['client_cpu_s']:.2f} "
-                     f"CPU s in all) x {args.overload_requests} requests back to back against `{o['server']}` "
+        answers = sum(v["count"] for v in o["statuses"].values())
+        refused_p50 = o["statuses"].get("503", {}).get("p50_ms", math.nan)
+        body += ["", f"Overload: {args.overload_clients} connections at once (one asyncio client, "
+                     f"{o['client_cpu_s']:.2f} CPU s in all) x {args.overload_requests} requests back to back "
+                     f"against `{o['server']}` "
                      f"(--max-queued {args.max_queued} --max-batch-size {args.max_batch_size} --timeout-s "
                      f"{args.timeout_s}), wall {o['wall_s']:.2f} s, load {o['load']:.1f}; "
                      f"{o['errors_not_json']} refusals without a JSON error body:", "",
@@ -889,15 +893,14 @@ def results_markdown(args, windows, started, skipped, ratio_rounds, overload_res
                  *[f"| {status} | {v['count']} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} |"
                    for status, v in o["statuses"].items()],
                  "", f"Bound on an admitted request's latency: it waits in the queue at most --timeout-s "
-                     f"({args.timeout_s} s; LitServe answers 504 past it), is scored in one batch, and waits for the API "
-                     f"server to read it and write its answer. At most Q = {args.max_queued} are admitted, so at the "
-                     f"server's throughput X the queue holds about Q / X = {args.max_queued} / {rps:.0f} = {bound:.0f} ms "
-                     f"of work (X: requests/s at concurrency {max(args.concurrency)} above). Under the flood the API "
-                     f"server's one event loop also answers every other connection in turn: a 503 waits for one pass over "
-                     f"them (p50 {o['statuses'].get('503', {}).get('p50_ms', math.nan):.0f} ms), an admitted request for "
-                     f"several (read, hand to a worker, answer); the server's processes used {o['server_cpu_s']:.2f} CPU s "
-                     f"for the {sum(v['count'] for v in o['statuses'].values())} answers "
-                     f"({1e3 * o['server_cpu_s'] / sum(v['count'] for v in o['statuses'].values()):.2f} ms each)."]
+                     f"({args.timeout_s} s; LitServe answers 504 past it), is scored in one batch, and waits for the "
+                     f"API server to read it and write its answer. At most Q = {args.max_queued} are admitted, so at "
+                     f"the server's throughput X the queue holds about Q / X = {args.max_queued} / {rps:.0f} = "
+                     f"{bound:.0f} ms of work (X: requests/s at concurrency {max(args.concurrency)} above). Under the "
+                     f"flood the API server's one event loop also answers every other connection in turn: a 503 waits "
+                     f"for one pass over them (p50 {refused_p50:.0f} ms), an admitted request for several (read, hand "
+                     f"to a worker, answer); the server's processes used {o['server_cpu_s']:.2f} CPU s for the "
+                     f"{answers} answers ({1e3 * o['server_cpu_s'] / answers:.2f} ms each)."]
     if aot:
         body += ["", "In process, the model call alone on one encoded request at a time: eager, its `torch.export` "
                  "program, and that program compiled by AOTInductor (`torch._inductor.aoti_compile_and_package`); "
