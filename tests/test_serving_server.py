@@ -181,28 +181,40 @@ def test_huge_bodies_get_413_without_being_read(port):
     assert answer.status == 413 and "limit" in json.loads(answer.read())["error"]
 
 
-def test_overload_gets_fast_json_503_and_the_accepted_requests_their_scores(port, requests_and_expected):
+def test_overload_gets_json_503_and_the_accepted_requests_their_scores(port, requests_and_expected):
+    """A flood of 6 x --max-queued clients, each sending its requests back to back on one keep-alive
+    connection: every answer is 200 with the offline scores or 503 with a JSON error (no 500, no
+    dropped connection), and a connection that got a 503 goes on serving its next request."""
     requests, expected = requests_and_expected
-    clients = 6 * MAX_QUEUED
-    barrier, answers = threading.Barrier(clients), [None] * clients
+    clients, per_client = 6 * MAX_QUEUED, 3
+    barrier, answers = threading.Barrier(clients), [[] for _ in range(clients)]
 
     def client(c):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         barrier.wait()
-        answers[c] = call(port, "/score", "POST", requests[c % len(requests)])
+        for i in range(per_client):
+            connection.request("POST", "/score", json.dumps(requests[(c + i) % len(requests)]).encode(),
+                               headers={"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            answers[c].append((answer.status, answer.read(), dict(answer.getheaders()), (c + i) % len(requests)))
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    statuses = [status for status, _, _ in answers]
+    flat = [a for per_client_answers in answers for a in per_client_answers]
+    assert len(flat) == clients * per_client                     # every request of every connection answered
+    statuses = [status for status, _, _, _ in flat]
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(503) > 0 and statuses.count(200) >= MAX_QUEUED
-    for c, (status, body, headers) in enumerate(answers):
+    for status, body, headers, r in flat:
         if status == 503:
-            assert "busy" in json.loads(body)["error"] and headers["retry-after"] == "1"
+            assert headers["content-type"] == "application/json" and headers["retry-after"] == "1"
+            assert "busy" in json.loads(body)["error"]
         else:
-            assert_scores(body, expected[c % len(requests)])
+            assert_scores(body, expected[r])
+    assert any(503 in [status for status, *_ in a[:-1]] for a in answers)    # a 503, then an answer on the same line
     assert call(port, "/score", "POST", requests[0])[0] == 200            # and it serves on
 
 
