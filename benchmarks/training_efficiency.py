@@ -27,14 +27,19 @@ this process (``--clock cpu``, the steady figure for one thread on a shared mach
 * Where a model's float32 step is below ``--profile-below`` of the peak, one float32 step
   is profiled (``torch.profiler``, CPU) and its ``--top-ops`` operators by self CPU time are
   listed: what stands between the model and the peak.
-* RankMixer and RankElastor also run against the release's form of the same model
-  (``benchmarks.token_mixing_speed.loop_reference_model``: every token's P-FFN a separate
-  small network as the authors' ``Token_FFN.py`` runs it, the mixing as the release writes
-  it), float32, train and eval steps alternated; "speed-up" = release-form median / ours.
+* ``--release-dir`` (a checkout of github.com/vasile-paskardlgm/RankElastor at 68e5f29): RankMixer
+  and RankElastor also run against the authors' release, imported from there at run time
+  (``benchmarks.rankelastor_release_equivalence.build_release_model``: their ``UniMixer`` at the
+  released config that ours reproduces, its weights copied into ours), float32, train steps
+  (the release's FuxiCTR ``BaseModel.train_step`` against our trainer's) and eval forwards
+  alternated; "speed-up" = release median / ours. Without it they run against the release's
+  form written in this repository (``benchmarks.token_mixing_speed.loop_reference_model``:
+  every token's P-FFN a separate small network as the authors' ``Token_FFN.py`` runs it).
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from typing import Callable, Dict, List, Sequence
@@ -43,6 +48,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.harness import Harness
+from benchmarks.rankelastor_release_equivalence import (CHECKOUT, MODULE_NAME, RELEASE_PACKAGE, build_release_model,
+                                                        copy_weights, release_expid)
+from benchmarks.releases import load_release_module
 from benchmarks.token_mixing_speed import Schedule, alternate, loop_reference_model
 from benchmarks.training_speed import headline_configs
 from fuxictr_ext.cost import count_step_flops
@@ -57,6 +65,10 @@ RELEASE_FORM_MODELS = ("RankMixer", "RankElastor")
 PEAK_SIZE = 2048
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of bfloat16 matrix instructions
 PEAK_DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
+RELEASE_FORM_TITLE = ("Float32, ours against the release's form of the same model written in this repository "
+                      "(token-loop P-FFNs, benchmarks/token_mixing_speed.py):")
+RELEASE_TITLE = (f"Float32, ours against the authors' release ({CHECKOUT}, imported from --release-dir; "
+                 "the same weights; train: its FuxiCTR train_step against our trainer's; eval: forward):")
 
 
 def gemm_peak(dtype: torch.dtype, size: int, repeats: int, cpu: bool) -> float:
@@ -140,7 +152,28 @@ def measure_release_form(expid: str, params: dict, feature_map, batch: dict, sch
     return record
 
 
-def tables(records: List[dict], release_records: List[dict], peaks: Dict[str, float]) -> str:
+def measure_release(expid: str, params: dict, feature_map, batch: dict, schedule: Schedule, work_dir: str,
+                    release_dir: str) -> dict:
+    """Float32 train and eval steps of ours against the authors' release (same weights), alternated."""
+    ours = build_model(params, feature_map, work_dir)
+    torch.manual_seed(0)
+    release = build_release_model(release_dir, expid, feature_map, model_root=work_dir)
+    copy_weights(release, ours)
+    trainer = Trainer(ours, TrainingConfig(verbose=0))
+    release._max_gradient_norm = trainer.config.max_gradient_norm  # what FuxiCTR's fit() sets before train_step
+    record = {"expid": expid, "release_expid": release_expid(expid)}
+    for model in (ours, release):
+        model.train()
+    record["train"] = alternate({"ours": step_function(trainer, batch),
+                                 "release": functools.partial(release.train_step, batch)}, schedule)
+    for model in (ours, release):
+        model.eval()
+    record["eval"] = alternate({"ours": eval_function(ours, batch), "release": eval_function(release, batch)}, schedule)
+    return record
+
+
+def tables(records: List[dict], release_records: List[dict], peaks: Dict[str, float],
+           release_title: str = RELEASE_FORM_TITLE) -> str:
     lines = ["| model (config) | GFLOP / step | fp32 ms median / min | fp32 % peak | bf16 ms median / min "
              "| bf16 % fp32 peak | bf16 % bf16 peak | bf16 / fp32 step |",
              "|---|---|---|---|---|---|---|---|"]
@@ -153,9 +186,8 @@ def tables(records: List[dict], release_records: List[dict], peaks: Dict[str, fl
         lines.append(f"| {r['expid']} | {r['flops_per_step'] / 1e9:.2f} | {ms([f32['median_s'], f32['min_s']])} "
                      f"| {100 * f32['peak_fraction']:.0f}% " + bf16_cells + "|")
     if release_records:
-        lines += ["", "Float32, ours against the release's form of the same model (token-loop P-FFNs, "
-                      "benchmarks/token_mixing_speed.py):", "",
-                  "| model (config) | mode | ours ms median / min | release-form ms median / min | speed-up |",
+        lines += ["", release_title, "",
+                  "| model (config) | mode | ours ms median / min | release ms median / min | speed-up |",
                   "|---|---|---|---|---|"]
         for r in release_records:
             for mode in ("train", "eval"):
@@ -189,8 +221,14 @@ def main(argv=None) -> None:
     h.parser.add_argument("--profile-below", type=float, default=0.6,
                           help="profile the float32 step of models below this fraction of the peak")
     h.parser.add_argument("--top-ops", type=int, default=8)
-    h.parser.add_argument("--no-release-form", action="store_true", help="skip the release-form comparison")
+    h.parser.add_argument("--no-release-form", action="store_true",
+                          help="skip the comparison with the release (or its in-repository form)")
+    h.parser.add_argument("--release-dir", default=None,
+                          help=f"{CHECKOUT}: compare RankMixer and RankElastor with it (default: with the "
+                               "release's form written in this repository)")
     args = h.parse(argv)
+    if args.release_dir is not None:
+        load_release_module(h.parser, args.release_dir, RELEASE_PACKAGE, MODULE_NAME, CHECKOUT)
     configs = headline_configs(args.ids)
     if args.tiny:
         args.batch_size, args.steps, args.warmup, args.peak_repeats, args.vocab_size = 16, 1, 1, 1, 100
@@ -208,7 +246,12 @@ def main(argv=None) -> None:
         records.append(measure_model(expid, params, feature_map, batch, schedule, args.work_dir, peaks, precisions))
         print(tables(records[-1:], [], peaks).splitlines()[-1], flush=True)
         if params["model"] in RELEASE_FORM_MODELS and not args.no_release_form:
-            release_records.append(measure_release_form(expid, params, feature_map, batch, schedule, args.work_dir))
+            if args.release_dir is None:
+                release_records.append(measure_release_form(expid, params, feature_map, batch, schedule,
+                                                            args.work_dir))
+            else:
+                release_records.append(measure_release(expid, params, feature_map, batch, schedule, args.work_dir,
+                                                       args.release_dir))
             print(tables([], release_records[-1:], peaks).splitlines()[-1], flush=True)
     for p in precisions:  # the peak again after the models: the best of both
         peaks[p] = max(peaks[p], gemm_peak(PEAK_DTYPES[p], peak_size, args.peak_repeats, cpu))
@@ -227,10 +270,14 @@ def main(argv=None) -> None:
               f"{args.warmup} warm-up steps per contender, {args.clock} clock; same-process "
               f"{peak_size}^3 matmul peak: " + ", ".join(f"{p} {peaks[p] / 1e9:.1f} GFLOP/s" for p in precisions)
               + f"; load average at the end {load}; CPU bfloat16 flags: {', '.join(flags) or 'none'}")
-    body = header + "\n\n" + tables(records, release_records, peaks) + "\n" + profile_lines(profiles, args.profile_below)
+    release_title = RELEASE_FORM_TITLE if args.release_dir is None else RELEASE_TITLE
+    body = (header + "\n\n" + tables(records, release_records, peaks, release_title) + "\n"
+            + profile_lines(profiles, args.profile_below))
     print(body)
     h.write(body, [{**r, "peaks_flop_s": peaks} for r in records]
-            + [{"expid": r["expid"], "release_form": {m: r[m] for m in ("train", "eval")}} for r in release_records])
+            + [{"expid": r["expid"], "release_expid": r.get("release_expid"),
+                "release" if args.release_dir else "release_form": {m: r[m] for m in ("train", "eval")}}
+               for r in release_records])
 
 
 if __name__ == "__main__":

@@ -53,6 +53,34 @@ def test_cin_is_fuxictrs_cin_sized_to_the_fields():
     torch.testing.assert_close(cin(X), reference(X).view(B, F, D))
 
 
+@pytest.mark.parametrize("rows", [3, 1024])
+def test_cin_without_the_hadamard_tensor_has_fuxictrs_outputs_and_gradients(rows, monkeypatch):
+    """The row form (in chunks of ``rows`` embedding coordinates) against fuxictr's einsum + Conv1d
+    on the same non-trivial weights: outputs, input and parameter gradients."""
+    import fuxictr_ext.layers.interactions as interactions
+    monkeypatch.setattr(interactions, "ROW_CHUNK", rows)
+    torch.manual_seed(5)
+    cin = CINInteraction(F, D, cin_hidden_units=[4, 3])
+    with torch.no_grad():
+        for param in cin.parameters():
+            param.normal_(0.0, 0.3)
+    reference = CompressedInteractionNet(F, [4, 3], output_dim=F * D)
+    reference.load_state_dict(cin.cin.state_dict())
+    X = torch.randn(B, F, D)
+    weights = torch.randn(B, F, D)
+    grads = []
+    for module, forward in ((cin, cin), (reference, lambda x: reference(x).view(B, F, D))):
+        x = X.clone().requires_grad_()
+        y = forward(x)
+        (y * weights).sum().backward()
+        grads.append((y.detach(), x.grad, {name: p.grad for name, p in module.named_parameters()}))
+    (y, x_grad, param_grads), (y_ref, x_grad_ref, param_grads_ref) = grads
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x_grad, x_grad_ref, rtol=1e-5, atol=1e-5)
+    for name, grad in param_grads_ref.items():
+        torch.testing.assert_close(param_grads["cin." + name], grad, rtol=1e-5, atol=1e-5)
+
+
 def test_dnn_and_cross_are_fuxictrs_modules_on_the_flattened_fields():
     torch.manual_seed(3)
     X = torch.randn(B, F, D)

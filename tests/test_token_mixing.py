@@ -6,7 +6,8 @@ from torch import nn
 
 from fuxictr_ext.layers.token_mixing import (BlockTransposeMixing, FullMixing, KroneckerMixing, PerTokenFFN,
                                              PerTokenGLU, PerTokenLinear, PerTokenRMSNorm, PerTokenTiedGLU,
-                                             TokenMeanHead, Tokenizer, make_norm)
+                                             TokenMeanHead, Tokenizer, make_norm, row_chunked)
+from fuxictr_ext.layers.common import RandomBitsDropout
 from fuxictr_ext.spectrum.metrics import entropy_effective_rank
 
 
@@ -283,7 +284,80 @@ def test_vector_tokenizer_projects_the_whole_vector():
     expected = tok.project(tok.input_norm(emb.flatten(1))).view(3, 5, 2)
     assert torch.allclose(tok(emb), expected, atol=1e-6)
     kinds = [type(m).__name__ for m in tok.project]
-    assert kinds == ["Linear", "RMSNorm", "ReLU", "Dropout", "Linear"]
+    assert kinds == ["Linear", "RMSNorm", "ReLU", "RandomBitsDropout", "Linear"]
+
+
+@pytest.mark.parametrize("mode,hidden", [("matrix", [7]), ("vector", [16, 9])])
+def test_tokenizer_in_row_chunks_equals_one_call_with_gradients(mode, hidden):
+    """On CPU the projection MLP runs over chunks of rows: outputs and gradients equal one call's."""
+    _seed()
+    tok = _randomize(Tokenizer(num_fields=6, embedding_dim=4, num_tokens=3, token_dim=5, mode=mode,
+                               hidden_units=hidden, hidden_norm=True, dropout=0.0))
+    emb = torch.randn(7, 6, 4)
+    results = []
+    for rows in (2, 10 ** 6):  # 7 * 3 matrix rows in 11 chunks (7 vector rows in 4); one chunk
+        tok.chunk_rows = rows
+        tok.zero_grad()
+        x = emb.clone().requires_grad_()
+        y = tok(x)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        results.append((y.detach(), x.grad, [p.grad.clone() for p in tok.parameters()]))
+    flat = tok.input_norm(emb.flatten(1))
+    one_call = tok.project(flat.view(7, tok.groups, -1)).reshape(7, 3, 5)
+    (chunked, x_grad, grads), (whole, whole_x_grad, whole_grads) = results
+    assert torch.allclose(chunked, one_call, atol=1e-6) and torch.allclose(whole, one_call, atol=1e-6)
+    assert torch.allclose(x_grad, whole_x_grad, atol=1e-6)
+    for grad, whole_grad in zip(grads, whole_grads):
+        assert torch.allclose(grad, whole_grad, atol=1e-5)
+
+
+def test_row_chunked_keeps_leading_dimensions():
+    net = nn.Linear(4, 3)
+    x = torch.randn(5, 2, 4)
+    assert torch.allclose(row_chunked(net, x, rows=3), net(x), atol=1e-6)
+    assert row_chunked(net, x, rows=3).shape == (5, 2, 3)
+
+
+# --------------------------------------------------------------------------- random-bits dropout
+def test_random_bits_dropout_rate_scale_and_gradient():
+    """Dropped at rate p (within 5 standard deviations), kept entries scaled by 1/(1-p), the
+    gradient the same mask and scale, identity in eval mode."""
+    _seed()
+    p, n = 0.1, 2_000_000
+    drop = RandomBitsDropout(p).train()
+    x = (torch.rand(n) + 0.5).requires_grad_()  # no zeros: a zero output is a dropped entry
+    y = drop(x)
+    dropped = y == 0
+    assert abs(dropped.double().mean().item() - p) < 5 * (p * (1 - p) / n) ** 0.5
+    assert torch.equal(y[~dropped], x.detach()[~dropped] * (1 / (1 - p)))
+    y.backward(torch.full_like(y, 2.0))
+    assert torch.equal(x.grad, (~dropped).float() * 2.0 * (1 / (1 - p)))
+    assert not torch.equal(drop(x), y)  # a fresh mask per call
+    drop.eval()
+    assert drop(x) is x or torch.equal(drop(x), x)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_random_bits_dropout_edges_and_dtype(p):
+    drop = RandomBitsDropout(p).train()
+    x = torch.rand(100_000, dtype=torch.bfloat16) + 1
+    y = drop(x)
+    assert y.dtype == torch.bfloat16 and y.shape == x.shape
+    if p == 0.0:
+        assert torch.equal(y, x)
+    elif p == 1.0:
+        assert torch.equal(y, torch.zeros_like(x))
+    else:
+        assert abs((y == 0).float().mean().item() - 0.5) < 0.01
+
+
+def test_random_bits_dropout_is_seeded_by_torch():
+    drop = RandomBitsDropout(0.3).train()
+    x = torch.ones(1000)
+    torch.manual_seed(5)
+    first = drop(x)
+    torch.manual_seed(5)
+    assert torch.equal(drop(x), first)
 
 
 @pytest.mark.parametrize("mode", [None, "none", "None"])

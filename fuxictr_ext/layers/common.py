@@ -6,11 +6,17 @@
 * :class:`ZeroTerm` - a term a structure does not have in a sum (a 0-dim zero).
 * :class:`AbsentBranch` - a branch a structure does not have: a (rows, 0) tensor, so a
   concatenation needs no if-branch in forward.
+* :func:`row_chunked` - a row-wise network over chunks of rows on CPU (intermediates in cache).
+* :class:`RandomBitsDropout` - ``nn.Dropout`` whose CPU mask is drawn from 32-bit random
+  integers (half the generator calls of ``bernoulli_``).
 
 Shapes: B batch, F fields, D embedding size, T tokens, H heads, A attention size.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -28,6 +34,75 @@ class AbsentBranch(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return inputs[0].new_zeros(inputs[-1].size(0), 0)
+
+
+CPU_RANDOM_BITS_DEVICES = ("cpu",)
+"""Device types on which :class:`RandomBitsDropout` draws its own mask (elsewhere: torch's fused dropout)."""
+
+
+class RandomBitsDropout(nn.Dropout):
+    """Inverted dropout, ``nn.Dropout``'s function, with a mask drawn from 32-bit random integers on CPU.
+
+        keep = (u >= t),  u uniform on the int32 range,  t = round(p * 2^32) - 2^31
+        y = x * keep / (1 - p)          (training; y = x in eval mode)
+
+    On CPU torch's ``bernoulli_`` costs one 32-bit draw of the Mersenne twister plus a
+    float conversion per element; here the int64 ``random_`` over the full range gives two
+    uniform int32 per 64-bit draw (the same twister, half its calls), compared with an
+    integer threshold. An element is dropped with probability (t + 2^31) / 2^32, p rounded
+    to a multiple of 2^-32. The masks differ
+    from ``nn.Dropout``'s for the same seed; rate, scale and gradients are the same
+    (tests/test_token_mixing.py). On other devices it is ``nn.Dropout``.
+
+    Args:
+        p: the probability of dropping an element.
+
+    Example:
+        >>> drop = RandomBitsDropout(0.1).train()
+        >>> y = drop(torch.ones(1000, 100))
+        >>> 0.09 < (y == 0).float().mean().item() < 0.11
+        True
+
+    Shapes: (*) -> (*).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p in (0.0, 1.0) or x.device.type not in CPU_RANDOM_BITS_DEVICES:
+            return super().forward(x)
+        keep = random_int32(x.shape, x.device) >= round(self.p * 2 ** 32) - 2 ** 31  # (*) bool
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
+def random_int32(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """Uniform int32 over its whole range, two per 64-bit draw of torch's generator: (shape) int32."""
+    count = math.prod(shape)
+    bits = torch.empty((count + 1) // 2, dtype=torch.int64, device=device).random_(-2 ** 63, None)
+    return bits.view(torch.int32)[:count].view(shape)
+
+
+ROW_CHUNK = 1024
+"""Rows per chunk of a row-wise network on the devices of ``ROW_CHUNK_DEVICES`` (:func:`row_chunked`)."""
+ROW_CHUNK_DEVICES = ("cpu",)
+"""Device types on which :func:`row_chunked` splits the rows (elsewhere one call)."""
+
+
+def row_chunked(network: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``network`` (row-wise: each output row depends on its input row only) applied to ``x``.
+
+    On the devices of ``ROW_CHUNK_DEVICES`` (CPU) the rows of ``x`` flattened to (N, d_in) go
+    through ``network`` ``rows`` at a time and the results are concatenated: each chunk's
+    (rows, width) intermediates stay in cache between the matrix product and the element-wise
+    ops around it (norm, activation, dropout) and their backward, where the whole (N, width)
+    tensors would stream through memory (the token models' tokenizer, whose hidden layer is
+    (B * T, 500), and the CIN interaction; the step times with and without it:
+    ``python -m benchmarks.training_step_changes``). Elsewhere one call.
+
+    Shapes: (*, d_in) -> (*, d_out).
+    """
+    if x.device.type not in ROW_CHUNK_DEVICES:
+        return network(x)
+    chunks = [network(chunk) for chunk in x.reshape(-1, x.shape[-1]).split(rows)]  # (rows, d_out) each
+    return torch.cat(chunks).view(*x.shape[:-1], -1)                               # (*, d_out)
 
 
 class ZeroTerm(nn.Module):

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from fuxictr.pytorch.layers import CompressedInteractionNet, CrossNetV2, MLP_Block
 
-from .common import FMPairs
+from .common import ROW_CHUNK, FMPairs, row_chunked
 from ..config import check_choice, check_positive_ints
 
 INTERACTION_TYPES = ("FM", "CIN", "DNN", "DCNv2")
@@ -75,6 +75,13 @@ class CINInteraction(nn.Module):
         X^{h+1}[c] = sum_{f, g} W^h[c, f, g] (X^0[f] * X^h[g]),  p = [sum_D X^1, ..., sum_D X^H]
         I(E) = unvec(W p + b)                                                  # (F, D)
 
+    The parameters are fuxictr's module's (``cin.cin_layer.layer_<h>`` Conv1d, ``cin.fc``), so
+    its checkpoints load; the forward computes the same function without the (B, F * F_h, D)
+    Hadamard tensor that fuxictr's einsum + Conv1d builds: each embedding coordinate d is a row
+    (X^0[:, d], X^h[:, d]), Z = X^h[:, d] W^h (one matrix product to (C, F)), then
+    X^{h+1}[c, d] = sum_f Z[c, f] X^0[f, d]; the rows go through in chunks
+    (:func:`~fuxictr_ext.layers.common.row_chunked`).
+
     Args:
         num_fields: F.
         embedding_dim: D.
@@ -93,7 +100,19 @@ class CINInteraction(nn.Module):
         self.cin = CompressedInteractionNet(num_fields, list(cin_hidden_units), output_dim=num_fields * embedding_dim)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return self.cin(X).unflatten(-1, (self.num_fields, self.embedding_dim))     # (B, F, D)
+        rows = X.transpose(1, 2)                                                     # (B, D, F)
+        maps = row_chunked(self.feature_maps, rows, ROW_CHUNK)                       # (B, D, sum C_h)
+        return self.cin.fc(maps.sum(dim=1)).unflatten(-1, (self.num_fields, self.embedding_dim))  # (B, F, D)
+
+    def feature_maps(self, x0: torch.Tensor) -> torch.Tensor:
+        """[X^1, ..., X^H] of rows x0 (one embedding coordinate of one sample each): (N, F) -> (N, sum C_h)."""
+        x, maps = x0, []
+        for conv in self.cin.cin_layer.values():
+            weight = conv.weight.view(conv.out_channels * self.num_fields, -1)       # (C*F, F_h): W^h[c, f, g]
+            z = torch.mm(x, weight.t()).view(-1, conv.out_channels, self.num_fields)  # (N, C, F)
+            x = (z * x0.unsqueeze(1)).sum(dim=-1) + conv.bias                          # (N, C)
+            maps.append(x)
+        return torch.cat(maps, dim=-1)                                               # (N, sum C_h)
 
 
 class DNNInteraction(nn.Module):

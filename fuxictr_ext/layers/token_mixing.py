@@ -45,6 +45,7 @@ from fuxictr.pytorch.torch_utils import get_activation
 from torch import nn
 
 from ..config import check_arg, check_choice, check_positive_int, check_positive_ints
+from .common import ROW_CHUNK, RandomBitsDropout, row_chunked
 from ..precision import as_float32
 
 
@@ -543,7 +544,8 @@ class KroneckerMixing(nn.Module):
 # --------------------------------------------------------------------------- tokenization
 def _projection_mlp(in_dim: int, hidden_units: Sequence[int], out_dim: int, activation: str,
                     hidden_norm: bool, dropout: float, norm_eps: Optional[float]) -> nn.Sequential:
-    """Linear -> [RMSNorm] -> activation -> [dropout] per hidden width, then Linear to out_dim."""
+    """Linear -> [RMSNorm] -> activation -> [dropout] per hidden width, then Linear to out_dim
+    (dropout: :class:`RandomBitsDropout`)."""
     layers = []
     for width in hidden_units:
         layers.append(nn.Linear(in_dim, width))
@@ -551,7 +553,7 @@ def _projection_mlp(in_dim: int, hidden_units: Sequence[int], out_dim: int, acti
             layers.append(RMSNorm(width, eps=norm_eps))
         layers.append(get_activation(activation))
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(RandomBitsDropout(dropout))
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
@@ -566,6 +568,10 @@ class Tokenizer(nn.Module):
                 to T * ceil(F*k / T) when T does not divide F*k)
         vector: X = reshape(MLP(e), (T, D))                   # one MLP to T*D
         none:   X = reshape(e, (T, D))                        # needs F*k == T*D
+
+    On CPU the MLP runs over ``chunk_rows`` (1024) of its rows at a time
+    (:func:`~fuxictr_ext.layers.common.row_chunked`), its dropout is
+    :class:`~fuxictr_ext.layers.common.RandomBitsDropout`.
 
     Args:
         num_fields: F.
@@ -605,6 +611,7 @@ class Tokenizer(nn.Module):
                   f"equals num_tokens * token_dim = {num_tokens} * {token_dim} = {num_tokens * token_dim} "
                   "(it reshapes the embeddings to tokens)")
         self.mode, self.num_tokens, self.token_dim = mode, num_tokens, token_dim
+        self.chunk_rows = ROW_CHUNK
         self.input_norm = RMSNorm(flat_dim, eps=norm_eps)
         if mode == "matrix":
             chunk = -(-flat_dim // num_tokens)
@@ -623,7 +630,7 @@ class Tokenizer(nn.Module):
         batch = feature_emb.shape[0]
         flat = self.input_norm(feature_emb.flatten(start_dim=1))                 # (B, F*k)
         flat = nn.functional.pad(flat, (0, self.padding))                        # (B, T*chunk) in matrix mode
-        tokens = self.project(flat.view(batch, self.groups, -1))                 # (B, T, D) or (B, 1, T*D)
+        tokens = row_chunked(self.project, flat.view(batch, self.groups, -1), self.chunk_rows)  # (B, T, D) or (B, 1, T*D)
         return tokens.reshape(batch, self.num_tokens, self.token_dim)            # (B, T, D)
 
 
