@@ -22,14 +22,12 @@ first rows of MovieLens-100K, one epoch, DNN, one seed.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from benchmarks.harness import Harness
-from benchmarks.real_data import (DATASET, MODELS, TINY_OVERRIDES, dataset_entry, matching_records, plan,
-                                  read_split, run_pending, tiny_config_dir)
+from benchmarks.real_data import DATASET, MODELS, matching_records, plan, run_pending, run_setup
 from fuxictr_ext import results
 from fuxictr_ext.runner import ConfigError
 
@@ -85,13 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     record_path = h.output_path(NAME + ".jsonl")
     overrides: Dict[str, object] = {} if args.epochs is None else {"epochs": args.epochs}
     try:
-        config_dir = args.config
-        if args.tiny:
-            config_dir = tiny_config_dir(args.config, args.work_dir)
-            overrides = dict(TINY_OVERRIDES, model_root=os.path.join(args.work_dir, "checkpoints") + "/")
-        split = read_split(dataset_entry(config_dir))
-        if split is None and not args.report_only:
-            raise ConfigError(f"no prepared {DATASET} data: run python -m data_prep.prepare {DATASET} first")
+        config_dir, overrides, split = run_setup(args, overrides)
         runs = {p: plan(config_dir, models, seeds, {**overrides, "precision": p}) for p in PRECISIONS}
         failed = 0
         if not args.report_only:

@@ -29,7 +29,7 @@ import sys
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import polars as pl
 import yaml
@@ -301,6 +301,21 @@ def _write_entry(config_dir: str, entry: Mapping, folder: str) -> dict:
     return datasets[DATASET]
 
 
+def run_setup(args, overrides: Mapping) -> Tuple[str, dict, Optional[dict]]:
+    """The config folder, overrides and split (``split.json``) of a benchmark's runs on
+    MovieLens-100K: with ``--tiny`` a tiny copy of the data in ``--work-dir`` and
+    :data:`TINY_OVERRIDES` instead of ``overrides``. Raises ConfigError when the data is not
+    prepared (unless ``--report-only``)."""
+    config_dir, overrides = args.config, dict(overrides)
+    if args.tiny:
+        config_dir = tiny_config_dir(args.config, args.work_dir)
+        overrides = dict(TINY_OVERRIDES, model_root=os.path.join(args.work_dir, "checkpoints") + "/")
+    split = read_split(dataset_entry(config_dir))
+    if split is None and not args.report_only:
+        raise ConfigError(f"no prepared {DATASET} data: run python -m data_prep.prepare {DATASET} first")
+    return config_dir, overrides, split
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     h = Harness(NAME, "The headline models on MovieLens-100K: test AUC and logloss over seeds, epochs, "
                       "seconds per epoch")
@@ -318,13 +333,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     seeds = args.seeds[:1] if args.tiny else args.seeds
     record_path = h.output_path(NAME + ".jsonl")
     try:
-        config_dir, overrides = args.config, {}
-        if args.tiny:
-            config_dir = tiny_config_dir(args.config, args.work_dir)
-            overrides = dict(TINY_OVERRIDES, model_root=os.path.join(args.work_dir, "checkpoints") + "/")
-        split = read_split(dataset_entry(config_dir))
-        if split is None and not args.report_only:
-            raise ConfigError(f"no prepared {DATASET} data: run python -m data_prep.prepare {DATASET} first")
+        config_dir, overrides, split = run_setup(args, {})
         runs = plan(config_dir, models, seeds, overrides)
         counts = None
         if not args.report_only:
