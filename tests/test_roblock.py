@@ -238,6 +238,56 @@ def test_hsic_and_bce_both_reach_the_loss_and_get_gradients(feature_map, tmp_pat
     assert all(g is not None for g in bce_grads)
 
 
+@pytest.mark.parametrize("normalization", ["none", "variance"])
+def test_hsic_gradient_decoupler_keeps_the_values_and_reaches_only_each_blocks_decoupler(
+        feature_map, tmp_path, normalization):
+    """hsic_gradient="decoupler": the same outputs, loss parts and task gradients as "model"; the
+    HSIC term's gradient is nonzero on every decoupler, zero everywhere else, and on the last
+    block's decoupler the same as with "model" (with "model" it also reaches the embeddings,
+    f^(0), and block 0's router, interactions, fusion and decoupler through block 1's term)."""
+    batch = random_batch(feature_map, 16, seed=3)
+    models = {scope: build(feature_map, tmp_path, scale_factor=2, num_blocks=2, interaction_types=HETERO,
+                           block_norm="layer_norm", hsic_normalization=normalization, hsic_gradient=scope).train()
+              for scope in ("model", "decoupler")}
+    models["decoupler"].load_state_dict(models["model"].state_dict())
+    outs, grads = {}, {}
+    for scope, model in models.items():
+        torch.manual_seed(7)
+        outs[scope] = model(batch)
+        params = dict(model.named_parameters())
+        hsic_grads = torch.autograd.grad(outs[scope]["aux_losses"]["hsic"], list(params.values()),
+                                         allow_unused=True, retain_graph=True)
+        bce = torch.nn.functional.binary_cross_entropy(outs[scope]["y_pred"], model.get_labels(batch))
+        bce_grads = torch.autograd.grad(bce, list(params.values()), allow_unused=True)
+        zero = [torch.zeros_like(p) for p in params.values()]
+        grads[scope] = ({n: zero[i] if g is None else g for i, (n, g) in enumerate(zip(params, hsic_grads))},
+                        {n: zero[i] if g is None else g for i, (n, g) in enumerate(zip(params, bce_grads))})
+    torch.testing.assert_close(outs["decoupler"]["y_pred"], outs["model"]["y_pred"])
+    torch.testing.assert_close(outs["decoupler"]["aux_losses"]["hsic"], outs["model"]["aux_losses"]["hsic"])
+    (hsic_model, bce_model), (hsic_local, bce_local) = grads["model"], grads["decoupler"]
+    for name in bce_model:
+        torch.testing.assert_close(bce_local[name], bce_model[name], msg=name)
+        if ".decoupler." in name:
+            assert hsic_local[name].abs().sum() > 0, name
+            if name.startswith("blocks.1."):
+                torch.testing.assert_close(hsic_local[name], hsic_model[name], msg=name)
+        else:
+            assert hsic_local[name].abs().sum() == 0, name
+    upstream = ("embedding.", "reshape_mlp.", "blocks.0.fusion.", "blocks.0.router.", "blocks.0.interactions.")
+    for prefix in upstream:
+        assert any(hsic_model[n].abs().sum() > 0 for n in hsic_model if n.startswith(prefix)), prefix
+
+
+def test_hsic_gradient_decoupler_evaluates_as_the_model_scope(feature_map, tmp_path):
+    batch = random_batch(feature_map, 8, seed=4)
+    model = build(feature_map, tmp_path, scale_factor=2, num_blocks=2, hsic_gradient="model").eval()
+    local = build(feature_map, tmp_path, scale_factor=2, num_blocks=2, hsic_gradient="decoupler").eval()
+    local.load_state_dict(model.state_dict())
+    assert set(local.state_dict()) == set(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(local(batch)["y_pred"], model(batch)["y_pred"])
+
+
 def test_beta_zero_and_single_component_have_no_hsic_term(feature_map, tmp_path):
     batch = random_batch(feature_map, 8, seed=1)
     for overrides in ({"hsic_weight": 0.0}, {"num_components": 1}):
@@ -410,7 +460,7 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("num_cross_layers", 0), ("cin_hidden_units", []), ("cin_hidden_units", [4, 0]), ("interaction_assignment", "shuffle"),
     ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
     ("hidden_activations", "PReLU"), ("scale_factor", 1.1), ("block_norm", "batch_norm"),
-    ("router", "global"), ("fieldwise_dropout", 1.0), ("residual_norm", "post"),
+    ("router", "global"), ("fieldwise_dropout", 1.0), ("residual_norm", "post"), ("hsic_gradient", "all"),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
     with pytest.raises(ValueError, match=key):

@@ -31,8 +31,8 @@ from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbeddi
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.registry import register_model
 
-from .layers import (BLOCK_NORM_EPS, BLOCK_NORMS, INTERACTION_ASSIGNMENTS, ROUTERS, ComponentMLP, FieldwiseRouter,
-                     RoBlockLayer, assign_interactions, build_router_gate)
+from .layers import (BLOCK_NORM_EPS, BLOCK_NORMS, HSIC_GRADIENTS, INTERACTION_ASSIGNMENTS, ROUTERS, ComponentMLP,
+                     FieldwiseRouter, RoBlockLayer, assign_interactions, build_hsic_components, build_router_gate)
 
 _CHANNELWISE_ACTIVATIONS = ("prelu", "dice")
 
@@ -81,6 +81,10 @@ class RoBlock(ZooModel):
             power of the components' scale); ``"variance"``: every pair divided by the two
             components' total variances (eq. 3 on unit-variance components, in [0, 1]);
             ``"cka"``: linear CKA (``fuxictr_ext.layers.hsic``; README: which is the default and why).
+        hsic_gradient: where the HSIC term's gradient goes: ``"model"`` (eq. 6 optimised
+            jointly: into the decoupler and everything upstream of it, the embeddings, f^(0) and
+            the earlier blocks) or ``"decoupler"`` (eq. 3 regularises each block's decoupler only;
+            same loss values; README "Depth": measured).
         interaction_types: the interaction functions to choose from, names out of
             {"FM", "CIN", "DNN", "DCNv2"} (DHEN's modules, ``fuxictr_ext.layers.interactions``);
             one name makes every block homogeneous.
@@ -135,6 +139,7 @@ class RoBlock(ZooModel):
                  rank1_norm_at_inference: bool = False,
                  hsic_weight: float = 1.0,
                  hsic_normalization: str = "none",
+                 hsic_gradient: str = "model",
                  interaction_types: Sequence[str] = ("DCNv2",),
                  interaction_assignment: str = "cycle",
                  seed: int = 2019,
@@ -160,6 +165,7 @@ class RoBlock(ZooModel):
         check_positive_int("num_blocks", num_blocks)
         check_non_negative("hsic_weight", hsic_weight)
         hsic_normalization = check_choice("hsic_normalization", hsic_normalization, HSIC_NORMALIZATIONS)
+        hsic_gradient = check_choice("hsic_gradient", hsic_gradient, HSIC_GRADIENTS)
         check_probability("net_dropout", net_dropout)
         check_probability("fieldwise_dropout", fieldwise_dropout)
         check_positive_int("num_cross_layers", num_cross_layers)
@@ -227,7 +233,8 @@ class RoBlock(ZooModel):
                 interactions=interactions,
                 fusion=mlp(self.num_components * embedding_dim, fusion_hidden_units, model_dim,
                            fieldwise_dropout),
-                out_norm=layer_norm(residual_norm)))
+                out_norm=layer_norm(residual_norm),
+                hsic_components=build_hsic_components(hsic_gradient)))
         self.blocks = nn.ModuleList(blocks)
         self.projection = mlp(num_fields * model_dim, list(projection_hidden_units), 1, net_dropout,
                               output_activation=self.output_activation)

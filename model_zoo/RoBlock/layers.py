@@ -28,6 +28,7 @@ from fuxictr_ext.layers.multi_embedding import MultiEmbeddingInteraction
 
 INTERACTION_ASSIGNMENTS = ("cycle", "sample")
 BLOCK_NORMS = ("none", "layer_norm")
+HSIC_GRADIENTS = ("model", "decoupler")
 ROUTERS = ("shared", "per_field")
 # FuxiCTR's embedding initialisation (std 1e-4) gives X^(0) rows of variance ~1e-9; with
 # torch's default eps (1e-5) a LayerNorm would scale them by ~300 instead of normalising.
@@ -224,12 +225,40 @@ def assign_interactions(interaction_types: Sequence[str], num_blocks: int, num_c
     raise ValueError(f"interaction_assignment must be one of {INTERACTION_ASSIGNMENTS}, got {assignment!r}")
 
 
+class SharedHSICComponents(nn.Module):
+    """What HSIC reads: the decoupler's components themselves (``hsic_gradient: model``), so the
+    HSIC term's gradient reaches every parameter upstream of them (eq. 6 optimised jointly)."""
+
+    def forward(self, x_tilde: torch.Tensor, components: torch.Tensor, decoupler: nn.Module) -> torch.Tensor:
+        return components                                                            # (B, M, F, k)
+
+
+class DecouplerHSICComponents(nn.Module):
+    """What HSIC reads with ``hsic_gradient: decoupler``: the same components, recomputed in
+    training from the detached decoupler input, so that the HSIC term (eq. 3) regularises the
+    decoupler of its block only and sends no gradient into the embeddings, f^(0) or earlier
+    blocks. Equal values; in evaluation the components themselves (no second pass)."""
+
+    def forward(self, x_tilde: torch.Tensor, components: torch.Tensor, decoupler: nn.Module) -> torch.Tensor:
+        return decoupler(x_tilde.detach()) if self.training else components         # (B, M, F, k)
+
+
+def build_hsic_components(hsic_gradient: str) -> nn.Module:
+    """The module that gives HSIC its components, by the config name (one of HSIC_GRADIENTS)."""
+    if hsic_gradient == "model":
+        return SharedHSICComponents()
+    if hsic_gradient == "decoupler":
+        return DecouplerHSICComponents()
+    raise ValueError(f"hsic_gradient must be one of {HSIC_GRADIENTS}, got {hsic_gradient!r}")
+
+
 class RoBlockLayer(nn.Module):
     """One RoBlock (eqs. 2-5): X^(l-1) (B, F, D) -> X^(l) (B, F, D), plus the decoupled components.
 
         N    = norm(X^(l-1))                                 # LayerNorm over D per field row, or identity
         X~   = RU(N)                                         # eq. 2 (rank1_norm): training only, or also eval (at_inference)
         E    = decoupler(X~)                                 # (B, M, F, k), HSIC-regularised (eq. 3)
+        E_h  = hsic_components(X~, E, decoupler)             # what HSIC reads: E, or E from a detached X~
         Z    = router(N, E)                                  # eq. 4, (B, M, F, k)
         X^(l) = out_norm(X^(l-1) + f([I_1(Z_1), ..., I_M(Z_M)]))   # eq. 5, f field-wise to D
 
@@ -253,11 +282,15 @@ class RoBlockLayer(nn.Module):
         out_norm: ``nn.LayerNorm(D, eps=BLOCK_NORM_EPS)`` or ``nn.Identity()``, applied to the
             block's output X^(l-1) + f(...).
 
-    Shapes: forward(X) -> (X^(l) (B, F, D), E (B, M, F, k)).
+        hsic_components: ``SharedHSICComponents()`` (the HSIC gradient reaches everything upstream)
+            or ``DecouplerHSICComponents()`` (it reaches this block's decoupler only).
+
+    Shapes: forward(X) -> (X^(l) (B, F, D), E_h (B, M, F, k)).
     """
 
     def __init__(self, norm: nn.Module, rank1_norm: nn.Module, decoupler: nn.Module, router: nn.Module,
-                 interactions: Sequence[nn.Module], fusion: nn.Module, out_norm: nn.Module):
+                 interactions: Sequence[nn.Module], fusion: nn.Module, out_norm: nn.Module,
+                 hsic_components: nn.Module):
         super().__init__()
         self.norm = norm
         self.rank1_norm = rank1_norm
@@ -266,6 +299,7 @@ class RoBlockLayer(nn.Module):
         self.interactions = MultiEmbeddingInteraction(list(interactions))
         self.fusion = fusion
         self.out_norm = out_norm
+        self.hsic_components = hsic_components
 
     @property
     def interaction_names(self) -> List[str]:
@@ -273,8 +307,10 @@ class RoBlockLayer(nn.Module):
 
     def forward(self, X: torch.Tensor):
         normed = self.norm(X)                                                        # (B, F, D)
-        components = self.decoupler(self.rank1_norm(normed))                         # (B, M, F, k)
+        x_tilde = self.rank1_norm(normed)                                            # (B, F, D)
+        components = self.decoupler(x_tilde)                                         # (B, M, F, k)
         Z = self.router(normed, components)                                          # (B, M, F, k)
         interacted = self.interactions(Z)                                            # (B, F, M*k)
-        return self.out_norm(X + self.fusion(interacted)), components                # (B, F, D)
+        hsic_components = self.hsic_components(x_tilde, components, self.decoupler)  # (B, M, F, k)
+        return self.out_norm(X + self.fusion(interacted)), hsic_components           # (B, F, D)
 
