@@ -19,6 +19,8 @@ after contender, round after round (alternated), after a warm-up:
   2 replicas of 1 CPU, ``max_ongoing_requests`` / ``max_queued_requests`` set, its workers at
   the niceness of the rest (``RAY_worker_niceness=0``; Ray's default lowers them); measured through
   its HTTP proxy and through its gRPC proxy (a unary method taking the same JSON body as bytes);
+  started and made ready before the others, after PyTriton (with every server starting at
+  once on a loaded machine, its proxy actor's start timed out and Ray Serve killed it);
 * ``pytriton``  - PyTriton (NVIDIA Triton Inference Server with Python models, ``--serve
   pytriton``): Triton's dynamic batcher with the same batch size, wait and queue size, one model
   instance per worker; KServe v2 HTTP requests carrying the JSON body as a BYTES tensor. It
@@ -888,8 +890,10 @@ def main(argv=None) -> None:
     windows: Dict[tuple, List[Window]] = {}
     started, ratio_rounds, overload_result, idle = {}, [], {}, {}
     try:
-        first = [s for s in servers if s.engine == "pytriton"]   # its second model instance waits 1 s for the first
-        for group in (first, [s for s in servers if s not in first]):    # one's handshake: started on a quieter machine
+        # started one engine at a time on a quieter machine, before the others: PyTriton's second model instance
+        # waits 1 s for the first one's handshake, Ray Serve kills its proxy when the proxy is slow to start
+        groups = [[s for s in servers if s.engine == engine] for engine in ("pytriton", "rayserve")]
+        for group in [*groups, [s for s in servers if not any(s in g for g in groups)]]:
             for server in group:
                 server.start(log_dir)
             for server in group:
