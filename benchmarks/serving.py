@@ -7,7 +7,11 @@ after contender, round after round (alternated), after a warm-up:
 
 * ``litserve``  - the project's server (``python -m fuxictr_ext.serving.server``), LitServe
   with dynamic batching, 1 and 2 inference workers, rank-aware and vanilla paths, and the
-  rank-aware scorer compiled ahead of time (``--compile``, AOTInductor);
+  rank-aware scorer compiled ahead of time (``--compile``, AOTInductor), and with
+  ``--max-batch-size 1`` (LitServe's unbatched loop: no batch window, no polling; ``--unbatched``);
+* ``litserve-no-model`` - LitServe with the project's settings (workers, batch size and wait,
+  timeout, the admission middleware) and an API that answers zeros without scoring
+  (``--serve litserve-no-model``): the engine's own cost per request, its path column "no model";
 * ``fastapi``   - the reference: a plain FastAPI/uvicorn app around the same scorer, one
   request per call, 1 and 2 uvicorn workers (``--serve fastapi``, below);
 * ``rayserve``  - Ray Serve tuned as its documentation allows (``--serve rayserve``):
@@ -15,6 +19,8 @@ after contender, round after round (alternated), after a warm-up:
   2 replicas of 1 CPU, ``max_ongoing_requests`` / ``max_queued_requests`` set, its workers at
   the niceness of the rest (``RAY_worker_niceness=0``; Ray's default lowers them); measured through
   its HTTP proxy and through its gRPC proxy (a unary method taking the same JSON body as bytes);
+  started and made ready before the others, after PyTriton (with every server starting at
+  once on a loaded machine, its proxy actor's start timed out and Ray Serve killed it);
 * ``pytriton``  - PyTriton (NVIDIA Triton Inference Server with Python models, ``--serve
   pytriton``): Triton's dynamic batcher with the same batch size, wait and queue size, one model
   instance per worker; KServe v2 HTTP requests carrying the JSON body as a BYTES tensor. It
@@ -26,6 +32,15 @@ after contender, round after round (alternated), after a warm-up:
 
 Ray Serve and PyTriton are not dependencies of the project: a contender whose engine is not
 installed, or that fails to start, is left out and the results say why.
+
+Each contender is measured alone: while one is measured (and while the in-process scorer is),
+the other servers of the project's own kinds (LitServe, FastAPI) are paused, their whole
+process trees stopped with SIGSTOP and resumed with SIGCONT (``--pause-idle``, the default;
+``--no-pause-idle`` leaves them running). An idle LitServe server with batching is not idle:
+each worker polls its queue every millisecond through LitServe's multiprocessing manager, and
+before each run the benchmark records every server's idle CPU (cores, over ``--idle-s``
+seconds with no requests). Ray Serve and PyTriton keep running (their controllers and stubs
+time each other out when stopped); their idle CPU is in the same record.
 
 Clients: ``--concurrency`` threads on keep-alive connections run a closed loop for
 ``--duration`` seconds after ``--warmup``; every answer is checked against in-process scoring
@@ -75,6 +90,7 @@ from benchmarks.harness import REPO, Harness, clock
 from fuxictr_ext.serving import RequestBatch, export_scorer
 
 PATHS = ("vanilla", "rank_aware")
+NO_MODEL = "no model"      # the path column of a server that answers without scoring
 EXPID = "DLRM_serving_bench"
 TICKS = os.sysconf("SC_CLK_TCK")
 GRPC_SERVICE, GRPC_METHOD = "fuxictr_zoo.Scoring", "Score"
@@ -237,6 +253,7 @@ class Contender:
     wire: type = JsonWire
     session: type = HttpSession
     host: Optional["Contender"] = None
+    scores: bool = True
     process: Optional[subprocess.Popen] = None
     log_path: str = ""
     launched_at: float = 0.0
@@ -259,6 +276,18 @@ class Contender:
         with open((self.host or self).log_path, errors="replace") as fd:
             text = [line.strip() for line in fd if line.strip()]
         return " / ".join(text[-lines:])
+
+    @property
+    def pausable(self) -> bool:
+        """Whether its process tree may be stopped between its windows (no timers between its processes)."""
+        return self.engine in ("litserve", "litserve-no-model", "fastapi") and self.host is None
+
+    def signal_tree(self, signum: int) -> None:
+        for member in process_tree(self.pid):
+            try:
+                os.kill(member, signum)
+            except ProcessLookupError:
+                pass
 
     def stop(self) -> None:
         """SIGTERM to the server (each contender shuts its workers down on it), then SIGKILL to
@@ -300,6 +329,24 @@ def wait_ready(contender: Contender, body: bytes, timeout_s: float) -> float:
     raise RuntimeError(f"not ready after {timeout_s:.0f} s: {contender.log_tail()}")
 
 
+def run_alone(servers: Sequence[Contender], measured: Optional[Contender], pause: bool) -> None:
+    """Resume ``measured`` (and the server it is a door of); stop every other pausable server when ``pause``."""
+    owner = None if measured is None else (measured.host or measured)
+    for server in servers:
+        if server.pausable and server is not owner and pause:
+            server.signal_tree(signal.SIGSTOP)
+    if owner is not None and owner.pausable:
+        owner.signal_tree(signal.SIGCONT)
+
+
+def idle_cpu(servers: Sequence[Contender], seconds: float) -> Dict[str, float]:
+    """CPU of each server's process tree with no requests, in cores (CPU seconds per second), all measured at once."""
+    owners = [s for s in servers if s.host is None]
+    before = {s.name: tree_cpu_seconds(s.pid) for s in owners}
+    time.sleep(seconds)
+    return {s.name: (tree_cpu_seconds(s.pid) - before[s.name]) / seconds for s in owners}
+
+
 # ----------------------------------------------------------------------------- measuring
 @dataclass
 class Window:
@@ -339,7 +386,8 @@ def closed_loop(contender: Contender, bodies: Sequence[bytes], expected: Sequenc
             if status != 200:
                 errors.append(f"status {status}: {payload[:300]!r}")
                 return
-            scores, offline = np.array(json.loads(payload)["scores"]), expected[i % len(bodies)]
+            scores = np.array(json.loads(payload)["scores"])
+            offline = expected[i % len(bodies)] if contender.scores else scores
             if scores.shape != offline.shape or np.abs(scores - offline).max() > 1e-5:
                 errors.append(f"scores differ from in-process scoring: {scores[:4]} against {offline[:4]}")
                 return
@@ -512,6 +560,42 @@ def fastapi_app():
     return app
 
 
+if importlib.util.find_spec("litserve") is not None:      # the serving extra; LitServe's workers unpickle
+    import litserve                                         # the API by its module-level name
+    from fastapi.responses import Response
+
+    class NoModelAPI(litserve.LitAPI):
+        """Answers each request with one zero per candidate, without a model (batched)."""
+
+        def decode_request(self, request: dict) -> int:
+            return len(next(iter(request["candidates"].values())))
+
+        def batch(self, sizes: List[int]) -> List[int]:
+            return sizes
+
+        def predict(self, sizes: List[int]) -> List[bytes]:
+            return [json.dumps({"scores": [0.0] * n}).encode() for n in sizes]
+
+        def unbatch(self, answers: List[bytes]) -> List[bytes]:
+            return answers
+
+        def encode_response(self, answer: bytes) -> Response:
+            return Response(answer, media_type="application/json")
+
+
+def serve_litserve_no_model(port: int, workers: int, max_batch_size: int, batch_wait_ms: float,
+                            max_queued: int) -> None:
+    """LitServe with no model (``--serve litserve-no-model``): the project's LitServer settings (workers,
+    batching, timeout, the admission middleware), an API that answers every request with zeros, one per
+    candidate: what LitServe's own hops cost a request."""
+    from fuxictr_ext.serving.server import SCORE_PATH, AdmissionControl
+
+    api = NoModelAPI(max_batch_size=max_batch_size, batch_timeout=batch_wait_ms / 1000.0, api_path=SCORE_PATH)
+    litserve.LitServer(api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=1.0, fast_queue=True,
+                       middlewares=[(AdmissionControl, {"max_queued": max_queued, "max_body_bytes": 8 << 20})]).run(
+        host="127.0.0.1", port=port, generate_client_file=False, log_level="warning")
+
+
 def serve_fastapi(port: int, workers: int) -> None:
     import uvicorn
     uvicorn.run("benchmarks.serving:fastapi_app", factory=True, host="127.0.0.1", port=port, workers=workers,
@@ -638,6 +722,11 @@ def contenders(args, config_dir: str) -> Tuple[List[Contender], Dict[str, str]]:
         chosen.append(Contender(f"litserve_rank_aware_{workers}w_compiled", "litserve", "rank_aware", workers, p,
                                 base + ["--path", "rank_aware", "--workers", str(workers), "--port", str(p),
                                         "--compile"]))
+    if args.unbatched and args.workers and args.max_batch_size > 1:
+        p, workers = next(port), max(args.workers)
+        chosen.append(Contender(f"litserve_rank_aware_{workers}w_unbatched", "litserve", "rank_aware", workers, p,
+                                base + ["--path", "rank_aware", "--workers", str(workers), "--port", str(p),
+                                        "--max-batch-size", "1"]))
     env = {"SERVING_BENCH_OPTIONS": json.dumps(dict(workdir=args.work_dir, config_dir=config_dir, expid=EXPID,
                                                     checkpoint=None, path="rank_aware", dtype=None,
                                                     max_candidates=1024))}
@@ -651,6 +740,9 @@ def contenders(args, config_dir: str) -> Tuple[List[Contender], Dict[str, str]]:
             skipped["pytriton"] = ("not run: no --pytriton-python (PyTriton needs numpy < 2, so it runs in a "
                                    "Python environment of its own)")
             continue
+        if engine == "litserve-no-model" and args.max_batch_size < 2:
+            skipped[engine] = "not run: its API is written for batches (--max-batch-size of 2 or more)"
+            continue
         python = args.pytriton_python if engine == "pytriton" else sys.executable
         for workers in args.workers if engine == "fastapi" else [max(args.workers)] if args.workers else []:
             p = next(port)
@@ -663,6 +755,9 @@ def contenders(args, config_dir: str) -> Tuple[List[Contender], Dict[str, str]]:
                                  dict(env, RAY_SERVE_THROUGHPUT_OPTIMIZED="1", RAY_worker_niceness="0"))
                 chosen += [http, Contender(f"{engine}_grpc_rank_aware_{workers}w", engine, "rank_aware", workers, g,
                                            None, session=GrpcSession, host=http)]
+            elif engine == "litserve-no-model":
+                chosen.append(Contender(f"litserve_no_model_{workers}w", engine, NO_MODEL, workers, p, command,
+                                        scores=False))
             else:
                 chosen.append(Contender(name, engine, "rank_aware", workers, p, command, env,
                                         wire=KServeWire if engine == "pytriton" else JsonWire))
@@ -677,8 +772,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", type=int, default=64, help="distinct requests cycled by the clients")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker processes / replicas")
-    parser.add_argument("--engines", nargs="*", default=["fastapi", "rayserve", "pytriton"],
-                        choices=["fastapi", "rayserve", "pytriton"], help="contenders besides LitServe")
+    parser.add_argument("--engines", nargs="*", default=["litserve-no-model", "fastapi", "rayserve", "pytriton"],
+                        choices=["litserve-no-model", "fastapi", "rayserve", "pytriton"],
+                        help="contenders besides the project's server")
     parser.add_argument("--pytriton-python", default=None,
                         help="the python of an environment with nvidia-pytriton (and numpy < 2) and this project")
     parser.add_argument("--duration", type=float, default=3.0)
@@ -698,12 +794,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="also serve the rank-aware scorer compiled by AOTInductor (--compile)")
     parser.add_argument("--aot-rounds", type=int, default=3, help="rounds of the AOTInductor comparison (0: skip it)")
     parser.add_argument("--port", type=int, default=18900)
+    parser.add_argument("--unbatched", action=argparse.BooleanOptionalAction, default=True,
+                        help="also the project's server with --max-batch-size 1 (LitServe's unbatched loop)")
+    parser.add_argument("--pause-idle", action=argparse.BooleanOptionalAction, default=True,
+                        help="stop the project-kind servers (LitServe, FastAPI) that are not being measured")
+    parser.add_argument("--idle-s", type=float, default=3.0, help="seconds over which idle CPU is measured")
 
 
 def reference_server(argv) -> None:
     """``--serve fastapi|rayserve|pytriton``: one reference server, started by the benchmark as a process of its own."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving --serve")
-    parser.add_argument("--serve", choices=["fastapi", "rayserve", "pytriton"], required=True)
+    parser.add_argument("--serve", choices=["litserve-no-model", "fastapi", "rayserve", "pytriton"], required=True)
     parser.add_argument("--serve-workers", type=int, default=1)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, default=None)
@@ -711,7 +812,10 @@ def reference_server(argv) -> None:
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
     parser.add_argument("--max-queued", type=int, default=32)
     args = parser.parse_args(argv)
-    if args.serve == "fastapi":
+    if args.serve == "litserve-no-model":
+        serve_litserve_no_model(args.port, args.serve_workers, args.max_batch_size, args.batch_wait_ms,
+                                args.max_queued)
+    elif args.serve == "fastapi":
         serve_fastapi(args.port, args.serve_workers)
     elif args.serve == "rayserve":
         serve_rayserve(args.port, args.grpc_port, args.serve_workers, args.max_batch_size, args.batch_wait_ms,
@@ -724,18 +828,22 @@ def interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def rank_aware_ratio(servers: Dict[str, Contender], scorers, bodies, expected, args) -> List[dict]:
+def rank_aware_ratio(servers: Dict[str, Contender], everyone: Sequence[Contender], scorers, bodies, expected,
+                     args) -> List[dict]:
     """Per concurrency and round: CPU per request of the two LitServe paths and of the two paths in
-    process, measured back to back (the order flipped every round); the ratios within each round."""
+    process, measured back to back (the order flipped every round), each alone as in :func:`run_alone`
+    among ``everyone``; the ratios within each round."""
     rounds = []
     for r in range(args.ratio_rounds):
         for concurrency in args.concurrency:
             order = PATHS if r % 2 == 0 else PATHS[::-1]
             cpu = {}
+            run_alone(everyone, None, args.pause_idle)
             for path in order:
                 cpu[("in process", path)] = in_process_loop(scorers[path], bodies, args.warmup,
                                                             args.ratio_duration).cpu_per_request
             for path in order:
+                run_alone(everyone, servers[path], args.pause_idle)
                 cpu[("served", path)] = closed_loop(servers[path], bodies, expected, concurrency, args.warmup,
                                                     args.ratio_duration).cpu_per_request
             served = cpu[("served", "vanilla")] / cpu[("served", "rank_aware")]
@@ -780,10 +888,12 @@ def main(argv=None) -> None:
     log_dir = os.path.join(args.work_dir, "logs")
     os.makedirs(log_dir, exist_ok=True)
     windows: Dict[tuple, List[Window]] = {}
-    started, ratio_rounds, overload_result = {}, [], {}
+    started, ratio_rounds, overload_result, idle = {}, [], {}, {}
     try:
-        first = [s for s in servers if s.engine == "pytriton"]   # its second model instance waits 1 s for the first
-        for group in (first, [s for s in servers if s not in first]):    # one's handshake: started on a quieter machine
+        # started one engine at a time on a quieter machine, before the others: PyTriton's second model instance
+        # waits 1 s for the first one's handshake, Ray Serve kills its proxy when the proxy is slow to start
+        groups = [[s for s in servers if s.engine == engine] for engine in ("pytriton", "rayserve")]
+        for group in [*groups, [s for s in servers if not any(s in g for g in groups)]]:
             for server in group:
                 server.start(log_dir)
             for server in group:
@@ -794,15 +904,19 @@ def main(argv=None) -> None:
                     skipped[server.name] = f"did not start: {err}"
                     print(f"{server.name} {skipped[server.name]}", flush=True)
                     servers.remove(server)
+        idle = idle_cpu(servers, args.idle_s)
+        print(f"idle CPU (cores): {idle}", flush=True)
         for repeat in range(args.repeats):
             for concurrency in args.concurrency:
                 shift = repeat % max(len(servers), 1)
                 order = servers[shift:] + servers[:shift]
+                run_alone(servers, None, args.pause_idle)
                 for path in PATHS:
                     key = ("in process", path, 1, concurrency)
                     windows.setdefault(key, []).append(in_process_loop(scorers[path], bodies, args.warmup,
                                                                        args.duration))
                 for server in order:
+                    run_alone(servers, server, args.pause_idle)
                     window = closed_loop(server, bodies, expected, concurrency, args.warmup, args.duration)
                     windows.setdefault((server.name, server.path, server.workers, concurrency), []).append(window)
                     print(f"round {repeat} c{concurrency} {server.name}: {window.rps:.0f} req/s, "
@@ -810,9 +924,10 @@ def main(argv=None) -> None:
         litserve = {s.path: s for s in servers if s.name in (f"litserve_{path}_{max(args.workers, default=0)}w"
                                                                for path in PATHS)}
         if len(litserve) == 2 and args.ratio_rounds:
-            ratio_rounds = rank_aware_ratio(litserve, scorers, bodies, expected, args)
+            ratio_rounds = rank_aware_ratio(litserve, servers, scorers, bodies, expected, args)
         if "rank_aware" in litserve:
             overload_result = dict(server=litserve["rank_aware"].name, workers=litserve["rank_aware"].workers)
+            run_alone(servers, litserve["rank_aware"], args.pause_idle)
             cpu_before = tree_cpu_seconds(litserve["rank_aware"].pid)
             overload_result.update(overload(litserve["rank_aware"].port, bodies, args.overload_clients,
                                             args.overload_requests))
@@ -820,8 +935,10 @@ def main(argv=None) -> None:
             print(f"overload: {overload_result}", flush=True)
     finally:
         for server in launched:
+            if server.process is not None and server.pausable:
+                server.signal_tree(signal.SIGCONT)
             server.stop()
-    body, records = results_markdown(args, windows, started, skipped, ratio_rounds, overload_result, aot)
+    body, records = results_markdown(args, windows, started, skipped, ratio_rounds, overload_result, aot, idle)
     h.write(body, records)
 
 
@@ -843,7 +960,7 @@ def little_bound_ms(args, summary: dict, overload_result: dict) -> Tuple[float, 
     return rps, 1e3 * args.max_queued / rps
 
 
-def results_markdown(args, windows, started, skipped, ratio_rounds, overload_result, aot):
+def results_markdown(args, windows, started, skipped, ratio_rounds, overload_result, aot, idle):
     """The results file's body and its records: the contenders' table, the contenders left out,
     the rank-aware ratio, the overload test and the AOTInductor comparison."""
     summary = {key: summarise(value) for key, value in windows.items()}
@@ -851,17 +968,24 @@ def results_markdown(args, windows, started, skipped, ratio_rounds, overload_res
              "CPU ms / request, all server processes (median, min) | throughput / in-process | 503/504 answers | "
              "load average |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (name, path, workers, concurrency), s in summary.items():
-        reference = summary[("in process", path, 1, concurrency)]["rps"]
+        reference = summary.get(("in process", path, 1, concurrency))      # none for a server with no model
+        ratio = f"{s['rps'] / reference['rps']:.2f}" if reference else "-"
         lines.append(f"| {name} | {path} | {workers} | {concurrency} | {s['rps']:.0f} ({s['rps_min']:.0f}) | "
                      f"{s['p50']:.2f} | {s['p99']:.1f} | {s['cpu_ms']:.2f} ({s['cpu_ms_min']:.2f}) | "
-                     f"{s['rps'] / reference:.2f} | {s['refused']} | {s['load']:.1f} |")
+                     f"{ratio} | {s['refused']} | {s['load']:.1f} |")
     niceness = os.nice(0)
     body = [f"DLRM, K = {args.context} context and M = {args.target} target fields, N = {args.candidates} candidates "
             f"per request, D = 16, FC [256, 128]; {args.threads} torch thread(s) per worker; max batch "
             f"{args.max_batch_size}, batch wait {args.batch_wait_ms} ms; {args.repeats} rounds x {args.duration} s per "
             f"contender and concurrency, contenders alternated; CPU counted over every process of each server's "
-            f"tree; the benchmark and its servers ran at niceness {niceness}. Start times: "
-            + (", ".join(f"{k} {v:.0f} s" for k, v in started.items()) or "none (in process only)") + ".", "", *lines]
+            f"tree; the benchmark and its servers ran at niceness {niceness}; "
+            + ("each LitServe and FastAPI server measured alone, the others of those paused (SIGSTOP), Ray Serve and "
+               "PyTriton left running. " if args.pause_idle else "every server left running while the others are "
+                                                                  "measured. ")
+            + "Start times: "
+            + (", ".join(f"{k} {v:.0f} s" for k, v in started.items()) or "none (in process only)") + "."
+            + (f" Idle CPU with no requests (cores, over {args.idle_s} s, all servers running): "
+               + ", ".join(f"{k} {v:.2f}" for k, v in idle.items()) + "." if idle else ""), "", *lines]
     if skipped:
         body += ["", "Left out:", "", *[f"* `{name}`: {reason}" for name, reason in skipped.items()]]
     if ratio_rounds:
@@ -916,7 +1040,8 @@ def results_markdown(args, windows, started, skipped, ratio_rounds, overload_res
     records = {"contenders": [dict(name=k[0], path=k[1], workers=k[2], concurrency=k[3], **v)
                               for k, v in summary.items()],
                "start_s": started, "skipped": skipped, "rank_aware_ratio_rounds": ratio_rounds,
-               "overload": overload_result, "aot": aot, "niceness": niceness}
+               "overload": overload_result, "aot": aot, "niceness": niceness, "idle_cpu_cores": idle,
+               "pause_idle": args.pause_idle}
     return "\n".join(body) + "\n", records
 
 

@@ -24,7 +24,7 @@ pytest.importorskip("litserve")
 from test_serving_load import EXPID, raw_requests, scorers, trained  # noqa: E402,F401  (module fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
-CLIENTS, REQUESTS_PER_CLIENT, MAX_CANDIDATES, MAX_QUEUED, MAX_BODY_BYTES = 6, 6, 64, 8, 1 << 20
+CLIENTS, REQUESTS_PER_CLIENT, MAX_CANDIDATES, MAX_QUEUED, MAX_BODY_BYTES, TIMEOUT_S = 6, 6, 64, 8, 1 << 20, 1.0
 START_TIMEOUT_S = 300
 
 
@@ -52,13 +52,11 @@ def call(port: int, path: str, method: str = "GET", body=None, headers=None):
     return answer.status, answer.read(), dict(answer.getheaders())
 
 
-@pytest.fixture(scope="module")
-def port(trained, zoo_workspace):
+def start_server(trained, zoo_workspace, *options: str):
+    """(port, process) of the server command started with the trained checkpoint, once it answers /health."""
     port = free_port()
     process = subprocess.Popen(
-        server_command(trained["config"], EXPID, port, "--checkpoint", trained["checkpoint"], "--workers", "1",
-                       "--max-candidates", str(MAX_CANDIDATES), "--max-batch-size", "8", "--batch-wait-ms", "5",
-                       "--max-queued", str(MAX_QUEUED), "--max-body-mb", str(MAX_BODY_BYTES / (1 << 20))),
+        server_command(trained["config"], EXPID, port, "--checkpoint", trained["checkpoint"], *options),
         cwd=zoo_workspace, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -73,7 +71,10 @@ def port(trained, zoo_workspace):
     else:
         process.kill()
         pytest.fail(f"the server did not answer /health within {START_TIMEOUT_S} s")
-    yield port
+    return port, process
+
+
+def stop_server(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGTERM)            # the command shuts its workers down on SIGTERM
     try:
         process.wait(60)
@@ -81,6 +82,37 @@ def port(trained, zoo_workspace):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(trained, zoo_workspace):
+    port, process = start_server(trained, zoo_workspace, "--workers", "1", "--max-candidates", str(MAX_CANDIDATES),
+                                 "--max-batch-size", "8", "--batch-wait-ms", "5", "--max-queued", str(MAX_QUEUED),
+                                 "--max-body-mb", str(MAX_BODY_BYTES / (1 << 20)), "--timeout-s", str(TIMEOUT_S))
+    yield port, process
+    stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def port(server):
+    return server[0]
+
+
+def worker_pids(server_pid: int):
+    """The server's inference workers: the processes below it that LitServe spawned
+    (``multiprocessing.spawn``), found through ``/proc/<pid>/task/*/children``."""
+    pids, todo = [], [server_pid]
+    while todo:
+        pid = todo.pop()
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fd:
+                children = [int(child) for child in fd.read().split()]
+            todo += children
+            for child in children:
+                with open(f"/proc/{child}/cmdline", "rb") as fd:
+                    if b"spawn_main" in fd.read():
+                        pids.append(child)
+    return pids
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +248,55 @@ def test_overload_gets_json_503_and_the_accepted_requests_their_scores(port, req
             assert_scores(body, expected[r])
     assert any(503 in [status for status, *_ in a[:-1]] for a in answers)    # a 503, then an answer on the same line
     assert call(port, "/score", "POST", requests[0])[0] == 200            # and it serves on
+
+
+def test_a_request_queued_past_the_timeout_gets_json_504_and_the_server_serves_on(server, requests_and_expected):
+    """The worker is paused (SIGSTOP) while requests queue, for twice --timeout-s: each of them has
+    waited past the timeout when the worker takes it, and is answered 504 with a JSON body, not scored."""
+    port, process = server
+    requests, expected = requests_and_expected
+    workers = worker_pids(process.pid)
+    assert len(workers) == 1, workers
+    answers = [None] * 4
+
+    def client(c):
+        answers[c] = call(port, "/score", "POST", requests[c])
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(len(answers))]
+    os.kill(workers[0], signal.SIGSTOP)
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(2 * TIMEOUT_S)
+    finally:
+        os.kill(workers[0], signal.SIGCONT)
+    for thread in threads:
+        thread.join(60)
+    for status, body, headers in answers:
+        assert status == 504, body
+        assert headers["content-type"] == "application/json"
+        assert "timed out" in json.loads(body)["error"]
+    status, body, _ = call(port, "/score", "POST", requests[0])
+    assert status == 200
+    assert_scores(body, expected[0])
+
+
+def test_unbatched_server_scores_and_keeps_the_error_contract(trained, zoo_workspace, requests_and_expected):
+    """``--max-batch-size 1``: LitServe's unbatched loop; each request scored alone, errors as JSON."""
+    requests, expected = requests_and_expected
+    port, process = start_server(trained, zoo_workspace, "--workers", "1", "--max-batch-size", "1")
+    try:
+        for request, offline in zip(requests[:3], expected[:3]):
+            status, body, headers = call(port, "/score", "POST", request)
+            assert status == 200 and headers["x-batch-size"] == "1", body
+            assert_scores(body, offline)
+        bad = dict(requests[0], context={k: v for k, v in requests[0]["context"].items() if k != "user_id"})
+        for body, expected_status in ((bad, 422), (b"{'context':", 400)):
+            status, answer, headers = call(port, "/score", "POST", body)
+            assert status == expected_status and headers["content-type"] == "application/json", answer
+            assert json.loads(answer)["error"]
+    finally:
+        stop_server(process)
 
 
 @pytest.mark.parametrize("options, cause", [

@@ -141,6 +141,24 @@ class ScoringAPI(litserve.LitAPI):
         return Response(body, status_code=status, media_type=JSON, headers={"X-Batch-Size": str(batch_size)})
 
 
+class UnbatchedScoringAPI(ScoringAPI):
+    """:class:`ScoringAPI` for ``max_batch_size=1`` (``--max-batch-size 1``): LitServe then runs its
+    unbatched loop, which hands each request to ``predict`` alone (no ``batch`` / ``unbatch``);
+    here it is scored as a batch of one. That loop waits for a request in a blocking read of the
+    queue, where the batched loop polls it every millisecond (idle workers use CPU) and holds a
+    request for the rest of its ``--batch-wait-ms`` window.
+
+    Example:
+        >>> scoring_server("config", "DLRM_demo_request", max_batch_size=1)   # doctest: +SKIP
+    """
+
+    def decode_request(self, request: dict) -> List[object]:
+        return [request]
+
+    def encode_response(self, answers: List[Tuple[int, bytes, int]]) -> Response:
+        return super().encode_response(answers[0])
+
+
 def load_experiment_scorer(workdir: str, config_dir: str, expid: str, checkpoint: Optional[str], path: str,
                            dtype: Optional[str], max_candidates: int, torch_threads: int = 1) -> Scorer:
     """:func:`load_scorer` with paths relative to ``workdir`` (what each worker and the start check run)."""
@@ -242,11 +260,14 @@ def scoring_server(config_dir: str, expid: str, checkpoint: Optional[str] = None
     if timeout_s <= batch_wait_ms / 1000.0:
         raise ValueError(f"timeout_s={timeout_s} must be longer than the batch wait ({batch_wait_ms} ms)")
     workdir = os.path.abspath(workdir or os.getcwd())
-    api = ScoringAPI(workdir, os.path.join(workdir, config_dir), expid,
-                     os.path.join(workdir, checkpoint) if checkpoint else None, path, dtype, max_candidates,
-                     max_batch_size, batch_wait_ms, torch_threads, package)
+    api_class = ScoringAPI if max_batch_size > 1 else UnbatchedScoringAPI
+    api = api_class(workdir, os.path.join(workdir, config_dir), expid,
+                    os.path.join(workdir, checkpoint) if checkpoint else None, path, dtype, max_candidates,
+                    max_batch_size, batch_wait_ms, torch_threads, package)
     server = litserve.LitServer(
         api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=timeout_s,
+        # fast_queue (ZeroMQ answers) is inert in LitServe 0.2.19, whose LitServer drops it (upstream
+        # issue Lightning-AI/LitServe#751): requests and answers go through multiprocessing-manager queues.
         fast_queue=True, middlewares=[(AdmissionControl, {"max_queued": max_queued, "max_body_bytes": max_body_bytes})],
         model_metadata={"expid": expid, "path": path, "max_candidates": max_candidates,
                         "max_batch_size": max_batch_size, "workers": workers, "max_queued": max_queued,
