@@ -278,6 +278,67 @@ def test_hsic_gradient_decoupler_keeps_the_values_and_reaches_only_each_blocks_d
         assert any(hsic_model[n].abs().sum() > 0 for n in hsic_model if n.startswith(prefix)), prefix
 
 
+def test_hsic_gradient_first_block_model_trains_the_model_from_block_one_only(feature_map, tmp_path):
+    """hsic_gradient="first_block_model": block 0's term reaches its decoupler and everything
+    upstream (the embeddings, f^(0)), as with "model"; block 1's term reaches block 1's decoupler
+    only, so block 0's router, interactions and fusion and all of block 1 but its decoupler get
+    no HSIC gradient (with "model" block 1's term reaches them). Same outputs and loss values."""
+    batch = random_batch(feature_map, 16, seed=3)
+    models = {scope: build(feature_map, tmp_path, scale_factor=2, num_blocks=2, interaction_types=HETERO,
+                           block_norm="layer_norm", hsic_gradient=scope).train()
+              for scope in ("model", "first_block_model")}
+    models["first_block_model"].load_state_dict(models["model"].state_dict())
+    outs, hsic_grads = {}, {}
+    for scope, model in models.items():
+        torch.manual_seed(7)
+        outs[scope] = model(batch)
+        params = dict(model.named_parameters())
+        grads = torch.autograd.grad(outs[scope]["aux_losses"]["hsic"], list(params.values()), allow_unused=True)
+        hsic_grads[scope] = {n: torch.zeros_like(params[n]) if g is None else g for n, g in zip(params, grads)}
+    torch.testing.assert_close(outs["first_block_model"]["y_pred"], outs["model"]["y_pred"])
+    torch.testing.assert_close(outs["first_block_model"]["aux_losses"]["hsic"], outs["model"]["aux_losses"]["hsic"])
+    mixed, joint = hsic_grads["first_block_model"], hsic_grads["model"]
+    reached = ("embedding.", "reshape_mlp.", "blocks.0.norm.", "blocks.0.decoupler.", "blocks.1.decoupler.")
+    for prefix in reached:
+        assert any(mixed[n].abs().sum() > 0 for n in mixed if n.startswith(prefix)), prefix
+    for name in mixed:
+        if not name.startswith(reached):
+            assert mixed[name].abs().sum() == 0, name
+        if name.startswith("blocks.1.decoupler."):
+            torch.testing.assert_close(mixed[name], joint[name], msg=name)
+    for prefix in ("blocks.0.fusion.", "blocks.0.router.", "blocks.0.interactions."):
+        assert any(joint[n].abs().sum() > 0 for n in joint if n.startswith(prefix)), prefix
+    upstream = [n for n in mixed if n.startswith("reshape_mlp.")]
+    assert not torch.allclose(torch.cat([mixed[n].flatten() for n in upstream]),
+                              torch.cat([joint[n].flatten() for n in upstream]))   # block 1's term left out
+
+
+@pytest.mark.parametrize("residual_norm", ["none", "layer_norm"])
+def test_added_blocks_start_as_the_identity(feature_map, tmp_path, residual_norm):
+    """added_block_init="identity": L = 3 blocks compute, at initialisation, what the first block
+    alone computes with the same weights (blocks 2 and 3 pass X^(1) through, so the mean of
+    eq. 6 is X^(1)); block 1 keeps FuxiCTR's initialisation, and the zeroed layers get gradients."""
+    batch = random_batch(feature_map, 16, seed=5)
+    kwargs = dict(scale_factor=2, interaction_types=HETERO, block_norm="layer_norm", residual_norm=residual_norm)
+    deep = build(feature_map, tmp_path, num_blocks=3, added_block_init="identity", **kwargs)
+    one = build(feature_map, tmp_path, num_blocks=1, **kwargs)
+    one.load_state_dict({name: value for name, value in deep.state_dict().items()
+                         if not name.startswith(("blocks.1.", "blocks.2."))})
+    with torch.no_grad():
+        torch.testing.assert_close(deep.eval()(batch)["y_pred"], one.eval()(batch)["y_pred"])
+    last_linear = {index: [m for m in block.fusion.modules() if isinstance(m, torch.nn.Linear)][-1]
+                   for index, block in enumerate(deep.blocks)}
+    assert last_linear[0].weight.abs().sum() > 0
+    out = deep.train()(batch)
+    deep.compute_loss(out, deep.get_labels(batch)).backward()
+    for index in (1, 2):
+        assert last_linear[index].weight.abs().sum() == 0
+        assert last_linear[index].weight.grad.abs().sum() > 0, index
+    default_deep = build(feature_map, tmp_path, num_blocks=3, **kwargs)
+    assert all([m for m in block.fusion.modules() if isinstance(m, torch.nn.Linear)][-1].weight.abs().sum() > 0
+               for block in default_deep.blocks)
+
+
 def test_hsic_gradient_decoupler_evaluates_as_the_model_scope(feature_map, tmp_path):
     batch = random_batch(feature_map, 8, seed=4)
     model = build(feature_map, tmp_path, scale_factor=2, num_blocks=2, hsic_gradient="model").eval()
@@ -461,6 +522,7 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
     ("hidden_activations", "PReLU"), ("scale_factor", 1.1), ("block_norm", "batch_norm"),
     ("router", "global"), ("fieldwise_dropout", 1.0), ("residual_norm", "post"), ("hsic_gradient", "all"),
+    ("added_block_init", "zero"),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
     with pytest.raises(ValueError, match=key):

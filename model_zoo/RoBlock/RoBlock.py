@@ -31,7 +31,7 @@ from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbeddi
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.registry import register_model
 
-from .layers import (BLOCK_NORM_EPS, BLOCK_NORMS, HSIC_GRADIENTS, INTERACTION_ASSIGNMENTS, ROUTERS, ComponentMLP,
+from .layers import (ADDED_BLOCK_INITS, BLOCK_NORM_EPS, BLOCK_NORMS, HSIC_GRADIENTS, INTERACTION_ASSIGNMENTS, ROUTERS, ComponentMLP,
                      FieldwiseRouter, RoBlockLayer, assign_interactions, build_hsic_components, build_router_gate)
 
 _CHANNELWISE_ACTIVATIONS = ("prelu", "dice")
@@ -84,7 +84,11 @@ class RoBlock(ZooModel):
         hsic_gradient: where the HSIC term's gradient goes: ``"model"`` (eq. 6 optimised
             jointly: into the decoupler and everything upstream of it, the embeddings, f^(0) and
             the earlier blocks) or ``"decoupler"`` (eq. 3 regularises each block's decoupler only;
-            same loss values; README "Depth": measured).
+            same loss values; README "Depth": measured), or ``"first_block_model"`` (``"model"`` for
+            the first block's term, ``"decoupler"`` for every later block's).
+        added_block_init: ``"default"`` (every block initialised as FuxiCTR initialises any
+            network) or ``"identity"``: blocks 2..L start as the identity (the last layer of
+            their f^(l) zero-initialised), so that L blocks start as the first block alone does.
         interaction_types: the interaction functions to choose from, names out of
             {"FM", "CIN", "DNN", "DCNv2"} (DHEN's modules, ``fuxictr_ext.layers.interactions``);
             one name makes every block homogeneous.
@@ -140,6 +144,7 @@ class RoBlock(ZooModel):
                  hsic_weight: float = 1.0,
                  hsic_normalization: str = "none",
                  hsic_gradient: str = "model",
+                 added_block_init: str = "default",
                  interaction_types: Sequence[str] = ("DCNv2",),
                  interaction_assignment: str = "cycle",
                  seed: int = 2019,
@@ -166,6 +171,7 @@ class RoBlock(ZooModel):
         check_non_negative("hsic_weight", hsic_weight)
         hsic_normalization = check_choice("hsic_normalization", hsic_normalization, HSIC_NORMALIZATIONS)
         hsic_gradient = check_choice("hsic_gradient", hsic_gradient, HSIC_GRADIENTS)
+        added_block_init = check_choice("added_block_init", added_block_init, ADDED_BLOCK_INITS)
         check_probability("net_dropout", net_dropout)
         check_probability("fieldwise_dropout", fieldwise_dropout)
         check_positive_int("num_cross_layers", num_cross_layers)
@@ -216,7 +222,7 @@ class RoBlock(ZooModel):
             return nn.LayerNorm(model_dim, eps=BLOCK_NORM_EPS) if choice == "layer_norm" else nn.Identity()
 
         blocks = []
-        for block_types in self.interaction_plan:
+        for block_index, block_types in enumerate(self.interaction_plan):
             interactions = [build_interaction(name, num_fields, embedding_dim, cin_hidden_units=cin_hidden_units,
                                               dnn_hidden_units=dnn_hidden_units, num_cross_layers=num_cross_layers,
                                               hidden_activations=hidden_activations, dropout=net_dropout)
@@ -234,7 +240,8 @@ class RoBlock(ZooModel):
                 fusion=mlp(self.num_components * embedding_dim, fusion_hidden_units, model_dim,
                            fieldwise_dropout),
                 out_norm=layer_norm(residual_norm),
-                hsic_components=build_hsic_components(hsic_gradient)))
+                hsic_components=build_hsic_components(hsic_gradient, block_index),
+                start_as_identity=added_block_init == "identity" and block_index > 0))
         self.blocks = nn.ModuleList(blocks)
         self.projection = mlp(num_fields * model_dim, list(projection_hidden_units), 1, net_dropout,
                               output_activation=self.output_activation)

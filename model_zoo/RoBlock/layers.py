@@ -28,7 +28,8 @@ from fuxictr_ext.layers.multi_embedding import MultiEmbeddingInteraction
 
 INTERACTION_ASSIGNMENTS = ("cycle", "sample")
 BLOCK_NORMS = ("none", "layer_norm")
-HSIC_GRADIENTS = ("model", "decoupler")
+HSIC_GRADIENTS = ("model", "decoupler", "first_block_model")
+ADDED_BLOCK_INITS = ("default", "identity")
 ROUTERS = ("shared", "per_field")
 # FuxiCTR's embedding initialisation (std 1e-4) gives X^(0) rows of variance ~1e-9; with
 # torch's default eps (1e-5) a LayerNorm would scale them by ~300 instead of normalising.
@@ -243,11 +244,13 @@ class DecouplerHSICComponents(nn.Module):
         return decoupler(x_tilde.detach()) if self.training else components         # (B, M, F, k)
 
 
-def build_hsic_components(hsic_gradient: str) -> nn.Module:
-    """The module that gives HSIC its components, by the config name (one of HSIC_GRADIENTS)."""
-    if hsic_gradient == "model":
+def build_hsic_components(hsic_gradient: str, block_index: int) -> nn.Module:
+    """The module that gives block ``block_index`` (0-based) its HSIC components, by the config
+    name (one of HSIC_GRADIENTS): ``"first_block_model"`` is ``"model"`` for the first block and
+    ``"decoupler"`` for every later one."""
+    if hsic_gradient == "model" or (hsic_gradient == "first_block_model" and block_index == 0):
         return SharedHSICComponents()
-    if hsic_gradient == "decoupler":
+    if hsic_gradient in ("decoupler", "first_block_model"):
         return DecouplerHSICComponents()
     raise ValueError(f"hsic_gradient must be one of {HSIC_GRADIENTS}, got {hsic_gradient!r}")
 
@@ -284,13 +287,16 @@ class RoBlockLayer(nn.Module):
 
         hsic_components: ``SharedHSICComponents()`` (the HSIC gradient reaches everything upstream)
             or ``DecouplerHSICComponents()`` (it reaches this block's decoupler only).
+        start_as_identity: zero the last linear layer of ``fusion`` whenever the model's weights
+            are initialised (FuxiCTR's ``reset_parameters`` calls ``init_weights``), so that the
+            block starts as X^(l) = out_norm(X^(l-1)) (``added_block_init: identity``).
 
     Shapes: forward(X) -> (X^(l) (B, F, D), E_h (B, M, F, k)).
     """
 
     def __init__(self, norm: nn.Module, rank1_norm: nn.Module, decoupler: nn.Module, router: nn.Module,
                  interactions: Sequence[nn.Module], fusion: nn.Module, out_norm: nn.Module,
-                 hsic_components: nn.Module):
+                 hsic_components: nn.Module, start_as_identity: bool = False):
         super().__init__()
         self.norm = norm
         self.rank1_norm = rank1_norm
@@ -300,6 +306,15 @@ class RoBlockLayer(nn.Module):
         self.fusion = fusion
         self.out_norm = out_norm
         self.hsic_components = hsic_components
+        self.start_as_identity = start_as_identity
+
+    def init_weights(self) -> None:
+        """Zero f^(l)'s output layer when the block starts as the identity (called by FuxiCTR's
+        ``reset_parameters`` after its default initialisation)."""
+        if self.start_as_identity:
+            output_layer = [module for module in self.fusion.modules() if isinstance(module, nn.Linear)][-1]
+            nn.init.zeros_(output_layer.weight)
+            nn.init.zeros_(output_layer.bias)
 
     @property
     def interaction_names(self) -> List[str]:
