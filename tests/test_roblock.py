@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from fuxictr_ext.config import unknown_model_keys
+from fuxictr_ext.layers.common import DropPath
 from fuxictr_ext.layers.hsic import hsic_loss
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
@@ -339,6 +340,45 @@ def test_added_blocks_start_as_the_identity(feature_map, tmp_path, residual_norm
                for block in default_deep.blocks)
 
 
+def test_drop_path_drops_whole_samples_and_keeps_the_expectation():
+    torch.manual_seed(0)
+    x = torch.randn(4000, 3, 2) + 1.0
+    drop = DropPath(0.25).train()
+    out = drop(x)
+    dropped = (out == 0).flatten(1).all(dim=1)
+    kept = ~dropped
+    torch.testing.assert_close(out[kept], x[kept] / 0.75)                # kept rows: scaled, whole
+    assert (out[dropped] == 0).all()
+    assert abs(dropped.float().mean().item() - 0.25) < 0.03              # 4000 draws: std 0.007
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(DropPath(0.0).train()(x), x)
+    with pytest.raises(ValueError, match="p"):
+        DropPath(1.0)
+
+
+def test_added_block_drop_path_skips_added_blocks_in_training_only(feature_map, tmp_path):
+    """Blocks 2..L get DropPath, block 1 none; evaluation equals the model without it; in
+    training some samples skip block 2 (with p near 1 almost all do: the model's output then is
+    what block 1 alone feeds f*, the mean of eq. 6 over [X^(1), X^(1)])."""
+    batch = random_batch(feature_map, 64, seed=6)
+    kwargs = dict(scale_factor=2, num_blocks=2, block_norm="layer_norm", hsic_weight=0.0, rank1_norm=False)
+    plain = build(feature_map, tmp_path, **kwargs)
+    dropping = build(feature_map, tmp_path, added_block_drop_path=0.999, **kwargs)
+    dropping.load_state_dict(plain.state_dict())
+    assert isinstance(dropping.blocks[0].branch_drop, torch.nn.Identity)
+    assert isinstance(dropping.blocks[1].branch_drop, DropPath)
+    with torch.no_grad():
+        torch.testing.assert_close(dropping.eval()(batch)["y_pred"], plain.eval()(batch)["y_pred"])
+        one = build(feature_map, tmp_path, **dict(kwargs, num_blocks=1)).eval()
+        one.load_state_dict({n: v for n, v in plain.state_dict().items() if not n.startswith("blocks.1.")})
+        for model in (dropping, one):
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
+        torch.manual_seed(1)                          # 0.999 ** 64 = 0.94: with this seed all 64 skip
+        torch.testing.assert_close(dropping.train()(batch)["y_pred"], one.train()(batch)["y_pred"])
+
+
 def test_hsic_gradient_decoupler_evaluates_as_the_model_scope(feature_map, tmp_path):
     batch = random_batch(feature_map, 8, seed=4)
     model = build(feature_map, tmp_path, scale_factor=2, num_blocks=2, hsic_gradient="model").eval()
@@ -523,6 +563,7 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("hidden_activations", "PReLU"), ("scale_factor", 1.1), ("block_norm", "batch_norm"),
     ("router", "global"), ("fieldwise_dropout", 1.0), ("residual_norm", "post"), ("hsic_gradient", "all"),
     ("added_block_init", "zero"),
+    ("added_block_drop_path", 1.0), ("added_block_drop_path", -0.1),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
     with pytest.raises(ValueError, match=key):

@@ -25,6 +25,7 @@ from fuxictr.pytorch.layers import MLP_Block
 from fuxictr_ext.base import ZooModel
 from fuxictr_ext.config import (check_arg, check_choice, check_non_negative, check_non_negative_int,
                                 check_positive_int, check_positive_ints, check_probability)
+from fuxictr_ext.layers.common import DropPath
 from fuxictr_ext.layers.hsic import HSIC_NORMALIZATIONS, hsic_loss
 from fuxictr_ext.layers.interactions import build_interaction
 from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbedding
@@ -89,6 +90,8 @@ class RoBlock(ZooModel):
         added_block_init: ``"default"`` (every block initialised as FuxiCTR initialises any
             network) or ``"identity"``: blocks 2..L start as the identity (the last layer of
             their f^(l) zero-initialised), so that L blocks start as the first block alone does.
+        added_block_drop_path: stochastic depth on blocks 2..L: in training each sample skips
+            such a block's residual branch with this probability (``DropPath``); 0 switches it off.
         interaction_types: the interaction functions to choose from, names out of
             {"FM", "CIN", "DNN", "DCNv2"} (DHEN's modules, ``fuxictr_ext.layers.interactions``);
             one name makes every block homogeneous.
@@ -145,6 +148,7 @@ class RoBlock(ZooModel):
                  hsic_normalization: str = "none",
                  hsic_gradient: str = "model",
                  added_block_init: str = "default",
+                 added_block_drop_path: float = 0.0,
                  interaction_types: Sequence[str] = ("DCNv2",),
                  interaction_assignment: str = "cycle",
                  seed: int = 2019,
@@ -172,6 +176,8 @@ class RoBlock(ZooModel):
         hsic_normalization = check_choice("hsic_normalization", hsic_normalization, HSIC_NORMALIZATIONS)
         hsic_gradient = check_choice("hsic_gradient", hsic_gradient, HSIC_GRADIENTS)
         added_block_init = check_choice("added_block_init", added_block_init, ADDED_BLOCK_INITS)
+        check_arg(0 <= added_block_drop_path < 1, "added_block_drop_path", added_block_drop_path,
+                  "a probability in [0, 1)")
         check_probability("net_dropout", net_dropout)
         check_probability("fieldwise_dropout", fieldwise_dropout)
         check_positive_int("num_cross_layers", num_cross_layers)
@@ -241,6 +247,7 @@ class RoBlock(ZooModel):
                            fieldwise_dropout),
                 out_norm=layer_norm(residual_norm),
                 hsic_components=build_hsic_components(hsic_gradient, block_index),
+                branch_drop=DropPath(added_block_drop_path) if block_index > 0 else nn.Identity(),
                 start_as_identity=added_block_init == "identity" and block_index > 0))
         self.blocks = nn.ModuleList(blocks)
         self.projection = mlp(num_fields * model_dim, list(projection_hidden_units), 1, net_dropout,
