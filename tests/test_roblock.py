@@ -279,16 +279,16 @@ def test_hsic_gradient_decoupler_keeps_the_values_and_reaches_only_each_blocks_d
         assert any(hsic_model[n].abs().sum() > 0 for n in hsic_model if n.startswith(prefix)), prefix
 
 
-def test_hsic_gradient_first_block_model_trains_the_model_from_block_one_only(feature_map, tmp_path):
-    """hsic_gradient="first_block_model": block 0's term reaches its decoupler and everything
+def test_added_block_hsic_gradient_decoupler_trains_the_model_from_block_one_only(feature_map, tmp_path):
+    """added_block_hsic_gradient="decoupler": block 0's term reaches its decoupler and everything
     upstream (the embeddings, f^(0)), as with "model"; block 1's term reaches block 1's decoupler
     only, so block 0's router, interactions and fusion and all of block 1 but its decoupler get
     no HSIC gradient (with "model" block 1's term reaches them). Same outputs and loss values."""
     batch = random_batch(feature_map, 16, seed=3)
     models = {scope: build(feature_map, tmp_path, scale_factor=2, num_blocks=2, interaction_types=HETERO,
-                           block_norm="layer_norm", hsic_gradient=scope).train()
-              for scope in ("model", "first_block_model")}
-    models["first_block_model"].load_state_dict(models["model"].state_dict())
+                           block_norm="layer_norm", added_block_hsic_gradient=scope).train()
+              for scope in ("model", "decoupler")}
+    models["decoupler"].load_state_dict(models["model"].state_dict())
     outs, hsic_grads = {}, {}
     for scope, model in models.items():
         torch.manual_seed(7)
@@ -296,9 +296,9 @@ def test_hsic_gradient_first_block_model_trains_the_model_from_block_one_only(fe
         params = dict(model.named_parameters())
         grads = torch.autograd.grad(outs[scope]["aux_losses"]["hsic"], list(params.values()), allow_unused=True)
         hsic_grads[scope] = {n: torch.zeros_like(params[n]) if g is None else g for n, g in zip(params, grads)}
-    torch.testing.assert_close(outs["first_block_model"]["y_pred"], outs["model"]["y_pred"])
-    torch.testing.assert_close(outs["first_block_model"]["aux_losses"]["hsic"], outs["model"]["aux_losses"]["hsic"])
-    mixed, joint = hsic_grads["first_block_model"], hsic_grads["model"]
+    torch.testing.assert_close(outs["decoupler"]["y_pred"], outs["model"]["y_pred"])
+    torch.testing.assert_close(outs["decoupler"]["aux_losses"]["hsic"], outs["model"]["aux_losses"]["hsic"])
+    mixed, joint = hsic_grads["decoupler"], hsic_grads["model"]
     reached = ("embedding.", "reshape_mlp.", "blocks.0.norm.", "blocks.0.decoupler.", "blocks.1.decoupler.")
     for prefix in reached:
         assert any(mixed[n].abs().sum() > 0 for n in mixed if n.startswith(prefix)), prefix
@@ -338,6 +338,24 @@ def test_added_blocks_start_as_the_identity(feature_map, tmp_path, residual_norm
     default_deep = build(feature_map, tmp_path, num_blocks=3, **kwargs)
     assert all([m for m in block.fusion.modules() if isinstance(m, torch.nn.Linear)][-1].weight.abs().sum() > 0
                for block in default_deep.blocks)
+
+
+@pytest.mark.parametrize("first,added", [("none", "variance"), ("variance", "none"), ("none", None)])
+def test_added_block_hsic_normalization_sets_the_term_of_blocks_two_on(feature_map, tmp_path, first, added):
+    """The HSIC term is block 1's term under hsic_normalization plus every later block's under
+    added_block_hsic_normalization (None: the same), computed here from the blocks' components."""
+    batch = random_batch(feature_map, 16, seed=8)
+    model = build(feature_map, tmp_path, scale_factor=2, num_blocks=3, block_norm="layer_norm",
+                  rank1_norm=False, hsic_normalization=first, added_block_hsic_normalization=added).train()
+    torch.manual_seed(2)
+    term = model(batch)["aux_losses"]["hsic"]
+    with torch.no_grad():
+        x = model.reshape_mlp(model.concat_sets(model.embedding(model.get_inputs(batch))))
+        expected = 0.0
+        for index, block in enumerate(model.blocks):
+            x, components = block(x)
+            expected += hsic_loss(components, first if index == 0 else (added or first))
+    torch.testing.assert_close(term, expected * model.hsic_weight)
 
 
 def test_drop_path_drops_whole_samples_and_keeps_the_expectation():
@@ -562,7 +580,7 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
     ("hidden_activations", "PReLU"), ("scale_factor", 1.1), ("block_norm", "batch_norm"),
     ("router", "global"), ("fieldwise_dropout", 1.0), ("residual_norm", "post"), ("hsic_gradient", "all"),
-    ("added_block_init", "zero"),
+    ("added_block_init", "zero"), ("added_block_hsic_normalization", "cca"), ("added_block_hsic_gradient", "all"),
     ("added_block_drop_path", 1.0), ("added_block_drop_path", -0.1),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):

@@ -85,8 +85,11 @@ class RoBlock(ZooModel):
         hsic_gradient: where the HSIC term's gradient goes: ``"model"`` (eq. 6 optimised
             jointly: into the decoupler and everything upstream of it, the embeddings, f^(0) and
             the earlier blocks) or ``"decoupler"`` (eq. 3 regularises each block's decoupler only;
-            same loss values; README "Depth": measured), or ``"first_block_model"`` (``"model"`` for
-            the first block's term, ``"decoupler"`` for every later block's).
+            same loss values; README "Depth": measured).
+        added_block_hsic_normalization: ``hsic_normalization`` of blocks 2..L; ``None``: the same
+            as the first block's.
+        added_block_hsic_gradient: ``hsic_gradient`` of blocks 2..L; ``None``: the same as the
+            first block's.
         added_block_init: ``"default"`` (every block initialised as FuxiCTR initialises any
             network) or ``"identity"``: blocks 2..L start as the identity (the last layer of
             their f^(l) zero-initialised), so that L blocks start as the first block alone does.
@@ -147,6 +150,8 @@ class RoBlock(ZooModel):
                  hsic_weight: float = 1.0,
                  hsic_normalization: str = "none",
                  hsic_gradient: str = "model",
+                 added_block_hsic_normalization: Optional[str] = None,
+                 added_block_hsic_gradient: Optional[str] = None,
                  added_block_init: str = "default",
                  added_block_drop_path: float = 0.0,
                  interaction_types: Sequence[str] = ("DCNv2",),
@@ -175,6 +180,11 @@ class RoBlock(ZooModel):
         check_non_negative("hsic_weight", hsic_weight)
         hsic_normalization = check_choice("hsic_normalization", hsic_normalization, HSIC_NORMALIZATIONS)
         hsic_gradient = check_choice("hsic_gradient", hsic_gradient, HSIC_GRADIENTS)
+        added_block_hsic_normalization = check_choice(
+            "added_block_hsic_normalization", added_block_hsic_normalization or hsic_normalization,
+            HSIC_NORMALIZATIONS)
+        added_block_hsic_gradient = check_choice("added_block_hsic_gradient",
+                                                 added_block_hsic_gradient or hsic_gradient, HSIC_GRADIENTS)
         added_block_init = check_choice("added_block_init", added_block_init, ADDED_BLOCK_INITS)
         check_arg(0 <= added_block_drop_path < 1, "added_block_drop_path", added_block_drop_path,
                   "a probability in [0, 1)")
@@ -204,7 +214,7 @@ class RoBlock(ZooModel):
         self.num_components = base_components + extra_components                    # M
         self.model_dim = model_dim
         self.hsic_weight = float(hsic_weight)
-        self.hsic_normalization = hsic_normalization
+        self.hsic_normalizations = [hsic_normalization] + [added_block_hsic_normalization] * (num_blocks - 1)
         self.uses_hsic = self.hsic_weight > 0 and self.num_components >= 2
         self.interaction_plan = assign_interactions(list(interaction_types), num_blocks, self.num_components,
                                                     interaction_assignment,
@@ -246,7 +256,8 @@ class RoBlock(ZooModel):
                 fusion=mlp(self.num_components * embedding_dim, fusion_hidden_units, model_dim,
                            fieldwise_dropout),
                 out_norm=layer_norm(residual_norm),
-                hsic_components=build_hsic_components(hsic_gradient, block_index),
+                hsic_components=build_hsic_components(hsic_gradient if block_index == 0
+                                                      else added_block_hsic_gradient),
                 branch_drop=DropPath(added_block_drop_path) if block_index > 0 else nn.Identity(),
                 start_as_identity=added_block_init == "identity" and block_index > 0))
         self.blocks = nn.ModuleList(blocks)
@@ -268,7 +279,7 @@ class RoBlock(ZooModel):
         pooled = torch.stack(block_outputs).mean(dim=0)                              # (B, F, D)     eq. 6
         return_dict = {"y_pred": self.projection(pooled.flatten(start_dim=1))}       # (B, 1)
         if self.training and self.uses_hsic:
-            hsic = torch.stack([hsic_loss(components, self.hsic_normalization)
-                                 for components in block_components]).sum()
+            hsic = torch.stack([hsic_loss(components, normalization) for components, normalization
+                                in zip(block_components, self.hsic_normalizations)]).sum()
             return_dict["aux_losses"] = {"hsic": self.hsic_weight * hsic}
         return return_dict

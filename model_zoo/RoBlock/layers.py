@@ -28,7 +28,7 @@ from fuxictr_ext.layers.multi_embedding import MultiEmbeddingInteraction
 
 INTERACTION_ASSIGNMENTS = ("cycle", "sample")
 BLOCK_NORMS = ("none", "layer_norm")
-HSIC_GRADIENTS = ("model", "decoupler", "first_block_model")
+HSIC_GRADIENTS = ("model", "decoupler")
 ADDED_BLOCK_INITS = ("default", "identity")
 ROUTERS = ("shared", "per_field")
 # FuxiCTR's embedding initialisation (std 1e-4) gives X^(0) rows of variance ~1e-9; with
@@ -244,13 +244,11 @@ class DecouplerHSICComponents(nn.Module):
         return decoupler(x_tilde.detach()) if self.training else components         # (B, M, F, k)
 
 
-def build_hsic_components(hsic_gradient: str, block_index: int) -> nn.Module:
-    """The module that gives block ``block_index`` (0-based) its HSIC components, by the config
-    name (one of HSIC_GRADIENTS): ``"first_block_model"`` is ``"model"`` for the first block and
-    ``"decoupler"`` for every later one."""
-    if hsic_gradient == "model" or (hsic_gradient == "first_block_model" and block_index == 0):
+def build_hsic_components(hsic_gradient: str) -> nn.Module:
+    """The module that gives HSIC its components, by the config name (one of HSIC_GRADIENTS)."""
+    if hsic_gradient == "model":
         return SharedHSICComponents()
-    if hsic_gradient in ("decoupler", "first_block_model"):
+    if hsic_gradient == "decoupler":
         return DecouplerHSICComponents()
     raise ValueError(f"hsic_gradient must be one of {HSIC_GRADIENTS}, got {hsic_gradient!r}")
 
