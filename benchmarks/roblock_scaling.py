@@ -11,9 +11,9 @@ model, every seed of ``--seeds`` (2019, 2020). Every model starts from its commi
 experiment id with the shared settings of ``benchmarks.discriminating_synthetic`` (batch 512,
 Adam 1e-3, early stopping with patience 1) and base size k = ``K`` = 8:
 
-* RoBlock: ``RoBlock_criteo_2x`` (the default formulation, heterogeneous interactions) with
-  ``scale_factor`` s (D = s k, M = s + 1), ``num_blocks`` L and the HSIC normalization the
-  committed ids run at that depth (``model_zoo.RoBlock.depth_hsic_normalization``);
+* RoBlock: ``RoBlock_criteo_2x`` (the measured formulation of every committed id, with its
+  keys for blocks 2..L; heterogeneous interactions) with ``scale_factor`` s (D = s k,
+  M = s + 1) and ``num_blocks`` L;
 * WuKong ME: ``WuKong_ME_criteo`` with s tables of size k (``num_embeddings``) and ``num_layers`` L;
 * DHEN ME: ``DHEN_ME_criteo`` with s tables of size k and ``num_layers`` L.
 
@@ -51,13 +51,11 @@ from benchmarks.real_data import dataset_entry, read_split
 from benchmarks.fixtures import TINY_ROWS, Point, run_within_budget, write_config_dir
 from benchmarks.harness import Harness
 from fuxictr_ext.results import read_records
-from model_zoo.RoBlock import depth_hsic_normalization
 
 K = 8
 # Each model's keys at depth L and width scale s (added to its base id's).
 MODELS: Dict[str, Callable[[int, int], dict]] = {
-    "RoBlock": lambda depth, width: {"scale_factor": width, "num_blocks": depth,
-                                     "hsic_normalization": depth_hsic_normalization(depth)},
+    "RoBlock": lambda depth, width: {"scale_factor": width, "num_blocks": depth},
     "WuKong ME": lambda depth, width: {"num_embeddings": width, "num_layers": depth},
     "DHEN ME": lambda depth, width: {"num_embeddings": width, "num_layers": depth},
 }

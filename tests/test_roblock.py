@@ -15,7 +15,7 @@ from fuxictr_ext.layers.hsic import hsic_loss
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 from fuxictr_ext.training import Trainer
-from model_zoo.RoBlock import RoBlock, depth_hsic_normalization
+from model_zoo.RoBlock import RoBlock
 from model_zoo.RoBlock.layers import ComponentMLP, FieldMLP, FieldwiseRouter, assign_interactions, build_router_gate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -643,21 +643,28 @@ def test_every_config_key_is_read():
 
 
 
-def test_committed_ids_run_the_hsic_normalization_of_their_depth():
-    """One-block ids run eq. 3 as printed (W, the measured best at one block), ids of two or more
-    blocks the unit-variance reading (README "Depth"); the ``*_paper`` ids eq. 3 as printed."""
-    assert [depth_hsic_normalization(l) for l in (1, 2, 5)] == ["none", "variance", "variance"]
-    with pytest.raises(ValueError, match="num_blocks"):
-        depth_hsic_normalization(0)
+MEASURED_DEPTH_KEYS = {"hsic_normalization": "none", "added_block_hsic_normalization": "variance",
+                       "added_block_init": "identity"}
+
+
+def test_committed_ids_run_the_measured_formulation_at_every_depth():
+    """Every id but the ``*_paper`` ones runs eq. 3 as printed for its first block and the
+    unit-variance reading, starting as the identity, for blocks 2..L (README "Depth"), with the
+    same keys at one block as at five, so that a grid over num_blocks changes the depth only;
+    the ``*_paper`` ids run eq. 3 as printed at every block (the constructor's defaults)."""
     experiments = load_yaml(REPO / "config" / "model_config" / "RoBlock.yaml")
     depths = set()
     for expid, params in experiments.items():
         if expid == "Base":
             continue
-        expected = "none" if expid.endswith("_paper") else depth_hsic_normalization(params["num_blocks"])
-        assert params["hsic_normalization"] == expected, expid
+        if expid.endswith("_paper"):
+            assert params["hsic_normalization"] == "none", expid
+            assert not {"added_block_hsic_normalization", "added_block_init"} & set(params), expid
+        else:
+            assert {key: params.get(key) for key in MEASURED_DEPTH_KEYS} == MEASURED_DEPTH_KEYS, expid
         depths.add(params["num_blocks"])
     assert {1, 2} <= depths
+
 
 def test_tuner_grids_vary_constructor_arguments_of_their_base():
     experiments = load_yaml(REPO / "config" / "model_config" / "RoBlock.yaml")
@@ -714,9 +721,10 @@ def discriminating_batches(feature_map, rows, batch_size, seed):
 def test_two_blocks_with_the_default_keys_keep_hsic_at_the_task_loss_scale(tmp_path):
     """Two blocks of the default RoBlock 2x formulation (``RoBlock_criteo_2x_L2``) at the width
     where eq. 3 as printed outgrew the BCE by 35 times on real data (k = 16): after the first
-    epoch the HSIC term stays within an order of magnitude of the task loss, and the task loss
-    falls. With ``hsic_normalization: none`` (eq. 3 as printed, the block reading
-    LayerNorm(X^(l-1))) the first epoch's HSIC term is 74 times its task loss here (45.9 against 0.618)."""
+    epoch the HSIC term is below the task loss (0.10 against 0.56 here), and the task loss
+    falls. In the first epoch the term is the first block's eq. 3 as printed, as at one block
+    (11.8 against 0.60). With eq. 3 as printed at both blocks (``added_block_hsic_normalization:
+    none``) the second epoch's term is 5 times the task loss here (2.85 against 0.57)."""
     feature_map = make_feature_map(num_categorical=10, num_numeric=0, vocab_size=41)
     params = dict(load_yaml(REPO / "config" / "model_config" / "RoBlock.yaml")["RoBlock_criteo_2x_L2"])
     assert params["num_blocks"] == 2
@@ -738,6 +746,5 @@ def test_two_blocks_with_the_default_keys_keep_hsic_at_the_task_loss_scale(tmp_p
                 sums[name] = sums.get(name, 0.0) + float(value)
         epoch_parts.append({name: total / len(batches) for name, total in sums.items()})
     first, second = epoch_parts
-    assert second["hsic"] < 10 * second["task"], epoch_parts
-    assert first["hsic"] < 10 * first["task"], epoch_parts
+    assert second["hsic"] < second["task"], epoch_parts
     assert second["task"] < first["task"], epoch_parts

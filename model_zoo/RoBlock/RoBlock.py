@@ -38,22 +38,6 @@ from .layers import (ADDED_BLOCK_INITS, BLOCK_NORM_EPS, BLOCK_NORMS, HSIC_GRADIE
 _CHANNELWISE_ACTIVATIONS = ("prelu", "dice")
 
 
-def depth_hsic_normalization(num_blocks: int) -> str:
-    """The HSIC normalization the committed ``RoBlock_<ds>*`` ids run at ``num_blocks`` blocks
-    (model_zoo/RoBlock/README.md, "Depth"): ``"none"`` (eq. 3 as printed, the measured best at one
-    block) for one block, ``"variance"`` (eq. 3 collapses from two blocks on) for two or more.
-
-    Args:
-        num_blocks: L, the number of RoBlock layers (at least 1).
-
-    Example:
-        >>> depth_hsic_normalization(1), depth_hsic_normalization(3)
-        ('none', 'variance')
-    """
-    check_positive_int("num_blocks", num_blocks)
-    return "none" if num_blocks == 1 else "variance"
-
-
 @register_model
 class RoBlock(ZooModel):
     """RoBlock (rank-1 update normalization, HSIC decoupler, field-wise router, heterogeneous interactions).
