@@ -1,18 +1,25 @@
 """RoBlock, WuKong ME and DHEN ME over depth and width on the ``discriminating`` synthetic data
-(RoBlock paper, Table 3 and Figures 1, 5 and 6: gains that grow with depth and width).
+or on MovieLens-100K (RoBlock paper, Table 3 and Figures 1, 5 and 6: gains that grow with depth
+and width).
 
     python -m benchmarks.roblock_scaling --budget-s 3600 --work-dir checkpoints/roblock_scaling
+    python -m benchmarks.roblock_scaling --dataset movielens_100k --epochs 30 --widths 2 \
+        --out results/roblock_scaling_ml100k --work-dir checkpoints/roblock_scaling_ml100k
 
 Cells: depth L in ``--depths`` (1, 2, 3, 5) x width scale s in ``--widths`` (1, 2, 4), every
 model, every seed of ``--seeds`` (2019, 2020). Every model starts from its committed
 experiment id with the shared settings of ``benchmarks.discriminating_synthetic`` (batch 512,
 Adam 1e-3, early stopping with patience 1) and base size k = ``K`` = 8:
 
-* RoBlock: ``RoBlock_criteo_2x`` (the default formulation, heterogeneous interactions) with
-  ``scale_factor`` s (D = s k, M = s + 1), ``num_blocks`` L and the HSIC normalization the
-  committed ids run at that depth (``model_zoo.RoBlock.depth_hsic_normalization``);
+* RoBlock: ``RoBlock_criteo_2x`` (the measured formulation of every committed id, with its
+  keys for blocks 2..L; heterogeneous interactions) with ``scale_factor`` s (D = s k,
+  M = s + 1) and ``num_blocks`` L;
 * WuKong ME: ``WuKong_ME_criteo`` with s tables of size k (``num_embeddings``) and ``num_layers`` L;
 * DHEN ME: ``DHEN_ME_criteo`` with s tables of size k and ``num_layers`` L.
+
+With ``--dataset movielens_100k`` the bases are ``RoBlock_ml100k_2x``, ``WuKong_ME_ml100k`` and
+``DHEN_ME_ml100k`` with their own settings (batch 1024, early stopping with patience 2), k = 16;
+width s = 2 is the ids' own width (D = 32 for RoBlock, two tables for the ME models).
 
 Order: the most informative cells first (``CELL_ORDER``: L = 1, 2, 3 at width 1, then
 width 2, then L = 5 and width 4), seeds and models alternating within a cell. A point is
@@ -20,7 +27,7 @@ not started once the time spent plus the longest point so far would pass ``--bud
 Resumable: every finished run appends its record (``fuxictr_ext.results``) to
 ``<work dir>/benchmark_config.jsonl`` (named after the generated config folder); a rerun with
 the same ``--work-dir`` and ``--epochs`` skips the points that have one and rewrites the report
-from all records. The report (``<out>/roblock_scaling.md`` and its JSON twin) names which cells
+from all records (``--report-only`` rewrites it and runs nothing). The report (``<out>/roblock_scaling.md`` and its JSON twin) names which cells
 ran and which did not, mean and spread per cell, every run, and the information abundance of
 every layer input (the paper's Figures 1 and 5) for the L = 3 runs that finished (the models'
 ``spectrum_callbacks``, on 5 validation batches, after the best checkpoint is reloaded);
@@ -34,20 +41,49 @@ import glob
 import json
 import os
 import statistics
-from typing import Dict, List, Optional, Tuple
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
 
 from benchmarks.discriminating_synthetic import DATASET, SHARED
+from benchmarks.real_data import DATASET as ML100K
+from benchmarks.real_data import dataset_entry, read_split
 from benchmarks.fixtures import TINY_ROWS, Point, run_within_budget, write_config_dir
 from benchmarks.harness import Harness
 from fuxictr_ext.results import read_records
-from model_zoo.RoBlock import depth_hsic_normalization
 
 K = 8
-MODELS: Dict[str, Tuple[str, callable]] = {
-    "RoBlock": ("RoBlock_criteo_2x", lambda depth, width: {"scale_factor": width, "num_blocks": depth,
-                                                            "hsic_normalization": depth_hsic_normalization(depth)}),
-    "WuKong ME": ("WuKong_ME_criteo", lambda depth, width: {"num_embeddings": width, "num_layers": depth}),
-    "DHEN ME": ("DHEN_ME_criteo", lambda depth, width: {"num_embeddings": width, "num_layers": depth}),
+# Each model's keys at depth L and width scale s (added to its base id's).
+MODELS: Dict[str, Callable[[int, int], dict]] = {
+    "RoBlock": lambda depth, width: {"scale_factor": width, "num_blocks": depth},
+    "WuKong ME": lambda depth, width: {"num_embeddings": width, "num_layers": depth},
+    "DHEN ME": lambda depth, width: {"num_embeddings": width, "num_layers": depth},
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where the grid runs: the dataset, each model's base experiment id on it, the base size k,
+    the settings every point shares, and the prefix of the run ids."""
+    dataset: str
+    base_expids: Dict[str, str]
+    base_size: int
+    shared: dict
+    prefix: str
+    note: str
+
+
+SETTINGS = {
+    DATASET: Setting(DATASET, {"RoBlock": "RoBlock_criteo_2x", "WuKong ME": "WuKong_ME_criteo",
+                               "DHEN ME": "DHEN_ME_criteo"}, K, SHARED, "scaling",
+                     f"Dataset `{DATASET}` (fuxictr_ext.data.synthetic.DiscriminatingSchema, 200k rows; planted "
+                     f"first-order part alone AUC 0.586, planted model 0.8785), base size k = {K}, shared settings "
+                     f"{SHARED}"),
+    ML100K: Setting(ML100K, {"RoBlock": "RoBlock_ml100k_2x", "WuKong ME": "WuKong_ME_ml100k",
+                             "DHEN ME": "DHEN_ME_ml100k"}, 16, {}, "scaling_ml100k",
+                    f"Dataset `{ML100K}` (`python -m data_prep.prepare {ML100K}`), every model from its "
+                    "`<Model>_ml100k` id (embedding 16, batch 1024, early stop after 2 epochs without a better "
+                    "validation AUC, best epoch restored), base size k = 16"),
 }
 COLOURS = {"RoBlock": "tab:red", "WuKong ME": "tab:purple", "DHEN ME": "tab:blue"}
 CELL_ORDER = [(1, 1), (2, 1), (3, 1), (1, 2), (2, 2), (3, 2), (5, 1), (5, 2), (1, 4), (2, 4), (3, 4), (5, 4)]
@@ -61,21 +97,24 @@ def expid(model: str, depth: int, width: int, seed: int, epochs: int, prefix: st
 
 
 def sweep_points(models: List[str], depths: List[int], widths: List[int], seeds: List[int],
-                 epochs: int, prefix: str = "scaling") -> List[Point]:
-    """The points of the requested cells, most informative cells first; the L = ``IA_DEPTH``
-    points log the IA of every layer input (``SPECTRUM``). ``prefix`` starts every run id
-    (``tiny`` for ``--tiny`` runs, whose records must not pass for full-size ones)."""
+                 epochs: int, prefix: Optional[str] = None, setting: Setting = SETTINGS[DATASET]) -> List[Point]:
+    """The points of the requested cells on ``setting``, most informative cells first; the
+    L = ``IA_DEPTH`` points log the IA of every layer input (``SPECTRUM``). ``prefix`` starts
+    every run id (default the setting's; ``tiny`` for ``--tiny`` runs, whose records must not
+    pass for full-size ones)."""
+    prefix = setting.prefix if prefix is None else prefix
     cells = [cell for cell in CELL_ORDER if cell[0] in depths and cell[1] in widths]
     cells += [(d, w) for w in widths for d in depths if (d, w) not in cells]
     points = []
     for depth, width in cells:
         for seed in seeds:
             for model in models:
-                base, sizes = MODELS[model]
-                overrides = {"embedding_dim": K, **sizes(depth, width), **SHARED, "seed": seed}
+                overrides = {"embedding_dim": setting.base_size, **MODELS[model](depth, width), **setting.shared,
+                             "seed": seed}
                 if depth == IA_DEPTH:
                     overrides["spectrum_callbacks"] = SPECTRUM
-                points.append(Point(expid(model, depth, width, seed, epochs, prefix), model, base, overrides,
+                points.append(Point(expid(model, depth, width, seed, epochs, prefix), model,
+                                    setting.base_expids[model], overrides,
                                     dim=depth, channels=width))
     return points
 
@@ -207,12 +246,17 @@ def run_records(points: List[Point], done: Dict[str, dict], work_dir: str) -> Li
     return records
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> int:
     h = Harness("roblock_scaling", "RoBlock, WuKong ME and DHEN ME over depth and width")
+    h.parser.add_argument("--dataset", choices=list(SETTINGS), default=DATASET,
+                          help=f"where the grid runs (default {DATASET}); {ML100K} needs "
+                               f"`python -m data_prep.prepare {ML100K}` first")
     h.parser.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 5])
     h.parser.add_argument("--widths", type=int, nargs="+", default=[1, 2, 4])
     h.parser.add_argument("--models", nargs="+", default=list(MODELS), help=f"names out of {list(MODELS)}")
     h.parser.add_argument("--epochs", type=int, default=4, help="at most this many epochs per point")
+    h.parser.add_argument("--report-only", action="store_true",
+                          help="write the report of the requested cells from the work dir's records, run nothing")
     h.parser.set_defaults(seeds=[2019, 2020], budget_s=3600.0)
     args = h.parse(argv)
     unknown = [m for m in args.models if m not in MODELS]
@@ -220,23 +264,28 @@ def main(argv: Optional[List[str]] = None) -> None:
         h.parser.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
     if args.epochs < 1 or min(args.depths) < 1 or min(args.widths) < 1:
         h.parser.error("--epochs, --depths and --widths must be >= 1")
+    if args.tiny and args.dataset != DATASET:
+        h.parser.error(f"--tiny runs on {DATASET} only (a few thousand synthetic rows)")
+    setting = SETTINGS[args.dataset]
 
     if args.tiny:  # the first cell of the first seed, one epoch, on a few thousand rows
         args.epochs = 1
     points = sweep_points(args.models, args.depths, args.widths, args.seeds, args.epochs,
-                          prefix="tiny" if args.tiny else "scaling")
+                          prefix="tiny" if args.tiny else None, setting=setting)
     if args.tiny:
         points = [p for p in points if (p.dim, p.channels, p.overrides["seed"])
                   == (points[0].dim, points[0].channels, args.seeds[0])]
     work_dir = os.path.abspath(args.work_dir)
     args.out = os.path.abspath(args.out)           # the runs below work in work_dir
-    config_dir = write_config_dir(points, args.epochs, work_dir, datasets=(DATASET,),
+    config_dir = write_config_dir(points, args.epochs, work_dir, datasets=(setting.dataset,),
                                   rows=TINY_ROWS if args.tiny else None)
+    if setting.dataset == ML100K and read_split(dataset_entry(config_dir)) is None and not args.report_only:
+        print(f"roblock_scaling: error: no prepared {ML100K} data: run python -m data_prep.prepare {ML100K} first",
+              file=sys.stderr)
+        return 2
     records_path = os.path.join(work_dir, os.path.basename(config_dir) + ".jsonl")
-    rows_note = f"{TINY_ROWS} rows" if args.tiny else "200k rows; planted first-order part alone AUC 0.586, " \
-                                                       "planted model 0.8785"
-    note = (f"Dataset `{DATASET}` (fuxictr_ext.data.synthetic.DiscriminatingSchema, {rows_note}), "
-            f"base size k = {K}, at most {args.epochs} epoch(s) per point, shared settings {SHARED}, CPU.")
+    note = (f"{setting.note if not args.tiny else f'Dataset `{DATASET}`, {TINY_ROWS} rows'}, at most "
+            f"{args.epochs} epoch(s) per point, CPU.")
     os.chdir(work_dir)
 
     def report(*_) -> None:
@@ -244,10 +293,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         h.write(markdown(points, done, work_dir, note), run_records(points, done, work_dir))
         plot(points, done, work_dir, h.output_path("roblock_scaling.png"))
 
-    pending = [p for p in points if p.expid not in finished(read_records(records_path))]
-    run_within_budget(config_dir, pending, h.budget_left_s(), "roblock_scaling", report)
+    if not args.report_only:
+        pending = [p for p in points if p.expid not in finished(read_records(records_path))]
+        run_within_budget(config_dir, pending, h.budget_left_s(), "roblock_scaling", report)
     report()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

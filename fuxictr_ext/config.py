@@ -433,18 +433,23 @@ def load_params(config_dir: str, expid: str, dataset_id: Optional[str] = None) -
     return params, model_params
 
 
-def apply_overrides(params: dict, overrides: Dict[str, object]) -> dict:
+def apply_overrides(params: dict, overrides: Dict[str, object], settable: Iterable[str] = ()) -> dict:
     """Set ``key`` (or ``key.sub.key`` inside a mapping such as ``synthetic``) to a value.
     (``dataset_id`` is not set here: :func:`fuxictr_ext.runner.setup_run` loads that dataset's config instead.)
 
-    Only keys the experiment already has, and the run settings with a default
-    (``RUN_SETTING_DEFAULTS``, e.g. ``precision``), can be overridden, so that a typo is an
-    error rather than a setting that nothing reads.
+    Only keys the experiment already has, the run settings with a default
+    (``RUN_SETTING_DEFAULTS``, e.g. ``precision``) and the top-level keys in ``settable`` (the
+    runner passes the model's constructor arguments, so that an argument the experiment id
+    leaves at its default can be set) can be overridden, so that a typo is an error rather than
+    a setting that nothing reads.
 
     Example:
         >>> apply_overrides({"epochs": 3, "synthetic": {"rows": 200000}}, {"synthetic.rows": 3000})
         {'epochs': 3, 'synthetic': {'rows': 3000}}
+        >>> apply_overrides({"epochs": 3}, {"net_dropout": 0.2}, settable=["net_dropout"])
+        {'epochs': 3, 'net_dropout': 0.2}
     """
+    settable = set(settable)
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         target = params
@@ -454,8 +459,9 @@ def apply_overrides(params: dict, overrides: Dict[str, object]) -> dict:
                                   "of this experiment's params")
             target[key] = dict(target[key])
             target = target[key]
-        if leaf not in target and (parents or leaf not in RUN_SETTING_DEFAULTS):
-            near = difflib.get_close_matches(leaf, [str(k) for k in target], n=5, cutoff=0.5)
+        if leaf not in target and (parents or (leaf not in RUN_SETTING_DEFAULTS and leaf not in settable)):
+            candidates = [str(k) for k in target] + ([] if parents else sorted(settable))
+            near = difflib.get_close_matches(leaf, candidates, n=5, cutoff=0.5)
             hint = f" Near matches: {', '.join(near)}." if near else ""
             raise ConfigError(f"override {dotted}: the experiment has no key {leaf!r} to override.{hint}")
         target[leaf] = value

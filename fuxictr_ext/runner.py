@@ -24,8 +24,8 @@ from fuxictr.utils import load_dataset_config, print_to_json, set_logger
 from . import distributed as zoo_dist
 from . import results
 from .spectrum.callbacks import build_spectrum_callbacks
-from .config import (ConfigError, apply_overrides, check_run_params, config_fingerprint, load_params,
-                     warn_unknown_dataset_keys, warn_unknown_model_keys)
+from .config import (ConfigError, apply_overrides, check_run_params, config_fingerprint, constructor_args,
+                     load_params, warn_unknown_dataset_keys, warn_unknown_model_keys)
 from .cost import model_cost
 from .data import DataError, MappedDataLoader, TensorDataLoader, build_dataset, is_built, processed_paths
 from .data import load_feature_map
@@ -113,13 +113,14 @@ def setup_run(config_dir: str, expid: str, gpu: int, overrides: Optional[Dict[st
     """
     overrides = dict(overrides or {})
     params, model_params = load_params(config_dir, expid, overrides.pop("dataset_id", None))
-    apply_overrides(params, overrides)
-    if "model" not in params:
+    model_name = overrides.get("model", params.get("model"))
+    if model_name is None:
         raise ConfigError(f"experiment {expid}: no `model:` key in its config")
     try:
-        model_cls = get_model_class(params["model"])
+        model_cls = get_model_class(model_name)
     except ValueError as err:
         raise ConfigError(f"experiment {expid}: {err}") from None
+    apply_overrides(params, overrides, settable=constructor_args(model_cls))
     check_run_params(params, f"experiment {expid}")
     params["gpu"] = gpu
     context = None

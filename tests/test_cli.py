@@ -38,6 +38,27 @@ def test_an_override_of_a_key_the_experiment_lacks_is_refused(override, message)
         apply_overrides({"epochs": 3, "synthetic": {"rows": 5}}, override)
 
 
+def test_a_constructor_argument_the_experiment_leaves_out_can_be_overridden():
+    params = apply_overrides({"epochs": 3}, {"net_dropout": 0.2}, settable=["net_dropout", "batch_norm"])
+    assert params == {"epochs": 3, "net_dropout": 0.2}
+    with pytest.raises(ConfigError, match="no key 'net_dropuot'.*net_dropout"):
+        apply_overrides({"epochs": 3}, {"net_dropuot": 0.2}, settable=["net_dropout"])
+    with pytest.raises(ConfigError, match="no key 'rows'"):
+        apply_overrides({"synthetic": {"n": 1}}, {"synthetic.rows": 2}, settable=["rows"])   # top level only
+
+
+def test_the_runner_lets_an_override_set_any_argument_of_the_model(tmp_path):
+    from fuxictr_ext.runner import setup_run
+    from fuxictr_ext.config import load_params
+    config_dir = str(cli.packaged_config_dir())
+    assert "fieldwise_dropout" not in load_params(config_dir, "RoBlock_demo")[0]
+    params = setup_run(config_dir, "RoBlock_demo", -1, {"fieldwise_dropout": 0.1,
+                                                        "model_root": str(tmp_path) + "/"})[0]
+    assert params["fieldwise_dropout"] == 0.1
+    with pytest.raises(ConfigError, match="no key 'fieldwise_dropuot'.*fieldwise_dropout"):
+        setup_run(config_dir, "RoBlock_demo", -1, {"fieldwise_dropuot": 0.1})
+
+
 def test_an_override_without_equals_sign_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["run", "--expid", "DNN_demo", "--override", "epochs"])

@@ -10,11 +10,12 @@ import torch
 import yaml
 
 from fuxictr_ext.config import unknown_model_keys
+from fuxictr_ext.layers.common import DropPath
 from fuxictr_ext.layers.hsic import hsic_loss
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.testing import make_feature_map, random_batch, unit_model_kwargs
 from fuxictr_ext.training import Trainer
-from model_zoo.RoBlock import RoBlock, depth_hsic_normalization
+from model_zoo.RoBlock import RoBlock
 from model_zoo.RoBlock.layers import ComponentMLP, FieldMLP, FieldwiseRouter, assign_interactions, build_router_gate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,6 +279,124 @@ def test_hsic_gradient_decoupler_keeps_the_values_and_reaches_only_each_blocks_d
         assert any(hsic_model[n].abs().sum() > 0 for n in hsic_model if n.startswith(prefix)), prefix
 
 
+def test_added_block_hsic_gradient_decoupler_trains_the_model_from_block_one_only(feature_map, tmp_path):
+    """added_block_hsic_gradient="decoupler": block 0's term reaches its decoupler and everything
+    upstream (the embeddings, f^(0)), as with "model"; block 1's term reaches block 1's decoupler
+    only, so block 0's router, interactions and fusion and all of block 1 but its decoupler get
+    no HSIC gradient (with "model" block 1's term reaches them). Same outputs and loss values."""
+    batch = random_batch(feature_map, 16, seed=3)
+    models = {scope: build(feature_map, tmp_path, scale_factor=2, num_blocks=2, interaction_types=HETERO,
+                           block_norm="layer_norm", added_block_hsic_gradient=scope).train()
+              for scope in ("model", "decoupler")}
+    models["decoupler"].load_state_dict(models["model"].state_dict())
+    outs, hsic_grads = {}, {}
+    for scope, model in models.items():
+        torch.manual_seed(7)
+        outs[scope] = model(batch)
+        params = dict(model.named_parameters())
+        grads = torch.autograd.grad(outs[scope]["aux_losses"]["hsic"], list(params.values()), allow_unused=True)
+        hsic_grads[scope] = {n: torch.zeros_like(params[n]) if g is None else g for n, g in zip(params, grads)}
+    torch.testing.assert_close(outs["decoupler"]["y_pred"], outs["model"]["y_pred"])
+    torch.testing.assert_close(outs["decoupler"]["aux_losses"]["hsic"], outs["model"]["aux_losses"]["hsic"])
+    mixed, joint = hsic_grads["decoupler"], hsic_grads["model"]
+    reached = ("embedding.", "reshape_mlp.", "blocks.0.norm.", "blocks.0.decoupler.", "blocks.1.decoupler.")
+    for prefix in reached:
+        assert any(mixed[n].abs().sum() > 0 for n in mixed if n.startswith(prefix)), prefix
+    for name in mixed:
+        if not name.startswith(reached):
+            assert mixed[name].abs().sum() == 0, name
+        if name.startswith("blocks.1.decoupler."):
+            torch.testing.assert_close(mixed[name], joint[name], msg=name)
+    for prefix in ("blocks.0.fusion.", "blocks.0.router.", "blocks.0.interactions."):
+        assert any(joint[n].abs().sum() > 0 for n in joint if n.startswith(prefix)), prefix
+    upstream = [n for n in mixed if n.startswith("reshape_mlp.")]
+    assert not torch.allclose(torch.cat([mixed[n].flatten() for n in upstream]),
+                              torch.cat([joint[n].flatten() for n in upstream]))   # block 1's term left out
+
+
+@pytest.mark.parametrize("residual_norm", ["none", "layer_norm"])
+def test_added_blocks_start_as_the_identity(feature_map, tmp_path, residual_norm):
+    """added_block_init="identity": L = 3 blocks compute, at initialisation, what the first block
+    alone computes with the same weights (blocks 2 and 3 pass X^(1) through, so the mean of
+    eq. 6 is X^(1)); block 1 keeps FuxiCTR's initialisation, and the zeroed layers get gradients."""
+    batch = random_batch(feature_map, 16, seed=5)
+    kwargs = dict(scale_factor=2, interaction_types=HETERO, block_norm="layer_norm", residual_norm=residual_norm)
+    deep = build(feature_map, tmp_path, num_blocks=3, added_block_init="identity", **kwargs)
+    one = build(feature_map, tmp_path, num_blocks=1, **kwargs)
+    one.load_state_dict({name: value for name, value in deep.state_dict().items()
+                         if not name.startswith(("blocks.1.", "blocks.2."))})
+    with torch.no_grad():
+        torch.testing.assert_close(deep.eval()(batch)["y_pred"], one.eval()(batch)["y_pred"])
+    last_linear = {index: [m for m in block.fusion.modules() if isinstance(m, torch.nn.Linear)][-1]
+                   for index, block in enumerate(deep.blocks)}
+    assert last_linear[0].weight.abs().sum() > 0
+    out = deep.train()(batch)
+    deep.compute_loss(out, deep.get_labels(batch)).backward()
+    for index in (1, 2):
+        assert last_linear[index].weight.abs().sum() == 0
+        assert last_linear[index].weight.grad.abs().sum() > 0, index
+    default_deep = build(feature_map, tmp_path, num_blocks=3, **kwargs)
+    assert all([m for m in block.fusion.modules() if isinstance(m, torch.nn.Linear)][-1].weight.abs().sum() > 0
+               for block in default_deep.blocks)
+
+
+@pytest.mark.parametrize("first,added", [("none", "variance"), ("variance", "none"), ("none", None)])
+def test_added_block_hsic_normalization_sets_the_term_of_blocks_two_on(feature_map, tmp_path, first, added):
+    """The HSIC term is block 1's term under hsic_normalization plus every later block's under
+    added_block_hsic_normalization (None: the same), computed here from the blocks' components."""
+    batch = random_batch(feature_map, 16, seed=8)
+    model = build(feature_map, tmp_path, scale_factor=2, num_blocks=3, block_norm="layer_norm",
+                  rank1_norm=False, hsic_normalization=first, added_block_hsic_normalization=added).train()
+    torch.manual_seed(2)
+    term = model(batch)["aux_losses"]["hsic"]
+    with torch.no_grad():
+        x = model.reshape_mlp(model.concat_sets(model.embedding(model.get_inputs(batch))))
+        expected = 0.0
+        for index, block in enumerate(model.blocks):
+            x, components = block(x)
+            expected += hsic_loss(components, first if index == 0 else (added or first))
+    torch.testing.assert_close(term, expected * model.hsic_weight)
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_expectation():
+    torch.manual_seed(0)
+    x = torch.randn(4000, 3, 2) + 1.0
+    drop = DropPath(0.25).train()
+    out = drop(x)
+    dropped = (out == 0).flatten(1).all(dim=1)
+    kept = ~dropped
+    torch.testing.assert_close(out[kept], x[kept] / 0.75)                # kept rows: scaled, whole
+    assert (out[dropped] == 0).all()
+    assert abs(dropped.float().mean().item() - 0.25) < 0.03              # 4000 draws: std 0.007
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(DropPath(0.0).train()(x), x)
+    with pytest.raises(ValueError, match="p"):
+        DropPath(1.0)
+
+
+def test_added_block_drop_path_skips_added_blocks_in_training_only(feature_map, tmp_path):
+    """Blocks 2..L get DropPath, block 1 none; evaluation equals the model without it; in
+    training some samples skip block 2 (with p near 1 almost all do: the model's output then is
+    what block 1 alone feeds f*, the mean of eq. 6 over [X^(1), X^(1)])."""
+    batch = random_batch(feature_map, 64, seed=6)
+    kwargs = dict(scale_factor=2, num_blocks=2, block_norm="layer_norm", hsic_weight=0.0, rank1_norm=False)
+    plain = build(feature_map, tmp_path, **kwargs)
+    dropping = build(feature_map, tmp_path, added_block_drop_path=0.999, **kwargs)
+    dropping.load_state_dict(plain.state_dict())
+    assert isinstance(dropping.blocks[0].branch_drop, torch.nn.Identity)
+    assert isinstance(dropping.blocks[1].branch_drop, DropPath)
+    with torch.no_grad():
+        torch.testing.assert_close(dropping.eval()(batch)["y_pred"], plain.eval()(batch)["y_pred"])
+        one = build(feature_map, tmp_path, **dict(kwargs, num_blocks=1)).eval()
+        one.load_state_dict({n: v for n, v in plain.state_dict().items() if not n.startswith("blocks.1.")})
+        for model in (dropping, one):
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
+        torch.manual_seed(1)                          # 0.999 ** 64 = 0.94: with this seed all 64 skip
+        torch.testing.assert_close(dropping.train()(batch)["y_pred"], one.train()(batch)["y_pred"])
+
+
 def test_hsic_gradient_decoupler_evaluates_as_the_model_scope(feature_map, tmp_path):
     batch = random_batch(feature_map, 8, seed=4)
     model = build(feature_map, tmp_path, scale_factor=2, num_blocks=2, hsic_gradient="model").eval()
@@ -461,6 +580,8 @@ def test_save_load_round_trip_and_trained_inference(feature_map, tmp_path):
     ("interaction_types", ["DCNv3"]), ("interaction_types", []), ("interaction_types", "FM"),
     ("hidden_activations", "PReLU"), ("scale_factor", 1.1), ("block_norm", "batch_norm"),
     ("router", "global"), ("fieldwise_dropout", 1.0), ("residual_norm", "post"), ("hsic_gradient", "all"),
+    ("added_block_init", "zero"), ("added_block_hsic_normalization", "cca"), ("added_block_hsic_gradient", "all"),
+    ("added_block_drop_path", 1.0), ("added_block_drop_path", -0.1),
 ])
 def test_bad_config_names_the_key(feature_map, tmp_path, key, value):
     with pytest.raises(ValueError, match=key):
@@ -522,21 +643,28 @@ def test_every_config_key_is_read():
 
 
 
-def test_committed_ids_run_the_hsic_normalization_of_their_depth():
-    """One-block ids run eq. 3 as printed (W, the measured best at one block), ids of two or more
-    blocks the unit-variance reading (README "Depth"); the ``*_paper`` ids eq. 3 as printed."""
-    assert [depth_hsic_normalization(l) for l in (1, 2, 5)] == ["none", "variance", "variance"]
-    with pytest.raises(ValueError, match="num_blocks"):
-        depth_hsic_normalization(0)
+MEASURED_DEPTH_KEYS = {"hsic_normalization": "none", "added_block_hsic_normalization": "variance",
+                       "added_block_init": "identity"}
+
+
+def test_committed_ids_run_the_measured_formulation_at_every_depth():
+    """Every id but the ``*_paper`` ones runs eq. 3 as printed for its first block and the
+    unit-variance reading, starting as the identity, for blocks 2..L (README "Depth"), with the
+    same keys at one block as at five, so that a grid over num_blocks changes the depth only;
+    the ``*_paper`` ids run eq. 3 as printed at every block (the constructor's defaults)."""
     experiments = load_yaml(REPO / "config" / "model_config" / "RoBlock.yaml")
     depths = set()
     for expid, params in experiments.items():
         if expid == "Base":
             continue
-        expected = "none" if expid.endswith("_paper") else depth_hsic_normalization(params["num_blocks"])
-        assert params["hsic_normalization"] == expected, expid
+        if expid.endswith("_paper"):
+            assert params["hsic_normalization"] == "none", expid
+            assert not {"added_block_hsic_normalization", "added_block_init"} & set(params), expid
+        else:
+            assert {key: params.get(key) for key in MEASURED_DEPTH_KEYS} == MEASURED_DEPTH_KEYS, expid
         depths.add(params["num_blocks"])
     assert {1, 2} <= depths
+
 
 def test_tuner_grids_vary_constructor_arguments_of_their_base():
     experiments = load_yaml(REPO / "config" / "model_config" / "RoBlock.yaml")
@@ -593,9 +721,10 @@ def discriminating_batches(feature_map, rows, batch_size, seed):
 def test_two_blocks_with_the_default_keys_keep_hsic_at_the_task_loss_scale(tmp_path):
     """Two blocks of the default RoBlock 2x formulation (``RoBlock_criteo_2x_L2``) at the width
     where eq. 3 as printed outgrew the BCE by 35 times on real data (k = 16): after the first
-    epoch the HSIC term stays within an order of magnitude of the task loss, and the task loss
-    falls. With ``hsic_normalization: none`` (eq. 3 as printed, the block reading
-    LayerNorm(X^(l-1))) the first epoch's HSIC term is 74 times its task loss here (45.9 against 0.618)."""
+    epoch the HSIC term is below the task loss (0.10 against 0.56 here), and the task loss
+    falls. In the first epoch the term is the first block's eq. 3 as printed, as at one block
+    (11.8 against 0.60). With eq. 3 as printed at both blocks (``added_block_hsic_normalization:
+    none``) the second epoch's term is 5 times the task loss here (2.85 against 0.57)."""
     feature_map = make_feature_map(num_categorical=10, num_numeric=0, vocab_size=41)
     params = dict(load_yaml(REPO / "config" / "model_config" / "RoBlock.yaml")["RoBlock_criteo_2x_L2"])
     assert params["num_blocks"] == 2
@@ -617,6 +746,5 @@ def test_two_blocks_with_the_default_keys_keep_hsic_at_the_task_loss_scale(tmp_p
                 sums[name] = sums.get(name, 0.0) + float(value)
         epoch_parts.append({name: total / len(batches) for name, total in sums.items()})
     first, second = epoch_parts
-    assert second["hsic"] < 10 * second["task"], epoch_parts
-    assert first["hsic"] < 10 * first["task"], epoch_parts
+    assert second["hsic"] < second["task"], epoch_parts
     assert second["task"] < first["task"], epoch_parts

@@ -12,8 +12,7 @@ def test_most_informative_cells_first_and_sizes_per_model():
         (m, s) for s in (2019, 2020) for m in scaling.MODELS]
     by_family = {p.family: p.overrides for p in points if (p.dim, p.channels) == (3, 4)}
     assert by_family["RoBlock"]["scale_factor"] == 4 and by_family["RoBlock"]["num_blocks"] == 3
-    assert by_family["RoBlock"]["hsic_normalization"] == "variance"
-    assert {p.overrides["hsic_normalization"] for p in points if p.family == "RoBlock" and p.dim == 1} == {"none"}
+    assert not {"hsic_normalization", "added_block_init"} & set(by_family["RoBlock"])   # the base id's keys
     assert all(("spectrum_callbacks" in p.overrides) == (p.dim == scaling.IA_DEPTH) for p in points)
     assert by_family["WuKong ME"]["num_embeddings"] == 4 and by_family["WuKong ME"]["num_layers"] == 3
     assert by_family["DHEN ME"]["num_embeddings"] == 4 and by_family["DHEN ME"]["num_layers"] == 3
@@ -40,3 +39,23 @@ def test_report_has_mean_spread_and_names_the_cells_not_run(tmp_path):
     assert records[0]["test_AUC"] == 0.80 and records[0]["seed"] == 2019 and "test_AUC" not in records[3]
     scaling.plot(points, done, str(tmp_path), str(tmp_path / "plot.png"))
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_movielens_setting_starts_from_the_ml100k_ids_with_their_own_settings():
+    setting = scaling.SETTINGS["movielens_100k"]
+    points = scaling.sweep_points(list(scaling.MODELS), [1, 2], [2], [2019], 30, setting=setting)
+    assert {p.family: p.base_expid for p in points} == {
+        "RoBlock": "RoBlock_ml100k_2x", "WuKong ME": "WuKong_ME_ml100k", "DHEN ME": "DHEN_ME_ml100k"}
+    assert all(p.overrides["embedding_dim"] == 16 and "batch_size" not in p.overrides for p in points)
+    assert all(p.expid.startswith("scaling_ml100k_") for p in points)
+    discriminating = scaling.sweep_points(list(scaling.MODELS), [1, 2], [2], [2019], 30)
+    assert not {p.expid for p in points} & {p.expid for p in discriminating}
+
+
+def test_movielens_without_prepared_data_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(scaling, "read_split", lambda entry: None)
+    code = scaling.main(["--dataset", "movielens_100k", "--depths", "1", "--widths", "2", "--seeds", "2019",
+                         "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "data_prep.prepare movielens_100k" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "roblock_scaling.md").exists()

@@ -9,6 +9,7 @@
 * :func:`row_chunked` - a row-wise network over chunks of rows on CPU (intermediates in cache).
 * :class:`RandomBitsDropout` - ``nn.Dropout`` whose CPU mask is drawn from 32-bit random
   integers (half the generator calls of ``bernoulli_``).
+* :class:`DropPath` - stochastic depth: a residual branch dropped per sample in training.
 
 Shapes: B batch, F fields, D embedding size, T tokens, H heads, A attention size.
 """
@@ -135,6 +136,35 @@ class FMPairs(nn.Module):
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         gram = torch.bmm(e, e.transpose(1, 2))            # (B, F, F)
         return gram[:, self.triu[0], self.triu[1]]         # (B, F(F-1)/2)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016) on a
+    residual branch: in training every sample's branch is zeroed with probability ``p`` and kept
+    ones are scaled by 1 / (1 - p), so x + DropPath(f(x)) is x for a dropped sample and its
+    expectation is x + f(x); in evaluation the identity.
+
+    Args:
+        p: the probability of dropping a sample's branch, in [0, 1).
+
+    Example:
+        >>> drop = DropPath(0.2)
+        >>> drop(torch.ones(4, 3, 2)).shape        # (B, F, D), whole rows of samples zeroed
+        torch.Size([4, 3, 2])
+
+    Shapes: (B, ...) -> (B, ...).
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        check_arg(0 <= p < 1, "p", p, "a probability in [0, 1)")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
+        return x * keep.bernoulli_(1 - self.p) / (1 - self.p)                      # (B, ...)
 
 
 class ZeroResidual(nn.Module):

@@ -25,32 +25,17 @@ from fuxictr.pytorch.layers import MLP_Block
 from fuxictr_ext.base import ZooModel
 from fuxictr_ext.config import (check_arg, check_choice, check_non_negative, check_non_negative_int,
                                 check_positive_int, check_positive_ints, check_probability)
+from fuxictr_ext.layers.common import DropPath
 from fuxictr_ext.layers.hsic import HSIC_NORMALIZATIONS, hsic_loss
 from fuxictr_ext.layers.interactions import build_interaction
 from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbedding
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.registry import register_model
 
-from .layers import (BLOCK_NORM_EPS, BLOCK_NORMS, HSIC_GRADIENTS, INTERACTION_ASSIGNMENTS, ROUTERS, ComponentMLP,
+from .layers import (ADDED_BLOCK_INITS, BLOCK_NORM_EPS, BLOCK_NORMS, HSIC_GRADIENTS, INTERACTION_ASSIGNMENTS, ROUTERS, ComponentMLP,
                      FieldwiseRouter, RoBlockLayer, assign_interactions, build_hsic_components, build_router_gate)
 
 _CHANNELWISE_ACTIVATIONS = ("prelu", "dice")
-
-
-def depth_hsic_normalization(num_blocks: int) -> str:
-    """The HSIC normalization the committed ``RoBlock_<ds>*`` ids run at ``num_blocks`` blocks
-    (model_zoo/RoBlock/README.md, "Depth"): ``"none"`` (eq. 3 as printed, the measured best at one
-    block) for one block, ``"variance"`` (eq. 3 collapses from two blocks on) for two or more.
-
-    Args:
-        num_blocks: L, the number of RoBlock layers (at least 1).
-
-    Example:
-        >>> depth_hsic_normalization(1), depth_hsic_normalization(3)
-        ('none', 'variance')
-    """
-    check_positive_int("num_blocks", num_blocks)
-    return "none" if num_blocks == 1 else "variance"
 
 
 @register_model
@@ -85,6 +70,15 @@ class RoBlock(ZooModel):
             jointly: into the decoupler and everything upstream of it, the embeddings, f^(0) and
             the earlier blocks) or ``"decoupler"`` (eq. 3 regularises each block's decoupler only;
             same loss values; README "Depth": measured).
+        added_block_hsic_normalization: ``hsic_normalization`` of blocks 2..L; ``None``: the same
+            as the first block's.
+        added_block_hsic_gradient: ``hsic_gradient`` of blocks 2..L; ``None``: the same as the
+            first block's.
+        added_block_init: ``"default"`` (every block initialised as FuxiCTR initialises any
+            network) or ``"identity"``: blocks 2..L start as the identity (the last layer of
+            their f^(l) zero-initialised), so that L blocks start as the first block alone does.
+        added_block_drop_path: stochastic depth on blocks 2..L: in training each sample skips
+            such a block's residual branch with this probability (``DropPath``); 0 switches it off.
         interaction_types: the interaction functions to choose from, names out of
             {"FM", "CIN", "DNN", "DCNv2"} (DHEN's modules, ``fuxictr_ext.layers.interactions``);
             one name makes every block homogeneous.
@@ -140,6 +134,10 @@ class RoBlock(ZooModel):
                  hsic_weight: float = 1.0,
                  hsic_normalization: str = "none",
                  hsic_gradient: str = "model",
+                 added_block_hsic_normalization: Optional[str] = None,
+                 added_block_hsic_gradient: Optional[str] = None,
+                 added_block_init: str = "default",
+                 added_block_drop_path: float = 0.0,
                  interaction_types: Sequence[str] = ("DCNv2",),
                  interaction_assignment: str = "cycle",
                  seed: int = 2019,
@@ -166,6 +164,14 @@ class RoBlock(ZooModel):
         check_non_negative("hsic_weight", hsic_weight)
         hsic_normalization = check_choice("hsic_normalization", hsic_normalization, HSIC_NORMALIZATIONS)
         hsic_gradient = check_choice("hsic_gradient", hsic_gradient, HSIC_GRADIENTS)
+        added_block_hsic_normalization = check_choice(
+            "added_block_hsic_normalization", added_block_hsic_normalization or hsic_normalization,
+            HSIC_NORMALIZATIONS)
+        added_block_hsic_gradient = check_choice("added_block_hsic_gradient",
+                                                 added_block_hsic_gradient or hsic_gradient, HSIC_GRADIENTS)
+        added_block_init = check_choice("added_block_init", added_block_init, ADDED_BLOCK_INITS)
+        check_arg(0 <= added_block_drop_path < 1, "added_block_drop_path", added_block_drop_path,
+                  "a probability in [0, 1)")
         check_probability("net_dropout", net_dropout)
         check_probability("fieldwise_dropout", fieldwise_dropout)
         check_positive_int("num_cross_layers", num_cross_layers)
@@ -192,7 +198,7 @@ class RoBlock(ZooModel):
         self.num_components = base_components + extra_components                    # M
         self.model_dim = model_dim
         self.hsic_weight = float(hsic_weight)
-        self.hsic_normalization = hsic_normalization
+        self.hsic_normalizations = [hsic_normalization] + [added_block_hsic_normalization] * (num_blocks - 1)
         self.uses_hsic = self.hsic_weight > 0 and self.num_components >= 2
         self.interaction_plan = assign_interactions(list(interaction_types), num_blocks, self.num_components,
                                                     interaction_assignment,
@@ -216,7 +222,7 @@ class RoBlock(ZooModel):
             return nn.LayerNorm(model_dim, eps=BLOCK_NORM_EPS) if choice == "layer_norm" else nn.Identity()
 
         blocks = []
-        for block_types in self.interaction_plan:
+        for block_index, block_types in enumerate(self.interaction_plan):
             interactions = [build_interaction(name, num_fields, embedding_dim, cin_hidden_units=cin_hidden_units,
                                               dnn_hidden_units=dnn_hidden_units, num_cross_layers=num_cross_layers,
                                               hidden_activations=hidden_activations, dropout=net_dropout)
@@ -234,7 +240,10 @@ class RoBlock(ZooModel):
                 fusion=mlp(self.num_components * embedding_dim, fusion_hidden_units, model_dim,
                            fieldwise_dropout),
                 out_norm=layer_norm(residual_norm),
-                hsic_components=build_hsic_components(hsic_gradient)))
+                hsic_components=build_hsic_components(hsic_gradient if block_index == 0
+                                                      else added_block_hsic_gradient),
+                branch_drop=DropPath(added_block_drop_path) if block_index > 0 else nn.Identity(),
+                start_as_identity=added_block_init == "identity" and block_index > 0))
         self.blocks = nn.ModuleList(blocks)
         self.projection = mlp(num_fields * model_dim, list(projection_hidden_units), 1, net_dropout,
                               output_activation=self.output_activation)
@@ -254,7 +263,7 @@ class RoBlock(ZooModel):
         pooled = torch.stack(block_outputs).mean(dim=0)                              # (B, F, D)     eq. 6
         return_dict = {"y_pred": self.projection(pooled.flatten(start_dim=1))}       # (B, 1)
         if self.training and self.uses_hsic:
-            hsic = torch.stack([hsic_loss(components, self.hsic_normalization)
-                                 for components in block_components]).sum()
+            hsic = torch.stack([hsic_loss(components, normalization) for components, normalization
+                                in zip(block_components, self.hsic_normalizations)]).sum()
             return_dict["aux_losses"] = {"hsic": self.hsic_weight * hsic}
         return return_dict

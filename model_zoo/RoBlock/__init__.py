@@ -1,3 +1,3 @@
-from .RoBlock import RoBlock, depth_hsic_normalization
+from .RoBlock import RoBlock
 
-__all__ = ["RoBlock", "depth_hsic_normalization"]
+__all__ = ["RoBlock"]

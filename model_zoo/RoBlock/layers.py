@@ -29,6 +29,7 @@ from fuxictr_ext.layers.multi_embedding import MultiEmbeddingInteraction
 INTERACTION_ASSIGNMENTS = ("cycle", "sample")
 BLOCK_NORMS = ("none", "layer_norm")
 HSIC_GRADIENTS = ("model", "decoupler")
+ADDED_BLOCK_INITS = ("default", "identity")
 ROUTERS = ("shared", "per_field")
 # FuxiCTR's embedding initialisation (std 1e-4) gives X^(0) rows of variance ~1e-9; with
 # torch's default eps (1e-5) a LayerNorm would scale them by ~300 instead of normalising.
@@ -260,7 +261,7 @@ class RoBlockLayer(nn.Module):
         E    = decoupler(X~)                                 # (B, M, F, k), HSIC-regularised (eq. 3)
         E_h  = hsic_components(X~, E, decoupler)             # what HSIC reads: E, or E from a detached X~
         Z    = router(N, E)                                  # eq. 4, (B, M, F, k)
-        X^(l) = out_norm(X^(l-1) + f([I_1(Z_1), ..., I_M(Z_M)]))   # eq. 5, f field-wise to D
+        X^(l) = out_norm(X^(l-1) + drop(f([I_1(Z_1), ..., I_M(Z_M)])))   # eq. 5, f field-wise to D
 
     The paper writes no normalisation inside the block (with ``nn.Identity()`` for
     both norms the block is eqs. 2-5 as printed); ``norm`` normalises what the block
@@ -284,13 +285,18 @@ class RoBlockLayer(nn.Module):
 
         hsic_components: ``SharedHSICComponents()`` (the HSIC gradient reaches everything upstream)
             or ``DecouplerHSICComponents()`` (it reaches this block's decoupler only).
+        branch_drop: ``DropPath(p)`` (stochastic depth on the block's residual branch
+            f(...), ``added_block_drop_path``) or ``nn.Identity()``.
+        start_as_identity: zero the last linear layer of ``fusion`` whenever the model's weights
+            are initialised (FuxiCTR's ``reset_parameters`` calls ``init_weights``), so that the
+            block starts as X^(l) = out_norm(X^(l-1)) (``added_block_init: identity``).
 
     Shapes: forward(X) -> (X^(l) (B, F, D), E_h (B, M, F, k)).
     """
 
     def __init__(self, norm: nn.Module, rank1_norm: nn.Module, decoupler: nn.Module, router: nn.Module,
                  interactions: Sequence[nn.Module], fusion: nn.Module, out_norm: nn.Module,
-                 hsic_components: nn.Module):
+                 hsic_components: nn.Module, branch_drop: nn.Module, start_as_identity: bool = False):
         super().__init__()
         self.norm = norm
         self.rank1_norm = rank1_norm
@@ -300,6 +306,16 @@ class RoBlockLayer(nn.Module):
         self.fusion = fusion
         self.out_norm = out_norm
         self.hsic_components = hsic_components
+        self.branch_drop = branch_drop
+        self.start_as_identity = start_as_identity
+
+    def init_weights(self) -> None:
+        """Zero f^(l)'s output layer when the block starts as the identity (called by FuxiCTR's
+        ``reset_parameters`` after its default initialisation)."""
+        if self.start_as_identity:
+            output_layer = [module for module in self.fusion.modules() if isinstance(module, nn.Linear)][-1]
+            nn.init.zeros_(output_layer.weight)
+            nn.init.zeros_(output_layer.bias)
 
     @property
     def interaction_names(self) -> List[str]:
@@ -312,5 +328,6 @@ class RoBlockLayer(nn.Module):
         Z = self.router(normed, components)                                          # (B, M, F, k)
         interacted = self.interactions(Z)                                            # (B, F, M*k)
         hsic_components = self.hsic_components(x_tilde, components, self.decoupler)  # (B, M, F, k)
-        return self.out_norm(X + self.fusion(interacted)), hsic_components           # (B, F, D)
+        branch = self.branch_drop(self.fusion(interacted))                          # (B, F, D)
+        return self.out_norm(X + branch), hsic_components                            # (B, F, D)
 
