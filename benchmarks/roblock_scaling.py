@@ -27,8 +27,8 @@ not started once the time spent plus the longest point so far would pass ``--bud
 Resumable: every finished run appends its record (``fuxictr_ext.results``) to
 ``<work dir>/benchmark_config.jsonl`` (named after the generated config folder); a rerun with
 the same ``--work-dir`` and ``--epochs`` skips the points that have one and rewrites the report
-from all records (``--report-only`` rewrites it and runs nothing). The report (``<out>/roblock_scaling.md`` and its JSON twin) names which cells
-ran and which did not, mean and spread per cell, every run, and the information abundance of
+from all records (``--report-only`` rewrites it and runs nothing). The report
+(``<out>/roblock_scaling.md`` and its JSON twin) names which cells ran and which did not, mean and spread per cell, every run, and the information abundance of
 every layer input (the paper's Figures 1 and 5) for the L = 3 runs that finished (the models'
 ``spectrum_callbacks``, on 5 validation batches, after the best checkpoint is reloaded);
 ``<out>/roblock_scaling.png`` plots test AUC against depth and width per model. ``--tiny``:

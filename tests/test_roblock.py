@@ -239,6 +239,20 @@ def test_hsic_and_bce_both_reach_the_loss_and_get_gradients(feature_map, tmp_pat
     assert all(g is not None for g in bce_grads)
 
 
+def loss_part_gradients(model, batch):
+    """A training forward pass (seeded) and each loss part's gradient per named parameter
+    (zeros where a part does not reach one): (outputs, HSIC gradients, BCE gradients)."""
+    torch.manual_seed(7)
+    out = model(batch)
+    params = dict(model.named_parameters())
+    bce = torch.nn.functional.binary_cross_entropy(out["y_pred"], model.get_labels(batch))
+    parts = []
+    for loss in (out["aux_losses"]["hsic"], bce):
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True, retain_graph=True)
+        parts.append({n: torch.zeros_like(params[n]) if g is None else g for n, g in zip(params, grads)})
+    return out, parts[0], parts[1]
+
+
 @pytest.mark.parametrize("normalization", ["none", "variance"])
 def test_hsic_gradient_decoupler_keeps_the_values_and_reaches_only_each_blocks_decoupler(
         feature_map, tmp_path, normalization):
@@ -253,16 +267,7 @@ def test_hsic_gradient_decoupler_keeps_the_values_and_reaches_only_each_blocks_d
     models["decoupler"].load_state_dict(models["model"].state_dict())
     outs, grads = {}, {}
     for scope, model in models.items():
-        torch.manual_seed(7)
-        outs[scope] = model(batch)
-        params = dict(model.named_parameters())
-        hsic_grads = torch.autograd.grad(outs[scope]["aux_losses"]["hsic"], list(params.values()),
-                                         allow_unused=True, retain_graph=True)
-        bce = torch.nn.functional.binary_cross_entropy(outs[scope]["y_pred"], model.get_labels(batch))
-        bce_grads = torch.autograd.grad(bce, list(params.values()), allow_unused=True)
-        zero = [torch.zeros_like(p) for p in params.values()]
-        grads[scope] = ({n: zero[i] if g is None else g for i, (n, g) in enumerate(zip(params, hsic_grads))},
-                        {n: zero[i] if g is None else g for i, (n, g) in enumerate(zip(params, bce_grads))})
+        outs[scope], *grads[scope] = loss_part_gradients(model, batch)
     torch.testing.assert_close(outs["decoupler"]["y_pred"], outs["model"]["y_pred"])
     torch.testing.assert_close(outs["decoupler"]["aux_losses"]["hsic"], outs["model"]["aux_losses"]["hsic"])
     (hsic_model, bce_model), (hsic_local, bce_local) = grads["model"], grads["decoupler"]
@@ -291,11 +296,7 @@ def test_added_block_hsic_gradient_decoupler_trains_the_model_from_block_one_onl
     models["decoupler"].load_state_dict(models["model"].state_dict())
     outs, hsic_grads = {}, {}
     for scope, model in models.items():
-        torch.manual_seed(7)
-        outs[scope] = model(batch)
-        params = dict(model.named_parameters())
-        grads = torch.autograd.grad(outs[scope]["aux_losses"]["hsic"], list(params.values()), allow_unused=True)
-        hsic_grads[scope] = {n: torch.zeros_like(params[n]) if g is None else g for n, g in zip(params, grads)}
+        outs[scope], hsic_grads[scope], _ = loss_part_gradients(model, batch)
     torch.testing.assert_close(outs["decoupler"]["y_pred"], outs["model"]["y_pred"])
     torch.testing.assert_close(outs["decoupler"]["aux_losses"]["hsic"], outs["model"]["aux_losses"]["hsic"])
     mixed, joint = hsic_grads["decoupler"], hsic_grads["model"]

@@ -32,8 +32,9 @@ from fuxictr_ext.layers.multi_embedding import ConcatEmbeddingSets, MultiEmbeddi
 from fuxictr_ext.layers.rank1_norm import RankOneUpdateNorm
 from fuxictr_ext.registry import register_model
 
-from .layers import (ADDED_BLOCK_INITS, BLOCK_NORM_EPS, BLOCK_NORMS, HSIC_GRADIENTS, INTERACTION_ASSIGNMENTS, ROUTERS, ComponentMLP,
-                     FieldwiseRouter, RoBlockLayer, assign_interactions, build_hsic_components, build_router_gate)
+from .layers import (ADDED_BLOCK_INITS, BLOCK_NORM_EPS, BLOCK_NORMS, HSIC_GRADIENTS, INTERACTION_ASSIGNMENTS, ROUTERS,
+                     ComponentMLP, FieldwiseRouter, RoBlockLayer, assign_interactions, build_hsic_components,
+                     build_router_gate)
 
 _CHANNELWISE_ACTIVATIONS = ("prelu", "dice")
 
