@@ -27,7 +27,8 @@ import os
 import statistics
 from typing import Dict, List, Optional
 
-from benchmarks.fixtures import TINY_ROWS, Point, ceiling_lines, run_within_budget, write_config_dir
+from benchmarks.fixtures import (TINY_ROWS, Point, add_jobs_option, ceiling_lines, run_within_budget,
+                                 write_config_dir)
 from benchmarks.harness import Harness
 
 DATASET = "discriminating"
@@ -95,6 +96,7 @@ def markdown(rows: List[dict], header: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> None:
     h = Harness("discriminating_synthetic", "Test AUC of the headline models on the discriminating synthetic data.")
+    add_jobs_option(h.parser)
     h.parser.add_argument("--epochs", type=int, default=3)
     h.parser.add_argument("--models", nargs="*", default=list(MODELS), help=f"names out of {list(MODELS)}")
     h.parser.add_argument("--extra", nargs="*", default=[], help=f"RoBlock variants out of {list(EXTRA)}")
@@ -124,7 +126,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"[discriminating_synthetic] {point.expid}: test AUC {row['test_AUC']:.4f}, {seconds:.0f} s",
               flush=True)
 
-    run_within_budget(config_dir, points, h.budget_left_s(), "discriminating_synthetic", record)
+    run_within_budget(config_dir, points, h.budget_left_s(), "discriminating_synthetic", record,
+
+                      jobs=args.jobs, threads=args.threads)
 
 
 if __name__ == "__main__":

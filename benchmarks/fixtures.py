@@ -13,17 +13,20 @@ Sweeps (a list of :class:`Point`, each a committed experiment id plus overrides)
 * :func:`write_config_dir` copies ``config/`` into the work dir with the points as generated
   experiment ids, and the datasets' paths made absolute (the repository's ``data/``, shared
   by later runs) or, with ``rows``, moved into the work dir at that many synthetic rows;
-* :func:`run_within_budget` trains the points in order while the budget allows;
+* :func:`run_within_budget` trains the points in order while the budget allows, ``--jobs``
+  (:func:`add_jobs_option`) of them at once;
 * :func:`ceiling_lines` names the planted model's test AUC of synthetic data.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import yaml
 
@@ -200,26 +203,82 @@ def run_point(config_dir: str, point: Point) -> dict:
             "ceiling_test_AUC": (result["ceiling"] or {}).get("ceiling_test_AUC")}
 
 
+def add_jobs_option(parser) -> None:
+    """``--jobs N``: how many points of a sweep train at once (each in a process of its own)."""
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="points trained at once, each in its own process with --threads torch threads "
+                             "(default 1: one after another in this process)")
+
+
+def timed_point(config_dir: str, point: Point, threads: Optional[int] = None) -> Tuple[dict, float]:
+    """(:func:`run_point`'s row, wall seconds); ``threads`` sets torch's thread count first (a
+    fresh process of ``run_within_budget(jobs > 1)`` starts with torch's default)."""
+    if threads is not None:
+        import torch
+        torch.set_num_threads(threads)
+    with clock() as t:
+        row = run_point(config_dir, point)
+    return row, t.wall_s
+
+
 def run_within_budget(config_dir: str, points: List[Point], budget_s: Optional[float], tag: str,
-                      on_row: Callable[[Point, dict, float], None]) -> int:
+                      on_row: Callable[[Point, dict, float], None], jobs: int = 1,
+                      threads: Optional[int] = None) -> int:
     """Run ``points`` in order, calling ``on_row(point, row, seconds)`` after each; a new point
     starts only if the time spent plus the longest point so far fits ``budget_s`` (None: no
-    limit). Returns how many points ran."""
+    limit). Returns how many points ran.
+
+    Args:
+        jobs: points trained at once. 1 runs them one after another in this process; more runs
+            each in a fresh spawned process (``threads`` torch threads; the working directory and
+            ``sys.path`` of this one), ``on_row`` called here as each finishes. The runs append
+            their records to the config folder's results file themselves (one write per record).
+        threads: torch threads of each spawned process (None: torch's default there).
+
+    Raises:
+        ValueError: ``jobs`` below 1.
+    """
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
     start = now()
     longest = 0.0
-    for index, point in enumerate(points):
+    pending = list(points)
+    ran = 0
+
+    def fits() -> bool:
         elapsed = now() - start
-        if budget_s is not None and elapsed + longest > budget_s:
-            skipped = ", ".join(p.expid for p in points[index:])
-            print(f"[{tag}] budget: {elapsed / 60:.1f} min spent, longest point {longest / 60:.1f} min; "
-                  f"not run: {skipped}", flush=True)
-            return index
-        with clock() as t:
-            row = run_point(config_dir, point)
-        longest = max(longest, t.wall_s)
-        on_row(point, row, t.wall_s)
+        if budget_s is None or elapsed + longest <= budget_s:
+            return True
+        print(f"[{tag}] budget: {elapsed / 60:.1f} min spent, longest point {longest / 60:.1f} min; "
+              f"not run: {', '.join(p.expid for p in pending)}", flush=True)
+        return False
+
+    def finish(point: Point, row: dict, seconds: float) -> None:
+        nonlocal longest, ran
+        longest = max(longest, seconds)
+        ran += 1
+        on_row(point, row, seconds)
         print(f"[{tag}] elapsed {(now() - start) / 60:.1f} min", flush=True)
-    return len(points)
+
+    if jobs == 1:
+        while pending and fits():
+            point = pending.pop(0)
+            finish(point, *timed_point(config_dir, point))
+        return ran
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+        running: Dict[Future, Point] = {}
+        while pending or running:
+            while pending and len(running) < jobs and fits():
+                point = pending.pop(0)
+                running[pool.submit(timed_point, config_dir, point, threads)] = point
+            if not running:
+                break
+            if pending and len(running) < jobs:     # the budget stopped new points: finish the running ones
+                pending = []
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finish(running.pop(future), *future.result())
+    return ran
 
 
 def planted_ceilings(rows: List[dict]) -> List[float]:

@@ -36,7 +36,8 @@ from typing import List, Optional
 
 import yaml
 
-from benchmarks.fixtures import TINY_ROWS, Point, ceiling_lines, planted_ceilings, run_within_budget, write_config_dir
+from benchmarks.fixtures import (TINY_ROWS, Point, add_jobs_option, ceiling_lines, planted_ceilings, run_within_budget,
+                                 write_config_dir)
 from benchmarks.harness import REPO, Harness
 from fuxictr_ext.cost import model_cost
 from fuxictr_ext.registry import get_model_class
@@ -253,6 +254,7 @@ def plot(rows: List[dict], path: str, title: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     h = Harness("mlcc_scaling", __doc__.split("\n\n")[0].replace("\n", " "))
+    add_jobs_option(h.parser)
     h.parser.add_argument("--dims", type=int, nargs="+", default=[16, 32, 64],
                           help="effective embedding dimensions E*S (multiples of 16)")
     h.parser.add_argument("--epochs", type=int, default=1)
@@ -299,7 +301,8 @@ def main(argv: Optional[List[str]] = None) -> None:
               f"{row['flops_per_sample'] / 1e6:.3f} MFLOPs/sample, {seconds:.0f} s", flush=True)
 
     with h.clock() as t:
-        run_within_budget(config_dir, points, h.budget_left_s(), "mlcc_scaling", record)
+        run_within_budget(config_dir, points, h.budget_left_s(), "mlcc_scaling", record,
+                          jobs=args.jobs, threads=args.threads)
     print(f"[mlcc_scaling] {len(rows)} of {len(points)} points in {t.wall_s / 60:.1f} min; "
           f"work dir {args.work_dir}", flush=True)
 

@@ -48,7 +48,7 @@ from typing import Callable, Dict, List, Optional
 from benchmarks.discriminating_synthetic import DATASET, SHARED
 from benchmarks.real_data import DATASET as ML100K
 from benchmarks.real_data import dataset_entry, read_split
-from benchmarks.fixtures import TINY_ROWS, Point, run_within_budget, write_config_dir
+from benchmarks.fixtures import TINY_ROWS, Point, add_jobs_option, run_within_budget, write_config_dir
 from benchmarks.harness import Harness
 from fuxictr_ext.results import read_records
 
@@ -248,6 +248,7 @@ def run_records(points: List[Point], done: Dict[str, dict], work_dir: str) -> Li
 
 def main(argv: Optional[List[str]] = None) -> int:
     h = Harness("roblock_scaling", "RoBlock, WuKong ME and DHEN ME over depth and width")
+    add_jobs_option(h.parser)
     h.parser.add_argument("--dataset", choices=list(SETTINGS), default=DATASET,
                           help=f"where the grid runs (default {DATASET}); {ML100K} needs "
                                f"`python -m data_prep.prepare {ML100K}` first")
@@ -295,7 +296,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if not args.report_only:
         pending = [p for p in points if p.expid not in finished(read_records(records_path))]
-        run_within_budget(config_dir, pending, h.budget_left_s(), "roblock_scaling", report)
+        run_within_budget(config_dir, pending, h.budget_left_s(), "roblock_scaling", report,
+                          jobs=args.jobs, threads=args.threads)
     report()
     return 0
 

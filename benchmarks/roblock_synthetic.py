@@ -36,7 +36,8 @@ import json
 import os
 from typing import Dict, List, Optional
 
-from benchmarks.fixtures import TINY_ROWS, Point, ceiling_lines, run_within_budget, write_config_dir
+from benchmarks.fixtures import (TINY_ROWS, Point, add_jobs_option, ceiling_lines, run_within_budget,
+                                 write_config_dir)
 from benchmarks.harness import Harness
 from fuxictr_ext.spectrum.plot import load_spectrum, select_records
 from fuxictr_ext.spectrum.plot import main as plot_main
@@ -119,6 +120,7 @@ def markdown(rows: List[dict], ia: Dict[str, List[tuple]], header: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> None:
     h = Harness("roblock_synthetic", __doc__.split("\n\n")[0].replace("\n", " "))
+    add_jobs_option(h.parser)
     h.parser.add_argument("--epochs", type=int, default=1)
     h.parser.set_defaults(budget_s=960.0)
     args = h.parse(argv)
@@ -163,7 +165,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(f"[roblock_synthetic] {point.expid}: test AUC {row['test_AUC']:.4f}, {seconds:.0f} s", flush=True)
 
     with h.clock() as t:
-        run_within_budget(config_dir, points, h.budget_left_s(), "roblock_synthetic", record)
+        run_within_budget(config_dir, points, h.budget_left_s(), "roblock_synthetic", record,
+                          jobs=args.jobs, threads=args.threads)
     if spectra:
         plot_main(list(spectra.values()) + ["--metric", "IA", "--out", h.output_path("roblock_ia_per_layer.png"),
                                             "--labels", *spectra])

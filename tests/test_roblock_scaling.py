@@ -1,6 +1,18 @@
-"""benchmarks/roblock_scaling.py: the cells it plans and the report it writes from records."""
+"""benchmarks/roblock_scaling.py: the cells it plans, the report it writes from records, and
+``--jobs`` (points trained at once, ``benchmarks.fixtures.run_within_budget``)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import fixtures
 from benchmarks import roblock_scaling as scaling
+from fuxictr_ext.results import read_records
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_most_informative_cells_first_and_sizes_per_model():
@@ -59,3 +71,24 @@ def test_movielens_without_prepared_data_exits_2_and_writes_nothing(tmp_path, mo
     assert code == 2
     assert "data_prep.prepare movielens_100k" in capsys.readouterr().err
     assert not (tmp_path / "out" / "roblock_scaling.md").exists()
+
+
+def test_jobs_run_points_in_processes_of_their_own_with_the_results_of_one_after_another(tmp_path):
+    """``--jobs 2``: the points train two at a time in spawned processes; every record lands in
+    the one results file, with the test AUC the same points get one after another (``--jobs 1``)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    aucs = {}
+    for jobs in (1, 2):
+        work = tmp_path / f"jobs{jobs}"
+        done = subprocess.run([sys.executable, "-m", "benchmarks.roblock_scaling", "--tiny", "--models", "WuKong ME",
+                               "DHEN ME", "--jobs", str(jobs), "--work-dir", str(work), "--out", str(work / "out")],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        records = read_records(work / "benchmark_config.jsonl")
+        aucs[jobs] = {r["expid"]: r["test"]["AUC"] for r in records if r["status"] == "ok"}
+    assert len(aucs[2]) == 2 and aucs[2] == aucs[1]
+
+
+def test_jobs_below_one_is_an_error():
+    with pytest.raises(ValueError, match="--jobs"):
+        fixtures.run_within_budget("config", [], None, "test", lambda *_: None, jobs=0)
