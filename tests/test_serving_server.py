@@ -311,3 +311,11 @@ def test_a_failed_start_prints_its_cause_and_exits_2(options, cause, trained, zo
                             timeout=START_TIMEOUT_S)
     assert result.returncode == 2, result.stderr
     assert cause in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("cores, workers", [({0}, 1), ({0, 1}, 1), ({0, 1, 2, 3}, 3), (set(range(16)), 15)])
+def test_default_workers_leave_one_core_to_the_api_server(cores, workers, monkeypatch):
+    from fuxictr_ext.serving import server
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cores, raising=False)
+    assert server.default_workers() == workers
+    assert server.build_parser().parse_args(["--expid", EXPID]).workers is None      # main() fills it in

@@ -27,7 +27,7 @@ Endpoints:
 
 Command::
 
-    python -m fuxictr_ext.serving.server --config config --expid DLRM_demo_request --port 8000 --workers 2
+    python -m fuxictr_ext.serving.server --config config --expid DLRM_demo_request --port 8000
 """
 
 import argparse
@@ -286,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=2, help="inference worker processes (one per core)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="inference worker processes (default: one per core this process may use, less the "
+                             "one the API server and the queue manager take; at least 1)")
     parser.add_argument("--api-servers", type=int, default=1, help="HTTP server processes in front of the workers")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per worker")
     parser.add_argument("--max-candidates", type=int, default=1024)
@@ -301,6 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_workers() -> int:
+    """One inference worker per core this process may run on, less one core for the API server and
+    LitServe's queue manager; at least 1. On 2 cores that is 1 worker, which measured ahead of 2
+    at concurrency 8 and level or ahead at 1 (``results/serving.md``, README "Serving")."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
 def stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
@@ -309,6 +319,8 @@ def main(argv=None) -> int:
     """``fuxictr-zoo serve`` (``python -m fuxictr_ext.serving.server``): serve until SIGTERM or Ctrl-C;
     2 (with the cause) when the server cannot start."""
     args = build_parser().parse_args(argv)
+    if args.workers is None:
+        args.workers = default_workers()
     package_dir = tempfile.mkdtemp(prefix="fuxictr_zoo_scorer_") if args.compile else None
     try:
         cwd = os.getcwd()
