@@ -27,10 +27,14 @@ after contender, round after round (alternated), after a warm-up:
   needs numpy < 2, so it runs in an environment of its own: ``--pytriton-python PATH``; it is
   started and made ready before the others (its second model instance waits only 1 s for the
   first one's handshake, which a machine busy starting the other servers misses);
+* ``bentoml``   - BentoML (``bentoml serve benchmarks.serving:BentoScoring``), its adaptive
+  batching with the same batch size, its ``traffic`` limits at the same queue size and timeout,
+  1 and 2 workers; each worker is a process with its own HTTP server, batcher and scorer, so a
+  request crosses no process boundary (its body is ``{"requests": [request]}``, ``BentoWire``);
 * ``in process`` - ``scorer.score([json.loads(body)])`` in this process, one thread: the
   throughput every server is compared with (``throughput / in-process``).
 
-Ray Serve and PyTriton are not dependencies of the project: a contender whose engine is not
+Ray Serve, PyTriton and BentoML are not dependencies of the project: a contender whose engine is not
 installed, or that fails to start, is left out and the results say why.
 
 Each contender is measured alone: while one is measured (and while the in-process scorer is),
@@ -39,7 +43,7 @@ process trees stopped with SIGSTOP and resumed with SIGCONT (``--pause-idle``, t
 ``--no-pause-idle`` leaves them running). An idle LitServe server with batching is not idle:
 each worker polls its queue every millisecond through LitServe's multiprocessing manager, and
 before each run the benchmark records every server's idle CPU (cores, over ``--idle-s``
-seconds with no requests). Ray Serve and PyTriton keep running (their controllers and stubs
+seconds with no requests). Ray Serve, PyTriton and BentoML keep running (their controllers and stubs
 time each other out when stopped); their idle CPU is in the same record.
 
 Clients: ``--concurrency`` threads on keep-alive connections run a closed loop for
@@ -90,6 +94,7 @@ from benchmarks.harness import REPO, Harness, clock
 from fuxictr_ext.serving import RequestBatch, export_scorer
 
 PATHS = ("vanilla", "rank_aware")
+ENGINES = ("litserve-no-model", "fastapi", "rayserve", "pytriton", "bentoml")
 NO_MODEL = "no model"      # the path column of a server that answers without scoring
 EXPID = "DLRM_serving_bench"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -210,6 +215,25 @@ class KServeWire:
             return status, payload
         outputs = {o["name"]: o["data"][0] for o in json.loads(payload)["outputs"]}
         return int(outputs["status"]), outputs["answer"].encode()
+
+
+class BentoWire:
+    """BentoML's JSON API: the body is ``{"requests": [request]}`` (the batchable API's one argument,
+    a list; BentoML's dispatcher joins the lists of concurrent requests into one batch and splits
+    the answers back); the answer is a one-element list of [the HTTP status the project's server
+    would answer, its body]."""
+    score_path, health_path = "/score", "/readyz"
+
+    @staticmethod
+    def wrap(body: bytes) -> bytes:
+        return b'{"requests": [' + body + b"]}"
+
+    @staticmethod
+    def unwrap(status: int, payload: bytes) -> Tuple[int, bytes]:
+        if status != 200:
+            return status, payload
+        (code, answer), = json.loads(payload)
+        return code, answer.encode()
 
 
 class HttpSession:
@@ -541,7 +565,7 @@ def fastapi_app():
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
 
-    from fuxictr_ext.serving.server import answer_requests, load_experiment_scorer
+    from fuxictr_ext.serving.answers import answer_requests, load_experiment_scorer
 
     options = reference_options()
     torch.set_num_threads(1)
@@ -581,6 +605,33 @@ if importlib.util.find_spec("litserve") is not None:      # the serving extra; L
 
         def encode_response(self, answer: bytes) -> Response:
             return Response(answer, media_type="application/json")
+
+
+BENTOML_OPTIONS = "SERVING_BENCH_BENTOML"
+"""The environment variable with the BentoML contender's settings (read when its service class is defined)."""
+
+if importlib.util.find_spec("bentoml") is not None and BENTOML_OPTIONS in os.environ:   # the BentoML server
+    import bentoml
+
+    BENTO = json.loads(os.environ[BENTOML_OPTIONS])
+
+    @bentoml.service(workers=BENTO["workers"],
+                     traffic={"timeout": BENTO["timeout_s"], "max_concurrency": BENTO["max_queued"]})
+    class BentoScoring:
+        """BentoML (``--engines bentoml``): ``workers`` processes, each with its own HTTP server, adaptive
+        batcher (batches of at most ``max_batch_size``; a request that would wait past ``timeout_s`` is
+        refused) and scorer; ``max_queued`` requests at once, the rest answered 503."""
+
+        def __init__(self):
+            from fuxictr_ext.serving.answers import load_experiment_scorer
+            torch.set_num_threads(1)
+            self.scorer = load_experiment_scorer(**reference_options())
+
+        @bentoml.api(batchable=True, max_batch_size=BENTO["max_batch_size"],
+                     max_latency_ms=int(1000 * BENTO["timeout_s"]))
+        def score(self, requests: list) -> list:
+            from fuxictr_ext.serving.answers import answer_requests
+            return [[status, body.decode()] for status, body in answer_requests(self.scorer, requests)]
 
 
 def serve_litserve_no_model(port: int, workers: int, max_batch_size: int, batch_wait_ms: float,
@@ -627,7 +678,7 @@ def serve_rayserve(port: int, grpc_port: int, workers: int, max_batch_size: int,
     from ray import serve
     from ray.serve.config import gRPCOptions
 
-    from fuxictr_ext.serving.server import answer_requests, load_experiment_scorer
+    from fuxictr_ext.serving.answers import answer_requests, load_experiment_scorer
 
     options = reference_options()
     app = FastAPI()
@@ -675,7 +726,7 @@ def serve_pytriton(port: int, workers: int, max_batch_size: int, batch_wait_ms: 
     from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    from fuxictr_ext.serving.server import answer_requests, load_experiment_scorer
+    from fuxictr_ext.serving.answers import answer_requests, load_experiment_scorer
 
     torch.set_num_threads(1)
     options = reference_options()
@@ -736,6 +787,9 @@ def contenders(args, config_dir: str) -> Tuple[List[Contender], Dict[str, str]]:
         if engine == "rayserve" and importlib.util.find_spec("ray") is None:
             skipped["rayserve"] = "not run: Ray is not installed here (pip install 'ray[serve]')"
             continue
+        if engine == "bentoml" and importlib.util.find_spec("bentoml") is None:
+            skipped["bentoml"] = "not run: BentoML is not installed here (pip install bentoml)"
+            continue
         if engine == "pytriton" and not args.pytriton_python:
             skipped["pytriton"] = ("not run: no --pytriton-python (PyTriton needs numpy < 2, so it runs in a "
                                    "Python environment of its own)")
@@ -744,7 +798,8 @@ def contenders(args, config_dir: str) -> Tuple[List[Contender], Dict[str, str]]:
             skipped[engine] = "not run: its API is written for batches (--max-batch-size of 2 or more)"
             continue
         python = args.pytriton_python if engine == "pytriton" else sys.executable
-        for workers in args.workers if engine == "fastapi" else [max(args.workers)] if args.workers else []:
+        both = engine in ("fastapi", "bentoml")              # measured with 1 and 2 workers
+        for workers in args.workers if both else [max(args.workers)] if args.workers else []:
             p = next(port)
             command = [python, "-m", "benchmarks.serving", "--serve", engine, "--port", str(p),
                        "--serve-workers", str(workers), *limits]
@@ -755,6 +810,16 @@ def contenders(args, config_dir: str) -> Tuple[List[Contender], Dict[str, str]]:
                                  dict(env, RAY_SERVE_THROUGHPUT_OPTIMIZED="1", RAY_worker_niceness="0"))
                 chosen += [http, Contender(f"{engine}_grpc_rank_aware_{workers}w", engine, "rank_aware", workers, g,
                                            None, session=GrpcSession, host=http)]
+            elif engine == "bentoml":
+                settings = dict(workers=workers, max_batch_size=args.max_batch_size, timeout_s=args.timeout_s,
+                                max_queued=args.max_queued)
+                chosen.append(Contender(name, engine, "rank_aware", workers, p,
+                                        [python, "-m", "bentoml", "serve", "benchmarks.serving:BentoScoring",
+                                         "--working-dir", REPO, "--host", "127.0.0.1", "--port", str(p)],
+                                        dict(env, **{BENTOML_OPTIONS: json.dumps(settings),
+                                                     "BENTOML_HOME": os.path.join(args.work_dir, "bentoml_home"),
+                                                     "BENTOML_DO_NOT_TRACK": "True"}),
+                                        wire=BentoWire))
             elif engine == "litserve-no-model":
                 chosen.append(Contender(f"litserve_no_model_{workers}w", engine, NO_MODEL, workers, p, command,
                                         scores=False))
@@ -772,8 +837,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", type=int, default=64, help="distinct requests cycled by the clients")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker processes / replicas")
-    parser.add_argument("--engines", nargs="*", default=["litserve-no-model", "fastapi", "rayserve", "pytriton"],
-                        choices=["litserve-no-model", "fastapi", "rayserve", "pytriton"],
+    parser.add_argument("--engines", nargs="*", default=list(ENGINES), choices=list(ENGINES),
                         help="contenders besides the project's server")
     parser.add_argument("--pytriton-python", default=None,
                         help="the python of an environment with nvidia-pytriton (and numpy < 2) and this project")
@@ -892,7 +956,7 @@ def main(argv=None) -> None:
     try:
         # started one engine at a time on a quieter machine, before the others: PyTriton's second model instance
         # waits 1 s for the first one's handshake, Ray Serve kills its proxy when the proxy is slow to start
-        groups = [[s for s in servers if s.engine == engine] for engine in ("pytriton", "rayserve")]
+        groups = [[s for s in servers if s.engine == engine] for engine in ("pytriton", "rayserve", "bentoml")]
         for group in [*groups, [s for s in servers if not any(s in g for g in groups)]]:
             for server in group:
                 server.start(log_dir)
@@ -979,9 +1043,9 @@ def results_markdown(args, windows, started, skipped, ratio_rounds, overload_res
             f"{args.max_batch_size}, batch wait {args.batch_wait_ms} ms; {args.repeats} rounds x {args.duration} s per "
             f"contender and concurrency, contenders alternated; CPU counted over every process of each server's "
             f"tree; the benchmark and its servers ran at niceness {niceness}; "
-            + ("each LitServe and FastAPI server measured alone, the others of those paused (SIGSTOP), Ray Serve and "
-               "PyTriton left running. " if args.pause_idle else "every server left running while the others are "
-                                                                  "measured. ")
+            + ("each LitServe and FastAPI server measured alone, the others of those paused (SIGSTOP), Ray Serve, "
+               "PyTriton and BentoML left running. " if args.pause_idle
+               else "every server left running while the others are measured. ")
             + "Start times: "
             + (", ".join(f"{k} {v:.0f} s" for k, v in started.items()) or "none (in process only)") + "."
             + (f" Idle CPU with no requests (cores, over {args.idle_s} s, all servers running): "

@@ -13,6 +13,8 @@ Canonical import path for the serving API (``fuxictr_ext.rank_aware`` re-exports
 * :mod:`.encoding` - :class:`RawFeatureEncoder`: raw request values encoded with the
   dataset's fitted FuxiCTR FeatureProcessor, as the dataset build encoded them.
 * :mod:`.load` - :func:`~.load.load_scorer` (and its command): config + checkpoint -> Scorer.
+* :mod:`.answers` - what every engine shares: a trained experiment's scorer from its folder, raw
+  requests answered as (HTTP status, JSON body), the error contract included.
 * :mod:`.server` - the HTTP scoring server on LitServe (``pip install .[serve]``; not imported here).
 * :mod:`.layers` - rank-aware forms of trained vanilla layers (split FM pairs, LR, cross
   layer 0, attention layer 0); the layers models train with (split dense layer, rDCN's and
