@@ -5,7 +5,7 @@ them to ``--workers`` inference worker processes, each holding the scorer, with 
 batching: requests that arrive within ``--batch-wait-ms`` of each other, up to
 ``--max-batch-size`` of them, are encoded in one vectorised call of the raw-value encoder
 and scored in one ragged call (rank-aware or vanilla). The engine was chosen by measurement
-against Ray Serve, PyTriton and a plain FastAPI app (``benchmarks/serving.py``,
+against Ray Serve, PyTriton, BentoML and a plain FastAPI app (``benchmarks/serving.py``,
 ``results/serving.md``).
 
 Endpoints:
