@@ -613,6 +613,8 @@ BENTOML_OPTIONS = "SERVING_BENCH_BENTOML"
 if importlib.util.find_spec("bentoml") is not None and BENTOML_OPTIONS in os.environ:   # the BentoML server
     import bentoml
 
+    from fuxictr_ext.serving.answers import answer_requests, load_experiment_scorer
+
     BENTO = json.loads(os.environ[BENTOML_OPTIONS])
 
     @bentoml.service(workers=BENTO["workers"],
@@ -623,14 +625,12 @@ if importlib.util.find_spec("bentoml") is not None and BENTOML_OPTIONS in os.env
         refused) and scorer; ``max_queued`` requests at once, the rest answered 503."""
 
         def __init__(self):
-            from fuxictr_ext.serving.answers import load_experiment_scorer
             torch.set_num_threads(1)
             self.scorer = load_experiment_scorer(**reference_options())
 
         @bentoml.api(batchable=True, max_batch_size=BENTO["max_batch_size"],
                      max_latency_ms=int(1000 * BENTO["timeout_s"]))
         def score(self, requests: list) -> list:
-            from fuxictr_ext.serving.answers import answer_requests
             return [[status, body.decode()] for status, body in answer_requests(self.scorer, requests)]
 
 
